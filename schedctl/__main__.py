@@ -1,0 +1,5 @@
+"""`python -m schedctl`."""
+
+from schedctl.entry import run
+
+run()

@@ -1,0 +1,54 @@
+"""The Typer application: global options and command registration."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from schedctl import __version__
+from schedctl.cli import db, jobs
+from schedctl.cli.context import State
+from schedctl.cli.quickstart import quickstart
+
+app = typer.Typer(
+    name="schedctl",
+    help="Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"schedctl {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            help="Database URL (postgresql://... or sqlite:////path); "
+            "default: $SCHEDCTL_DATABASE_URL, the config file, or the embedded SQLite file.",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot."""
+    ctx.obj = State(db_flag=db_url, debug=debug)
+
+
+jobs.register(app)
+app.command()(quickstart)
+app.add_typer(db.app, name="db")

@@ -1,0 +1,47 @@
+"""Per-invocation state shared by the commands: settings, clock, store."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import typer
+
+from schedctl import config
+from schedctl.clock import Clock, SystemClock
+from schedctl.store.repo import Store
+
+
+@dataclass
+class State:
+    """What the root callback resolved for this invocation."""
+
+    db_flag: str | None = None
+    debug: bool = False
+    clock: Clock = field(default_factory=SystemClock)
+    _settings: config.Settings | None = None
+    _store: Store | None = None
+
+    @property
+    def settings(self) -> config.Settings:
+        """Resolve settings on first use (so `--help` never touches the environment)."""
+        if self._settings is None:
+            self._settings = config.resolve(os.environ, self.db_flag)
+        return self._settings
+
+    def store(self) -> Store:
+        """Open the store once, checking (or, for SQLite, creating) the schema."""
+        if self._store is None:
+            self._store = Store.open(self.settings.database)
+        return self._store
+
+    def default_timezone(self) -> str:
+        """Return the host's default zone for new jobs."""
+        return config.default_timezone(os.environ)
+
+
+def state(ctx: typer.Context) -> State:
+    """Return the State stored on the root context."""
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj

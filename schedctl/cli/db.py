@@ -1,0 +1,65 @@
+"""`schedctl db`: schema status and upgrades."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from schedctl.cli.context import state
+from schedctl.cli.output import done, out, print_json
+from schedctl.errors import SchemaError
+from schedctl.store.repo import Store
+
+app = typer.Typer(help="Database schema: status and upgrade.", no_args_is_help=True)
+
+
+@app.command()
+def upgrade(ctx: typer.Context) -> None:
+    """Create or migrate the schema to this schedctl's version. Example: schedctl db upgrade"""
+    st = state(ctx)
+    store = Store.connect(st.settings.database)
+    before, after = store.upgrade()
+    if before == after:
+        done(f"schema already at revision {after} ({st.settings.database})")
+    else:
+        done(
+            f"schema upgraded from {before or 'empty'} to revision {after} ({st.settings.database})"
+        )
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Test the connection and compare the schema with this schedctl (exit 5 if not current).
+
+    Example: schedctl db status
+    """
+    st = state(ctx)
+    store = Store.connect(st.settings.database)
+    schema = store.schema_status()
+    info = {
+        "url": str(st.settings.database),
+        "source": st.settings.source,
+        "backend": st.settings.database.backend,
+        "server": store.server_version(),
+        "schema_revision": schema.current,
+        "schema_head": schema.head,
+        "schema_state": schema.state,
+    }
+    if json_:
+        print_json(info)
+    else:
+        for key, value in info.items():
+            out.print(f"{key:16} {value if value is not None else '-'}", markup=False)
+    if schema.state != "current":
+        raise SchemaError(
+            f"schema is {schema.state}"
+            + (
+                ": run `schedctl db upgrade`"
+                if schema.state in ("missing", "behind")
+                else ": upgrade schedctl on this host"
+            )
+        )

@@ -1,0 +1,398 @@
+"""Job definition commands: add, edit, remove, enable, disable, list, show, next."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from schedctl import services
+from schedctl.cli.context import state
+from schedctl.cli.output import done, iso, local_time, out, print_json, utc_time
+from schedctl.durations import format_duration, parse_duration
+from schedctl.errors import ValidationError
+from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobChanges, JobSpec
+from schedctl.validate import parse_env_pair
+
+# Options shared by `add` and `edit`: on `edit`, an option left out keeps the stored value.
+Schedule = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule", "-s", help="Cron expression (5 fields or @daily...), Debian cron rules."
+    ),
+]
+Tz = Annotated[
+    str | None, typer.Option("--tz", help="IANA time zone of the schedule [default: the host's].")
+]
+Timeout = Annotated[
+    str | None, typer.Option(help="Kill the job after this long: 90s, 5m, 1h30m, 2d, or none.")
+]
+Concurrency = Annotated[
+    ConcurrencyPolicy | None,
+    typer.Option(help="When the previous run still holds the lock [default: forbid]."),
+]
+CatchUp = Annotated[
+    CatchUpPolicy | None,
+    typer.Option("--catch-up", help="After downtime: run the latest missed slot, or skip it."),
+]
+Retries = Annotated[int | None, typer.Option(help="Re-run a failed attempt up to N times.")]
+RetryDelay = Annotated[
+    str | None, typer.Option(help="Delay before the first retry, doubled each time [default: 30s].")
+]
+Jitter = Annotated[str | None, typer.Option(help="Random start delay up to this long.")]
+Env = Annotated[
+    list[str] | None,
+    typer.Option("--env", "-e", help="KEY=VALUE for the job's environment; repeat."),
+]
+Workdir = Annotated[str | None, typer.Option(help="Absolute working directory.")]
+User = Annotated[str | None, typer.Option("--user", "-u", help="Run as this Unix user.")]
+Description = Annotated[str | None, typer.Option(help="Free text shown by show/list.")]
+Tag = Annotated[list[str] | None, typer.Option("--tag", "-t", help="Label for filtering; repeat.")]
+Shell = Annotated[
+    bool | None,
+    typer.Option("--shell/--no-shell", help="Run COMMAND as one string through /bin/sh -c."),
+]
+OutputLimit = Annotated[
+    int | None, typer.Option(help="Bytes of output tail kept per run [default: 65536].")
+]
+Keep = Annotated[
+    str | None, typer.Option("--keep", help="Keep this job's run history this long, e.g. 30d.")
+]
+Command = Annotated[
+    list[str] | None, typer.Argument(help="The command and its arguments, after --.")
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def _duration(value: str | None, what: str) -> int | None:
+    return None if value is None else parse_duration(value, what=what)
+
+
+def _timeout(value: str) -> int | None:
+    return None if value.strip().lower() in ("none", "0") else parse_duration(value, what="timeout")
+
+
+def _env(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(parse_env_pair(v) for v in values or [])
+
+
+def _fmt_command(job: Job) -> str:
+    return job.spec.command[0] if job.spec.shell else shlex.join(job.spec.command)
+
+
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Job name: a-z 0-9 _ . - (max 63).")],
+    command: Command = None,
+    schedule: Schedule = None,
+    tz: Tz = None,
+    timeout: Timeout = None,
+    concurrency: Concurrency = None,
+    catch_up: CatchUp = None,
+    retries: Retries = None,
+    retry_delay: RetryDelay = None,
+    jitter: Jitter = None,
+    env: Env = None,
+    workdir: Workdir = None,
+    user: User = None,
+    description: Description = None,
+    tag: Tag = None,
+    disabled: Annotated[bool, typer.Option("--disabled", help="Store it disabled.")] = False,
+    shell: Shell = None,
+    output_limit: OutputLimit = None,
+    keep: Keep = None,
+) -> None:
+    """Add a job.
+
+    Example: schedctl add nightly-backup --schedule '30 2 * * *' --tz Europe/Berlin
+    --timeout 1h -- /usr/local/bin/backup --full
+    """
+    if schedule is None:
+        raise ValidationError(
+            "missing --schedule: give a cron expression, e.g. --schedule '@daily'"
+        )
+    st = state(ctx)
+    defaults = JobSpec(name=name, schedule=schedule, timezone="UTC", command=())
+    spec = JobSpec(
+        name=name,
+        schedule=schedule,
+        timezone=tz or st.default_timezone(),
+        command=tuple(command or ()),
+        shell=bool(shell),
+        timeout_seconds=_timeout(timeout) if timeout is not None else None,
+        concurrency=concurrency or defaults.concurrency,
+        catch_up=catch_up or defaults.catch_up,
+        jitter_seconds=_duration(jitter, "jitter") or 0,
+        retries=defaults.retries if retries is None else retries,
+        retry_delay_seconds=(
+            defaults.retry_delay_seconds
+            if retry_delay is None
+            else parse_duration(retry_delay, what="retry delay")
+        ),
+        env=_env(env),
+        workdir=workdir,
+        run_as_user=user,
+        description=description or "",
+        tags=tuple(tag or ()),
+        enabled=not disabled,
+        output_limit_bytes=defaults.output_limit_bytes if output_limit is None else output_limit,
+        retention_seconds=_duration(keep, "retention"),
+    )
+    job = services.add_job(st.store(), spec, st.clock)
+    nxt = services.next_fires(job, st.clock.now(), 1)
+    state_word = "enabled" if job.spec.enabled else "disabled"
+    done(
+        f"added job {job.name} ({state_word}): {job.spec.schedule} {job.spec.timezone}, "
+        f"next {local_time(nxt[0], job.spec.timezone)}"
+    )
+
+
+def edit(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job to change.")],
+    command: Command = None,
+    schedule: Schedule = None,
+    tz: Tz = None,
+    timeout: Timeout = None,
+    concurrency: Concurrency = None,
+    catch_up: CatchUp = None,
+    retries: Retries = None,
+    retry_delay: RetryDelay = None,
+    jitter: Jitter = None,
+    env: Env = None,
+    unset_env: Annotated[
+        list[str] | None, typer.Option("--unset-env", help="Remove a variable; repeat.")
+    ] = None,
+    workdir: Workdir = None,
+    user: User = None,
+    description: Description = None,
+    tag: Tag = None,
+    untag: Annotated[
+        list[str] | None, typer.Option("--untag", help="Remove a tag; repeat.")
+    ] = None,
+    shell: Shell = None,
+    output_limit: OutputLimit = None,
+    keep: Keep = None,
+) -> None:
+    """Change a job; options left out keep their value. Bumps the revision.
+
+    `--env` adds or overrides one variable, `--tag` adds one tag; `--workdir ''`, `--user ''`
+    and `--keep none` clear those settings.
+
+    Example: schedctl edit nightly-backup --schedule '0 3 * * *' --env LEVEL=full
+    """
+    st = state(ctx)
+    clear_keep = keep is not None and keep.strip().lower() == "none"
+    changes = JobChanges(
+        schedule=schedule,
+        timezone=tz,
+        command=tuple(command) if command else None,
+        shell=shell,
+        timeout_seconds=_timeout(timeout) if timeout is not None else None,
+        clear_timeout=timeout is not None and _timeout(timeout) is None,
+        concurrency=concurrency,
+        catch_up=catch_up,
+        jitter_seconds=_duration(jitter, "jitter"),
+        retries=retries,
+        retry_delay_seconds=_duration(retry_delay, "retry delay"),
+        set_env=_env(env),
+        unset_env=tuple(unset_env or ()),
+        workdir=workdir,
+        run_as_user=user,
+        description=description,
+        add_tags=tuple(tag or ()),
+        remove_tags=tuple(untag or ()),
+        output_limit_bytes=output_limit,
+        retention_seconds=None if clear_keep else _duration(keep, "retention"),
+        clear_retention=clear_keep,
+    )
+    result = services.edit_job(st.store(), name, changes, st.clock)
+    if result.changed:
+        done(f"updated job {result.job.name}: now at revision {result.job.revision}")
+    else:
+        done(f"job {result.job.name} unchanged (revision {result.job.revision})")
+
+
+def remove(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job to remove.")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete its run history.")] = False,
+) -> None:
+    """Remove a job. Its run history is kept unless --purge.
+
+    Example: schedctl remove nightly-backup --yes
+    """
+    st = state(ctx)
+    job = services.get_job(st.store(), name)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ValidationError(
+                f"refusing to remove {job.name!r} without confirmation: pass --yes"
+            )
+        what = " and its run history" if purge else ""
+        if not typer.confirm(f"Remove job {job.name}{what}?", default=False):
+            done("nothing removed")
+            return
+    result = services.remove_job(st.store(), name, purge)
+    history = (
+        f"{result.runs_deleted} runs deleted"
+        if purge
+        else f"{result.runs_kept} runs kept in history"
+    )
+    done(f"removed job {result.job.name} ({history})")
+
+
+def enable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job.")]) -> None:
+    """Enable a job so its schedule fires. Example: schedctl enable nightly-backup"""
+    st = state(ctx)
+    result = services.set_enabled(st.store(), name, True, st.clock)
+    done(f"job {name} {'enabled' if result.changed else 'was already enabled'}")
+
+
+def disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job.")]) -> None:
+    """Disable a job; its definition and history stay. Example: schedctl disable nightly-backup"""
+    st = state(ctx)
+    result = services.set_enabled(st.store(), name, False, st.clock)
+    done(f"job {name} {'disabled' if result.changed else 'was already disabled'}")
+
+
+def list_(
+    ctx: typer.Context,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only jobs with this tag.")] = None,
+    json_: JsonOut = False,
+) -> None:
+    """List jobs with their next fire time. Example: schedctl list --tag backup"""
+    st = state(ctx)
+    now = st.clock.now()
+    found = services.list_jobs(st.store(), tag)
+    nexts = {j.id: services.next_fires(j, now, 1)[0] for j in found}
+    if json_:
+        print_json([{**j.to_dict(), "next_run": iso(nexts[j.id])} for j in found])
+        return
+    if not found:
+        out.print("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "COMMAND"):
+        table.add_column(col, overflow="fold")
+    for j in found:
+        table.add_row(
+            j.name,
+            j.spec.schedule,
+            j.spec.timezone,
+            local_time(nexts[j.id], j.spec.timezone) if j.spec.enabled else "-",
+            "enabled" if j.spec.enabled else "[yellow]disabled[/yellow]",
+            ",".join(j.spec.tags),
+            _fmt_command(j),
+        )
+    out.print(table)
+
+
+def show(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job.")],
+    json_: JsonOut = False,
+) -> None:
+    """Show a job's definition and its next 5 fire times. Example: schedctl show nightly-backup"""
+    st = state(ctx)
+    job = services.get_job(st.store(), name)
+    nexts = services.next_fires(job, st.clock.now(), 5)
+    if json_:
+        print_json({**job.to_dict(), "next_runs": [iso(x) for x in nexts]})
+        return
+    s = job.spec
+    rows: list[tuple[str, Any]] = [
+        ("name", job.name),
+        ("state", "enabled" if s.enabled else "disabled"),
+        ("schedule", s.schedule),
+        ("timezone", s.timezone),
+        ("command", _fmt_command(job) + ("   (via /bin/sh -c)" if s.shell else "")),
+        ("timeout", format_duration(s.timeout_seconds)),
+        ("concurrency", s.concurrency.value),
+        ("catch-up", s.catch_up.value),
+        ("retries", f"{s.retries} (first delay {format_duration(s.retry_delay_seconds)})"),
+        ("jitter", format_duration(s.jitter_seconds)),
+        ("env", " ".join(f"{k}={v}" for k, v in s.env) or "-"),
+        ("workdir", s.workdir or "-"),
+        ("user", s.run_as_user or "-"),
+        ("tags", ", ".join(s.tags) or "-"),
+        ("description", s.description or "-"),
+        ("output limit", f"{s.output_limit_bytes} bytes"),
+        ("retention", format_duration(s.retention_seconds) if s.retention_seconds else "default"),
+        ("revision", job.revision),
+        ("updated", local_time(job.updated_at, s.timezone)),
+    ]
+    table = Table(box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, str(value))
+    out.print(table)
+    out.print("\n[bold]next runs[/bold]" + ("" if s.enabled else " (if enabled)"))
+    times = Table(box=None)
+    times.add_column(s.timezone)
+    times.add_column("UTC")
+    for x in nexts:
+        times.add_row(local_time(x, s.timezone), utc_time(x))
+    out.print(times)
+
+
+def next_(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job.")],
+    count: Annotated[int, typer.Option("--count", "-n", help="How many instants.")] = 5,
+    after: Annotated[
+        str | None,
+        typer.Option(help="Start after this ISO 8601 instant (with offset) instead of now."),
+    ] = None,
+    json_: JsonOut = False,
+) -> None:
+    """Print the next fire instants in the job's zone, ISO 8601 with offsets.
+
+    Example: schedctl next nightly-backup --count 3 --after 2026-03-28T00:00:00+01:00
+    """
+    st = state(ctx)
+    job = services.get_job(st.store(), name)
+    start = _parse_instant(after) if after else st.clock.now()
+    nexts = services.next_fires(job, start, count)
+    if json_:
+        print_json(
+            {
+                "job": job.name,
+                "schedule": job.spec.schedule,
+                "timezone": job.spec.timezone,
+                "next": [iso(x) for x in nexts],
+            }
+        )
+        return
+    for x in nexts:
+        out.print(iso(x), markup=False)
+
+
+def _parse_instant(text: str) -> datetime:
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"bad --after {text!r}: use ISO 8601 with an offset, e.g. 2026-03-29T00:00:00+01:00"
+        ) from None
+    if dt.tzinfo is None:
+        raise ValidationError(f"--after {text!r} has no UTC offset: add one, e.g. {text}+00:00")
+    return dt
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the job commands to `app`."""
+    app.command()(add)
+    app.command()(edit)
+    app.command()(remove)
+    app.command()(enable)
+    app.command()(disable)
+    app.command("list")(list_)
+    app.command()(show)
+    app.command("next")(next_)

@@ -1,0 +1,41 @@
+"""Printing helpers: rich tables for people, JSON/CSV for programs, times with offsets."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from rich.console import Console
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    """Write `data` as indented JSON to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def iso(dt: datetime | None) -> str | None:
+    """Return ISO 8601 with offset, seconds precision."""
+    return None if dt is None else dt.isoformat(timespec="seconds")
+
+
+def local_time(dt: datetime | None, zone: str) -> str:
+    """Format `dt` in `zone` as `2026-11-22 21:00:00 CET`."""
+    if dt is None:
+        return "-"
+    return dt.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S %Z")
+
+
+def utc_time(dt: datetime) -> str:
+    """Format `dt` in UTC."""
+    return dt.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def done(message: str) -> None:
+    """Report a completed change on stdout."""
+    out.print(message, markup=False)

@@ -1,0 +1,49 @@
+"""Parse and format human durations such as `90s`, `5m`, `1h30m`, `2d`."""
+
+from __future__ import annotations
+
+import re
+
+from schedctl.errors import ValidationError
+
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_PART = re.compile(r"(\d+)([dhms])")
+_WHOLE = re.compile(r"(?:\d+[dhms])+")
+# Ten years: long enough for any real timeout or retention, small enough to fit every backend.
+MAX_SECONDS = 10 * 365 * 86400
+
+
+def parse_duration(text: str, *, what: str = "duration") -> int:
+    """Return the number of whole seconds in `text` (`90`, `90s`, `5m`, `1h30m`, `2d`)."""
+    raw = text.strip().lower()
+    if raw.isdigit():
+        seconds = int(raw)
+    elif _WHOLE.fullmatch(raw):
+        units = [unit for _, unit in _PART.findall(raw)]
+        if len(set(units)) != len(units) or units != sorted(units, key="dhms".index):
+            raise ValidationError(
+                f"bad {what} {text!r}: give each unit once, largest first, e.g. 1h30m"
+            )
+        seconds = sum(int(n) * _UNITS[u] for n, u in _PART.findall(raw))
+    else:
+        raise ValidationError(
+            f"bad {what} {text!r}: use a number of seconds or units d/h/m/s, e.g. 90s, 5m, 1h30m, 2d"
+        )
+    if seconds > MAX_SECONDS:
+        raise ValidationError(f"bad {what} {text!r}: at most 10 years (3650d)")
+    return seconds
+
+
+def format_duration(seconds: int | float | None) -> str:
+    """Format seconds as a compact duration (`1h30m`); None as `none`."""
+    if seconds is None:
+        return "none"
+    whole = int(seconds)
+    if whole == 0:
+        return f"{seconds:.1f}s" if isinstance(seconds, float) and seconds else "0s"
+    parts = []
+    for unit, size in _UNITS.items():
+        n, whole = divmod(whole, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts)

@@ -1,0 +1,84 @@
+"""Console entry point: one line per error, a documented exit code, never a stray traceback."""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+from schedctl.errors import ExitCode, SchedctlError
+
+
+def _scrub(text: str) -> str:
+    """Remove a database password that might sit in a debug traceback."""
+    from schedctl.config import URL_VAR, parse_database_url
+
+    for raw in (os.environ.get(URL_VAR), *_db_flags(sys.argv[1:])):
+        if not raw:
+            continue
+        try:
+            pw = parse_database_url(raw).password
+        except SchedctlError:
+            continue
+        if pw:
+            text = text.replace(pw, "***")
+    return text
+
+
+def _db_flags(args: list[str]) -> list[str]:
+    found = []
+    for i, arg in enumerate(args):
+        if arg == "--db" and i + 1 < len(args):
+            found.append(args[i + 1])
+        elif arg.startswith("--db="):
+            found.append(arg.split("=", 1)[1])
+    return found
+
+
+def _fail(message: str, code: int) -> int:
+    sys.stderr.write(f"schedctl: error: {message}\n")
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the process exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("SCHEDCTL_DEBUG") == "1"
+    import click
+    import typer
+
+    from schedctl.cli.app import app
+
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
+    except SchedctlError as e:
+        if debug:
+            sys.stderr.write(_scrub(traceback.format_exc()))
+        return _fail(str(e), e.exit_code)
+    except click.UsageError as e:
+        path = e.ctx.command_path if e.ctx else "schedctl"
+        return _fail(f"{e.format_message()} (see `{path} --help`)", ExitCode.USAGE)
+    except click.ClickException as e:
+        return _fail(e.format_message(), e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        sys.stderr.write("schedctl: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        # Output piped into `head` and closed early: not an error worth a message.
+        sys.stderr.close()
+        return 0
+    except Exception as e:
+        if debug:
+            sys.stderr.write(_scrub(traceback.format_exc()))
+        detail = _scrub(f"{type(e).__name__}: {e}".splitlines()[0])
+        return _fail(
+            f"unexpected internal error ({detail}); rerun with --debug and report it",
+            ExitCode.INTERNAL,
+        )
+    return result if isinstance(result, int) else 0
+
+
+def run() -> None:
+    """Exit the process with main()'s code (console_scripts target)."""
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Error types that carry the exit code and a one-line, actionable message."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; documented in the README."""
+
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    NOT_FOUND = 3
+    CONFLICT = 4
+    SCHEMA = 5
+    DB_UNAVAILABLE = 75
+    DB_AUTH = 77
+    CONFIG = 78
+
+
+class SchedctlError(Exception):
+    """Base error: `str(err)` is one line that says what is wrong and what to do."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class ValidationError(SchedctlError):
+    """Input that cannot be accepted."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NotFoundError(SchedctlError):
+    """A named object does not exist."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class ConflictError(SchedctlError):
+    """An object with that identity already exists, or changed underneath us."""
+
+    exit_code = ExitCode.CONFLICT
+
+
+class SchemaError(SchedctlError):
+    """The database schema is missing, behind, or ahead of this schedctl."""
+
+    exit_code = ExitCode.SCHEMA
+
+
+class DatabaseUnavailableError(SchedctlError):
+    """The database cannot be reached right now."""
+
+    exit_code = ExitCode.DB_UNAVAILABLE
+
+
+class DatabaseAuthError(SchedctlError):
+    """The database refused our credentials."""
+
+    exit_code = ExitCode.DB_AUTH
+
+
+class ConfigError(SchedctlError):
+    """Settings that cannot work (unsupported URL, unreadable config file)."""
+
+    exit_code = ExitCode.CONFIG

@@ -1,0 +1,148 @@
+"""Domain records: frozen dataclasses and enums shared by every layer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+
+class ConcurrencyPolicy(StrEnum):
+    """What `run` does when the job's lock is already held."""
+
+    FORBID = "forbid"
+    ALLOW = "allow"
+    QUEUE = "queue"
+
+
+class CatchUpPolicy(StrEnum):
+    """What happens to slots missed while a host was down."""
+
+    LATEST = "latest"  # run the most recent missed slot once (systemd Persistent=true)
+    SKIP = "skip"  # wait for the next slot
+
+
+class RunStatus(StrEnum):
+    """Outcome of one run attempt."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    KILLED = "killed"
+    SKIPPED_OVERLAP = "skipped_overlap"
+    LOCK_LOST = "lock_lost"
+    LOST = "lost"
+
+
+class Trigger(StrEnum):
+    """What started a run."""
+
+    TIMER = "timer"
+    CRON = "cron"
+    MANUAL = "manual"
+    DAEMON = "daemon"
+    CATCH_UP = "catch-up"
+
+
+DEFAULT_OUTPUT_LIMIT = 64 * 1024
+DEFAULT_RETRY_DELAY = 30
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a user defines about a job; validated before it is stored."""
+
+    name: str
+    schedule: str
+    timezone: str
+    command: tuple[str, ...]
+    shell: bool = False
+    timeout_seconds: int | None = None
+    concurrency: ConcurrencyPolicy = ConcurrencyPolicy.FORBID
+    catch_up: CatchUpPolicy = CatchUpPolicy.LATEST
+    jitter_seconds: int = 0
+    retries: int = 0
+    retry_delay_seconds: int = DEFAULT_RETRY_DELAY
+    env: tuple[tuple[str, str], ...] = ()
+    workdir: str | None = None
+    run_as_user: str | None = None
+    description: str = ""
+    tags: tuple[str, ...] = ()
+    enabled: bool = True
+    output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT
+    retention_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored job: its spec plus identity and bookkeeping."""
+
+    id: int
+    spec: JobSpec
+    revision: int
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        """Return the job's name."""
+        return self.spec.name
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON-ready form used by `list --json` and `show --json`."""
+        s = self.spec
+        return {
+            "id": self.id,
+            "name": s.name,
+            "schedule": s.schedule,
+            "timezone": s.timezone,
+            "command": list(s.command),
+            "shell": s.shell,
+            "enabled": s.enabled,
+            "timeout_seconds": s.timeout_seconds,
+            "concurrency": s.concurrency.value,
+            "catch_up": s.catch_up.value,
+            "jitter_seconds": s.jitter_seconds,
+            "retries": s.retries,
+            "retry_delay_seconds": s.retry_delay_seconds,
+            "env": dict(s.env),
+            "workdir": s.workdir,
+            "user": s.run_as_user,
+            "description": s.description,
+            "tags": list(s.tags),
+            "output_limit_bytes": s.output_limit_bytes,
+            "retention_seconds": s.retention_seconds,
+            "revision": self.revision,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+@dataclass(frozen=True)
+class JobChanges:
+    """Fields to change on an existing job; None means leave as is."""
+
+    schedule: str | None = None
+    timezone: str | None = None
+    command: tuple[str, ...] | None = None
+    shell: bool | None = None
+    timeout_seconds: int | None = None
+    clear_timeout: bool = False
+    concurrency: ConcurrencyPolicy | None = None
+    catch_up: CatchUpPolicy | None = None
+    jitter_seconds: int | None = None
+    retries: int | None = None
+    retry_delay_seconds: int | None = None
+    set_env: tuple[tuple[str, str], ...] = ()
+    unset_env: tuple[str, ...] = ()
+    workdir: str | None = None
+    run_as_user: str | None = None
+    description: str | None = None
+    add_tags: tuple[str, ...] = ()
+    remove_tags: tuple[str, ...] = ()
+    enabled: bool | None = None
+    output_limit_bytes: int | None = None
+    retention_seconds: int | None = None
+    clear_retention: bool = False

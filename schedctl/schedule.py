@@ -1,0 +1,357 @@
+"""Cron expressions with Debian cron's meaning, evaluated in a job's own time zone.
+
+Semantics (Debian cron 3.0pl1, entry.c / cron.c):
+- Five fields; names (`jan`, `mon`) in month and day-of-week; `*`, `N`, `N-M`, with `/step`
+  only after `*` or a range (Debian rejects `N/step`); day-of-week 7 is Sunday.
+- Day-of-month and day-of-week are OR-ed when both are restricted; when either field *starts
+  with* `*` (so `*/2` counts as unrestricted) both must match.
+- DST: a job whose minute and hour fields both start with a digit is "fixed-time": a slot in a
+  skipped hour runs once at the first minute after the gap, a slot in a repeated hour runs once
+  (first occurrence). Other jobs follow the wall clock: no run in a gap, both passes of a
+  repeated hour.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from schedctl.errors import ValidationError
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+_MONTH_NAMES = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_FIELDS = (
+    # name, low, high, names (index + offset = value)
+    ("minute", 0, 59, None, 0),
+    ("hour", 0, 23, None, 0),
+    ("day-of-month", 1, 31, None, 0),
+    ("month", 1, 12, _MONTH_NAMES, 1),
+    ("day-of-week", 0, 7, _DOW_NAMES, 0),
+)
+_DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_ONE_DAY = timedelta(days=1)
+# How far to look for the next/previous fire time before concluding there is none. Validation
+# refuses expressions that never fire, so this only bounds pathological zones.
+_SEARCH_DAYS = 366 * 30
+
+
+class CronError(ValidationError):
+    """A cron expression that schedctl refuses."""
+
+
+@dataclass(frozen=True)
+class CronExpr:
+    """A parsed 5-field cron expression."""
+
+    text: str
+    expanded: str
+    minutes: frozenset[int]
+    hours: frozenset[int]
+    days: frozenset[int]
+    months: frozenset[int]
+    weekdays: frozenset[int]  # 0 = Sunday .. 6 = Saturday
+    dom_star: bool
+    dow_star: bool
+    fixed_time: bool
+    minutes_of_day: tuple[int, ...]  # sorted h*60+m for every (hour, minute) pair
+
+    def matches_day(self, d: date) -> bool:
+        """Return whether cron would fire on local date `d` (month and day rules)."""
+        if d.month not in self.months:
+            return False
+        dow = d.isoweekday() % 7
+        if self.dom_star or self.dow_star:
+            return d.day in self.days and dow in self.weekdays
+        return d.day in self.days or dow in self.weekdays
+
+
+def _number(token: str, field: int, expr: str) -> int:
+    name, low, high, names, offset = _FIELDS[field]
+    if token.isdigit():
+        value = int(token)
+    elif names is not None and token.lower() in names:
+        value = names.index(token.lower()) + offset
+    else:
+        hint = f" or a name like {names[0]}" if names else ""
+        raise CronError(
+            f"bad cron expression {expr!r}: {name} field has {token!r}; "
+            f"use a number {low}-{high}{hint}"
+        )
+    if not low <= value <= high:
+        raise CronError(
+            f"bad cron expression {expr!r}: {name} value {value} is out of range {low}-{high}"
+        )
+    return value
+
+
+def _parse_field(text: str, field: int, expr: str) -> frozenset[int]:
+    name, low, high, _, _ = _FIELDS[field]
+    values: set[int] = set()
+    for item in text.split(","):
+        if item == "":
+            raise CronError(f"bad cron expression {expr!r}: {name} field has an empty list item")
+        base, slash, step_text = item.partition("/")
+        if base == "*":
+            start, end = low, high
+        elif "-" in base:
+            first, _, last = base.partition("-")
+            start, end = _number(first, field, expr), _number(last, field, expr)
+            if start > end:
+                raise CronError(
+                    f"bad cron expression {expr!r}: {name} range {base} runs backwards; "
+                    f"cron has no wrap-around ranges, write it as two ranges"
+                )
+        else:
+            if slash:
+                raise CronError(
+                    f"bad cron expression {expr!r}: {name} step {item!r} needs a range; "
+                    f"Debian cron rejects N/step, write {base}-{high}/{step_text}"
+                )
+            values.add(_number(base, field, expr))
+            continue
+        step = 1
+        if slash:
+            if not step_text.isdigit() or int(step_text) == 0:
+                raise CronError(
+                    f"bad cron expression {expr!r}: {name} step {step_text!r} "
+                    f"must be a whole number of at least 1"
+                )
+            step = int(step_text)
+        values.update(range(start, end + 1, step))
+    return frozenset(values)
+
+
+def parse_cron(text: str) -> CronExpr:
+    """Parse `text` with Debian cron's rules, refusing what cron would reject or never fire."""
+    expr = " ".join(text.split())
+    if not expr:
+        raise CronError("empty cron expression: give 5 fields, e.g. '*/5 * * * *', or @daily")
+    if expr.startswith("@"):
+        if expr.lower() == "@reboot":
+            raise CronError(
+                "@reboot is not supported: schedctl runs schedules, not boot hooks; "
+                "use a systemd unit with WantedBy=multi-user.target instead"
+            )
+        expanded = MACROS.get(expr.lower())
+        if expanded is None:
+            raise CronError(f"unknown cron macro {expr!r}: use one of {', '.join(sorted(MACROS))}")
+    else:
+        expanded = expr
+    parts = expanded.split(" ")
+    if len(parts) != 5:
+        raise CronError(
+            f"bad cron expression {expr!r}: has {len(parts)} fields, needs 5 "
+            f"(minute hour day-of-month month day-of-week)"
+        )
+    minutes, hours, days, months, weekdays = (
+        _parse_field(part, i, expr) for i, part in enumerate(parts)
+    )
+    if 7 in weekdays:
+        weekdays = (weekdays - {7}) | {0}
+    parsed = CronExpr(
+        text=expr,
+        expanded=expanded,
+        minutes=minutes,
+        hours=hours,
+        days=days,
+        months=months,
+        weekdays=weekdays,
+        dom_star=parts[2].startswith("*"),
+        dow_star=parts[4].startswith("*"),
+        fixed_time=not (parts[0].startswith("*") or parts[1].startswith("*")),
+        minutes_of_day=tuple(sorted(h * 60 + m for h in hours for m in minutes)),
+    )
+    _refuse_never(parsed)
+    return parsed
+
+
+def _refuse_never(expr: CronExpr) -> None:
+    """Raise if no date can ever match (e.g. `0 0 30 2 *`)."""
+    if not (expr.dom_star or expr.dow_star):
+        return  # OR-ed: every month has every weekday.
+    # 2001-2028: 28 years hold every weekday/date combination, Feb 29 included.
+    for year in range(2001, 2029):
+        for month in sorted(expr.months):
+            for day in sorted(expr.days):
+                if day <= _DAYS_IN_MONTH[month - 1]:
+                    try:
+                        d = date(year, month, day)
+                    except ValueError:
+                        continue
+                    if expr.matches_day(d):
+                        return
+    raise CronError(
+        f"cron expression {expr.text!r} can never fire: no month has that day"
+        + ("" if expr.dow_star else " on that weekday")
+        + "; check the day-of-month, month and day-of-week fields"
+    )
+
+
+def load_zone(name: str) -> ZoneInfo:
+    """Return the IANA zone `name`, or raise a ValidationError naming the fix."""
+    try:
+        return _zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValidationError(
+            f"unknown time zone {name!r}: use an IANA name such as UTC, Europe/Berlin "
+            f"or America/New_York (see `timedatectl list-timezones`)"
+        ) from None
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    if not name or name.startswith("/") or ".." in name:
+        raise ValueError(name)
+    return ZoneInfo(name)
+
+
+def _is_imaginary(local: datetime) -> bool:
+    # Same tzinfo: comparison ignores fold and compares wall time, so a round trip through UTC
+    # changes the wall time exactly when it does not exist.
+    return local != local.astimezone(UTC).astimezone(local.tzinfo)
+
+
+def _has_transition(d: date, zone: tzinfo) -> bool:
+    start = datetime.combine(d, time(0), zone)
+    end = datetime.combine(d + _ONE_DAY, time(0), zone)
+    return start.utcoffset() != end.utcoffset()
+
+
+def _transition_day_instants(expr: CronExpr, d: date, zone: tzinfo) -> list[datetime]:
+    """All fire instants cron attributes to local date `d` when `d` has a DST change."""
+    found: dict[datetime, datetime] = {}
+    for mod in expr.minutes_of_day:
+        wall = datetime.combine(d, time(mod // 60, mod % 60), zone)
+        if _is_imaginary(wall):
+            if not expr.fixed_time:
+                continue
+            while _is_imaginary(wall):
+                wall = (wall.replace(tzinfo=None) + timedelta(minutes=1)).replace(tzinfo=zone)
+            candidates = [wall]
+        else:
+            later = wall.replace(fold=1)
+            repeated = later.utcoffset() != wall.utcoffset()
+            candidates = [wall, later] if repeated and not expr.fixed_time else [wall]
+        for local in candidates:
+            found.setdefault(local.astimezone(UTC), local)
+    return [found[k] for k in sorted(found)]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A cron expression bound to a time zone."""
+
+    expr: CronExpr
+    zone: ZoneInfo
+
+    @classmethod
+    def of(cls, cron: str, zone: str) -> Schedule:
+        """Parse `cron` and load `zone`."""
+        return cls(parse_cron(cron), load_zone(zone))
+
+    def _day_after(self, d: date, after: datetime) -> Iterator[datetime]:
+        """Yield the instants cron attributes to local date `d` that lie after `after`."""
+        if not self.expr.matches_day(d):
+            return
+        if _has_transition(d, self.zone):
+            yield from (x for x in _transition_day_instants(self.expr, d, self.zone) if x > after)
+            return
+        mods = self.expr.minutes_of_day
+        local = after.astimezone(self.zone)
+        if local.date() > d:
+            return
+        # First minute-of-day strictly after `local`; a slot exactly at `after` is not after it.
+        i = bisect.bisect_right(mods, _sec_of_day(local) / 60) if local.date() == d else 0
+        for mod in mods[i:]:
+            yield datetime.combine(d, time(mod // 60, mod % 60), self.zone)
+
+    def _day_until(self, d: date, at: datetime) -> datetime | None:
+        """Return the last instant attributed to local date `d` that is at or before `at`."""
+        if not self.expr.matches_day(d):
+            return None
+        if _has_transition(d, self.zone):
+            return max(
+                (x for x in _transition_day_instants(self.expr, d, self.zone) if x <= at),
+                key=lambda x: x.astimezone(UTC),
+                default=None,
+            )
+        mods = self.expr.minutes_of_day
+        local = at.astimezone(self.zone)
+        if local.date() < d:
+            return None
+        i = bisect.bisect_right(mods, _sec_of_day(local) / 60) if local.date() == d else len(mods)
+        if i == 0:
+            return None
+        mod = mods[i - 1]
+        return datetime.combine(d, time(mod // 60, mod % 60), self.zone)
+
+    def iter_after(self, after: datetime) -> Iterator[datetime]:
+        """Yield fire instants strictly after `after`, ascending, in the job's zone."""
+        _require_aware(after)
+        # Start a day early: a slot shifted out of a DST gap can belong to the previous date.
+        d = after.astimezone(self.zone).date() - _ONE_DAY
+        limit = d + timedelta(days=_SEARCH_DAYS)
+        last = after
+        while d < limit:
+            if d.month not in self.expr.months:
+                d = (d.replace(day=1) + timedelta(days=32)).replace(day=1)
+                continue
+            for x in self._day_after(d, last):
+                last = x
+                yield x
+            d += _ONE_DAY
+
+    def next_after(self, after: datetime, count: int = 1) -> list[datetime]:
+        """Return the next `count` fire instants strictly after `after`."""
+        out: list[datetime] = []
+        if count <= 0:
+            return out
+        for x in self.iter_after(after):
+            out.append(x)
+            if len(out) >= count:
+                break
+        return out
+
+    def latest_at_or_before(self, at: datetime) -> datetime | None:
+        """Return the last fire instant at or before `at`, or None within the search horizon."""
+        _require_aware(at)
+        d = at.astimezone(self.zone).date() + _ONE_DAY
+        best: datetime | None = None
+        for _ in range(_SEARCH_DAYS):
+            found = self._day_until(d, at)
+            if found is not None and (best is None or found > best):
+                best = found
+            # The next-later date can still hold a gap-shifted slot, so look one day past a hit.
+            if best is not None and found is None:
+                return best
+            d -= _ONE_DAY
+        return best
+
+    def between(self, start: datetime, end: datetime) -> Iterator[datetime]:
+        """Yield fire instants in the half-open interval (start, end]."""
+        for x in self.iter_after(start):
+            if x > end:
+                return
+            yield x
+
+
+def _sec_of_day(local: datetime) -> float:
+    return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
+
+
+def _require_aware(dt: datetime) -> None:
+    if dt.tzinfo is None or dt.utcoffset() is None:
+        raise ValueError("schedule computations need timezone-aware datetimes")

@@ -1,0 +1,116 @@
+"""Engine creation and translation of driver errors into one-line, actionable errors."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import Engine
+
+from schedctl.config import DatabaseURL
+from schedctl.errors import (
+    ConfigError,
+    DatabaseAuthError,
+    DatabaseUnavailableError,
+    SchedctlError,
+)
+
+CONNECT_TIMEOUT_SECONDS = 5
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+
+
+def make_engine(url: DatabaseURL) -> Engine:
+    """Create an engine for `url` with the session settings schedctl relies on."""
+    if url.backend == "sqlite":
+        assert url.sqlite_path is not None
+        _prepare_sqlite_file(url)
+        engine = sa.create_engine(url.sqlalchemy_url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(
+        url.sqlalchemy_url,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "schedctl",
+            # A dead client's session (and its advisory locks) must end within about a minute.
+            "keepalives": 1,
+            "keepalives_idle": 20,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        },
+        pool_pre_ping=False,
+    )
+
+
+def _prepare_sqlite_file(url: DatabaseURL) -> None:
+    path = url.sqlite_path
+    assert path is not None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not path.exists():
+            # Job definitions can hold secrets in env: create the file private.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as e:
+        raise DatabaseUnavailableError(
+            f"cannot create the SQLite database {path}: {e.strerror}; make its directory "
+            f"writable or point SCHEDCTL_DATABASE_URL elsewhere"
+        ) from None
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def _first_line(text: str, url: DatabaseURL) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
+    pw = url.password
+    if pw:
+        line = line.replace(pw, "***")
+    return line.removeprefix("connection failed: ").removeprefix("FATAL:  ")
+
+
+def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
+    """Map a driver/SQLAlchemy connection error to a schedctl error with the fix in it."""
+    orig = getattr(error, "orig", None) or error
+    message = _first_line(str(orig), url)
+    lower = message.lower()
+    where = str(url)
+    if url.backend == "sqlite":
+        if "locked" in lower or "busy" in lower:
+            return DatabaseUnavailableError(
+                f"the SQLite database {url.sqlite_path} is busy ({message}); try again"
+            )
+        return DatabaseUnavailableError(
+            f"cannot use the SQLite database {url.sqlite_path}: {message}; check that the file "
+            f"and its directory are readable and writable"
+        )
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        return DatabaseAuthError(
+            f"the database at {where} refused the credentials ({message}); fix the user or "
+            f"password in --db / SCHEDCTL_DATABASE_URL"
+        )
+    if "does not exist" in lower and "database" in lower:
+        return ConfigError(
+            f"{message} at {where}; create it (createdb) or fix the database name in the URL"
+        )
+    return DatabaseUnavailableError(
+        f"cannot reach the database at {where}: {message}; check that PostgreSQL is running "
+        f"and the URL is right (`schedctl db status` tests the connection)"
+    )
+
+
+@contextmanager
+def translated(url: DatabaseURL) -> Iterator[None]:
+    """Turn connection-level driver errors inside the block into schedctl errors."""
+    try:
+        yield
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        raise translate(e, url) from e

@@ -1,0 +1,202 @@
+"""The Store: a database handle plus the repository functions for jobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import exc
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from schedctl.config import DatabaseURL
+from schedctl.errors import ConflictError, NotFoundError
+from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobSpec
+from schedctl.store import schema
+from schedctl.store.engine import make_engine, translated
+from schedctl.store.tables import jobs, runs
+
+
+class Store:
+    """Job definitions and run history in one database."""
+
+    def __init__(self, url: DatabaseURL, engine: Engine) -> None:
+        self.url = url
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: DatabaseURL) -> Store:
+        """Create a store for `url` without touching the schema."""
+        return cls(url, make_engine(url))
+
+    @classmethod
+    def open(cls, url: DatabaseURL) -> Store:
+        """Connect and make sure the schema is usable.
+
+        The embedded SQLite default creates and upgrades its own schema; a shared PostgreSQL
+        schema is only changed by an explicit `schedctl db upgrade`.
+        """
+        store = cls.connect(url)
+        st = store.schema_status()
+        if url.backend == "sqlite" and st.state in ("missing", "behind"):
+            store.upgrade()
+        else:
+            schema.require_current(st)
+        return store
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        with translated(self.url), self.engine.begin() as conn:
+            yield conn
+
+    def schema_status(self) -> schema.SchemaStatus:
+        """Return where the schema stands."""
+        with self._tx() as conn:
+            return schema.status(conn)
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Migrate to the newest schema."""
+        with translated(self.url):
+            return schema.upgrade(self.engine)
+
+    def server_version(self) -> str:
+        """Return the database server's version string."""
+        with self._tx() as conn:
+            if conn.dialect.name == "sqlite":
+                return "SQLite " + str(conn.execute(sa.text("SELECT sqlite_version()")).scalar())
+            return str(conn.execute(sa.text("SHOW server_version")).scalar())
+
+    # -- jobs -------------------------------------------------------------------------------
+
+    def add_job(self, spec: JobSpec, now: datetime) -> Job:
+        """Insert a new job; raise ConflictError if the name is taken."""
+        values = {**_spec_values(spec), "created_at": now, "updated_at": now, "revision": 1}
+        try:
+            with self._tx() as conn:
+                if _name_taken(conn, spec.name):
+                    raise _exists(spec.name)
+                new_id = conn.execute(
+                    jobs.insert().values(values).returning(jobs.c.id)
+                ).scalar_one()
+        except exc.IntegrityError:
+            # Lost a race with a concurrent add of the same name.
+            raise _exists(spec.name) from None
+        return Job(id=new_id, spec=spec, revision=1, created_at=now, updated_at=now)
+
+    def get_job(self, name: str) -> Job:
+        """Return the job called `name`, or raise NotFoundError."""
+        with self._tx() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.name == name)).mappings().first()
+        if row is None:
+            raise NotFoundError(
+                f"no job named {name!r}: see `schedctl list` for the jobs there are"
+            )
+        return _job(row)
+
+    def list_jobs(self) -> list[Job]:
+        """Return every job, ordered by name."""
+        with self._tx() as conn:
+            rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).mappings().all()
+        return [_job(r) for r in rows]
+
+    def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
+        """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
+        values = {**_spec_values(spec), "updated_at": now, "revision": job.revision + 1}
+        with self._tx() as conn:
+            done = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job.id, jobs.c.revision == job.revision)
+                .values(values)
+            ).rowcount
+        if done != 1:
+            raise ConflictError(
+                f"job {job.name!r} was changed or removed by someone else meanwhile: "
+                f"look at `schedctl show {job.name}` and try again"
+            )
+        return Job(job.id, spec, job.revision + 1, job.created_at, now)
+
+    def remove_job(self, job: Job, purge: bool) -> int:
+        """Delete `job`; with `purge` also its run history. Return the runs deleted."""
+        with self._tx() as conn:
+            purged = 0
+            if purge:
+                purged = conn.execute(runs.delete().where(runs.c.job_id == job.id)).rowcount
+            done = conn.execute(jobs.delete().where(jobs.c.id == job.id)).rowcount
+            if done != 1:
+                raise NotFoundError(f"no job named {job.name!r}: it was removed meanwhile")
+        return purged
+
+    def count_runs(self, job_id: int) -> int:
+        """Return how many run rows reference the job."""
+        with self._tx() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(runs).where(runs.c.job_id == job_id)
+                ).scalar_one()
+            )
+
+
+def _exists(name: str) -> ConflictError:
+    return ConflictError(
+        f"a job named {name!r} already exists: pick another name or change it with "
+        f"`schedctl edit {name}`"
+    )
+
+
+def _name_taken(conn: Connection, name: str) -> bool:
+    return conn.execute(sa.select(jobs.c.id).where(jobs.c.name == name)).first() is not None
+
+
+def _spec_values(spec: JobSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "command": list(spec.command),
+        "shell": spec.shell,
+        "schedule": spec.schedule,
+        "timezone": spec.timezone,
+        "timeout_seconds": spec.timeout_seconds,
+        "concurrency": spec.concurrency.value,
+        "catch_up": spec.catch_up.value,
+        "jitter_seconds": spec.jitter_seconds,
+        "retries": spec.retries,
+        "retry_delay_seconds": spec.retry_delay_seconds,
+        "env": dict(spec.env),
+        "workdir": spec.workdir,
+        "run_as_user": spec.run_as_user,
+        "description": spec.description,
+        "tags": list(spec.tags),
+        "enabled": spec.enabled,
+        "output_limit_bytes": spec.output_limit_bytes,
+        "retention_seconds": spec.retention_seconds,
+    }
+
+
+def _job(row: RowMapping) -> Job:
+    spec = JobSpec(
+        name=row["name"],
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        command=tuple(row["command"]),
+        shell=bool(row["shell"]),
+        timeout_seconds=row["timeout_seconds"],
+        concurrency=ConcurrencyPolicy(row["concurrency"]),
+        catch_up=CatchUpPolicy(row["catch_up"]),
+        jitter_seconds=row["jitter_seconds"],
+        retries=row["retries"],
+        retry_delay_seconds=row["retry_delay_seconds"],
+        env=tuple(sorted(row["env"].items())),
+        workdir=row["workdir"],
+        run_as_user=row["run_as_user"],
+        description=row["description"],
+        tags=tuple(row["tags"]),
+        enabled=bool(row["enabled"]),
+        output_limit_bytes=row["output_limit_bytes"],
+        retention_seconds=row["retention_seconds"],
+    )
+    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

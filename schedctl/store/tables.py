@@ -1,0 +1,146 @@
+"""Table definitions: the single source of truth the migrations must reproduce."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Store instants in UTC; always hand back timezone-aware datetimes."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (naive for SQLite, which has no zone support)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing to store a naive datetime")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _json() -> Any:
+    return sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+CONCURRENCY_VALUES = ("forbid", "allow", "queue")
+CATCH_UP_VALUES = ("latest", "skip")
+STATUS_VALUES = (
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "killed",
+    "skipped_overlap",
+    "lock_lost",
+    "lost",
+)
+TRIGGER_VALUES = ("timer", "cron", "manual", "daemon", "catch-up")
+
+
+def _in(column: str, values: tuple[str, ...]) -> sa.CheckConstraint:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return sa.CheckConstraint(f"{column} IN ({quoted})", name=f"ck_{column}")
+
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    # The id doubles as the advisory-lock key, so it stays a 32-bit integer.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(63), nullable=False),
+    sa.Column("command", _json(), nullable=False),
+    sa.Column("shell", sa.Boolean, nullable=False),
+    sa.Column("schedule", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("timeout_seconds", sa.Integer, nullable=True),
+    sa.Column("concurrency", sa.String(16), nullable=False),
+    sa.Column("catch_up", sa.String(16), nullable=False),
+    sa.Column("jitter_seconds", sa.Integer, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("retry_delay_seconds", sa.Integer, nullable=False),
+    sa.Column("env", _json(), nullable=False),
+    sa.Column("workdir", sa.Text, nullable=True),
+    sa.Column("run_as_user", sa.Text, nullable=True),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("tags", _json(), nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("output_limit_bytes", sa.Integer, nullable=False),
+    sa.Column("retention_seconds", sa.Integer, nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.UniqueConstraint("name", name="uq_jobs_name"),
+    _in("concurrency", CONCURRENCY_VALUES),
+    _in("catch_up", CATCH_UP_VALUES),
+)
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    # History outlives a removed job (unless purged), so the link is nulled, not cascaded.
+    sa.Column(
+        "job_id",
+        sa.Integer,
+        sa.ForeignKey("jobs.id", ondelete="SET NULL", name="fk_runs_job_id"),
+        nullable=True,
+    ),
+    sa.Column("job_name", sa.String(63), nullable=False),
+    sa.Column("job_revision", sa.Integer, nullable=True),
+    sa.Column("slot", UTCDateTime, nullable=True),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Column("db_backend_pid", sa.Integer, nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=True),
+    sa.Column("signal", sa.Integer, nullable=True),
+    sa.Column("duration_seconds", sa.Float, nullable=True),
+    sa.Column("output_tail", sa.Text, nullable=True),
+    sa.Column("output_bytes", sa.BigInteger, nullable=False),
+    sa.Column("output_truncated", sa.Boolean, nullable=False),
+    sa.Column("clock_skew_seconds", sa.Float, nullable=True),
+    sa.Column("schedctl_version", sa.String(32), nullable=False),
+    _in("status", STATUS_VALUES),
+    _in("trigger", TRIGGER_VALUES),
+)
+
+# One claim per scheduled slot fleet-wide; retries of that slot are attempts 2, 3, ...
+sa.Index(
+    "uq_runs_job_slot",
+    runs.c.job_id,
+    runs.c.slot,
+    unique=True,
+    postgresql_where=runs.c.attempt == 1,
+    sqlite_where=runs.c.attempt == 1,
+)
+sa.Index("ix_runs_job_id_id", runs.c.job_id, runs.c.id)
+sa.Index(
+    "ix_runs_running",
+    runs.c.job_id,
+    postgresql_where=runs.c.status == "running",
+    sqlite_where=runs.c.status == "running",
+)

@@ -1,0 +1,130 @@
+"""Validate and normalise job definitions so nothing unsafe or meaningless is stored."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+from schedctl.durations import MAX_SECONDS
+from schedctl.errors import ValidationError
+from schedctl.models import JobSpec
+from schedctl.schedule import load_zone, parse_cron
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
+ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
+# Variables schedctl sets itself for every run; a job may not override them.
+RESERVED_ENV = frozenset({"SCHEDCTL_JOB", "SCHEDCTL_RUN_ID", "SCHEDCTL_SLOT"})
+MAX_RETRIES = 100
+MIN_OUTPUT_LIMIT = 1024
+MAX_OUTPUT_LIMIT = 16 * 1024 * 1024
+MAX_TEXT = 4096
+# Terminal escapes and other C0/DEL controls (tab is fine) could forge log lines or output.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a valid job name, else raise."""
+    if not NAME_RE.fullmatch(name):
+        raise ValidationError(
+            f"invalid job name {name!r}: use 1-63 of a-z 0-9 _ . - starting with a letter "
+            f"or digit, e.g. nightly-backup"
+        )
+    return name
+
+
+def _plain(field: str, value: str) -> str:
+    """Refuse characters that could break out of a unit file, crontab line or log line."""
+    for bad, label in (("\x00", "a NUL byte"), ("\n", "a newline"), ("\r", "a carriage return")):
+        if bad in value:
+            raise ValidationError(f"{field} contains {label}: remove it and try again")
+    control = _CONTROL.search(value)
+    if control:
+        raise ValidationError(
+            f"{field} contains control character {control.group()!r}: remove it and try again"
+        )
+    if len(value) > MAX_TEXT:
+        raise ValidationError(f"{field} is longer than {MAX_TEXT} characters: shorten it")
+    return value
+
+
+def parse_env_pair(text: str) -> tuple[str, str]:
+    """Split `KEY=VALUE` (from `--env`), or raise naming the expected form."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise ValidationError(f"bad --env {text!r}: use KEY=VALUE, e.g. --env LANG=C.UTF-8")
+    return check_env_key(key), value
+
+
+def check_env_key(key: str) -> str:
+    """Return `key` if it is a valid environment variable name, else raise."""
+    if not ENV_KEY_RE.fullmatch(key):
+        raise ValidationError(
+            f"bad environment variable name {key!r}: use letters, digits and _ , "
+            f"not starting with a digit"
+        )
+    if key in RESERVED_ENV:
+        raise ValidationError(f"environment variable {key} is set by schedctl itself: rename it")
+    return key
+
+
+def validate_spec(spec: JobSpec) -> JobSpec:
+    """Return a normalised copy of `spec`, or raise ValidationError on the first problem."""
+    check_name(spec.name)
+    cron = parse_cron(_plain("schedule", spec.schedule))
+    load_zone(_plain("timezone", spec.timezone))
+    command = _check_command(spec.command, spec.shell)
+    if spec.timeout_seconds is not None and not 1 <= spec.timeout_seconds <= MAX_SECONDS:
+        raise ValidationError("timeout must be at least 1s; use `none` for no timeout")
+    if spec.jitter_seconds < 0:
+        raise ValidationError("jitter cannot be negative")
+    if not 0 <= spec.retries <= MAX_RETRIES:
+        raise ValidationError(f"retries must be between 0 and {MAX_RETRIES}")
+    if spec.retry_delay_seconds < 0:
+        raise ValidationError("retry delay cannot be negative")
+    env = tuple(sorted((check_env_key(k), _plain(f"--env {k}", v)) for k, v in spec.env))
+    if len({k for k, _ in env}) != len(env):
+        raise ValidationError("an environment variable is given twice: keep one --env per name")
+    workdir = spec.workdir or None
+    if workdir is not None and not _plain("workdir", workdir).startswith("/"):
+        raise ValidationError(f"workdir {workdir!r} must be an absolute path, e.g. /srv/app")
+    user = spec.run_as_user or None
+    if user is not None and not USER_RE.fullmatch(user):
+        raise ValidationError(f"invalid user name {user!r}: use a Unix login name, e.g. www-data")
+    for tag in spec.tags:
+        if not TAG_RE.fullmatch(tag):
+            raise ValidationError(
+                f"invalid tag {tag!r}: use 1-63 of A-Z a-z 0-9 _ . : - starting with a letter "
+                f"or digit"
+            )
+    if not MIN_OUTPUT_LIMIT <= spec.output_limit_bytes <= MAX_OUTPUT_LIMIT:
+        raise ValidationError(
+            f"output limit must be between {MIN_OUTPUT_LIMIT} bytes and {MAX_OUTPUT_LIMIT} bytes"
+        )
+    if spec.retention_seconds is not None and spec.retention_seconds < 60:
+        raise ValidationError("retention must be at least 1m")
+    return replace(
+        spec,
+        schedule=cron.text,
+        command=command,
+        env=env,
+        workdir=workdir,
+        run_as_user=user,
+        description=_plain("description", spec.description),
+        tags=tuple(sorted(set(spec.tags))),
+    )
+
+
+def _check_command(command: tuple[str, ...], shell: bool) -> tuple[str, ...]:
+    if not command or not command[0].strip():
+        raise ValidationError(
+            "empty command: give it after --, e.g. schedctl add NAME --schedule '@daily' -- /usr/bin/true"
+        )
+    for i, arg in enumerate(command):
+        _plain(f"command argument {i + 1}", arg)
+    if shell and len(command) != 1:
+        raise ValidationError(
+            "with --shell give the command as one quoted argument, e.g. -- 'tar c /srv | gzip > /backup/x.tgz'"
+        )
+    return command
