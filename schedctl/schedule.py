@@ -329,16 +329,14 @@ class Schedule:
         """Return the last fire instant at or before `at`, or None within the search horizon."""
         _require_aware(at)
         d = at.astimezone(self.zone).date() + _ONE_DAY
-        best: datetime | None = None
         for _ in range(_SEARCH_DAYS):
             found = self._day_until(d, at)
-            if found is not None and (best is None or found > best):
-                best = found
-            # The next-later date can still hold a gap-shifted slot, so look one day past a hit.
-            if best is not None and found is None:
-                return best
+            if found is not None:
+                # The day before can still hold a later slot, shifted forward out of a DST gap.
+                earlier = self._day_until(d - _ONE_DAY, at)
+                return found if earlier is None or found > earlier else earlier
             d -= _ONE_DAY
-        return best
+        return None
 
     def between(self, start: datetime, end: datetime) -> Iterator[datetime]:
         """Yield fire instants in the half-open interval (start, end]."""

@@ -1,0 +1,69 @@
+"""Shared fixtures: the throwaway PostgreSQL server and per-test databases on both backends."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from pgserver import PgServer, destroy, start_server  # noqa: E402
+
+from schedctl.config import DatabaseURL, parse_database_url  # noqa: E402
+from schedctl.store.repo import Store  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole session."""
+    server = start_server()
+    try:
+        yield server
+    finally:
+        destroy(server)
+
+
+@pytest.fixture
+def pg_url(pg: PgServer) -> str:
+    """URL of a fresh, empty database on the session's server."""
+    return pg.url(pg.create_database())
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a fresh SQLite file."""
+    return f"sqlite:///{tmp_path / 'schedctl.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """An empty database on each backend in turn (the store contract runs on both)."""
+    if request.param == "sqlite":
+        return str(request.getfixturevalue("sqlite_url"))
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    """A Store with the schema at head, on each backend."""
+    url: DatabaseURL = parse_database_url(db_url)
+    Store.connect(url).upgrade()
+    s = Store.open(url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Report how much the Debian-cron oracle test compared (figures for the README)."""
+    module = sys.modules.get("test_schedule") or sys.modules.get("tests.unit.test_schedule")
+    counts = getattr(module, "COMPARED", None)
+    if counts and counts["expressions"]:
+        terminalreporter.write_line(
+            f"cron oracle: {counts['expressions']} expressions, "
+            f"{counts['instants']} instants compared with the Debian-cron evaluators"
+        )

@@ -1,0 +1,126 @@
+"""A throwaway PostgreSQL server for the test suite, run as an unprivileged user.
+
+PostgreSQL refuses to run as root, and CI runs as root: then the server runs as `nobody`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+
+def find_bindir() -> Path | None:
+    """Return the newest PostgreSQL server bin directory on this machine."""
+    dirs = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name)
+    )
+    for d in reversed(dirs):
+        if (Path(d) / "initdb").exists():
+            return Path(d)
+    found = shutil.which("initdb")
+    return Path(found).resolve().parent if found else None
+
+
+def free_port() -> int:
+    """Return a TCP port that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PgServer:
+    """A running server; `url(db)` builds connection URLs with the superuser password."""
+
+    bindir: Path
+    root: Path
+    port: int
+    password: str
+    user: str = "postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def sockdir(self) -> Path:
+        return self.root / "sock"
+
+    def url(self, dbname: str = "postgres", password: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return f"postgresql://{self.user}:{pw}@127.0.0.1:{self.port}/{dbname}"
+
+    def _as_owner(self, *argv: str) -> list[str]:
+        if os.geteuid() == 0:
+            return ["runuser", "-u", "nobody", "--", *argv]
+        return list(argv)
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run(self._as_owner(*argv), check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        opts = (
+            f"-p {self.port} -k {self.sockdir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+            "-o", opts, "-w", "-t", "60", "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def admin(self) -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(self.url(), autocommit=True)
+
+    def create_database(self) -> str:
+        name = "t_" + secrets.token_hex(6)
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+
+def start_server() -> PgServer:
+    """Initialise and start a server in a fresh temp dir."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found: apt-get install postgresql "
+            "(.ci/run does this on a fresh machine)"
+        )
+    root = Path(tempfile.mkdtemp(prefix="schedctl-pg-"))
+    password = secrets.token_urlsafe(16)
+    (root / "sock").mkdir()
+    pwfile = root / "pw"
+    pwfile.write_text(password + "\n")
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for p in (root, root / "sock", pwfile):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    server = PgServer(bindir, root, free_port(), password)
+    server._run(
+        str(bindir / "initdb"), "-D", str(server.data), "-U", "postgres", "-E", "UTF8",
+        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--no-sync",
+    )
+    server.start()
+    return server
+
+
+def destroy(server: PgServer) -> None:
+    """Stop the server and delete its files."""
+    try:
+        server.stop("immediate")
+    finally:
+        shutil.rmtree(server.root, ignore_errors=True)
