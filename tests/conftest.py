@@ -10,10 +10,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from pgserver import PgServer, destroy, start_server  # noqa: E402
+from pgserver import PgServer, destroy, start_server
 
-from schedctl.config import DatabaseURL, parse_database_url  # noqa: E402
-from schedctl.store.repo import Store  # noqa: E402
+from schedctl.config import DatabaseURL, parse_database_url
+from schedctl.store.repo import Store
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,7 @@ import psycopg
 
 def find_bindir() -> Path | None:
     """Return the newest PostgreSQL server bin directory on this machine."""
-    dirs = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name)
-    )
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda d: int(Path(d).parent.name))
     for d in reversed(dirs):
         if (Path(d) / "initdb").exists():
             return Path(d)
@@ -75,8 +73,17 @@ class PgServer:
             "-c max_connections=200"
         )
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
-            "-o", opts, "-w", "-t", "60", "start",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
         )
 
     def stop(self, mode: str = "fast") -> None:
@@ -111,8 +118,17 @@ def start_server() -> PgServer:
             os.chown(p, nobody.pw_uid, nobody.pw_gid)
     server = PgServer(bindir, root, free_port(), password)
     server._run(
-        str(bindir / "initdb"), "-D", str(server.data), "-U", "postgres", "-E", "UTF8",
-        "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}", "--no-sync",
+        str(bindir / "initdb"),
+        "-D",
+        str(server.data),
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        f"--pwfile={pwfile}",
+        "--no-sync",
     )
     server.start()
     return server
