@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.errors import NotFoundError, ValidationError
 from schedctl.models import Job, JobChanges, JobSpec
 from schedctl.schedule import Schedule
-from schedctl.store.repo import Store
 from schedctl.validate import check_name, validate_spec
+
+if TYPE_CHECKING:
+    from schedctl.store.repo import Store
 
 T = TypeVar("T")
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import typer
 
 from schedctl import config
 from schedctl.clock import Clock, SystemClock
-from schedctl.store.repo import Store
+
+if TYPE_CHECKING:
+    from schedctl.store.repo import Store
 
 
 @dataclass
@@ -32,6 +35,9 @@ class State:
     def store(self) -> Store:
         """Open the store once, checking (or, for SQLite, creating) the schema."""
         if self._store is None:
+            # Imported here so --help and --version never load SQLAlchemy.
+            from schedctl.store.repo import Store
+
             self._store = Store.open(self.settings.database)
         return self._store
 

@@ -9,7 +9,6 @@ import typer
 from schedctl.cli.context import state
 from schedctl.cli.output import done, out, print_json
 from schedctl.errors import SchemaError
-from schedctl.store.repo import Store
 
 app = typer.Typer(help="Database schema: status and upgrade.", no_args_is_help=True)
 
@@ -17,6 +16,8 @@ app = typer.Typer(help="Database schema: status and upgrade.", no_args_is_help=T
 @app.command()
 def upgrade(ctx: typer.Context) -> None:
     """Create or migrate the schema to this schedctl's version. Example: schedctl db upgrade"""
+    from schedctl.store.repo import Store
+
     st = state(ctx)
     store = Store.connect(st.settings.database)
     before, after = store.upgrade()
@@ -37,6 +38,8 @@ def status(
 
     Example: schedctl db status
     """
+    from schedctl.store.repo import Store
+
     st = state(ctx)
     store = Store.connect(st.settings.database)
     schema = store.schema_status()

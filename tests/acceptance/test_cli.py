@@ -1,0 +1,294 @@
+"""The installed `schedctl` binary, driven in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pgserver import PgServer, free_port
+
+BIN = Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl")
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+def make_cli(tmp_path: Path, **extra: str) -> Cli:
+    assert BIN.exists(), f"{BIN} not found: run ./install.sh --dev first"
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "SCHEDCTL_DATA_DIR": str(tmp_path / "data"),
+        "SCHEDCTL_CONFIG": str(empty),
+        "TZ": "Europe/Berlin",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        **extra,
+    }
+
+    def run(*args: str, stdin: str | None = None) -> Result:
+        p = subprocess.run(
+            [str(BIN), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    return run
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """The CLI on the embedded default, then on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return make_cli(tmp_path)
+    run = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=request.getfixturevalue("pg_url"))
+    assert run("db", "upgrade").rc == 0
+    return run
+
+
+def ok(result: Result) -> Result:
+    assert result.rc == 0, result.err
+    return result
+
+
+def one_line_error(result: Result, code: int, fragment: str) -> None:
+    assert result.rc == code, (result.rc, result.err)
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("schedctl: error: ")
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.err
+
+
+def test_quickstart_on_the_embedded_default(tmp_path: Path) -> None:
+    run = make_cli(tmp_path)
+    first = ok(run("quickstart"))
+    assert "added sample job hello" in first.out
+    assert first.out.count("(20") == 5  # five next fire times, each with its UTC form
+    db = tmp_path / "data" / "schedctl.db"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    again = ok(run("quickstart"))
+    assert "already present" in again.out
+    assert [j["name"] for j in json.loads(ok(run("list", "--json")).out)] == ["hello"]
+
+
+def test_job_lifecycle(cli: Cli) -> None:
+    added = ok(
+        cli(
+            "add",
+            "nightly-backup",
+            "--schedule",
+            "30 2 * * *",
+            "--timeout",
+            "1h30m",
+            "--concurrency",
+            "queue",
+            "--retries",
+            "2",
+            "--retry-delay",
+            "5m",
+            "--jitter",
+            "90s",
+            "--env",
+            "LEVEL=full",
+            "--env",
+            "LANG=C.UTF-8",
+            "--workdir",
+            "/srv",
+            "--user",
+            "backup",
+            "--description",
+            "Full backup",
+            "--tag",
+            "backup",
+            "--tag",
+            "nightly",
+            "--",
+            "/usr/local/bin/backup",
+            "--to",
+            "/mnt/backup dir",
+            "100%",
+        )
+    )
+    assert "added job nightly-backup (enabled)" in added.out
+    ok(cli("add", "cleanup", "-s", "@hourly", "--tz", "UTC", "--shell", "--", "rm -f /tmp/x-*"))
+
+    jobs = json.loads(ok(cli("list", "--json")).out)
+    assert [j["name"] for j in jobs] == ["cleanup", "nightly-backup"]
+    job = jobs[1]
+    assert job["command"] == ["/usr/local/bin/backup", "--to", "/mnt/backup dir", "100%"]
+    assert job["timezone"] == "Europe/Berlin"  # the host's default (TZ), stored explicitly
+    assert job["timeout_seconds"] == 5400
+    assert job["concurrency"] == "queue"
+    assert job["enabled"] is True
+    assert job["revision"] == 1
+    assert job["env"] == {"LANG": "C.UTF-8", "LEVEL": "full"}
+    assert job["retry_delay_seconds"] == 300 and job["jitter_seconds"] == 90
+    assert job["next_run"].endswith(("+01:00", "+02:00"))
+    assert jobs[0]["shell"] is True and jobs[0]["command"] == ["rm -f /tmp/x-*"]
+
+    assert [j["name"] for j in json.loads(ok(cli("list", "--tag", "backup", "--json")).out)] == [
+        "nightly-backup"
+    ]
+    table = ok(cli("list")).out
+    assert "nightly-backup" in table and "30 2 * * *" in table
+
+    shown = json.loads(ok(cli("show", "nightly-backup", "--json")).out)
+    assert len(shown["next_runs"]) == 5
+    assert all("T02:30:00+0" in t for t in shown["next_runs"])
+    text = ok(cli("show", "nightly-backup")).out
+    assert "UTC" in text and "Europe/Berlin" in text and "1h30m" in text
+
+    nxt = json.loads(ok(cli("next", "nightly-backup", "--count", "3", "--json")).out)
+    assert nxt["job"] == "nightly-backup" and len(nxt["next"]) == 3
+
+    assert "revision 2" in ok(cli("edit", "nightly-backup", "--schedule", "0 3 * * *")).out
+    assert "unchanged" in ok(cli("edit", "nightly-backup", "--schedule", "0 3 * * *")).out
+    ok(
+        cli(
+            "edit",
+            "nightly-backup",
+            "--unset-env",
+            "LEVEL",
+            "--untag",
+            "nightly",
+            "--",
+            "/bin/true",
+        )
+    )
+    edited = json.loads(ok(cli("show", "nightly-backup", "--json")).out)
+    assert edited["revision"] == 3
+    assert edited["command"] == ["/bin/true"]
+    assert edited["env"] == {"LANG": "C.UTF-8"}
+    assert edited["tags"] == ["backup"]
+
+    assert "disabled" in ok(cli("disable", "nightly-backup")).out
+    assert json.loads(ok(cli("show", "nightly-backup", "--json")).out)["enabled"] is False
+    assert "enabled" in ok(cli("enable", "nightly-backup")).out
+
+    assert "removed job cleanup" in ok(cli("remove", "cleanup", "--yes")).out
+    one_line_error(cli("show", "cleanup"), 3, "no job named 'cleanup'")
+
+
+def test_next_follows_debian_cron_across_dst(cli: Cli) -> None:
+    ok(cli("add", "dst", "-s", "30 2 * * *", "--tz", "Europe/Berlin", "--", "true"))
+    got = ok(cli("next", "dst", "--count", "3", "--after", "2026-03-28T12:00:00+01:00")).out
+    assert got.split() == [
+        "2026-03-29T03:00:00+02:00",  # 02:30 does not exist that night: right after the gap
+        "2026-03-30T02:30:00+02:00",
+        "2026-03-31T02:30:00+02:00",
+    ]
+    ok(cli("add", "or-rule", "-s", "0 12 13 * 5", "--tz", "UTC", "--", "true"))
+    got = ok(cli("next", "or-rule", "-n", "2", "--after", "2026-02-01T00:00:00+00:00")).out
+    assert got.split() == ["2026-02-06T12:00:00+00:00", "2026-02-13T12:00:00+00:00"]
+
+
+BAD_INPUT = [
+    (["add", "Bad_Name", "-s", "@daily", "--", "true"], 2, "invalid job name 'Bad_Name'"),
+    (["add", "existing", "-s", "@daily", "--", "true"], 4, "already exists"),
+    (["add", "x", "-s", "61 * * * *", "--", "true"], 2, "minute value 61 is out of range"),
+    (["add", "x", "-s", "* * * JANUARY *", "--", "true"], 2, "month field has 'JANUARY'"),
+    (["add", "x", "-s", "0 0 30 2 *", "--", "true"], 2, "can never fire"),
+    (["add", "x", "-s", "@reboot", "--", "true"], 2, "@reboot is not supported"),
+    (["add", "x", "-s", "@daily", "--tz", "Mars/Base", "--", "true"], 2, "unknown time zone"),
+    (["add", "x", "-s", "@daily", "--timeout", "5 minutes", "--", "true"], 2, "bad timeout"),
+    (["add", "x", "-s", "@daily", "--env", "NOVALUE", "--", "true"], 2, "bad --env"),
+    (["add", "x", "-s", "@daily"], 2, "empty command"),
+    (["add", "x", "--", "true"], 2, "missing --schedule"),
+    (["add", "x", "-s", "@daily", "--", "echo", "a\nb"], 2, "contains a newline"),
+    (["add", "x", "-s", "@daily", "--description", "a\rb", "--", "true"], 2, "carriage return"),
+    (["add", "x", "-s", "@daily", "--concurrency", "sometimes", "--", "true"], 2, "sometimes"),
+    (["add", "x", "-s", "@daily", "--bogus", "--", "true"], 2, "No such option"),
+    (["edit", "existing", "--schedule", "* * *"], 2, "needs 5"),
+    (["edit", "ghost", "--schedule", "@daily"], 3, "no job named 'ghost'"),
+    (["show", "ghost"], 3, "no job named 'ghost'"),
+    (["remove", "ghost", "--yes"], 3, "no job named 'ghost'"),
+    (["remove", "existing"], 2, "pass --yes"),
+    (["next", "existing", "--after", "tomorrow"], 2, "bad --after"),
+    (["next", "existing", "--count", "0"], 2, "--count must be at least 1"),
+]
+
+
+def test_bad_input_is_one_line_and_changes_nothing(cli: Cli) -> None:
+    ok(cli("add", "existing", "-s", "@hourly", "--", "true"))
+    before = ok(cli("list", "--json")).out
+    for args, code, fragment in BAD_INPUT:
+        one_line_error(cli(*args, stdin=""), code, fragment)
+    # One check at the end suffices: no bad input may have written anything.
+    assert ok(cli("list", "--json")).out == before
+
+
+def test_unreachable_database(tmp_path: Path) -> None:
+    url = f"postgresql://schedctl:hunter2secret@127.0.0.1:{free_port()}/schedctl"
+    result = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)("list")
+    one_line_error(result, 75, "cannot reach the database")
+    assert "hunter2secret" not in result.out + result.err
+    assert "postgresql://schedctl:***@127.0.0.1" in result.err
+
+
+def test_wrong_password(tmp_path: Path, pg: PgServer, pg_url: str) -> None:
+    dbname = pg_url.rsplit("/", 1)[1]
+    wrong = pg.url(dbname, password="not-the-password-42")
+    run = make_cli(tmp_path)
+    for args in (["--db", wrong, "list"], ["--db", wrong, "--debug", "list"]):
+        result = run(*args)
+        assert result.rc == 77, result.err
+        assert "refused the credentials" in result.err
+        assert "not-the-password-42" not in result.out + result.err
+    one_line_error(run("--db", wrong, "list"), 77, "fix the user or password")
+
+
+def test_unsupported_url_kind(tmp_path: Path) -> None:
+    result = make_cli(tmp_path)("--db", "mysql://root:topsecret@db/jobs", "list")
+    one_line_error(result, 78, "unsupported database URL kind 'mysql'")
+    assert "topsecret" not in result.err
+
+
+def test_postgres_schema_missing_then_upgraded(tmp_path: Path, pg_url: str) -> None:
+    run = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    one_line_error(run("list"), 5, "run `schedctl db upgrade`")
+    status = run("db", "status", "--json")
+    assert status.rc == 5
+    assert json.loads(status.out)["schema_state"] == "missing"
+    assert "upgraded from empty to revision" in ok(run("db", "upgrade")).out
+    assert "already at revision" in ok(run("db", "upgrade")).out
+    info = json.loads(ok(run("db", "status", "--json")).out)
+    assert info["schema_state"] == "current"
+    assert info["backend"] == "postgresql"
+    assert info["server"].startswith("1")
+    assert ":***@" in info["url"]
+    assert "no jobs" in ok(run("list")).out
+
+
+@pytest.mark.parametrize(
+    "command", ["add", "edit", "remove", "enable", "disable", "list", "show", "next", "quickstart"]
+)
+def test_every_command_has_help_with_an_example(tmp_path: Path, command: str) -> None:
+    result = ok(make_cli(tmp_path)(command, "--help"))
+    assert "Example" in result.out
+    assert not (tmp_path / "data").exists()  # --help touches no database
+
+
+def test_version(tmp_path: Path) -> None:
+    assert ok(make_cli(tmp_path)("--version")).out.startswith("schedctl ")
