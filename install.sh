@@ -52,7 +52,8 @@ if [ -z "$py" ]; then
 fi
 [ -n "$py" ] || die "no Python 3.11+ found: install it (apt-get install python3 python3-venv) or pass --python PATH"
 ok_python "$py" || die "$py is not Python 3.11+: pass --python PATH to a newer interpreter"
-if [ "$mode" = system ] && command -v runuser >/dev/null && ! runuser -u nobody -- "$py" -c pass 2>/dev/null; then
+runuser=$(command -v runuser || echo /usr/sbin/runuser)
+if [ "$mode" = system ] && [ -x "$runuser" ] && ! "$runuser" -u nobody -- "$py" -c pass 2>/dev/null; then
   die "$py cannot be run by other users (jobs may use User=nobody): pass --python /usr/bin/python3"
 fi
 

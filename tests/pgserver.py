@@ -60,7 +60,8 @@ class PgServer:
 
     def _as_owner(self, *argv: str) -> list[str]:
         if os.geteuid() == 0:
-            return ["runuser", "-u", "nobody", "--", *argv]
+            runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+            return [runuser, "-u", "nobody", "--", *argv]
         return list(argv)
 
     def _run(self, *argv: str) -> None:

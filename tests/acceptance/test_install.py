@@ -1,0 +1,92 @@
+"""`install.sh --system`: a world-usable install with the database URL kept private."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV_FILE = Path("/etc/schedctl/schedctl.env")
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get("SCHEDCTL_TEST_SYSTEM_INSTALL") != "1" or os.geteuid() != 0,
+    reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
+    "as root (.ci/run does)",
+)
+
+
+def sh(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        env=env or {"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root"},
+    )
+
+
+@pytest.fixture
+def saved_env_file() -> Iterator[None]:
+    """Put back whatever /etc/schedctl/schedctl.env held before the test."""
+    backup = ENV_FILE.read_bytes() if ENV_FILE.exists() else None
+    try:
+        yield
+    finally:
+        if backup is None:
+            ENV_FILE.unlink(missing_ok=True)
+        else:
+            ENV_FILE.write_bytes(backup)
+
+
+@pytest.mark.usefixtures("saved_env_file")
+def test_system_install_is_usable_by_other_users(pg_url: str) -> None:
+    ENV_FILE.unlink(missing_ok=True)
+    first = sh(str(ROOT / "install.sh"), "--system", "--db", pg_url)
+    assert first.returncode == 0, first.stderr
+    assert "/usr/local/bin/schedctl -> /opt/schedctl/venv/bin/schedctl" in first.stdout
+    password = pg_url.split(":")[2].split("@", maxsplit=1)[0]
+    assert password not in first.stdout + first.stderr
+
+    assert stat.S_IMODE(ENV_FILE.stat().st_mode) == 0o600
+    assert ENV_FILE.stat().st_uid == 0
+    assert f"SCHEDCTL_DATABASE_URL={pg_url}" in ENV_FILE.read_text()
+
+    # Root's schedctl finds the database through the environment file.
+    assert sh("schedctl", "db", "upgrade").returncode == 0
+    status = sh("schedctl", "db", "status")
+    assert status.returncode == 0, status.stderr
+    assert str(ENV_FILE) in status.stdout
+    assert password not in status.stdout
+
+    # Another user (jobs may run as nobody) can execute the install.
+    home = Path(tempfile.mkdtemp(prefix="schedctl-nobody-"))  # pytest's tmp dirs are 0700
+    shutil.chown(home, "nobody", "nogroup")
+    try:
+        as_nobody = sh(
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "/usr/local/bin/schedctl",
+            "--db",
+            f"sqlite:///{home / 'jobs.db'}",
+            "quickstart",
+        )
+    finally:
+        shutil.rmtree(home)
+    assert as_nobody.returncode == 0, as_nobody.stderr
+    assert "added sample job hello" in as_nobody.stdout
+
+    # Re-running upgrades in place and keeps the configured URL.
+    again = sh(str(ROOT / "install.sh"), "--system")
+    assert again.returncode == 0, again.stderr
+    assert "upgraded schedctl" in again.stdout
+    assert f"SCHEDCTL_DATABASE_URL={pg_url}" in ENV_FILE.read_text()
