@@ -278,8 +278,9 @@ def list_(
         out.print("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
     table = Table(box=None, header_style="bold")
-    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "COMMAND"):
-        table.add_column(col, overflow="fold")
+    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("COMMAND", overflow="fold")
     for j in found:
         table.add_row(
             j.name,

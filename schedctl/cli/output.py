@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -10,7 +11,9 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
+# Piped output is for grep/awk: one line per row instead of wrapping at 80 columns.
+_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 1000
+out = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
