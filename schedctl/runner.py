@@ -1,0 +1,275 @@
+"""Supervise one job process: own process group, output streamed through, bounded tail, timeout.
+
+Kept free of heavy imports: it sits on the `schedctl run` hot path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+TIMEOUT_EXIT = 124
+DEFAULT_GRACE = 10.0
+_CHUNK = 65536
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run and under which limits."""
+
+    argv: Sequence[str]
+    env: Mapping[str, str]
+    cwd: str | None = None
+    timeout: float | None = None
+    output_limit: int = 64 * 1024
+    grace: float = DEFAULT_GRACE
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How the job ended and what it printed."""
+
+    exit_code: int  # the job's own code; 128+n when a signal ended it; 124 on timeout
+    signal: int | None  # the signal that ended the job's main process, if any
+    timed_out: bool
+    forwarded: int | None  # a signal schedctl received and passed on to the job
+    stopped: str | None  # reason given to Supervisor.stop(), e.g. "lock_lost"
+    duration: float
+    tail: bytes
+    total_bytes: int
+
+    @property
+    def truncated(self) -> bool:
+        """Return whether the tail holds less than everything the job printed."""
+        return self.total_bytes > len(self.tail)
+
+    def tail_text(self) -> str:
+        """Return the tail decoded as UTF-8, invalid bytes replaced."""
+        return self.tail.decode("utf-8", errors="replace")
+
+
+@dataclass
+class _Tail:
+    limit: int
+    data: bytearray = field(default_factory=bytearray)
+    total: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        self.data += chunk
+        if len(self.data) > self.limit:
+            del self.data[: len(self.data) - self.limit]
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write `data` to `fd`; return False once the reader has gone (EPIPE), so we stop trying."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BrokenPipeError:
+            return False
+        except InterruptedError:
+            continue
+        view = view[n:]
+    return True
+
+
+class Supervisor:
+    """Run one job process and supervise it until it and its process group are done."""
+
+    def __init__(
+        self,
+        request: RunRequest,
+        *,
+        stdout_fd: int = 1,
+        stderr_fd: int = 2,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.request = request
+        self._out = {1: stdout_fd, 2: stderr_fd}
+        self._open = {1: True, 2: True}
+        self._now = monotonic
+        self._tail = _Tail(request.output_limit)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._forwarded: int | None = None
+        self._stopped: str | None = None
+        self._term_sent_at: float | None = None
+        self._killed = False
+        self._timed_out = False
+
+    @property
+    def pid(self) -> int | None:
+        """Return the job's process id once started."""
+        return self._proc.pid if self._proc else None
+
+    def stop(self, reason: str) -> None:
+        """Ask the job to stop (SIGTERM to its group now, SIGKILL after the grace period)."""
+        if self._stopped is None:
+            self._stopped = reason
+        self._terminate()
+
+    def _signal_group(self, sig: int) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def _terminate(self) -> None:
+        if self._term_sent_at is None:
+            self._term_sent_at = self._now()
+            self._signal_group(signal.SIGTERM)
+
+    def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._forwarded is None:
+            self._forwarded = signum
+        # Pass the signal itself on (a job may treat SIGHUP or SIGINT specially), then make sure
+        # it ends: the grace clock starts now, SIGKILL follows.
+        self._signal_group(signum)
+        if self._term_sent_at is None:
+            self._term_sent_at = self._now()
+
+    def run(self, tick: Callable[[], None] | None = None, tick_interval: float = 5.0) -> RunOutcome:
+        """Start the job, stream its output, enforce limits; call `tick` every `tick_interval` s.
+
+        `tick` is where the caller heartbeats; it may call `stop()`.
+        """
+        req = self.request
+        started = self._now()
+        self._proc = subprocess.Popen(
+            list(req.argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(req.env),
+            cwd=req.cwd,
+            start_new_session=True,  # own session and process group: signals reach grandchildren
+            close_fds=True,
+        )
+        previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
+        try:
+            self._pump(started, tick, tick_interval)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return self._outcome(started)
+
+    def _pump(self, started: float, tick: Callable[[], None] | None, tick_interval: float) -> None:
+        assert self._proc is not None and self._proc.stdout and self._proc.stderr
+        req = self.request
+        sel = selectors.DefaultSelector()
+        sel.register(self._proc.stdout, selectors.EVENT_READ, 1)
+        sel.register(self._proc.stderr, selectors.EVENT_READ, 2)
+        next_tick = started + tick_interval
+        main_exited_at: float | None = None
+        while sel.get_map():
+            now = self._now()
+            if req.timeout is not None and not self._timed_out and now - started >= req.timeout:
+                self._timed_out = True
+                self._terminate()
+            if main_exited_at is None and self._proc.poll() is not None:
+                main_exited_at = now
+                # Like systemd's KillMode=control-group: what the job left behind in its group
+                # is stopped, so leftover children cannot hold the slot (or its pipes) forever.
+                # SIGTERM even after a forwarded SIGINT, which background children ignore.
+                self._signal_group(signal.SIGTERM)
+                if self._term_sent_at is None:
+                    self._term_sent_at = now
+            grace_over = self._term_sent_at is not None and now - self._term_sent_at >= req.grace
+            if grace_over and not self._killed:
+                self._killed = True
+                self._signal_group(signal.SIGKILL)
+            if tick is not None and now >= next_tick:
+                next_tick = now + tick_interval
+                tick()
+            for key, _ in sel.select(timeout=0.2):
+                stream = key.data
+                try:
+                    chunk = os.read(key.fd, _CHUNK)
+                except InterruptedError:
+                    continue
+                if not chunk:
+                    sel.unregister(key.fileobj)
+                    continue
+                self._tail.add(chunk)
+                if self._open[stream]:
+                    self._open[stream] = _write_all(self._out[stream], chunk)
+        sel.close()
+        self._proc.stdout.close()
+        self._proc.stderr.close()
+
+    def _reap_group(self) -> None:
+        """Stop whatever the job left in its process group, even with its output closed.
+
+        Leftovers would otherwise keep running outside the job's lock.
+        """
+        assert self._proc is not None
+        deadline: float | None = None
+        while _group_has_live_members(self._proc.pid):
+            now = self._now()
+            if deadline is None:
+                self._signal_group(signal.SIGTERM)
+                deadline = now + self.request.grace
+            elif now >= deadline:
+                self._signal_group(signal.SIGKILL)
+            time.sleep(0.05)
+
+    def _outcome(self, started: float) -> RunOutcome:
+        assert self._proc is not None
+        code = self._proc.wait()
+        duration = self._now() - started
+        self._reap_group()
+        sig = -code if code < 0 else None
+        if self._timed_out:
+            exit_code = TIMEOUT_EXIT
+        elif self._forwarded is not None:
+            exit_code = 128 + self._forwarded
+        elif sig is not None:
+            exit_code = 128 + sig
+        else:
+            exit_code = code
+        return RunOutcome(
+            exit_code=exit_code,
+            signal=sig,
+            timed_out=self._timed_out,
+            forwarded=self._forwarded,
+            stopped=self._stopped,
+            duration=duration,
+            tail=bytes(self._tail.data),
+            total_bytes=self._tail.total,
+        )
+
+
+def _group_has_live_members(pgid: int) -> bool:
+    """Return whether any non-zombie process is in process group `pgid`.
+
+    kill(-pgid, 0) is not enough: it also succeeds for zombies, which linger for as long as
+    PID 1 takes to reap orphans (some container inits never do).
+    """
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # Fields after the parenthesised command name: state ppid pgrp ...
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False

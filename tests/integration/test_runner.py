@@ -1,0 +1,155 @@
+"""The job supervisor with real processes: exit codes, output, timeouts, signals, memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from schedctl.runner import RunRequest, Supervisor
+
+DRIVER = Path(__file__).with_name("runner_driver.py")
+
+
+def drive(spec: dict[str, Any], *, send: int | None = None, after: float = 0.5) -> dict[str, Any]:
+    """Run the driver; optionally send it `send` once the job has had `after` seconds to start."""
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if send is not None:
+        time.sleep(after)
+        proc.send_signal(send)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purposes.
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()
+
+
+def test_exit_code_output_and_environment(tmp_path: Path) -> None:
+    out_file = tmp_path / "out"
+    with out_file.open("wb") as out:
+        outcome = Supervisor(
+            RunRequest(
+                ["sh", "-c", 'echo "$GREETING from $(pwd)"; echo oops >&2; exit 3'],
+                env={"GREETING": "hello", "PATH": "/usr/bin:/bin"},
+                cwd=str(tmp_path),
+            ),
+            stdout_fd=out.fileno(),
+            stderr_fd=out.fileno(),
+        ).run()
+    assert outcome.exit_code == 3
+    assert outcome.signal is None and not outcome.timed_out
+    assert out_file.read_text() == f"hello from {tmp_path}\noops\n"  # streamed through unchanged
+    assert outcome.tail_text() == f"hello from {tmp_path}\noops\n"
+    assert outcome.total_bytes == len(outcome.tail) and not outcome.truncated
+
+
+def test_tail_is_bounded_and_keeps_the_end() -> None:
+    script = "import sys; sys.stdout.write('x' * 1_000_000 + 'THE END\\n')"
+    result = drive({"argv": [sys.executable, "-c", script], "output_limit": 1024})
+    assert result["total_bytes"] == 1_000_008
+    assert result["truncated"] is True
+    assert len(result["tail"]) == 1024
+    assert result["tail"].endswith("THE END\n")
+
+
+def test_non_utf8_output_is_kept_with_replacement_characters(tmp_path: Path) -> None:
+    out_file = tmp_path / "out"
+    with out_file.open("wb") as out:
+        outcome = Supervisor(
+            RunRequest(["printf", "caf\\351 \\377\\n"], env={"PATH": "/usr/bin:/bin"}),
+            stdout_fd=out.fileno(),
+        ).run()
+    assert out_file.read_bytes() == b"caf\xe9 \xff\n"  # passed through byte for byte
+    assert outcome.tail_text() == "caf\ufffd \ufffd\n"
+
+
+def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 60 & echo $! > {pids}; sleep 60"
+    started = time.monotonic()
+    outcome = Supervisor(
+        RunRequest(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, timeout=0.5, grace=2)
+    ).run()
+    assert time.monotonic() - started < 3
+    assert outcome.timed_out and outcome.exit_code == 124
+    grandchild = int(pids.read_text())
+    assert not alive(grandchild)
+
+
+def test_a_job_ignoring_sigterm_is_killed_after_the_grace() -> None:
+    started = time.monotonic()
+    outcome = Supervisor(
+        RunRequest(
+            ["sh", "-c", "trap '' TERM; sleep 60"],
+            env={"PATH": "/usr/bin:/bin"},
+            timeout=0.3,
+            grace=0.7,
+        )
+    ).run()
+    elapsed = time.monotonic() - started
+    assert outcome.exit_code == 124 and outcome.signal == signal.SIGKILL
+    assert 0.9 < elapsed < 3
+
+
+def test_leftover_background_processes_are_stopped(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    # The leftover closes its output, so only the process-group sweep can find it.
+    script = f"nohup sleep 60 >/dev/null 2>&1 & echo $! > {pids}; exit 0"
+    outcome = Supervisor(
+        RunRequest(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}, grace=2)
+    ).run()
+    assert outcome.exit_code == 0
+    assert not alive(int(pids.read_text()))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_signals_to_schedctl_are_forwarded_to_the_group(tmp_path: Path, sig: int) -> None:
+    pids = tmp_path / "pids"
+    script = f"sleep 60 & echo $! > {pids}; sleep 60"
+    result = drive({"argv": ["sh", "-c", script], "grace": 2}, send=sig, after=0.7)
+    assert result["forwarded"] == sig
+    assert result["exit_code"] == 128 + sig
+    assert result["duration"] < 5
+    assert not alive(int(pids.read_text()))
+
+
+def test_stop_from_the_heartbeat_tick_ends_the_job() -> None:
+    # This is how a lost database session stops a job (lock_lost).
+    result = drive(
+        {"argv": ["sleep", "60"], "tick_interval": 0.2, "stop_after_ticks": 2, "grace": 2}
+    )
+    assert result["stopped"] == "lock_lost"
+    assert result["ticks"] >= 2
+    assert result["exit_code"] == 128 + signal.SIGTERM
+    assert result["duration"] < 5
+
+
+def test_200_mb_of_output_in_bounded_memory() -> None:
+    script = "import os\nblock = b'y' * 1048576\nfor _ in range(200):\n    os.write(1, block)\n"
+    result = drive({"argv": [sys.executable, "-c", script]})
+    assert result["exit_code"] == 0
+    assert result["total_bytes"] == 200 * 1048576
+    assert len(result["tail"]) == 65536
+    # The supervisor's peak RSS stays far below the output size (Python itself is ~20 MiB).
+    assert result["maxrss_kib"] < 64 * 1024, result["maxrss_kib"]
