@@ -1,0 +1,144 @@
+"""Per-job locks: a PostgreSQL session advisory lock, or flock on a file for SQLite.
+
+A lock is held by a session (PostgreSQL) or an open file (flock) and vanishes with it, so a
+runner that dies cannot leave a job locked. Kept free of heavy imports: `schedctl run` uses it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import psycopg
+
+# First key of pg_try_advisory_lock(int4, int4); the second is the job id. Applications that
+# share the database must not use this first key for their own advisory locks.
+LOCK_NAMESPACE = 0x5C4ED01
+_QUEUE_POLL_SECONDS = 0.5
+
+
+class JobLock(Protocol):
+    """A lock on one job, held until released or its holder dies."""
+
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free; return whether we hold it."""
+        ...
+
+    def release(self) -> None:
+        """Let the lock go (idempotent)."""
+        ...
+
+
+def acquire_within(lock: JobLock, seconds: float, sleep: float = _QUEUE_POLL_SECONDS) -> bool:
+    """Try to take `lock` until `seconds` have passed (the `queue` concurrency policy)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if lock.try_acquire():
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(sleep, left))
+
+
+class PgAdvisoryLock:
+    """pg_try_advisory_lock(LOCK_NAMESPACE, job_id) on the run's own session."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], job_id: int) -> None:
+        self.conn = conn
+        self.job_id = job_id
+        self.held = False
+
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting."""
+        row = self.conn.execute(
+            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self.job_id)
+        ).fetchone()
+        self.held = bool(row and row[0])
+        return self.held
+
+    def release(self) -> None:
+        """Unlock; a dead session has already dropped it, so errors are ignored."""
+        if not self.held:
+            return
+        self.held = False
+        with contextlib.suppress(Exception):
+            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, self.job_id))
+
+
+@dataclass(frozen=True)
+class PgLockHolder:
+    """A session holding a job lock, as seen in pg_locks."""
+
+    job_id: int
+    backend_pid: int
+    granted_since: str | None
+
+
+def pg_lock_holders(conn: psycopg.Connection[tuple[object, ...]]) -> list[PgLockHolder]:
+    """Return the sessions holding schedctl job locks right now."""
+    rows = conn.execute(
+        # Two-key advisory locks: classid = key 1, objid = key 2, objsubid = 2.
+        "SELECT l.objid::int, l.pid, a.backend_start::text FROM pg_locks l "
+        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s "
+        "ORDER BY l.objid",
+        (LOCK_NAMESPACE,),
+    ).fetchall()
+    return [
+        PgLockHolder(int(str(r[0])), int(str(r[1])), None if r[2] is None else str(r[2]))
+        for r in rows
+    ]
+
+
+class FileLock:
+    """flock(LOCK_EX | LOCK_NB) on `DIR/JOB_ID.lock`; the holder's pid is written inside."""
+
+    def __init__(self, lock_dir: Path, job_id: int) -> None:
+        self.path = lock_dir / f"{job_id}.lock"
+        self._fd: int | None = None
+
+    def try_acquire(self) -> bool:
+        """Take the lock without waiting."""
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Unlock by closing the file (the file itself stays, so its inode is reused)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def holder_pid(self) -> int | None:
+        """Return the pid of the process holding the lock, or None if it is free."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.read(fd, 32).decode(errors="replace").strip()
+                return int(text) if text.isdigit() else -1
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)

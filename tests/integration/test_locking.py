@@ -1,0 +1,91 @@
+"""Job locks on a real PostgreSQL server and with real flock, across processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from schedctl.locking import FileLock, PgAdvisoryLock, acquire_within, pg_lock_holders
+
+
+def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(url, autocommit=True)
+
+
+def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
+    with connect(pg_url) as a, connect(pg_url) as b:
+        first, second = PgAdvisoryLock(a, 7), PgAdvisoryLock(b, 7)
+        assert first.try_acquire()
+        assert not second.try_acquire()
+        assert PgAdvisoryLock(b, 8).try_acquire()  # another job is independent
+        holders = {h.job_id: h.backend_pid for h in pg_lock_holders(b)}
+        assert holders[7] == a.info.backend_pid
+        assert holders[8] == b.info.backend_pid
+        first.release()
+        first.release()  # idempotent
+        assert second.try_acquire()
+
+
+def test_pg_lock_vanishes_with_its_session(pg_url: str) -> None:
+    with connect(pg_url) as admin, connect(pg_url) as other:
+        holder = connect(pg_url)
+        assert PgAdvisoryLock(holder, 9).try_acquire()
+        assert not PgAdvisoryLock(other, 9).try_acquire()
+        # What a crashed host or a restarted server does to the session:
+        admin.execute("SELECT pg_terminate_backend(%s)", (holder.info.backend_pid,))
+        deadline = time.monotonic() + 5
+        while not PgAdvisoryLock(other, 9).try_acquire():
+            assert time.monotonic() < deadline, "lock not freed after its session ended"
+            time.sleep(0.05)
+        with pytest.raises(psycopg.OperationalError):
+            holder.execute("SELECT 1")  # the runner notices on its next heartbeat
+        holder.close()
+
+
+def test_queue_waits_for_the_lock_up_to_a_bound(pg_url: str) -> None:
+    with connect(pg_url) as a, connect(pg_url) as b:
+        held = PgAdvisoryLock(a, 11)
+        assert held.try_acquire()
+        started = time.monotonic()
+        assert not acquire_within(PgAdvisoryLock(b, 11), 0.6, sleep=0.1)
+        assert 0.55 < time.monotonic() - started < 2
+        held.release()
+        assert acquire_within(PgAdvisoryLock(b, 11), 0.6, sleep=0.1)
+
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from schedctl.locking import FileLock
+lock = FileLock(Path(sys.argv[1]), 5)
+print("held" if lock.try_acquire() else "busy", flush=True)
+time.sleep(60)
+"""
+
+
+def test_file_lock_across_processes_and_after_kill_9(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        mine = FileLock(tmp_path, 5)
+        assert not mine.try_acquire()
+        assert mine.holder_pid() == holder.pid
+        assert FileLock(tmp_path, 6).try_acquire()  # another job is independent
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait()
+        assert mine.holder_pid() is None
+        assert mine.try_acquire()
+        assert (tmp_path / "5.lock").stat().st_mode & 0o777 == 0o600
+        mine.release()
+    finally:
+        holder.kill()
+        holder.wait()
