@@ -338,13 +338,6 @@ class Schedule:
             d -= _ONE_DAY
         return None
 
-    def between(self, start: datetime, end: datetime) -> Iterator[datetime]:
-        """Yield fire instants in the half-open interval (start, end]."""
-        for x in self.iter_after(start):
-            if x > end:
-                return
-            yield x
-
 
 def _sec_of_day(local: datetime) -> float:
     return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
