@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -146,3 +147,29 @@ class JobChanges:
     output_limit_bytes: int | None = None
     retention_seconds: int | None = None
     clear_retention: bool = False
+
+
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """Build a Job from a `jobs` row whose JSON and timestamp columns are already decoded."""
+    spec = JobSpec(
+        name=row["name"],
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        command=tuple(row["command"]),
+        shell=bool(row["shell"]),
+        timeout_seconds=row["timeout_seconds"],
+        concurrency=ConcurrencyPolicy(row["concurrency"]),
+        catch_up=CatchUpPolicy(row["catch_up"]),
+        jitter_seconds=row["jitter_seconds"],
+        retries=row["retries"],
+        retry_delay_seconds=row["retry_delay_seconds"],
+        env=tuple(sorted(row["env"].items())),
+        workdir=row["workdir"],
+        run_as_user=row["run_as_user"],
+        description=row["description"],
+        tags=tuple(row["tags"]),
+        enabled=bool(row["enabled"]),
+        output_limit_bytes=row["output_limit_bytes"],
+        retention_seconds=row["retention_seconds"],
+    )
+    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

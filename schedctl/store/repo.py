@@ -9,11 +9,11 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import exc
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
 from schedctl.errors import ConflictError, NotFoundError
-from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobSpec
+from schedctl.models import Job, JobSpec, job_from_row
 from schedctl.store import schema
 from schedctl.store.engine import make_engine, translated
 from schedctl.store.tables import jobs, runs
@@ -97,13 +97,13 @@ class Store:
             raise NotFoundError(
                 f"no job named {name!r}: see `schedctl list` for the jobs there are"
             )
-        return _job(row)
+        return job_from_row(dict(row))
 
     def list_jobs(self) -> list[Job]:
         """Return every job, ordered by name."""
         with self._tx() as conn:
             rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).mappings().all()
-        return [_job(r) for r in rows]
+        return [job_from_row(dict(r)) for r in rows]
 
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
@@ -175,28 +175,3 @@ def _spec_values(spec: JobSpec) -> dict[str, Any]:
         "output_limit_bytes": spec.output_limit_bytes,
         "retention_seconds": spec.retention_seconds,
     }
-
-
-def _job(row: RowMapping) -> Job:
-    spec = JobSpec(
-        name=row["name"],
-        schedule=row["schedule"],
-        timezone=row["timezone"],
-        command=tuple(row["command"]),
-        shell=bool(row["shell"]),
-        timeout_seconds=row["timeout_seconds"],
-        concurrency=ConcurrencyPolicy(row["concurrency"]),
-        catch_up=CatchUpPolicy(row["catch_up"]),
-        jitter_seconds=row["jitter_seconds"],
-        retries=row["retries"],
-        retry_delay_seconds=row["retry_delay_seconds"],
-        env=tuple(sorted(row["env"].items())),
-        workdir=row["workdir"],
-        run_as_user=row["run_as_user"],
-        description=row["description"],
-        tags=tuple(row["tags"]),
-        enabled=bool(row["enabled"]),
-        output_limit_bytes=row["output_limit_bytes"],
-        retention_seconds=row["retention_seconds"],
-    )
-    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

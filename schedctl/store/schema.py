@@ -1,37 +1,19 @@
-"""Schema version checks and Alembic upgrades."""
+"""Schema status through SQLAlchemy, and Alembic upgrades."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from schedctl.errors import SchemaError
+from schedctl.store.version import HEAD, SchemaStatus, require_current
 
-# The newest migration this schedctl ships; a test pins it to Alembic's own head.
-HEAD = "0001"
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `db upgrade` runs from several hosts (PostgreSQL advisory lock key).
 UPGRADE_LOCK_KEY = 0x5C4ED0
 
-
-@dataclass(frozen=True)
-class SchemaStatus:
-    """Where a database's schema stands relative to this schedctl."""
-
-    current: str | None
-    head: str
-
-    @property
-    def state(self) -> str:
-        """Return `missing`, `current`, `behind` or `ahead`."""
-        if self.current is None:
-            return "missing"
-        if self.current == self.head:
-            return "current"
-        return "behind" if self.current < self.head else "ahead"
+__all__ = ["HEAD", "SchemaStatus", "current_revision", "require_current", "status", "upgrade"]
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -44,25 +26,6 @@ def current_revision(conn: Connection) -> str | None:
 def status(conn: Connection) -> SchemaStatus:
     """Return the schema status seen through `conn`."""
     return SchemaStatus(current_revision(conn), HEAD)
-
-
-def require_current(st: SchemaStatus) -> None:
-    """Raise a SchemaError that says what to run unless the schema is at HEAD."""
-    if st.state == "missing":
-        raise SchemaError(
-            "the database has no schedctl schema yet: run `schedctl db upgrade` "
-            "(with the same --db / SCHEDCTL_DATABASE_URL)"
-        )
-    if st.state == "behind":
-        raise SchemaError(
-            f"the database schema is at revision {st.current}, this schedctl needs {st.head}: "
-            f"run `schedctl db upgrade`"
-        )
-    if st.state == "ahead":
-        raise SchemaError(
-            f"the database schema revision {st.current} is newer than this schedctl "
-            f"(knows up to {st.head}): upgrade schedctl on this host"
-        )
 
 
 def upgrade(engine: Engine) -> tuple[str | None, str]:

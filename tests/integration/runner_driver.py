@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
+from pathlib import Path
 
 from schedctl.runner import RunRequest, Supervisor
 
@@ -48,6 +48,11 @@ result = {
     "total_bytes": outcome.total_bytes,
     "truncated": outcome.truncated,
     "ticks": len(ticks),
-    "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+    # VmHWM, not getrusage(): ru_maxrss survives execve and would include the forking parent.
+    "peak_rss_kib": next(
+        int(line.split()[1])
+        for line in Path("/proc/self/status").read_text().splitlines()
+        if line.startswith("VmHWM:")
+    ),
 }
 sys.stdout.write("\n" + json.dumps(result) + "\n")

@@ -1,0 +1,49 @@
+"""Turn driver errors into one-line schedctl errors; no SQLAlchemy, so the run path can use it."""
+
+from __future__ import annotations
+
+from schedctl.config import DatabaseURL
+from schedctl.errors import (
+    ConfigError,
+    DatabaseAuthError,
+    DatabaseUnavailableError,
+    SchedctlError,
+)
+
+
+def _first_line(text: str, url: DatabaseURL) -> str:
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
+    pw = url.password
+    if pw:
+        line = line.replace(pw, "***")
+    return line.removeprefix("connection failed: ").removeprefix("FATAL:  ")
+
+
+def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
+    """Map a driver (or SQLAlchemy-wrapped) connection error to an error with the fix in it."""
+    orig = getattr(error, "orig", None) or error
+    message = _first_line(str(orig), url)
+    lower = message.lower()
+    where = str(url)
+    if url.backend == "sqlite":
+        if "locked" in lower or "busy" in lower:
+            return DatabaseUnavailableError(
+                f"the SQLite database {url.sqlite_path} is busy ({message}); try again"
+            )
+        return DatabaseUnavailableError(
+            f"cannot use the SQLite database {url.sqlite_path}: {message}; check that the file "
+            f"and its directory are readable and writable"
+        )
+    if "password authentication failed" in lower or "no password supplied" in lower:
+        return DatabaseAuthError(
+            f"the database at {where} refused the credentials ({message}); fix the user or "
+            f"password in --db / SCHEDCTL_DATABASE_URL"
+        )
+    if "does not exist" in lower and "database" in lower:
+        return ConfigError(
+            f"{message} at {where}; create it (createdb) or fix the database name in the URL"
+        )
+    return DatabaseUnavailableError(
+        f"cannot reach the database at {where}: {message}; check that PostgreSQL is running "
+        f"and the URL is right (`schedctl db status` tests the connection)"
+    )
