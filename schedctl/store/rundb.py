@@ -1,0 +1,350 @@
+"""Run-path data access on plain drivers (psycopg, sqlite3): `schedctl run` loads no SQLAlchemy.
+
+Rows written here must read back identically through the SQLAlchemy store, so SQLite
+timestamps use SQLAlchemy's text format (naive UTC) and JSON columns hold JSON text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from schedctl.clock import Clock
+from schedctl.config import DatabaseURL
+from schedctl.errors import NotFoundError
+from schedctl.models import Job, RunStatus, Trigger, job_from_row
+from schedctl.store.dberrors import translate
+from schedctl.store.version import SchemaStatus, require_current
+
+if TYPE_CHECKING:
+    import psycopg
+
+# The same settings the SQLAlchemy engine uses (store/engine.py), for the same reasons.
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
+JOB_COLUMNS = (
+    "id", "name", "command", "shell", "schedule", "timezone", "timeout_seconds", "concurrency",
+    "catch_up", "jitter_seconds", "retries", "retry_delay_seconds", "env", "workdir",
+    "run_as_user", "description", "tags", "enabled", "output_limit_bytes", "retention_seconds",
+    "created_at", "updated_at", "revision",
+)  # fmt: skip
+_JSON_COLUMNS = ("command", "env", "tags")
+_TS_COLUMNS = ("created_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run row to insert: the claim of a slot (attempt 1), a retry, or a manual run."""
+
+    job: Job
+    slot: datetime | None
+    trigger: Trigger
+    attempt: int
+    host: str
+    pid: int
+    claimed_at: datetime
+    clock_skew_seconds: float | None
+    version: str
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The end of one attempt."""
+
+    status: RunStatus
+    exit_code: int | None
+    signal: int | None
+    started_at: datetime | None
+    finished_at: datetime
+    duration_seconds: float | None
+    output_tail: str
+    output_bytes: int
+    output_truncated: bool
+
+
+class RunDB(Protocol):
+    """What `schedctl run` needs from the database."""
+
+    backend: str
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is at this schedctl's version."""
+        ...
+
+    def now(self) -> datetime:
+        """Return the database's clock (PostgreSQL) or the host's (SQLite)."""
+        ...
+
+    def backend_pid(self) -> int | None:
+        """Return this session's server process id (PostgreSQL), else None."""
+        ...
+
+    def load_job(self, name: str) -> Job:
+        """Return the job called `name`, or raise NotFoundError."""
+        ...
+
+    def claim(self, claim: Claim) -> int | None:
+        """Insert the run row; return its id, or None when the slot is already claimed."""
+        ...
+
+    def mark_started(self, run_id: int, at: datetime) -> None:
+        """Record that the job process started."""
+        ...
+
+    def heartbeat(self, run_id: int) -> None:
+        """Prove the session is alive; raises when it is not."""
+        ...
+
+    def finish(self, run_id: int, result: RunResult) -> None:
+        """Record the outcome."""
+        ...
+
+    def close(self) -> None:
+        """Close the session (which also drops any advisory lock it holds)."""
+        ...
+
+
+def _not_found(name: str) -> NotFoundError:
+    return NotFoundError(f"no job named {name!r}: see `schedctl list` for the jobs there are")
+
+
+_INSERT_COLUMNS = (
+    "job_id, job_name, job_revision, slot, trigger, attempt, status, host, pid, "
+    "db_backend_pid, claimed_at, output_bytes, output_truncated, clock_skew_seconds, "
+    "schedctl_version"
+)
+_FINISH_SET = (
+    "status = {p}, exit_code = {p}, signal = {p}, started_at = {p}, finished_at = {p}, "
+    "duration_seconds = {p}, output_tail = {p}, output_bytes = {p}, output_truncated = {p}"
+)
+
+
+def _claim_values(c: Claim, backend_pid: int | None, ts: Any) -> tuple[Any, ...]:
+    return (
+        c.job.id, c.job.name, c.job.revision, ts(c.slot), c.trigger.value, c.attempt,
+        RunStatus.RUNNING.value, c.host, c.pid, backend_pid, ts(c.claimed_at), 0, False,
+        c.clock_skew_seconds, c.version,
+    )  # fmt: skip
+
+
+def _finish_values(r: RunResult, ts: Any) -> tuple[Any, ...]:
+    return (
+        r.status.value, r.exit_code, r.signal, ts(r.started_at), ts(r.finished_at),
+        r.duration_seconds, r.output_tail, r.output_bytes, r.output_truncated,
+    )  # fmt: skip
+
+
+class PgRunDB:
+    """The run's own PostgreSQL session (autocommit); advisory locks live on it too."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: DatabaseURL, application_name: str = "schedctl run") -> None:
+        import psycopg
+
+        self.url = url
+        raw = url.raw.replace("postgresql+psycopg://", "postgresql://", 1)
+        try:
+            self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
+                raw, autocommit=True, application_name=application_name, **PG_CONNECT_ARGS
+            )
+        except psycopg.OperationalError as e:
+            raise translate(e, url) from None
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is at HEAD."""
+        row = self.conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        current = None
+        if row and row[0]:
+            found = self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            current = str(found[0]) if found else None
+        require_current(SchemaStatus(current))
+
+    def now(self) -> datetime:
+        """Return the server's clock (the same for every host, whatever their skew)."""
+        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+        assert row is not None
+        value: datetime = row[0]
+        return value.astimezone(UTC)
+
+    def backend_pid(self) -> int | None:
+        """Return this session's backend pid."""
+        return int(self.conn.info.backend_pid)
+
+    def load_job(self, name: str) -> Job:
+        """Return the job called `name`."""
+        cur = self.conn.execute(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = %s", (name,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise _not_found(name)
+        return job_from_row(dict(zip(JOB_COLUMNS, row, strict=True)))
+
+    def claim(self, claim: Claim) -> int | None:
+        """Insert-or-nothing on (job_id, slot): the fleet-wide claim of a slot."""
+        placeholders = ", ".join(["%s"] * 15)
+        conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
+        row = self.conn.execute(
+            f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
+            _claim_values(claim, self.backend_pid(), lambda v: v),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def mark_started(self, run_id: int, at: datetime) -> None:
+        """Record the start."""
+        self.conn.execute(
+            "UPDATE runs SET started_at = %s, heartbeat_at = %s WHERE id = %s", (at, at, run_id)
+        )
+
+    def heartbeat(self, run_id: int) -> None:
+        """Touch heartbeat_at on this session; raises psycopg errors if the session is gone."""
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = clock_timestamp() WHERE id = %s", (run_id,)
+        )
+
+    def finish(self, run_id: int, result: RunResult) -> None:
+        """Record the outcome."""
+        self.conn.execute(
+            f"UPDATE runs SET {_FINISH_SET.format(p='%s')} WHERE id = %s",
+            (*_finish_values(result, lambda v: v), run_id),
+        )
+
+    def reconcile_lost(self) -> int:
+        """Mark `running` rows whose session has ended as `lost`; return how many."""
+        cur = self.conn.execute(
+            "UPDATE runs SET status = 'lost', finished_at = clock_timestamp() "
+            "WHERE status = 'running' AND db_backend_pid IS NOT NULL "
+            "AND db_backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
+        )
+        return cur.rowcount
+
+    def close(self) -> None:
+        """Close the session."""
+        self.conn.close()
+
+
+def _sqlite_ts(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).strftime(SQLITE_TS)
+
+
+def _from_sqlite_ts(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+class SqliteRunDB:
+    """The embedded database: one host, so the host clock and flock stand in for the server's."""
+
+    backend = "sqlite"
+
+    def __init__(self, url: DatabaseURL, clock: Clock) -> None:
+        assert url.sqlite_path is not None
+        self.url = url
+        self.clock = clock
+        try:
+            # isolation_level=None: autocommit, like the PostgreSQL session.
+            self.conn = sqlite3.connect(url.sqlite_path, timeout=10, isolation_level=None)
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as e:
+            raise translate(e, url) from None
+
+    def check_schema(self) -> None:
+        """Raise SchemaError unless the schema is at HEAD."""
+        has = self.conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+        ).fetchone()
+        row = (
+            self.conn.execute("SELECT version_num FROM alembic_version").fetchone() if has else None
+        )
+        require_current(SchemaStatus(row[0] if row else None))
+
+    def now(self) -> datetime:
+        """Return the host's clock (there is only one host)."""
+        return self.clock.now().astimezone(UTC)
+
+    def backend_pid(self) -> int | None:
+        """SQLite has no server process."""
+        return None
+
+    def load_job(self, name: str) -> Job:
+        """Return the job called `name`."""
+        cur = self.conn.execute(
+            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = ?", (name,)
+        )
+        row = cur.fetchone()
+        if row is None:
+            raise _not_found(name)
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        for col in _JSON_COLUMNS:
+            values[col] = json.loads(values[col])
+        for col in _TS_COLUMNS:
+            values[col] = _from_sqlite_ts(values[col])
+        return job_from_row(values)
+
+    def claim(self, claim: Claim) -> int | None:
+        """Insert-or-nothing on (job_id, slot)."""
+        placeholders = ", ".join(["?"] * 15)
+        conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
+        row = self.conn.execute(
+            f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
+            _claim_values(claim, None, _sqlite_ts),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def mark_started(self, run_id: int, at: datetime) -> None:
+        """Record the start."""
+        ts = _sqlite_ts(at)
+        self.conn.execute(
+            "UPDATE runs SET started_at = ?, heartbeat_at = ? WHERE id = ?", (ts, ts, run_id)
+        )
+
+    def heartbeat(self, run_id: int) -> None:
+        """Touch heartbeat_at."""
+        self.conn.execute(
+            "UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_sqlite_ts(self.now()), run_id)
+        )
+
+    def finish(self, run_id: int, result: RunResult) -> None:
+        """Record the outcome."""
+        self.conn.execute(
+            f"UPDATE runs SET {_FINISH_SET.format(p='?')} WHERE id = ?",
+            (*_finish_values(result, _sqlite_ts), run_id),
+        )
+
+    def reconcile_lost(self, host: str) -> int:
+        """Mark this host's `running` rows whose runner process is gone as `lost`."""
+        rows = self.conn.execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (host,)
+        ).fetchall()
+        gone = [run_id for run_id, pid in rows if pid is None or not _pid_alive(int(pid))]
+        for run_id in gone:
+            self.conn.execute(
+                "UPDATE runs SET status = 'lost', finished_at = ? WHERE id = ? AND status = 'running'",
+                (_sqlite_ts(self.now()), run_id),
+            )
+        return len(gone)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
