@@ -30,6 +30,7 @@ class RunRequest:
     timeout: float | None = None
     output_limit: int = 64 * 1024
     grace: float = DEFAULT_GRACE
+    user: str | None = None  # run as this user (needs root)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,9 @@ class Supervisor:
             cwd=req.cwd,
             start_new_session=True,  # own session and process group: signals reach grandchildren
             close_fds=True,
+            user=req.user,
+            group=_primary_group(req.user),
+            extra_groups=[] if req.user else None,
         )
         previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
         try:
@@ -273,3 +277,11 @@ def _group_has_live_members(pgid: int) -> bool:
         if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
             return True
     return False
+
+
+def _primary_group(user: str | None) -> int | None:
+    if user is None:
+        return None
+    import pwd
+
+    return pwd.getpwnam(user).pw_gid

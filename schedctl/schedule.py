@@ -339,6 +339,24 @@ class Schedule:
         return None
 
 
+def slot_for(
+    schedule: Schedule, now: datetime, skew: timedelta, jitter: timedelta
+) -> datetime | None:
+    """Return the slot a firing at database time `now` serves.
+
+    Normally the latest slot at or before `now`. A host whose clock runs ahead fires early, so
+    the next slot is chosen when it is at most `skew` away and the latest one is too old to be
+    this firing's own (a firing can be late by up to `jitter` plus `skew`).
+    """
+    latest = schedule.latest_at_or_before(now)
+    upcoming = schedule.next_after(now)
+    if upcoming:
+        ahead = upcoming[0] - now
+        if ahead <= skew and (latest is None or now - latest > jitter + skew):
+            return upcoming[0]
+    return latest
+
+
 def _sec_of_day(local: datetime) -> float:
     return local.hour * 3600 + local.minute * 60 + local.second + local.microsecond / 1e6
 

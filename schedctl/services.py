@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import os
+import pwd
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import TYPE_CHECKING, TypeVar
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from schedctl.clock import Clock
-from schedctl.errors import NotFoundError, ValidationError
-from schedctl.models import Job, JobChanges, JobSpec
-from schedctl.schedule import Schedule
+from schedctl.errors import ConfigError, NotFoundError, ValidationError
+from schedctl.locking import JobLock, acquire_within
+from schedctl.models import (
+    CatchUpPolicy,
+    ConcurrencyPolicy,
+    Job,
+    JobChanges,
+    JobSpec,
+    RunStatus,
+    Trigger,
+)
+from schedctl.runner import RunOutcome, RunRequest, Supervisor
+from schedctl.schedule import Schedule, slot_for
+from schedctl.store import spool
+from schedctl.store.rundb import Claim, RunDB, RunResult
 from schedctl.validate import check_name, validate_spec
 
 if TYPE_CHECKING:
     from schedctl.store.repo import Store
 
 T = TypeVar("T")
+# Never handed to jobs: the database URL holds a password.
+SECRET_ENV = frozenset({"SCHEDCTL_DATABASE_URL"})
 
 
 def add_job(store: Store, spec: JobSpec, clock: Clock) -> Job:
@@ -145,3 +164,218 @@ def ensure_sample_job(store: Store, timezone: str, clock: Clock) -> tuple[Job, b
         tags=("sample",),
     )
     return add_job(store, spec, clock), True
+
+
+# -- schedctl run ---------------------------------------------------------------------------
+
+DEFAULT_QUEUE_WAIT = 3600.0  # `queue` without a job timeout waits at most this long
+
+
+@dataclass
+class RunContext:
+    """Everything `run_job` needs from outside: database, locks, time, identity, output."""
+
+    db: RunDB
+    lock_for: Callable[[Job], JobLock]
+    reconnect: Callable[[], RunDB]
+    clock: Clock
+    host: str
+    version: str
+    spool_dir: Path
+    emit: Callable[..., None]  # emit(event, **fields): structured log line, printed by the CLI
+    base_env: Mapping[str, str]
+    skew_tolerance: timedelta = timedelta(minutes=5)
+    heartbeat_seconds: float = 5.0
+    grace_seconds: float = 10.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _status_of(outcome: RunOutcome) -> RunStatus:
+    if outcome.stopped == "lock_lost":
+        return RunStatus.LOCK_LOST
+    if outcome.timed_out:
+        return RunStatus.TIMED_OUT
+    if outcome.forwarded is not None:
+        return RunStatus.KILLED
+    return RunStatus.SUCCEEDED if outcome.exit_code == 0 else RunStatus.FAILED
+
+
+def _pick_slot(ctx: RunContext, job: Job, db_now: datetime) -> datetime | None:
+    schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
+    jitter = timedelta(seconds=job.spec.jitter_seconds)
+    slot = slot_for(schedule, db_now, ctx.skew_tolerance, jitter)
+    if slot is None or slot < job.created_at - ctx.skew_tolerance:
+        return None  # nothing scheduled since the job was defined
+    late = db_now - slot > jitter + ctx.skew_tolerance
+    if late and job.spec.catch_up is CatchUpPolicy.SKIP:
+        return None
+    return slot
+
+
+def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any]) -> None:
+    """Write the result; on a dead session reconnect once; failing that, spool it locally."""
+    error = ""
+    for attempt in range(2):
+        try:
+            if attempt:
+                ctx.db = ctx.reconnect()
+            ctx.db.finish(run_id, result)
+            return
+        except Exception as e:  # any failure here means "not recorded yet"
+            error = (str(e).splitlines() or [type(e).__name__])[0]
+    path = spool.write(ctx.spool_dir, run_id, result)
+    ctx.emit("run.spooled", **fields, status=result.status.value, path=str(path), error=error)
+
+
+def run_job(ctx: RunContext, name: str, trigger: Trigger, manual: bool) -> int:
+    """Claim this slot fleet-wide, lock the job, run it with retries, record; return exit code."""
+    db = ctx.db
+    db.check_schema()
+    if spool.pending(ctx.spool_dir):
+        ctx.emit("spool.flushed", count=spool.flush(ctx.spool_dir, db))
+    db.reconcile_lost(ctx.host)
+    job = db.load_job(check_name(name))
+    _check_user(job)
+    db_now = db.now()
+    skew = (ctx.clock.now() - db_now).total_seconds() if db.backend == "postgresql" else 0.0
+    fields: dict[str, Any] = {"job": job.name, "host": ctx.host}
+    if not job.spec.enabled and not manual:
+        ctx.emit("run.skipped.disabled", **fields)
+        return 0
+    slot = None if manual else _pick_slot(ctx, job, db_now)
+    if slot is None and not manual:
+        ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
+        return 0
+    fields["slot"] = slot.isoformat() if slot else None
+
+    def claim(attempt: int) -> int | None:
+        return ctx.db.claim(
+            Claim(job, slot, Trigger.MANUAL if manual else trigger, attempt, ctx.host,
+                  os.getpid(), db_now if attempt == 1 else ctx.db.now(), skew, ctx.version)
+        )  # fmt: skip
+
+    run_id = claim(1)
+    if run_id is None:
+        ctx.emit("run.skipped.duplicate", **fields)
+        return 0
+    fields["run_id"] = run_id
+    ctx.emit("run.claimed", **fields, clock_skew_seconds=round(skew, 3))
+    lock = ctx.lock_for(job)
+    try:
+        if not _take_lock(ctx, job, lock, run_id, fields):
+            return 0
+        return _attempts(ctx, job, slot, run_id, claim, fields)
+    finally:
+        lock.release()
+
+
+def _check_user(job: Job) -> None:
+    user = job.spec.run_as_user
+    if user and os.geteuid() != 0 and pwd.getpwuid(os.geteuid()).pw_name != user:
+        raise ConfigError(
+            f"job {job.name!r} runs as user {user!r}: start `schedctl run` as root or as {user}"
+        )
+
+
+def _take_lock(
+    ctx: RunContext, job: Job, lock: JobLock, run_id: int, fields: dict[str, Any]
+) -> bool:
+    if lock.try_acquire():
+        return True
+    policy = job.spec.concurrency
+    ctx.emit("run.lock.busy", **fields, policy=policy.value)
+    if policy is ConcurrencyPolicy.ALLOW:
+        return True
+    if policy is ConcurrencyPolicy.QUEUE:
+        wait = float(job.spec.timeout_seconds or DEFAULT_QUEUE_WAIT)
+        if acquire_within(lock, wait):
+            return True
+    now = ctx.db.now()
+    skipped = RunResult(RunStatus.SKIPPED_OVERLAP, None, None, None, now, None, "", 0, False)
+    _record(ctx, run_id, skipped, fields)
+    return False
+
+
+def _attempts(
+    ctx: RunContext,
+    job: Job,
+    slot: datetime | None,
+    run_id: int,
+    claim: Callable[[int], int | None],
+    fields: dict[str, Any],
+) -> int:
+    spec = job.spec
+    argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
+    env = {k: v for k, v in ctx.base_env.items() if k not in SECRET_ENV}
+    env.update(spec.env)
+    attempt, exit_code = 1, 0
+    while True:
+        env.update(
+            SCHEDCTL_JOB=job.name,
+            SCHEDCTL_RUN_ID=str(run_id),
+            SCHEDCTL_SLOT=slot.isoformat() if slot else "",
+        )
+        request = RunRequest(
+            argv, env, cwd=spec.workdir, timeout=spec.timeout_seconds,
+            output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds,
+            user=spec.run_as_user if os.geteuid() == 0 else None,
+        )  # fmt: skip
+        result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt})
+        _record(ctx, run_id, result, fields)
+        retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
+        if not retryable or attempt > spec.retries:
+            return exit_code
+        ctx.sleep(spec.retry_delay_seconds * 2 ** (attempt - 1))
+        attempt += 1
+        next_id = claim(attempt)
+        assert next_id is not None  # only attempt 1 can conflict
+        run_id = next_id
+        fields = {**fields, "run_id": run_id}
+
+
+def _run_once(
+    ctx: RunContext, request: RunRequest, run_id: int, fields: dict[str, Any]
+) -> tuple[RunResult, int]:
+    started = ctx.db.now()
+    ctx.db.mark_started(run_id, started)
+    ctx.emit("run.started", **fields, command=request.argv[0])
+    supervisor = Supervisor(request)
+
+    def heartbeat() -> None:
+        try:
+            ctx.db.heartbeat(run_id)
+        except Exception:  # a dead session means the lock is gone
+            if supervisor.pid is not None:
+                ctx.emit("run.lock_lost", **fields)
+                supervisor.stop("lock_lost")
+
+    try:
+        outcome = supervisor.run(tick=heartbeat, tick_interval=ctx.heartbeat_seconds)
+    except OSError as e:
+        # Could not start it at all: report like a shell does (127 missing, 126 not executable).
+        code = 127 if isinstance(e, FileNotFoundError) else 126
+        message = f"schedctl: cannot execute {request.argv[0]}: {e.strerror}\n"
+        finished = _now_or(ctx, started)
+        ctx.emit("run.finished", **fields, status="failed", exit_code=code)
+        return RunResult(
+            RunStatus.FAILED, code, None, started, finished, 0.0, message, len(message), False
+        ), code
+    status = _status_of(outcome)
+    finished = _now_or(ctx, started + timedelta(seconds=outcome.duration))
+    ctx.emit(
+        "run.finished", **fields, status=status.value, exit_code=outcome.exit_code,
+        duration_seconds=round(outcome.duration, 3),
+    )  # fmt: skip
+    result = RunResult(
+        status, outcome.exit_code, outcome.signal, started, finished, outcome.duration,
+        outcome.tail_text(), outcome.total_bytes, outcome.truncated,
+    )  # fmt: skip
+    return result, outcome.exit_code
+
+
+def _now_or(ctx: RunContext, fallback: datetime) -> datetime:
+    """Return the database clock, or `fallback` when the database is unreachable."""
+    try:
+        return ctx.db.now()
+    except Exception:  # the result is spooled later; any time will do
+        return fallback

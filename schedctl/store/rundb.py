@@ -109,6 +109,10 @@ class RunDB(Protocol):
         """Record the outcome."""
         ...
 
+    def reconcile_lost(self, host: str) -> int:
+        """Mark `running` rows whose runner is gone as `lost`; return how many."""
+        ...
+
     def close(self) -> None:
         """Close the session (which also drops any advisory lock it holds)."""
         ...
@@ -220,8 +224,8 @@ class PgRunDB:
             (*_finish_values(result, lambda v: v), run_id),
         )
 
-    def reconcile_lost(self) -> int:
-        """Mark `running` rows whose session has ended as `lost`; return how many."""
+    def reconcile_lost(self, host: str = "") -> int:
+        """Mark `running` rows whose session has ended as `lost`, from any host."""
         cur = self.conn.execute(
             "UPDATE runs SET status = 'lost', finished_at = clock_timestamp() "
             "WHERE status = 'running' AND db_backend_pid IS NOT NULL "

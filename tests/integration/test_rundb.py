@@ -147,10 +147,10 @@ def test_postgres_clock_and_lost_runner_reconciliation(pg_url: str) -> None:
         assert abs((runner.now() - datetime.now(UTC)).total_seconds()) < 5
         run_id = runner.claim(claim_for(store, "h1"))
         assert run_id is not None
-        assert other.reconcile_lost() == 0  # its session is alive
+        assert other.reconcile_lost("h2") == 0  # its session is alive
         runner.close()  # the runner's session ends, as when its host dies
         deadline = datetime.now(UTC) + timedelta(seconds=5)
-        while other.reconcile_lost() == 0:
+        while other.reconcile_lost("h2") == 0:
             assert datetime.now(UTC) < deadline, "dead session never reconciled"
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(runs.c.status)).scalar_one() == "lost"

@@ -270,3 +270,18 @@ def test_next_matches_debian_cron_oracle(expr: str, zone: str, base: datetime, s
 def test_one_value_range_with_step_is_that_value() -> None:
     # Debian cron: `mon-mon/1` is Monday only (cronsim differs here; see _item above).
     assert parse_cron("* * * * mon-mon/1").weekdays == {1}
+
+
+def test_slot_for_agrees_across_skewed_hosts() -> None:
+    from schedctl.schedule import slot_for
+
+    s = Schedule.of("0 * * * *", "UTC")
+    five = timedelta(minutes=5)
+    noon = at("UTC", 2026, 11, 22, 12)
+    # Hosts 5 minutes ahead, exact, and 5 minutes behind all fire for their 12:00.
+    for db_now in (noon - five + timedelta(seconds=1), noon, noon + five):
+        assert slot_for(s, db_now, five, timedelta(0)) == noon
+    # A late firing (jitter) still serves its own slot, not the next one.
+    every5 = Schedule.of("*/5 * * * *", "UTC")
+    four_late = noon + timedelta(minutes=4)
+    assert slot_for(every5, four_late, timedelta(seconds=30), timedelta(minutes=4)) == noon

@@ -1,0 +1,185 @@
+"""`schedctl run JOB`: the hot path, dispatched before Typer, rich or SQLAlchemy are loaded."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from schedctl import __version__, config
+from schedctl.clock import SystemClock
+from schedctl.errors import SchedctlError, ValidationError
+from schedctl.models import Job, Trigger
+
+if TYPE_CHECKING:
+    from schedctl.locking import JobLock
+    from schedctl.services import RunContext
+    from schedctl.store.rundb import RunDB
+
+USAGE = """\
+Usage: schedctl run [OPTIONS] JOB
+
+  Run JOB's current scheduled slot: exactly once across all hosts, under the
+  job's lock, with its output streamed through and the result recorded.
+  Exit status is the job's own (124 on timeout, 0 when skipped, 75 when the
+  database is unavailable).
+
+Options:
+  --now            Run now as a manual run (no slot; still locked).
+  --trigger KIND   What started it: timer, cron, daemon or catch-up
+                   [default: timer under systemd, else cron].
+  --db URL         Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
+                   or the embedded SQLite file].
+  --debug          Show tracebacks on errors.
+  -h, --help       Show this message and exit.
+
+Example: schedctl run nightly-backup --now
+"""
+_TRIGGERS = {t.value: t for t in Trigger if t is not Trigger.MANUAL}
+
+
+def _value(text: Any) -> str:
+    s = str(text)
+    return json.dumps(s) if not s or any(c in s for c in ' ="\\') else s
+
+
+def emit(event: str, **fields: Any) -> None:
+    """Write one structured event line to stderr (key=value, like structlog's KeyValueRenderer)."""
+    # Logging is the CLI's job and the one place the real clock is read for a timestamp.
+    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
+    parts = [f"timestamp={stamp}", "level=info", f"event={event}"]
+    parts += [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
+    sys.stderr.write(" ".join(parts) + "\n")
+    sys.stderr.flush()
+
+
+def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None]:
+    job: str | None = None
+    now = False
+    trigger: Trigger | None = None
+    db: str | None = None
+    it = iter(args)
+    for arg in it:
+        name, eq, inline = arg.partition("=")
+        if arg == "--now":
+            now = True
+        elif name in ("--trigger", "--db"):
+            value = inline if eq else next(it, None)
+            if value is None:
+                raise ValidationError(f"{name} needs a value (see `schedctl run --help`)")
+            if name == "--db":
+                db = value
+            elif value in _TRIGGERS:
+                trigger = _TRIGGERS[value]
+            else:
+                raise ValidationError(
+                    f"unknown --trigger {value!r}: use one of {', '.join(_TRIGGERS)}"
+                )
+        elif arg == "--debug":
+            continue
+        elif arg.startswith("-"):
+            raise ValidationError(f"no such option {arg!r} (see `schedctl run --help`)")
+        elif job is None:
+            job = arg
+        else:
+            raise ValidationError(f"unexpected argument {arg!r}: give one JOB")
+    if job is None:
+        raise ValidationError("missing JOB: schedctl run JOB (see `schedctl run --help`)")
+    if trigger is None:
+        trigger = Trigger.TIMER if os.environ.get("INVOCATION_ID") else Trigger.CRON
+    return job, now, trigger, db
+
+
+def main(args: list[str], db_flag: str | None = None) -> int:
+    """Run `schedctl run ARGS`; return the exit code."""
+    if "-h" in args or "--help" in args:
+        sys.stdout.write(USAGE)
+        return 0
+    db = None
+    try:
+        name, manual, trigger, own_db = _parse(args)
+        settings = config.resolve(os.environ, own_db or db_flag)
+        from schedctl import services
+
+        ctx = _context(settings)
+        db = ctx.db
+        return services.run_job(ctx, name, trigger, manual)
+    except SchedctlError as e:
+        if "--debug" in args:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"schedctl: error: {e}\n")
+        return int(e.exit_code)
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _context(settings: config.Settings) -> RunContext:
+    """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
+    from schedctl.services import RunContext
+
+    url = settings.database
+    clock = SystemClock()
+    connect: Callable[[], RunDB]
+    if url.backend == "postgresql":
+        from schedctl.locking import PgAdvisoryLock
+        from schedctl.store.rundb import PgRunDB
+
+        def connect() -> RunDB:
+            return PgRunDB(url)
+
+        def lock_for(job: Job) -> JobLock:
+            # On the run's own session: the lock lives exactly as long as that session.
+            assert isinstance(ctx.db, PgRunDB)
+            return PgAdvisoryLock(ctx.db.conn, job.id)
+    else:
+        from schedctl.locking import FileLock
+        from schedctl.store.rundb import SqliteRunDB
+
+        _ensure_sqlite_schema(settings)
+
+        def connect() -> RunDB:
+            return SqliteRunDB(url, clock)
+
+        def lock_for(job: Job) -> JobLock:
+            return FileLock(settings.data_dir / "locks", job.id)
+
+    ctx = RunContext(
+        db=connect(),
+        lock_for=lock_for,
+        reconnect=connect,
+        clock=clock,
+        host=os.environ.get("SCHEDCTL_HOST") or socket.gethostname(),
+        version=__version__,
+        spool_dir=settings.data_dir / "spool",
+        emit=emit,
+        base_env=dict(os.environ),
+    )
+    return ctx
+
+
+def _ensure_sqlite_schema(settings: config.Settings) -> None:
+    """Create or upgrade the embedded database on first use (the only slow path of run)."""
+    from schedctl.store.rundb import SqliteRunDB
+
+    path = settings.database.sqlite_path
+    if path is not None and path.exists():
+        probe = SqliteRunDB(settings.database, SystemClock())
+        try:
+            probe.check_schema()
+            return
+        except SchedctlError:
+            pass
+        finally:
+            probe.close()
+    from schedctl.store.repo import Store
+
+    Store.open(settings.database).close()
