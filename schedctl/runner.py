@@ -155,6 +155,8 @@ class Supervisor:
             user=req.user,
             group=_primary_group(req.user),
             extra_groups=[] if req.user else None,
+            # schedctl run is single-threaded, and the hook only calls prctl (no imports).
+            preexec_fn=_die_with_parent_hook(),  # noqa: PLW1509
         )
         previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
         try:
@@ -285,3 +287,16 @@ def _primary_group(user: str | None) -> int | None:
     import pwd
 
     return pwd.getpwnam(user).pw_gid
+
+
+def _die_with_parent_hook() -> Callable[[], None]:
+    """Return a child-side hook: SIGKILL the job if schedctl dies, so it never runs unlocked."""
+    import ctypes
+
+    prctl = ctypes.CDLL(None).prctl  # resolved here, in the parent, not after fork
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+    return hook

@@ -39,6 +39,7 @@ class State:
             from schedctl.store.repo import Store
 
             self._store = Store.open(self.settings.database)
+            _flush_spool(self.settings)
         return self._store
 
     def default_timezone(self) -> str:
@@ -51,3 +52,23 @@ def state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     assert isinstance(obj, State)
     return obj
+
+
+def _flush_spool(settings: config.Settings) -> None:
+    """Write results spooled by a `run` that lost the database (any command does this)."""
+    from schedctl.store import spool
+
+    spool_dir = settings.data_dir / "spool"
+    if not spool.pending(spool_dir):
+        return
+    from schedctl.store.rundb import PgRunDB, RunDB, SqliteRunDB
+
+    db: RunDB = (
+        PgRunDB(settings.database, "schedctl")
+        if settings.database.backend == "postgresql"
+        else SqliteRunDB(settings.database, SystemClock())
+    )
+    try:
+        spool.flush(spool_dir, db)
+    finally:
+        db.close()

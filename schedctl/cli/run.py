@@ -162,6 +162,7 @@ def _context(settings: config.Settings) -> RunContext:
         spool_dir=settings.data_dir / "spool",
         emit=emit,
         base_env=dict(os.environ),
+        heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or 5.0),
     )
     return ctx
 

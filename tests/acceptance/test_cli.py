@@ -3,58 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from cli_helpers import Cli, make_cli, ok, one_line_error
 from pgserver import PgServer, free_port
-
-BIN = Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl")
-
-
-@dataclass
-class Result:
-    rc: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-def make_cli(tmp_path: Path, **extra: str) -> Cli:
-    assert BIN.exists(), f"{BIN} not found: run ./install.sh --dev first"
-    empty = tmp_path / "empty.env"
-    empty.write_text("")
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp_path / "home"),
-        "SCHEDCTL_DATA_DIR": str(tmp_path / "data"),
-        "SCHEDCTL_CONFIG": str(empty),
-        "TZ": "Europe/Berlin",
-        "NO_COLOR": "1",
-        "COLUMNS": "200",
-        **extra,
-    }
-
-    def run(*args: str, stdin: str | None = None) -> Result:
-        p = subprocess.run(
-            [str(BIN), *args],
-            env=env,
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        return Result(p.returncode, p.stdout, p.stderr)
-
-    return run
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,20 +19,6 @@ def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
     run = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=request.getfixturevalue("pg_url"))
     assert run("db", "upgrade").rc == 0
     return run
-
-
-def ok(result: Result) -> Result:
-    assert result.rc == 0, result.err
-    return result
-
-
-def one_line_error(result: Result, code: int, fragment: str) -> None:
-    assert result.rc == code, (result.rc, result.err)
-    lines = result.err.splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("schedctl: error: ")
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.err
 
 
 def test_quickstart_on_the_embedded_default(tmp_path: Path) -> None:

@@ -1,0 +1,324 @@
+"""`schedctl run` through the installed binary: exactly once, supervised, recorded, fail-safe."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cli_helpers import BIN, Cli, alive, cli_env, make_cli, ok, one_line_error
+from pgserver import destroy, free_port, start_server
+
+from schedctl.config import parse_database_url
+from schedctl.store.tables import runs
+
+
+def this_minute_daily() -> str:
+    """A daily schedule whose latest slot is the current UTC minute, stable for a day."""
+    now = datetime.now(UTC)
+    if now.second >= 58:  # don't define it in one minute and run it in the next
+        time.sleep(2.5)
+        now = datetime.now(UTC)
+    return f"{now.minute} {now.hour} * * *"
+
+
+def run_rows(url: str) -> list[dict[str, Any]]:
+    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(sa.select(runs).order_by(runs.c.id)).mappings()]
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Cli, str, dict[str, str]]:
+    """(cli, database URL, environment) on each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+        env = cli_env(tmp_path)
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})
+    ok(cli("db", "upgrade"))
+    return cli, url, env
+
+
+def test_run_claims_the_slot_once_and_records_it(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    side = tmp_path / "side"
+    envdump = tmp_path / "env"
+    script = f'echo "$SCHEDCTL_JOB $SCHEDCTL_RUN_ID $SCHEDCTL_SLOT" >> {side}; env > {envdump}; echo done'
+    ok(
+        cli(
+            "add",
+            "job",
+            "-s",
+            this_minute_daily(),
+            "--tz",
+            "UTC",
+            "--env",
+            "X=1",
+            "--shell",
+            "--",
+            script,
+        )
+    )
+
+    first = cli("run", "job", "--trigger", "timer")
+    assert first.rc == 0, first.err
+    assert first.out == "done\n"  # the job's output is streamed through
+    assert "event=run.claimed" in first.err and "event=run.finished" in first.err
+    again = cli("run", "job")
+    assert again.rc == 0 and "event=run.skipped.duplicate" in again.err
+
+    lines = side.read_text().splitlines()
+    assert len(lines) == 1
+    name, run_id, slot = lines[0].split()
+    assert name == "job" and slot.endswith("+00:00")
+    job_env = envdump.read_text()
+    assert "X=1" in job_env and "SCHEDCTL_DATABASE_URL" not in job_env  # the secret stays out
+    (row,) = run_rows(url)
+    assert row["id"] == int(run_id)
+    assert (row["status"], row["trigger"], row["attempt"], row["exit_code"]) == (
+        "succeeded",
+        "timer",
+        1,
+        0,
+    )
+    assert row["slot"].isoformat() == slot
+    assert row["output_tail"] == "done\n" and row["output_bytes"] == 5
+    assert row["started_at"] <= row["finished_at"]
+
+
+def test_manual_runs_exit_codes_timeout_and_retries(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    ok(cli("add", "fails", "-s", "@daily", "--", "sh", "-c", "echo bad >&2; exit 3"))
+    ok(cli("add", "slow", "-s", "@daily", "--timeout", "1s", "--", "sleep", "30"))
+    counter = tmp_path / "count"
+    flaky = (
+        f"n=$(cat {counter} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {counter}; [ $n -ge 3 ]"
+    )
+    ok(
+        cli(
+            "add",
+            "flaky",
+            "-s",
+            "@daily",
+            "--retries",
+            "3",
+            "--retry-delay",
+            "1s",
+            "--shell",
+            "--",
+            flaky,
+        )
+    )
+    ok(cli("add", "missing", "-s", "@daily", "--", "/nonexistent/bin"))
+
+    assert cli("run", "fails", "--now").rc == 3
+    started = time.monotonic()
+    assert cli("run", "slow", "--now").rc == 124
+    assert time.monotonic() - started < 15
+    assert cli("run", "flaky", "--now").rc == 0
+    assert cli("run", "missing", "--now").rc == 127
+
+    by_job: dict[str, list[tuple[Any, ...]]] = {}
+    for r in run_rows(url):
+        by_job.setdefault(r["job_name"], []).append(
+            (r["trigger"], r["slot"], r["attempt"], r["status"], r["exit_code"])
+        )
+    assert by_job["fails"] == [("manual", None, 1, "failed", 3)]
+    assert by_job["slow"] == [("manual", None, 1, "timed_out", 124)]
+    assert by_job["flaky"] == [
+        ("manual", None, 1, "failed", 1),
+        ("manual", None, 2, "failed", 1),
+        ("manual", None, 3, "succeeded", 0),
+    ]
+    assert by_job["missing"] == [("manual", None, 1, "failed", 127)]
+
+
+def test_thirty_racing_hosts_run_the_slot_once(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, env = backend
+    side = tmp_path / "side"
+    ok(
+        cli(
+            "add",
+            "race",
+            "-s",
+            this_minute_daily(),
+            "--tz",
+            "UTC",
+            "--shell",
+            "--",
+            f'echo "$SCHEDCTL_RUN_ID" >> {side}; sleep 1',
+        )
+    )
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(
+            [str(BIN), "run", "race"],
+            env={**env, "SCHEDCTL_HOST": f"host-{i:02d}"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(30)
+    ]
+    results = [(p.wait(timeout=120), p.stderr.read() if p.stderr else "") for p in procs]
+    wall = time.monotonic() - started
+    assert [rc for rc, _ in results] == [0] * 30
+    assert sum("event=run.skipped.duplicate" in err for _, err in results) == 29
+    assert len(side.read_text().splitlines()) == 1  # the side effect happened exactly once
+    rows = run_rows(url)
+    assert len(rows) == 1 and rows[0]["status"] == "succeeded"
+    print(f"\n30 racers on {url.split(':')[0]}: 1 ran, 29 skipped, {wall:.2f} s wall")
+
+
+def test_overlap_is_skipped_under_forbid(backend: tuple[Cli, str, dict[str, str]]) -> None:
+    cli, url, env = backend
+    ok(cli("add", "long", "-s", "@daily", "--", "sleep", "3"))
+    first = subprocess.Popen(
+        [str(BIN), "run", "long", "--now"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(1.5)
+    second = cli("run", "long", "--now")
+    assert second.rc == 0 and "event=run.lock.busy" in second.err
+    assert first.wait(timeout=30) == 0
+    assert sorted(r["status"] for r in run_rows(url)) == ["skipped_overlap", "succeeded"]
+
+
+def test_signals_to_run_stop_the_whole_job(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, env = backend
+    pid_file = tmp_path / "pid"
+    ok(
+        cli(
+            "add",
+            "tree",
+            "-s",
+            "@daily",
+            "--shell",
+            "--",
+            f"sleep 60 & echo $! > {pid_file}; sleep 60",
+        )
+    )
+    runner = subprocess.Popen(
+        [str(BIN), "run", "tree", "--now"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 20
+    while not pid_file.exists() or not pid_file.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    grandchild = int(pid_file.read_text())
+    time.sleep(0.2)
+    assert not alive(grandchild)
+    (row,) = run_rows(url)
+    assert (row["status"], row["exit_code"]) == ("killed", 143)
+
+
+def test_kill_9_of_the_runner_is_reconciled_as_lost(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, env = backend
+    marker = tmp_path / "started"
+    ok(cli("add", "victim", "-s", "@daily", "--shell", "--", f"echo $$ > {marker}; sleep 60"))
+    runner = subprocess.Popen(
+        [str(BIN), "run", "victim", "--now"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not marker.exists() or not marker.read_text().strip():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    runner.kill()
+    runner.wait()
+    job_pid = int(marker.read_text())
+    time.sleep(0.3)
+    assert not alive(job_pid)  # the job died with its runner
+    # The next run reconciles the dead runner's row and, the lock being free, runs.
+    ok(cli("edit", "victim", "--shell", "--", "true"))
+    ok(cli("run", "victim", "--now"))
+    assert [r["status"] for r in run_rows(url)] == ["lost", "succeeded"]
+
+
+def test_database_unreachable_at_start_runs_nothing(tmp_path: Path) -> None:
+    side = tmp_path / "side"
+    url = f"postgresql://u:secret-pw-9@127.0.0.1:{free_port()}/x"
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    result = cli("run", "anything", "--now")
+    one_line_error(result, 75, "cannot reach the database")
+    assert "secret-pw-9" not in result.err
+    assert not side.exists()
+
+
+def test_database_lost_mid_run_stops_the_job_and_spools_the_result(tmp_path: Path) -> None:
+    server = start_server()  # its own server: this test stops it
+    try:
+        url = server.url(server.create_database())
+        cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HEARTBEAT="0.5")
+        ok(cli("db", "upgrade"))
+        ok(cli("add", "during", "-s", "@daily", "--", "sleep", "30"))
+        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HEARTBEAT="0.5")
+        runner = subprocess.Popen(
+            [str(BIN), "run", "during", "--now"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        server.stop("fast")  # the database goes away while the job runs
+        rc = runner.wait(timeout=40)
+        err = runner.stderr.read() if runner.stderr else ""
+        assert rc == 128 + signal.SIGTERM, err
+        assert "event=run.lock_lost" in err and "event=run.spooled" in err
+        spooled = list((tmp_path / "data" / "spool").glob("run-*.json"))
+        assert len(spooled) == 1 and spooled[0].stat().st_mode & 0o777 == 0o600
+        server.start()
+        ok(cli("list"))  # any later command flushes the spool
+        assert not list((tmp_path / "data" / "spool").glob("run-*.json"))
+        (row,) = run_rows(url)
+        assert row["status"] == "lock_lost"
+    finally:
+        destroy(server)
+
+
+def test_run_loads_no_cli_framework_or_orm(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    ok(cli("add", "lean", "-s", "@daily", "--", "true"))
+    env = cli_env(tmp_path)
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(BIN), "run", "lean", "--now"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    forbidden = {
+        m
+        for m in imported
+        if m.split(".")[0] in ("typer", "click", "rich", "sqlalchemy", "alembic", "structlog")
+    }
+    assert forbidden == set()
+    assert "psycopg" not in imported  # SQLite needs no PostgreSQL driver either
+    assert "schedctl.runner" in imported  # the measurement saw the run path

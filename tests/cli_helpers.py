@@ -1,0 +1,81 @@
+"""Run the installed `schedctl` binary as a user would: a subprocess with a clean environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl")
+
+
+@dataclass
+class Result:
+    rc: int
+    out: str
+    err: str
+
+
+Cli = Callable[..., Result]
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment: its own data dir and an empty config file, so nothing leaks in."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    return {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path / "home"),
+        "SCHEDCTL_DATA_DIR": str(tmp_path / "data"),
+        "SCHEDCTL_CONFIG": str(empty),
+        "TZ": "Europe/Berlin",
+        "NO_COLOR": "1",
+        "COLUMNS": "200",
+        **extra,
+    }
+
+
+def make_cli(tmp_path: Path, **extra: str) -> Cli:
+    """Return a function that runs the installed binary with `cli_env`."""
+    assert BIN.exists(), f"{BIN} not found: run ./install.sh --dev first"
+    env = cli_env(tmp_path, **extra)
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 60) -> Result:
+        p = subprocess.run(
+            [str(BIN), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    return run
+
+
+def ok(result: Result) -> Result:
+    assert result.rc == 0, result.err
+    return result
+
+
+def one_line_error(result: Result, code: int, fragment: str) -> None:
+    assert result.rc == code, (result.rc, result.err)
+    lines = result.err.splitlines()
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("schedctl: error: ")
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.err
+
+
+def alive(pid: int) -> bool:
+    """Return whether `pid` is a running (not zombie) process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
