@@ -184,3 +184,10 @@ def default_timezone(env: Mapping[str, str]) -> str:
     except OSError:
         pass
     return "UTC"
+
+
+def host_name(env: Mapping[str, str]) -> str:
+    """Return the host name recorded on runs; $SCHEDCTL_HOST overrides it (containers, tests)."""
+    import socket
+
+    return env.get("SCHEDCTL_HOST") or socket.gethostname()

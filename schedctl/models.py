@@ -173,3 +173,77 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         retention_seconds=row["retention_seconds"],
     )
     return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])
+
+
+@dataclass(frozen=True)
+class Run:
+    """One attempt of a job, as recorded."""
+
+    id: int
+    job_id: int | None
+    job_name: str
+    slot: datetime | None
+    trigger: str
+    attempt: int
+    status: str
+    host: str
+    pid: int | None
+    claimed_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    signal: int | None
+    duration_seconds: float | None
+    output_bytes: int
+    output_truncated: bool
+    clock_skew_seconds: float | None
+    output_tail: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by `history --json`."""
+
+        def iso(dt: datetime | None) -> str | None:
+            return None if dt is None else dt.isoformat()
+
+        return {
+            "id": self.id,
+            "job": self.job_name,
+            "slot": iso(self.slot),
+            "trigger": self.trigger,
+            "attempt": self.attempt,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "host": self.host,
+            "pid": self.pid,
+            "claimed_at": iso(self.claimed_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "duration_seconds": self.duration_seconds,
+            "output_bytes": self.output_bytes,
+            "output_truncated": self.output_truncated,
+            "clock_skew_seconds": self.clock_skew_seconds,
+        }
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a job's lock right now."""
+
+    job_id: int
+    job_name: str | None
+    run_id: int | None
+    host: str | None
+    pid: int | None
+    since: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by `locks --json`."""
+        return {
+            "job": self.job_name,
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "host": self.host,
+            "pid": self.pid,
+            "since": None if self.since is None else self.since.isoformat(),
+        }

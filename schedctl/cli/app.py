@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 
 from schedctl import __version__
-from schedctl.cli import db, jobs
-from schedctl.cli.context import State
+from schedctl.cli import db, jobs, runs
+from schedctl.cli.context import State, state
 from schedctl.cli.quickstart import quickstart
 
 app = typer.Typer(
@@ -50,5 +50,22 @@ def root(
 
 
 jobs.register(app)
+runs.register(app)
 app.command()(quickstart)
+
+
+@app.command(
+    "run",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def run_command(ctx: typer.Context) -> None:
+    """Run a job's current slot exactly once across hosts (see `schedctl run --help`)."""
+    # entry.py normally dispatches `run` before this application is loaded; this entry lists
+    # it in --help and serves the odd invocation that reaches Typer first.
+    from schedctl.cli.run import main as run_main
+
+    raise typer.Exit(run_main(list(ctx.args), state(ctx).db_flag))
+
+
 app.add_typer(db.app, name="db")

@@ -42,6 +42,12 @@ class State:
             _flush_spool(self.settings)
         return self._store
 
+    def settled_store(self) -> Store:
+        """Open the store after flushing the spool and reconciling dead runners."""
+        store = self.store()
+        _flush_spool(self.settings, reconcile=True)
+        return store
+
     def default_timezone(self) -> str:
         """Return the host's default zone for new jobs."""
         return config.default_timezone(os.environ)
@@ -54,12 +60,15 @@ def state(ctx: typer.Context) -> State:
     return obj
 
 
-def _flush_spool(settings: config.Settings) -> None:
-    """Write results spooled by a `run` that lost the database (any command does this)."""
+def _flush_spool(settings: config.Settings, reconcile: bool = False) -> None:
+    """Write results spooled by a `run` that lost the database (any command does this).
+
+    With `reconcile`, also mark runs whose runner is gone as `lost` (history, locks).
+    """
     from schedctl.store import spool
 
     spool_dir = settings.data_dir / "spool"
-    if not spool.pending(spool_dir):
+    if not reconcile and not spool.pending(spool_dir):
         return
     from schedctl.store.rundb import PgRunDB, RunDB, SqliteRunDB
 
@@ -70,5 +79,7 @@ def _flush_spool(settings: config.Settings) -> None:
     )
     try:
         spool.flush(spool_dir, db)
+        if reconcile:
+            db.reconcile_lost(config.host_name(os.environ))
     finally:
         db.close()

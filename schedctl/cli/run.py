@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -157,7 +156,7 @@ def _context(settings: config.Settings) -> RunContext:
         lock_for=lock_for,
         reconnect=connect,
         clock=clock,
-        host=os.environ.get("SCHEDCTL_HOST") or socket.gethostname(),
+        host=config.host_name(os.environ),
         version=__version__,
         spool_dir=settings.data_dir / "spool",
         emit=emit,

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
 from schedctl.errors import ConflictError, NotFoundError
-from schedctl.models import Job, JobSpec, job_from_row
+from schedctl.models import Job, JobSpec, Run, job_from_row
 from schedctl.store import schema
 from schedctl.store.engine import make_engine, translated
 from schedctl.store.tables import jobs, runs
@@ -140,6 +140,72 @@ class Store:
                     sa.select(sa.func.count()).select_from(runs).where(runs.c.job_id == job_id)
                 ).scalar_one()
             )
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        job: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        host: str | None = None,
+        limit: int = 50,
+    ) -> list[Run]:
+        """Return runs newest first, filtered; the output tail is left out."""
+        query = sa.select(*_RUN_COLUMNS).order_by(runs.c.id.desc()).limit(limit)
+        if job is not None:
+            query = query.where(runs.c.job_name == job)
+        if status is not None:
+            query = query.where(runs.c.status == status)
+        if since is not None:
+            query = query.where(runs.c.claimed_at >= since)
+        if host is not None:
+            query = query.where(runs.c.host == host)
+        with self._tx() as conn:
+            return [Run(**row) for row in conn.execute(query).mappings()]
+
+    def get_run(self, run_id: int) -> Run:
+        """Return one run with its output tail, or raise NotFoundError."""
+        with self._tx() as conn:
+            row = (
+                conn.execute(
+                    sa.select(*_RUN_COLUMNS, runs.c.output_tail).where(runs.c.id == run_id)
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id}: see `schedctl history` for run ids")
+        return Run(**row)
+
+    def running_by_job(self) -> dict[int, Run]:
+        """Return the running attempt of each job that has one."""
+        query = sa.select(*_RUN_COLUMNS).where(runs.c.status == "running").order_by(runs.c.id)
+        with self._tx() as conn:
+            return {r["job_id"]: Run(**r) for r in conn.execute(query).mappings() if r["job_id"]}
+
+    def job_names(self) -> dict[int, str]:
+        """Return job names by id."""
+        with self._tx() as conn:
+            return {r.id: r.name for r in conn.execute(sa.select(jobs.c.id, jobs.c.name))}
+
+    def pg_lock_holders(self, namespace: int) -> list[tuple[int, int]]:
+        """Return (job id, backend pid) for every granted schedctl job lock (PostgreSQL)."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT objid::int AS job_id, pid FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND granted AND objsubid = 2 AND classid = :ns ORDER BY objid"
+                ),
+                {"ns": namespace},
+            )
+            return [(int(r.job_id), int(r.pid)) for r in rows]
+
+
+_RUN_COLUMNS = [
+    c for c in runs.c if c.name not in ("output_tail", "db_backend_pid", "heartbeat_at",
+                                         "job_revision", "schedctl_version")
+]  # fmt: skip
 
 
 def _exists(name: str) -> ConflictError:

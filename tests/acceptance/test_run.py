@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -322,3 +325,98 @@ def test_run_loads_no_cli_framework_or_orm(tmp_path: Path) -> None:
     assert forbidden == set()
     assert "psycopg" not in imported  # SQLite needs no PostgreSQL driver either
     assert "schedctl.runner" in imported  # the measurement saw the run path
+
+
+def test_history_logs_and_locks(backend: tuple[Cli, str, dict[str, str]]) -> None:
+    cli, _, env = backend
+    noisy = "for i in $(seq 1 500); do echo line-$i; done; exit 2"
+    ok(cli("add", "noisy", "-s", "@daily", "--output-limit", "1024", "--shell", "--", noisy))
+    ok(cli("add", "quiet", "-s", "@daily", "--", "true"))
+    assert cli("run", "noisy", "--now").rc == 2
+    ok(cli("run", "quiet", "--now"))
+
+    runs_json = json.loads(ok(cli("history", "--json")).out)
+    assert [r["job"] for r in runs_json] == ["quiet", "noisy"]  # newest first
+    for key in (
+        "id",
+        "job",
+        "slot",
+        "trigger",
+        "attempt",
+        "status",
+        "exit_code",
+        "host",
+        "started_at",
+        "finished_at",
+        "duration_seconds",
+    ):
+        assert key in runs_json[0]
+    failed = json.loads(ok(cli("history", "--status", "failed", "--json")).out)
+    assert [(r["job"], r["exit_code"]) for r in failed] == [("noisy", 2)]
+    assert len(json.loads(ok(cli("history", "--limit", "1", "--json")).out)) == 1
+    assert (
+        json.loads(ok(cli("history", "quiet", "--since", "1h", "--json")).out)[0]["job"] == "quiet"
+    )
+    assert json.loads(ok(cli("history", "--host", "elsewhere", "--json")).out) == []
+    csv_out = ok(cli("history", "--csv")).out.splitlines()
+    assert csv_out[0].startswith("id,job,slot,trigger,attempt,status,exit_code")
+    assert len(csv_out) == 3
+    assert "noisy" in ok(cli("history")).out
+
+    noisy_id = str(failed[0]["id"])
+    log = cli("logs", noisy_id)
+    assert log.rc == 0 and log.out.endswith("line-500\n") and len(log.out) == 1024
+    assert "output truncated: the last 1024 of" in log.err
+    one_line_error(cli("logs", "999999"), 3, "no run with id 999999")
+    one_line_error(cli("history", "--status", "weird"), 2, "unknown status 'weird'")
+
+    ok(cli("add", "holder", "-s", "@daily", "--", "sleep", "4"))
+    runner = subprocess.Popen(
+        [str(BIN), "run", "holder", "--now"],
+        env={**env, "SCHEDCTL_HOST": "h-lock"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            held = json.loads(ok(cli("locks", "--json")).out)
+            if held:
+                break
+            assert time.monotonic() < deadline, "lock never showed up"
+            time.sleep(0.2)
+        assert held[0]["job"] == "holder" and held[0]["host"] == "h-lock"
+        assert held[0]["run_id"] is not None and held[0]["since"] is not None
+        assert "holder" in ok(cli("locks")).out
+    finally:
+        assert runner.wait(timeout=30) == 0
+    assert json.loads(ok(cli("locks", "--json")).out) == []
+
+
+FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+
+
+def test_hosts_with_skewed_clocks_agree_on_the_slot(pg_url: str, tmp_path: Path) -> None:
+    if not FAKETIME_LIBS:
+        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
+        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "skewed", "-s", this_minute_daily(), "--tz", "UTC", "--", "true"))
+    env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, LD_PRELOAD=str(FAKETIME_LIBS[0]))
+    slots = []
+    for offset, host in (("+5m", "ahead"), ("-5m", "behind")):
+        p = subprocess.run(
+            [str(BIN), "run", "skewed"],
+            env={**env, "FAKETIME": offset, "SCHEDCTL_HOST": host},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 0, p.stderr
+        slots.append(re.search(r"event=run\.\S+ .*?slot=(\S+)", p.stderr).group(1))  # type: ignore[union-attr]
+    assert slots[0] == slots[1]  # the database clock decided, not the hosts'
+    (row,) = run_rows(pg_url)
+    assert row["host"] == "ahead"
+    assert 295 < row["clock_skew_seconds"] < 305

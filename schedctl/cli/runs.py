@@ -1,0 +1,143 @@
+"""Run history commands: history, logs, locks."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from schedctl import services
+from schedctl.cli.context import state
+from schedctl.cli.output import err, out, print_json
+from schedctl.durations import format_duration, parse_duration
+from schedctl.models import Run
+
+_STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "lost": "red",
+    "lock_lost": "red",
+    "killed": "yellow",
+    "skipped_overlap": "yellow",
+    "running": "cyan",
+}
+_CSV_FIELDS = [
+    "id", "job", "slot", "trigger", "attempt", "status", "exit_code", "signal", "host", "pid",
+    "claimed_at", "started_at", "finished_at", "duration_seconds", "output_bytes",
+    "output_truncated", "clock_skew_seconds",
+]  # fmt: skip
+
+
+def history(
+    ctx: typer.Context,
+    job: Annotated[str | None, typer.Argument(help="Only this job.")] = None,
+    status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only runs claimed in this window, e.g. 7d.")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Only runs on this host.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    csv_: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+) -> None:
+    """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d"""
+    st = state(ctx)
+    since_seconds = None if since is None else parse_duration(since, what="--since")
+    found = services.history(st.settled_store(), st.clock, job, status, since_seconds, host, limit)
+    if json_:
+        print_json([r.to_dict() for r in found])
+        return
+    if csv_:
+        writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(r.to_dict() for r in found)
+        return
+    if not found:
+        out.print("no runs recorded" + (f" for {job}" if job else ""))
+        return
+    table = Table(box=None, header_style="bold")
+    for col in (
+        "ID",
+        "JOB",
+        "SLOT",
+        "TRIGGER",
+        "ATT",
+        "STATUS",
+        "EXIT",
+        "HOST",
+        "STARTED",
+        "DURATION",
+    ):
+        table.add_column(col, no_wrap=True)
+    for r in found:
+        table.add_row(
+            str(r.id),
+            r.job_name,
+            _when(r.slot),
+            r.trigger,
+            str(r.attempt),
+            f"[{_STATUS_STYLE.get(r.status, 'white')}]{r.status}[/]",
+            "-" if r.exit_code is None else str(r.exit_code),
+            r.host,
+            _when(r.started_at),
+            "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
+        )
+    out.print(table)
+
+
+def _when(dt: object) -> str:
+    from datetime import datetime
+
+    return dt.strftime("%Y-%m-%d %H:%M:%S %Z") if isinstance(dt, datetime) else "-"
+
+
+def logs(
+    ctx: typer.Context, run_id: Annotated[int, typer.Argument(help="Run id, from history.")]
+) -> None:
+    """Print the output a run left (its stored tail). Example: schedctl logs 42"""
+    st = state(ctx)
+    run: Run = services.get_run(st.store(), run_id)
+    if run.output_truncated:
+        kept = len((run.output_tail or "").encode())
+        err.print(
+            f"(output truncated: the last {kept} of {run.output_bytes} bytes are kept)",
+            markup=False,
+        )
+    sys.stdout.write(run.output_tail or "")
+
+
+def locks(
+    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+) -> None:
+    """Show which jobs' locks are held now, by which host and run. Example: schedctl locks"""
+    st = state(ctx)
+    held = services.lock_holders(st.settled_store(), st.settings.data_dir / "locks")
+    if json_:
+        print_json([h.to_dict() for h in held])
+        return
+    if not held:
+        out.print("no job locks are held")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
+        table.add_column(col, no_wrap=True)
+    for h in held:
+        table.add_row(
+            h.job_name or f"(job id {h.job_id})",
+            "-" if h.run_id is None else str(h.run_id),
+            h.host or "-",
+            "-" if h.pid is None else str(h.pid),
+            _when(h.since),
+        )
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the run history commands to `app`."""
+    app.command()(history)
+    app.command()(logs)
+    app.command()(locks)
