@@ -26,10 +26,14 @@ if TYPE_CHECKING:
 # The same settings the SQLAlchemy engine uses (store/engine.py), for the same reasons.
 PG_CONNECT_ARGS: dict[str, Any] = {
     "connect_timeout": 5,
+    # Client side: notice a dead server quickly.
     "keepalives": 1,
     "keepalives_idle": 20,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    # Server side: end the session of a host that died (and free its advisory lock) within a
+    # minute, instead of the kernel default of two hours.
+    "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
 }
 SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
 JOB_COLUMNS = (

@@ -210,3 +210,19 @@ def test_run_path_modules_load_no_heavy_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_run_sessions_ask_the_server_for_keepalives(pg_url: str) -> None:
+    db = PgRunDB(parse_database_url(pg_url))
+    try:
+        settings = {
+            name: db.conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
+        }
+    finally:
+        db.close()
+    assert settings == {
+        "tcp_keepalives_idle": "20",
+        "tcp_keepalives_interval": "5",
+        "tcp_keepalives_count": "3",
+    }
