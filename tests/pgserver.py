@@ -136,8 +136,9 @@ def start_server() -> PgServer:
 
 
 def destroy(server: PgServer) -> None:
-    """Stop the server and delete its files."""
+    """Stop the server (if a test has not already) and delete its files."""
     try:
-        server.stop("immediate")
+        if (server.data / "postmaster.pid").exists():
+            server.stop("immediate")
     finally:
         shutil.rmtree(server.root, ignore_errors=True)

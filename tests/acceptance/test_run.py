@@ -290,6 +290,10 @@ def test_database_lost_mid_run_stops_the_job_and_spools_the_result(tmp_path: Pat
         )
         time.sleep(2)
         server.stop("fast")  # the database goes away while the job runs
+        # Meanwhile no other host can run it: without the database nothing runs.
+        (tmp_path / "other").mkdir()
+        other = make_cli(tmp_path / "other", SCHEDCTL_DATABASE_URL=url)("run", "during", "--now")
+        assert other.rc == 75
         rc = runner.wait(timeout=40)
         err = runner.stderr.read() if runner.stderr else ""
         assert rc == 128 + signal.SIGTERM, err
@@ -420,3 +424,61 @@ def test_hosts_with_skewed_clocks_agree_on_the_slot(pg_url: str, tmp_path: Path)
     (row,) = run_rows(pg_url)
     assert row["host"] == "ahead"
     assert 295 < row["clock_skew_seconds"] < 305
+
+
+def test_database_down_when_the_job_ends_spools_its_result(tmp_path: Path) -> None:
+    server = start_server()
+    try:
+        url = server.url(server.create_database())
+        cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+        ok(cli("db", "upgrade"))
+        ok(cli("add", "short", "-s", "@daily", "--", "sleep", "3"))
+        # Heartbeats far apart: the job ends before any heartbeat can notice the outage.
+        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HEARTBEAT="60")
+        runner = subprocess.Popen(
+            [str(BIN), "run", "short", "--now"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(1.5)
+        server.stop("fast")
+        assert runner.wait(timeout=30) == 0  # the job's own status
+        assert "event=run.spooled" in (runner.stderr.read() if runner.stderr else "")
+        server.start()
+        ok(cli("history"))  # flushes the spool first
+        (row,) = run_rows(url)
+        assert (row["status"], row["exit_code"]) == ("succeeded", 0)
+    finally:
+        destroy(server)
+
+
+@pytest.mark.parametrize(
+    ("policy", "statuses"),
+    [
+        ("queue", ["succeeded", "succeeded"]),
+        ("allow", ["succeeded", "succeeded"]),
+    ],
+)
+def test_queue_waits_and_allow_overlaps(
+    backend: tuple[Cli, str, dict[str, str]], policy: str, statuses: list[str]
+) -> None:
+    cli, url, env = backend
+    ok(cli("add", "busy", "-s", "@daily", "--concurrency", policy, "--", "sleep", "2"))
+    first = subprocess.Popen(
+        [str(BIN), "run", "busy", "--now"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    time.sleep(1)
+    started = time.monotonic()
+    second = cli("run", "busy", "--now")
+    waited = time.monotonic() - started
+    assert first.wait(timeout=30) == 0
+    assert second.rc == 0 and "event=run.lock.busy" in second.err
+    rows = run_rows(url)
+    assert [r["status"] for r in rows] == statuses
+    if policy == "queue":  # it started only once the first had finished
+        assert rows[1]["started_at"] >= rows[0]["finished_at"]
+    else:  # it ran alongside the first
+        assert rows[1]["started_at"] < rows[0]["finished_at"]
+        assert waited < 2.5
