@@ -7,7 +7,6 @@ timestamps use SQLAlchemy's text format (naive UTC) and JSON columns hold JSON t
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -349,10 +348,12 @@ class SqliteRunDB:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Return whether `pid` is still a schedctl process (a reused pid is not our runner)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return state not in (b"Z", b"X") and b"schedctl" in cmdline

@@ -172,10 +172,19 @@ def test_sqlite_lost_runner_reconciliation(sqlite_url: str) -> None:
         assert db.claim(gone) is not None
         assert db.reconcile_lost("other-host") == 0  # only this host's runners are judged
         assert db.reconcile_lost("h1") == 1
+        # A pid that is alive but not a schedctl process (pid reuse) is not the runner either.
+        stranger = subprocess.Popen(["sleep", "30"])
+        try:
+            reused = Claim(**{**claim.__dict__, "slot": None, "pid": stranger.pid})
+            assert db.claim(reused) is not None
+            assert db.reconcile_lost("h1") == 1
+        finally:
+            stranger.kill()
+            stranger.wait()
     finally:
         db.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.select(runs.c.status)).scalar_one() == "lost"
+        assert conn.execute(sa.select(runs.c.status)).scalars().all() == ["lost", "lost"]
 
 
 def test_schema_missing_and_connection_errors(pg: PgServer, pg_url: str) -> None:
