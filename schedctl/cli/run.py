@@ -143,16 +143,19 @@ def _context(settings: config.Settings) -> RunContext:
         from schedctl.locking import FileLock
         from schedctl.store.rundb import SqliteRunDB
 
-        _ensure_sqlite_schema(settings)
-
         def connect() -> RunDB:
             return SqliteRunDB(url, clock)
 
         def lock_for(job: Job) -> JobLock:
             return FileLock(settings.data_dir / "locks", job.id)
 
+    if url.backend == "sqlite" and url.sqlite_path is not None and not url.sqlite_path.exists():
+        _create_sqlite(settings)  # sqlite3 would create it 0644, and not its directory
+    db = connect()
+    if url.backend == "sqlite":
+        db = _ensure_sqlite_schema(settings, db, connect)
     ctx = RunContext(
-        db=connect(),
+        db=db,
         lock_for=lock_for,
         reconnect=connect,
         clock=clock,
@@ -166,20 +169,21 @@ def _context(settings: config.Settings) -> RunContext:
     return ctx
 
 
-def _ensure_sqlite_schema(settings: config.Settings) -> None:
+def _ensure_sqlite_schema(
+    settings: config.Settings, db: RunDB, connect: Callable[[], RunDB]
+) -> RunDB:
     """Create or upgrade the embedded database on first use (the only slow path of run)."""
-    from schedctl.store.rundb import SqliteRunDB
+    try:
+        db.check_schema()
+        return db
+    except SchedctlError:
+        db.close()
+    _create_sqlite(settings)
+    return connect()
 
-    path = settings.database.sqlite_path
-    if path is not None and path.exists():
-        probe = SqliteRunDB(settings.database, SystemClock())
-        try:
-            probe.check_schema()
-            return
-        except SchedctlError:
-            pass
-        finally:
-            probe.close()
+
+def _create_sqlite(settings: config.Settings) -> None:
+    """Create (0600, in a 0700 directory) and migrate the embedded database."""
     from schedctl.store.repo import Store
 
     Store.open(settings.database).close()

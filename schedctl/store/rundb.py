@@ -34,6 +34,7 @@ PG_CONNECT_ARGS: dict[str, Any] = {
     # minute, instead of the kernel default of two hours.
     "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
 }
+SQLITE_BUSY_SECONDS = 60.0
 SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
 JOB_COLUMNS = (
     "id", "name", "command", "shell", "schedule", "timezone", "timeout_seconds", "concurrency",
@@ -259,8 +260,12 @@ class SqliteRunDB:
         self.url = url
         self.clock = clock
         try:
-            # isolation_level=None: autocommit, like the PostgreSQL session.
-            self.conn = sqlite3.connect(url.sqlite_path, timeout=10, isolation_level=None)
+            # isolation_level=None: autocommit, like the PostgreSQL session. A generous busy
+            # timeout: hundreds of runs starting in the same second on one host queue for the
+            # write lock, and giving up would mean a slot not run.
+            self.conn = sqlite3.connect(
+                url.sqlite_path, timeout=SQLITE_BUSY_SECONDS, isolation_level=None
+            )
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as e:

@@ -466,3 +466,11 @@ def test_queue_waits_and_allow_overlaps(
         assert rows[1]["started_at"] >= rows[0]["finished_at"]
     else:  # it ran alongside the first
         assert rows[1]["started_at"] < rows[0]["finished_at"]
+
+
+def test_run_as_the_first_command_creates_a_private_database(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    one_line_error(cli("run", "nothing"), 3, "no job named 'nothing'")
+    db = tmp_path / "data" / "schedctl.db"
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert db.parent.stat().st_mode & 0o777 == 0o700
