@@ -230,9 +230,11 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
 
 
 def run_job(ctx: RunContext, name: str, trigger: Trigger, manual: bool) -> int:
-    """Claim this slot fleet-wide, lock the job, run it with retries, record; return exit code."""
+    """Claim this slot fleet-wide, lock the job, run it with retries, record; return exit code.
+
+    `ctx.db` must already be checked to have the current schema.
+    """
     db = ctx.db
-    db.check_schema()
     if spool.pending(ctx.spool_dir):
         ctx.emit("spool.flushed", count=spool.flush(ctx.spool_dir, db))
     db.reconcile_lost(ctx.host)

@@ -70,13 +70,9 @@ def _flush_spool(settings: config.Settings, reconcile: bool = False) -> None:
     spool_dir = settings.data_dir / "spool"
     if not reconcile and not spool.pending(spool_dir):
         return
-    from schedctl.store.rundb import PgRunDB, RunDB, SqliteRunDB
+    from schedctl.store.rundb import open_rundb
 
-    db: RunDB = (
-        PgRunDB(settings.database, "schedctl")
-        if settings.database.backend == "postgresql"
-        else SqliteRunDB(settings.database, SystemClock())
-    )
+    db = open_rundb(settings.database, SystemClock(), "schedctl")
     try:
         spool.flush(spool_dir, db)
         if reconcile:

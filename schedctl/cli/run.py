@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from schedctl import __version__, config
 from schedctl.clock import SystemClock
-from schedctl.errors import SchedctlError, ValidationError
+from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationError
 from schedctl.models import Job, Trigger
 
 if TYPE_CHECKING:
@@ -116,6 +116,17 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         return int(e.exit_code)
     except KeyboardInterrupt:
         return 130
+    except Exception as e:
+        if "--debug" in args:
+            import traceback
+
+            traceback.print_exc()
+        first = (str(e).splitlines() or [""])[0]
+        sys.stderr.write(
+            f"schedctl: error: unexpected internal error ({type(e).__name__}: {first}); "
+            f"rerun with --debug and report it\n"
+        )
+        return int(ExitCode.INTERNAL)
     finally:
         if db is not None:
             db.close()
@@ -124,16 +135,17 @@ def main(args: list[str], db_flag: str | None = None) -> int:
 def _context(settings: config.Settings) -> RunContext:
     """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
     from schedctl.services import RunContext
+    from schedctl.store.rundb import open_rundb
 
     url = settings.database
     clock = SystemClock()
-    connect: Callable[[], RunDB]
+
+    def connect() -> RunDB:
+        return open_rundb(url, clock)
+
     if url.backend == "postgresql":
         from schedctl.locking import PgAdvisoryLock
         from schedctl.store.rundb import PgRunDB
-
-        def connect() -> RunDB:
-            return PgRunDB(url)
 
         def lock_for(job: Job) -> JobLock:
             # On the run's own session: the lock lives exactly as long as that session.
@@ -141,19 +153,13 @@ def _context(settings: config.Settings) -> RunContext:
             return PgAdvisoryLock(ctx.db.conn, job.id)
     else:
         from schedctl.locking import FileLock
-        from schedctl.store.rundb import SqliteRunDB
-
-        def connect() -> RunDB:
-            return SqliteRunDB(url, clock)
 
         def lock_for(job: Job) -> JobLock:
             return FileLock(settings.data_dir / "locks", job.id)
 
     if url.backend == "sqlite" and url.sqlite_path is not None and not url.sqlite_path.exists():
         _create_sqlite(settings)  # sqlite3 would create it 0644, and not its directory
-    db = connect()
-    if url.backend == "sqlite":
-        db = _ensure_sqlite_schema(settings, db, connect)
+    db = _with_current_schema(settings, connect)
     ctx = RunContext(
         db=db,
         lock_for=lock_for,
@@ -169,15 +175,16 @@ def _context(settings: config.Settings) -> RunContext:
     return ctx
 
 
-def _ensure_sqlite_schema(
-    settings: config.Settings, db: RunDB, connect: Callable[[], RunDB]
-) -> RunDB:
-    """Create or upgrade the embedded database on first use (the only slow path of run)."""
+def _with_current_schema(settings: config.Settings, connect: Callable[[], RunDB]) -> RunDB:
+    """Connect and check the schema once; the embedded database is upgraded on first use."""
+    db = connect()
     try:
         db.check_schema()
         return db
-    except SchedctlError:
+    except SchemaError:
         db.close()
+        if settings.database.backend != "sqlite":
+            raise
     _create_sqlite(settings)
     return connect()
 

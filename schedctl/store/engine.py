@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from schedctl.config import DatabaseURL
 from schedctl.errors import DatabaseUnavailableError
 from schedctl.store.dberrors import translate
+from schedctl.store.rundb import PG_CONNECT_ARGS
 
-CONNECT_TIMEOUT_SECONDS = 5
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
@@ -29,15 +29,7 @@ def make_engine(url: DatabaseURL) -> Engine:
         return engine
     return sa.create_engine(
         url.sqlalchemy_url,
-        connect_args={
-            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "schedctl",
-            # A dead client's session (and its advisory locks) must end within about a minute.
-            "keepalives": 1,
-            "keepalives_idle": 20,
-            "keepalives_interval": 5,
-            "keepalives_count": 3,
-        },
+        connect_args={**PG_CONNECT_ARGS, "application_name": "schedctl"},
         pool_pre_ping=False,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -22,7 +23,7 @@ from schedctl.store.version import SchemaStatus, require_current
 if TYPE_CHECKING:
     import psycopg
 
-# The same settings the SQLAlchemy engine uses (store/engine.py), for the same reasons.
+# Shared with the SQLAlchemy engine (store/engine.py).
 PG_CONNECT_ARGS: dict[str, Any] = {
     "connect_timeout": 5,
     # Client side: notice a dead server quickly.
@@ -169,18 +170,27 @@ class PgRunDB:
         except psycopg.OperationalError as e:
             raise translate(e, url) from None
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Execute on the run's session; a lost connection becomes a one-line schedctl error."""
+        import psycopg
+
+        try:
+            return self.conn.execute(sql, params)
+        except psycopg.OperationalError as e:
+            raise translate(e, self.url) from e
+
     def check_schema(self) -> None:
         """Raise SchemaError unless the schema is at HEAD."""
-        row = self.conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
+        row = self._sql("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
         current = None
         if row and row[0]:
-            found = self.conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            found = self._sql("SELECT version_num FROM alembic_version").fetchone()
             current = str(found[0]) if found else None
         require_current(SchemaStatus(current))
 
     def now(self) -> datetime:
         """Return the server's clock (the same for every host, whatever their skew)."""
-        row = self.conn.execute("SELECT clock_timestamp()").fetchone()
+        row = self._sql("SELECT clock_timestamp()").fetchone()
         assert row is not None
         value: datetime = row[0]
         return value.astimezone(UTC)
@@ -191,9 +201,7 @@ class PgRunDB:
 
     def load_job(self, name: str) -> Job:
         """Return the job called `name`."""
-        cur = self.conn.execute(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = %s", (name,)
-        )
+        cur = self._sql(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = %s", (name,))
         row = cur.fetchone()
         if row is None:
             raise _not_found(name)
@@ -203,7 +211,7 @@ class PgRunDB:
         """Insert-or-nothing on (job_id, slot): the fleet-wide claim of a slot."""
         placeholders = ", ".join(["%s"] * 15)
         conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
-        row = self.conn.execute(
+        row = self._sql(
             f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
             _claim_values(claim, self.backend_pid(), lambda v: v),
         ).fetchone()
@@ -211,26 +219,24 @@ class PgRunDB:
 
     def mark_started(self, run_id: int, at: datetime) -> None:
         """Record the start."""
-        self.conn.execute(
+        self._sql(
             "UPDATE runs SET started_at = %s, heartbeat_at = %s WHERE id = %s", (at, at, run_id)
         )
 
     def heartbeat(self, run_id: int) -> None:
         """Touch heartbeat_at on this session; raises psycopg errors if the session is gone."""
-        self.conn.execute(
-            "UPDATE runs SET heartbeat_at = clock_timestamp() WHERE id = %s", (run_id,)
-        )
+        self._sql("UPDATE runs SET heartbeat_at = clock_timestamp() WHERE id = %s", (run_id,))
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome."""
-        self.conn.execute(
+        self._sql(
             f"UPDATE runs SET {_FINISH_SET.format(p='%s')} WHERE id = %s",
             (*_finish_values(result, lambda v: v), run_id),
         )
 
     def reconcile_lost(self, host: str = "") -> int:
         """Mark `running` rows whose session has ended as `lost`, from any host."""
-        cur = self.conn.execute(
+        cur = self._sql(
             "UPDATE runs SET status = 'lost', finished_at = clock_timestamp() "
             "WHERE status = 'running' AND db_backend_pid IS NOT NULL "
             "AND db_backend_pid NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL)"
@@ -271,14 +277,19 @@ class SqliteRunDB:
         except sqlite3.Error as e:
             raise translate(e, url) from None
 
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Execute; a locked or unreadable database becomes a one-line schedctl error."""
+        try:
+            return self.conn.execute(sql, params)
+        except sqlite3.OperationalError as e:
+            raise translate(e, self.url) from e
+
     def check_schema(self) -> None:
         """Raise SchemaError unless the schema is at HEAD."""
-        has = self.conn.execute(
+        has = self._sql(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
         ).fetchone()
-        row = (
-            self.conn.execute("SELECT version_num FROM alembic_version").fetchone() if has else None
-        )
+        row = self._sql("SELECT version_num FROM alembic_version").fetchone() if has else None
         require_current(SchemaStatus(row[0] if row else None))
 
     def now(self) -> datetime:
@@ -291,9 +302,7 @@ class SqliteRunDB:
 
     def load_job(self, name: str) -> Job:
         """Return the job called `name`."""
-        cur = self.conn.execute(
-            f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = ?", (name,)
-        )
+        cur = self._sql(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = ?", (name,))
         row = cur.fetchone()
         if row is None:
             raise _not_found(name)
@@ -308,7 +317,7 @@ class SqliteRunDB:
         """Insert-or-nothing on (job_id, slot)."""
         placeholders = ", ".join(["?"] * 15)
         conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
-        row = self.conn.execute(
+        row = self._sql(
             f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
             _claim_values(claim, None, _sqlite_ts),
         ).fetchone()
@@ -317,31 +326,27 @@ class SqliteRunDB:
     def mark_started(self, run_id: int, at: datetime) -> None:
         """Record the start."""
         ts = _sqlite_ts(at)
-        self.conn.execute(
-            "UPDATE runs SET started_at = ?, heartbeat_at = ? WHERE id = ?", (ts, ts, run_id)
-        )
+        self._sql("UPDATE runs SET started_at = ?, heartbeat_at = ? WHERE id = ?", (ts, ts, run_id))
 
     def heartbeat(self, run_id: int) -> None:
         """Touch heartbeat_at."""
-        self.conn.execute(
-            "UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_sqlite_ts(self.now()), run_id)
-        )
+        self._sql("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_sqlite_ts(self.now()), run_id))
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome."""
-        self.conn.execute(
+        self._sql(
             f"UPDATE runs SET {_FINISH_SET.format(p='?')} WHERE id = ?",
             (*_finish_values(result, _sqlite_ts), run_id),
         )
 
     def reconcile_lost(self, host: str) -> int:
         """Mark this host's `running` rows whose runner process is gone as `lost`."""
-        rows = self.conn.execute(
+        rows = self._sql(
             "SELECT id, pid FROM runs WHERE status = 'running' AND host = ?", (host,)
         ).fetchall()
         gone = [run_id for run_id, pid in rows if pid is None or not _pid_alive(int(pid))]
         for run_id in gone:
-            self.conn.execute(
+            self._sql(
                 "UPDATE runs SET status = 'lost', finished_at = ? WHERE id = ? AND status = 'running'",
                 (_sqlite_ts(self.now()), run_id),
             )
@@ -350,6 +355,13 @@ class SqliteRunDB:
     def close(self) -> None:
         """Close the connection."""
         self.conn.close()
+
+
+def open_rundb(url: DatabaseURL, clock: Clock, application_name: str = "schedctl run") -> RunDB:
+    """Connect to `url` with the run-path driver for its backend."""
+    if url.backend == "postgresql":
+        return PgRunDB(url, application_name)
+    return SqliteRunDB(url, clock)
 
 
 def _pid_alive(pid: int) -> bool:
