@@ -1,0 +1,110 @@
+"""Rendered crontab lines: Debian cron in the daemon's zone fires at every slot of the job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cron_oracle import BASES, COUNTS, ZONES, cron_exprs
+from hypothesis import HealthCheck, Phase, assume, given, settings
+from hypothesis import strategies as st
+
+from schedctl.models import Job, JobSpec
+from schedctl.render import Target, cron_lines, crontab_block, replace_block
+from schedctl.schedule import CronError, Schedule
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+DAEMON_ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]
+
+
+def job(name: str, schedule: str, zone: str, user: str | None = None, command: str = "x") -> Job:
+    spec = JobSpec(name=name, schedule=schedule, timezone=zone, command=(command,),
+                   run_as_user=user)  # fmt: skip
+    return Job(1, spec, 1, T0, T0)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+@given(
+    expr=cron_exprs,
+    zone=st.sampled_from(ZONES),
+    daemon_zone=st.sampled_from(DAEMON_ZONES),
+    base=st.sampled_from(BASES),
+    shift=st.integers(-180, 180),
+)
+def test_cron_lines_fire_at_every_slot(
+    expr: str, zone: str, daemon_zone: str, base: datetime, shift: int
+) -> None:
+    try:
+        schedule = Schedule.of(expr, zone)
+    except CronError:
+        assume(False)
+        raise
+    start = base + timedelta(minutes=shift)
+    lines, superset = cron_lines(schedule, zone, daemon_zone, start)
+    slots = schedule.next_after(start, 12)
+    # Debian cron's reading of each line in the daemon's zone (schedctl's evaluator, itself
+    # checked against independent evaluators in test_schedule.py).
+    daemon = [Schedule.of(line, daemon_zone) for line in lines]
+    for slot in slots:
+        assert any(d.latest_at_or_before(slot) == slot for d in daemon), (slot, lines)
+    if not superset:
+        fires = sorted({x for d in daemon for x in d.next_after(start, 12)})[:12]
+        assert fires == slots
+    COUNTS["crontab expressions"] += 1
+    COUNTS["crontab slots"] += len(slots)
+
+
+def test_same_zone_is_written_as_it_is() -> None:
+    s = Schedule.of("*/5 9-17 * * mon-fri", "Europe/Berlin")
+    assert cron_lines(s, "Europe/Berlin", "Europe/Berlin", T0) == (["*/5 9-17 * * mon-fri"], False)
+
+
+def test_other_zone_is_a_shifted_superset() -> None:
+    s = Schedule.of("0 9 * * 1-5", "Asia/Kolkata")
+    # 09:00 IST is 03:30 UTC, on the same weekdays.
+    assert cron_lines(s, "Asia/Kolkata", "UTC", T0) == (["30 3 * * 1-5"], True)
+    berlin = Schedule.of("30 2 * * *", "Europe/Berlin")
+    lines, superset = cron_lines(berlin, "Europe/Berlin", "UTC", T0)
+    # CET and CEST, and the 2027-03-28 slot moved out of the gap to 01:00 UTC.
+    assert superset and lines[0] == "30 0,1 * * *" and "0 1 28 3 *" in lines
+
+
+def test_block_escapes_percent_and_names_the_user() -> None:
+    block, notes = crontab_block(
+        [job("a", "0 1 * * *", "UTC", "backup"), job("b", "0 2 * * *", "UTC")],
+        Target("/usr/local/bin/schedctl"), "UTC", T0, user=None,
+    )  # fmt: skip
+    lines = block.splitlines()
+    assert lines[0].startswith("# BEGIN schedctl") and lines[-1] == "# END schedctl"
+    assert "0 1 * * * backup PATH=" in block and "0 2 * * * root PATH=" in block
+    assert "/usr/local/bin/schedctl run --trigger cron a" in block
+    assert notes == [] and block.endswith("\n")
+    pct, _ = crontab_block([job("c", "0 1 * * *", "UTC")], Target("/opt/100%/schedctl"), "UTC",
+                           T0, user=None)  # fmt: skip
+    assert "/opt/100\\%/schedctl" in pct and "100%/" not in pct
+
+
+def test_user_crontab_leaves_out_other_users_jobs() -> None:
+    block, notes = crontab_block(
+        [job("mine", "0 1 * * *", "UTC"), job("theirs", "0 1 * * *", "UTC", "backup")],
+        Target("/s"), "UTC", T0, user="alice",
+    )  # fmt: skip
+    assert "mine" in block and "theirs" not in block.split("# job theirs")[0][-1:]
+    assert "0 1 * * * PATH=" in block
+    assert notes == ["job theirs runs as backup: not in alice's crontab"]
+
+
+def test_replace_block_keeps_every_other_byte() -> None:
+    user = "MAILTO=ops\r\n# mine\n*/5 * * * * /bin/true   # trailing  \n"
+    first = replace_block(user, "# BEGIN schedctl\nA\n# END schedctl\n")
+    assert first.startswith(user)
+    second = replace_block(first + "0 0 * * * after\n", "# BEGIN schedctl\nB\n# END schedctl\n")
+    assert second == user + "# BEGIN schedctl\nB\n# END schedctl\n0 0 * * * after\n"
+    assert replace_block("no newline", "X\n") == "no newline\nX\n"
+    with pytest.raises(ValueError, match="END"):
+        replace_block("# BEGIN schedctl\nA\n", "X\n")

@@ -1,0 +1,63 @@
+"""Run systemd's own tools on rendered units: the calendar oracle and `verify`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+_INSTANT = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/bin/{tool}" if Path(f"/usr/bin/{tool}").exists() else None)
+    if path is None:
+        pytest.skip(f"{tool} is not installed (apt-get install systemd)")
+    return path
+
+
+def calendar(lines: list[str], base: datetime, n: int) -> list[datetime]:
+    """Return the first `n` elapses after `base` of the union of OnCalendar= values."""
+    out = subprocess.run(
+        [need("systemd-analyze"), "calendar", f"--base-time=@{int(base.timestamp())}",
+         f"--iterations={n}", *lines],
+        capture_output=True, text=True, env={**os.environ, "TZ": "UTC"}, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, f"systemd-analyze calendar refused {lines}: {out.stderr}"
+    assert out.stdout.count("Normalized form:") == len(lines), out.stdout
+    found: set[datetime] = set()
+    for line in out.stdout.splitlines():
+        if line.strip().startswith(("Next elapse:", "Iter. #")):
+            m = _INSTANT.search(line)
+            if m:
+                found.add(datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC))
+    return sorted(found)[:n]
+
+
+def verify(unit_dir: Path) -> str:
+    """Return everything `systemd-analyze verify` prints for the units in `unit_dir`.
+
+    It writes temporary directories in /tmp and touches /run/systemd, so it runs in its own
+    mount namespace with fresh tmpfs on both (root only).
+    """
+    need("systemd-analyze")
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("systemd-analyze verify needs root and unshare to keep off the real /tmp")
+    # Units under pytest's tmp dir would vanish under the tmpfs on /tmp: copy them to the
+    # fresh /run first.
+    script = (
+        'mount -n -t tmpfs tmpfs /run && mkdir /run/units && cp "$0"/* /run/units/ && '
+        "mount -n -t tmpfs tmpfs /tmp && cd /run/units && exec systemd-analyze verify --man=no *"
+    )
+    out = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(unit_dir)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return (out.stdout + out.stderr).strip() + (
+        "" if out.returncode == 0 else f"\nexit {out.returncode}"
+    )
