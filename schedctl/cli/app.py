@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from schedctl import __version__
-from schedctl.cli import db, jobs, runs
+from schedctl.cli import db, deploy, jobs, runs
 from schedctl.cli.context import State, state
 from schedctl.cli.quickstart import quickstart
 
@@ -51,6 +51,7 @@ def root(
 
 jobs.register(app)
 runs.register(app)
+deploy.register(app)
 app.command()(quickstart)
 
 

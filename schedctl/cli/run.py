@@ -29,6 +29,8 @@ Usage: schedctl run [OPTIONS] JOB
 
 Options:
   --now            Run now as a manual run (no slot; still locked).
+  --at-slot        Do nothing unless one of JOB's slots falls on this minute
+                   (crontab lines for a job in another zone than cron's).
   --trigger KIND   What started it: timer, cron, daemon or catch-up
                    [default: timer under systemd, else cron].
   --db URL         Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
@@ -56,9 +58,10 @@ def emit(event: str, **fields: Any) -> None:
     sys.stderr.flush()
 
 
-def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None]:
+def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
     job: str | None = None
     now = False
+    at_slot = False
     trigger: Trigger | None = None
     db: str | None = None
     it = iter(args)
@@ -66,6 +69,8 @@ def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None]:
         name, eq, inline = arg.partition("=")
         if arg == "--now":
             now = True
+        elif arg == "--at-slot":
+            at_slot = True
         elif name in ("--trigger", "--db"):
             value = inline if eq else next(it, None)
             if value is None:
@@ -90,7 +95,9 @@ def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None]:
         raise ValidationError("missing JOB: schedctl run JOB (see `schedctl run --help`)")
     if trigger is None:
         trigger = Trigger.TIMER if os.environ.get("INVOCATION_ID") else Trigger.CRON
-    return job, now, trigger, db
+    if now and at_slot:
+        raise ValidationError("--now and --at-slot contradict each other: give one of them")
+    return job, now, trigger, db, at_slot
 
 
 def main(args: list[str], db_flag: str | None = None) -> int:
@@ -100,13 +107,13 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         return 0
     db = None
     try:
-        name, manual, trigger, own_db = _parse(args)
+        name, manual, trigger, own_db, at_slot = _parse(args)
         settings = config.resolve(os.environ, own_db or db_flag)
         from schedctl import services
 
         ctx = _context(settings)
         db = ctx.db
-        return services.run_job(ctx, name, trigger, manual)
+        return services.run_job(ctx, name, trigger, manual, at_slot)
     except SchedctlError as e:
         if "--debug" in args:
             import traceback

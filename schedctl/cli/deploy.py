@@ -1,0 +1,216 @@
+"""`render` and `sync`: turn job definitions into systemd units, crontab lines, CronJobs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from schedctl import config, deploy
+from schedctl.cli.context import state
+from schedctl.cli.output import done, err
+from schedctl.errors import ValidationError
+from schedctl.render import DEFAULT_ENV_FILE, Target
+from schedctl.render.crontab import crontab_block
+from schedctl.render.kubernetes import render_kubernetes
+from schedctl.schedule import load_zone
+
+render_app = typer.Typer(
+    help="Print (or write) what schedctl would install for the jobs.", no_args_is_help=True
+)
+sync_app = typer.Typer(
+    help="Make this host's timers or crontab match the database.", no_args_is_help=True
+)
+
+Jobs = Annotated[list[str] | None, typer.Argument(help="Only these jobs [default: all enabled].")]
+SchedctlPath = Annotated[
+    str | None,
+    typer.Option(
+        "--schedctl",
+        help="Absolute path the units call [default: this schedctl's own path].",
+        show_default=False,
+    ),
+]
+EnvFile = Annotated[
+    str,
+    typer.Option(
+        "--env-file", help="EnvironmentFile= holding SCHEDCTL_DATABASE_URL; 'none' for none."
+    ),
+]
+CronZone = Annotated[
+    str | None,
+    typer.Option(
+        "--cron-zone",
+        help="Time zone the cron daemon runs in [default: the host's /etc/timezone].",
+        show_default=False,
+    ),
+]
+UNIT_DIR = Path("/etc/systemd/system")
+CRON_FILE = Path("/etc/cron.d/schedctl")
+
+
+def _target(schedctl: str | None, env_file: str = DEFAULT_ENV_FILE) -> Target:
+    """Return where units call schedctl: the given path, or the path this process runs as."""
+    path = schedctl
+    if path is None:
+        argv0 = sys.argv[0]
+        # A path as typed (not resolved): units keep working across upgrades of a symlink.
+        found = shutil.which(argv0) if os.sep not in argv0 else None
+        path = os.path.abspath(found or argv0)
+    if not os.path.isabs(path) or not os.access(path, os.X_OK):
+        raise ValidationError(
+            f"--schedctl {path!r} is not an absolute path to an executable: give the installed "
+            f"binary, e.g. /usr/local/bin/schedctl"
+        )
+    return Target(path, None if env_file == "none" else env_file)
+
+
+def _cron_zone(given: str | None) -> str:
+    # The daemon does not see this shell's TZ: use the host's configured zone.
+    zone = given or config.default_timezone({k: v for k, v in os.environ.items() if k != "TZ"})
+    load_zone(zone)
+    return zone
+
+
+@render_app.command("systemd")
+def render_systemd(
+    ctx: typer.Context,
+    jobs: Jobs = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Write the unit files into DIR instead.")
+    ] = None,
+    schedctl: SchedctlPath = None,
+    env_file: EnvFile = DEFAULT_ENV_FILE,
+) -> None:
+    """Print each job's .timer and .service. Example: schedctl render systemd backup --out ./units"""
+    st = state(ctx)
+    files = deploy.render_systemd_files(
+        deploy.select_jobs(st.store(), jobs or []), _target(schedctl, env_file), st.clock
+    )
+    if out_dir is None:
+        for name, text in files.items():
+            sys.stdout.write(f"# ==> {name} <==\n{text}\n")
+        return
+    from schedctl import hostfiles
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        hostfiles.atomic_write(out_dir / name, text)
+    done(f"wrote {len(files)} unit files to {out_dir}")
+
+
+@render_app.command("crontab")
+def render_crontab(
+    ctx: typer.Context,
+    jobs: Jobs = None,
+    user: Annotated[
+        str | None,
+        typer.Option("--user", help="A user crontab (no user field) instead of /etc/cron.d."),
+    ] = None,
+    schedctl: SchedctlPath = None,
+    cron_zone: CronZone = None,
+) -> None:
+    """Print the managed crontab block. Example: schedctl render crontab --user backup"""
+    st = state(ctx)
+    selected = deploy.select_jobs(st.store(), jobs or [])
+    block, notes = crontab_block(
+        selected, _target(schedctl), _cron_zone(cron_zone), st.clock.now(), user
+    )
+    sys.stdout.write(block)
+    for note in notes:
+        err.print(f"note: {note}", markup=False)
+
+
+@render_app.command("kubernetes")
+def render_k8s(
+    ctx: typer.Context,
+    jobs: Jobs = None,
+    image: Annotated[
+        str, typer.Option(help="Container image with schedctl installed.")
+    ] = "schedctl:latest",
+    secret_name: Annotated[
+        str, typer.Option("--secret", help="Secret whose key 'url' holds the database URL.")
+    ] = "schedctl-database",
+) -> None:
+    """Print CronJob manifests. Example: schedctl render kubernetes --image registry/schedctl:0.1"""
+    st = state(ctx)
+    sys.stdout.write(
+        render_kubernetes(deploy.select_jobs(st.store(), jobs or []), image, secret_name)
+    )
+
+
+def _finish(report: deploy.SyncReport, dry_run: bool, what: str) -> None:
+    for note in report.notes:
+        err.print(f"note: {note}", markup=False)
+    if dry_run:
+        sys.stdout.write(report.diff())
+        for argv in report.commands:
+            sys.stdout.write(f"would run: {' '.join(argv)}\n")
+        done(
+            f"dry run: {len(report.changes)} {what} would change, {report.unchanged} unchanged; "
+            f"nothing written"
+        )
+        return
+    written = sum(1 for c in report.changes if c.new is not None)
+    removed = len(report.changes) - written
+    for argv in report.commands:
+        done(f"ran: {' '.join(argv)}")
+    done(f"synced: {written} written, {removed} removed, {report.unchanged} unchanged")
+
+
+@sync_app.command("systemd")
+def sync_systemd(
+    ctx: typer.Context,
+    unit_dir: Annotated[Path, typer.Option(help="Where the unit files live.")] = UNIT_DIR,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
+    ] = False,
+    no_reload: Annotated[
+        bool, typer.Option("--no-reload", help="Write files only; no systemctl calls.")
+    ] = False,
+    schedctl: SchedctlPath = None,
+    env_file: EnvFile = DEFAULT_ENV_FILE,
+) -> None:
+    """Install, update and remove job timers, then reload systemd. Example: schedctl sync systemd --dry-run"""
+    st = state(ctx)
+    report = deploy.sync_systemd(
+        st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload
+    )
+    _finish(report, dry_run, "unit files")
+
+
+@sync_app.command("crontab")
+def sync_crontab(
+    ctx: typer.Context,
+    file: Annotated[
+        Path | None, typer.Option("--file", help="An /etc/cron.d file [default for root].")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option("--user", help="This user's crontab [default for others].")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
+    ] = False,
+    schedctl: SchedctlPath = None,
+    cron_zone: CronZone = None,
+) -> None:
+    """Replace the managed block in a crontab. Example: schedctl sync crontab --file /etc/cron.d/schedctl"""
+    if file is not None and user is not None:
+        raise ValidationError("--file and --user exclude each other: give one")
+    if file is None and user is None and os.geteuid() == 0:
+        file = CRON_FILE
+    st = state(ctx)
+    report = deploy.sync_crontab(
+        st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run
+    )
+    _finish(report, dry_run, "crontab")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the render and sync groups to the application."""
+    app.add_typer(render_app, name="render")
+    app.add_typer(sync_app, name="sync")

@@ -1,0 +1,179 @@
+"""Use cases that bring a host in line with the database: render and sync units and crontabs."""
+
+from __future__ import annotations
+
+import os
+import pwd
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from schedctl import hostfiles
+from schedctl.clock import Clock
+from schedctl.errors import ConfigError, NotFoundError, ValidationError
+from schedctl.hostfiles import FileChange
+from schedctl.models import Job
+from schedctl.render import MANAGED_MARK, Target
+from schedctl.render.crontab import crontab_block, replace_block
+from schedctl.render.systemd import UNIT_PREFIX, render_systemd
+
+if TYPE_CHECKING:
+    from schedctl.store.repo import Store
+
+_RELOAD_HINT = "check `journalctl -xe`, or pass --no-reload to only write the files"
+_CRONTAB_HINT = "is Debian's cron package installed (apt-get install cron)?"
+
+
+@dataclass
+class SyncReport:
+    """What a sync changed (or, dry, would change)."""
+
+    changes: list[FileChange]
+    unchanged: int
+    commands: list[list[str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def diff(self) -> str:
+        """Return all changes as one unified diff."""
+        return "".join(c.diff() for c in self.changes)
+
+
+def select_jobs(store: Store, names: Sequence[str]) -> list[Job]:
+    """Return the named jobs (all must exist), or every enabled job when none are named."""
+    if not names:
+        return [j for j in store.list_jobs() if j.spec.enabled]
+    jobs = {j.name: j for j in store.list_jobs()}
+    missing = [n for n in names if n not in jobs]
+    if missing:
+        raise NotFoundError(f"no job named {missing[0]!r}: see `schedctl list`")
+    return [jobs[n] for n in dict.fromkeys(names)]
+
+
+def render_systemd_files(jobs: Sequence[Job], target: Target, clock: Clock) -> dict[str, str]:
+    """Return {unit file name: content} for the jobs."""
+    now = clock.now()
+    files: dict[str, str] = {}
+    for job in jobs:
+        files.update(render_systemd(job, target, now))
+    return files
+
+
+def sync_systemd(
+    store: Store,
+    clock: Clock,
+    target: Target,
+    unit_dir: Path,
+    dry_run: bool,
+    reload: bool,
+    systemctl: str = "systemctl",
+) -> SyncReport:
+    """Make `unit_dir` hold exactly the units of the enabled jobs, then reload and (re)arm."""
+    desired = render_systemd_files(select_jobs(store, []), target, clock)
+    existing = hostfiles.managed_files(unit_dir, UNIT_PREFIX, MANAGED_MARK)
+    report = SyncReport([], 0)
+    for name, text in sorted(desired.items()):
+        path = unit_dir / name
+        old = existing.get(name)
+        if old is None and path.exists():
+            report.notes.append(
+                f"{path} exists but schedctl did not write it: left alone; remove it to let sync "
+                f"manage it"
+            )
+        elif old == text:
+            report.unchanged += 1
+        else:
+            report.changes.append(FileChange(path, old, text))
+    report.changes += [
+        FileChange(unit_dir / name, existing[name], None)
+        for name in sorted(set(existing) - set(desired))
+    ]
+    timers = [c for c in report.changes if c.path.suffix == ".timer"]
+    removed = [c.path.name for c in timers if c.new is None]
+    added = [c.path.name for c in timers if c.old is None]
+    changed = [c.path.name for c in timers if c.old is not None and c.new is not None]
+    if reload and report.changes:
+        # Disable first, while the unit file still exists to name its [Install] links.
+        report.commands += [[systemctl, "disable", "--now", t] for t in removed]
+        report.commands.append([systemctl, "daemon-reload"])
+        if added:
+            report.commands.append([systemctl, "enable", "--now", *added])
+        if changed:
+            # Re-arm with the new calendar.
+            report.commands.append([systemctl, "restart", *changed])
+    if dry_run:
+        return report
+    if not unit_dir.is_dir():
+        try:
+            unit_dir.mkdir(parents=True, mode=0o755)
+        except OSError as exc:
+            raise ConfigError(f"cannot create {unit_dir}: {exc.strerror}; run as root") from None
+    disables = [c for c in report.commands if c[1] == "disable"]
+    for argv in disables:
+        hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
+    hostfiles.apply(report.changes)
+    for argv in report.commands[len(disables) :]:
+        hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
+    return report
+
+
+def cron_d_path_problem(path: Path) -> str | None:
+    """Return why cron would ignore `path` as an /etc/cron.d file, if it would."""
+    if path.parent.name == "cron.d" and ("." in path.name or not path.name):
+        return (
+            f"cron ignores files in {path.parent} whose names contain a dot: use a name like "
+            f"{path.parent / 'schedctl'}"
+        )
+    return None
+
+
+def current_user() -> str:
+    """Return the name of the user running this process."""
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def sync_crontab(
+    store: Store,
+    clock: Clock,
+    target: Target,
+    daemon_zone: str,
+    file: Path | None,
+    user: str | None,
+    dry_run: bool,
+    crontab: str = "crontab",
+) -> SyncReport:
+    """Replace the managed block in a cron.d file (`file`) or in `user`'s crontab."""
+    if file is not None:
+        problem = cron_d_path_problem(file)
+        if problem:
+            raise ValidationError(problem)
+    jobs = select_jobs(store, [])
+    owner = user or current_user()
+    block, notes = crontab_block(jobs, target, daemon_zone, clock.now(), None if file else owner)
+    if file is not None:
+        old = hostfiles.read_text(file)
+        label = file
+    else:
+        listed = hostfiles.command([crontab, "-u", owner, "-l"], _CRONTAB_HINT)
+        if listed.returncode != 0 and "no crontab" not in listed.stderr:
+            hostfiles.check(listed, _CRONTAB_HINT)
+        old = listed.stdout if listed.returncode == 0 else None
+        label = Path(f"crontab:{owner}")
+    try:
+        new = replace_block(old or "", block)
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
+    report = SyncReport([], 0, notes=notes)
+    if new == old:
+        report.unchanged = 1
+        return report
+    report.changes.append(FileChange(label, old, new))
+    if dry_run:
+        return report
+    if file is not None:
+        hostfiles.atomic_write(file, new, 0o644)  # cron skips group/other-writable files
+    else:
+        argv = [crontab, "-u", owner, "-"]
+        report.commands.append(argv)
+        hostfiles.check(hostfiles.command(argv, _CRONTAB_HINT, stdin=new), _CRONTAB_HINT)
+    return report

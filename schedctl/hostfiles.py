@@ -1,0 +1,121 @@
+"""The host side of sync: atomic file writes, unified diffs, systemctl and crontab commands."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from schedctl.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One file to create (old None), rewrite, or remove (new None)."""
+
+    path: Path
+    old: str | None
+    new: str | None
+
+    def diff(self) -> str:
+        """Return the change as a unified diff."""
+        before = (self.old or "").splitlines(keepends=True)
+        after = (self.new or "").splitlines(keepends=True)
+        source = "/dev/null" if self.old is None else f"a{self.path}"
+        dest = "/dev/null" if self.new is None else f"b{self.path}"
+        return "".join(difflib.unified_diff(before, after, source, dest))
+
+
+def read_text(path: Path) -> str | None:
+    """Return a file's text, None if it does not exist."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}; check its permissions") from None
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `path` so readers see the old or the new file, never a part."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write in {path.parent}: {exc.strerror}; run as root or choose another "
+            f"directory"
+        ) from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # the rename itself survives a crash
+    finally:
+        os.close(dir_fd)
+
+
+def apply(changes: Sequence[FileChange], mode: int = 0o644) -> None:
+    """Write or remove each changed file."""
+    for ch in changes:
+        if ch.new is None:
+            try:
+                ch.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise ConfigError(f"cannot remove {ch.path}: {exc.strerror}; run as root") from None
+        else:
+            atomic_write(ch.path, ch.new, mode)
+
+
+def managed_files(directory: Path, prefix: str, mark: str) -> dict[str, str]:
+    """Return {name: text} of the files in `directory` that schedctl wrote (first line `mark`)."""
+    found: dict[str, str] = {}
+    try:
+        entries = sorted(directory.iterdir())
+    except FileNotFoundError:
+        return found
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot list {directory}: {exc.strerror}; check its permissions"
+        ) from None
+    for p in entries:
+        if p.name.startswith(prefix) and p.is_file() and not p.is_symlink():
+            text = read_text(p)
+            if text is not None and text.startswith(mark + "\n"):
+                found[p.name] = text
+    return found
+
+
+def command(
+    argv: Sequence[str], what: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a host command; raise a one-line ConfigError naming `what` to do if it fails."""
+    try:
+        done = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=120
+        )
+    except FileNotFoundError:
+        raise ConfigError(f"{argv[0]} not found: {what}") from None
+    except subprocess.TimeoutExpired:
+        raise ConfigError(f"{' '.join(argv)} did not finish in 120 s: {what}") from None
+    return done
+
+
+def check(done: subprocess.CompletedProcess[str], what: str) -> None:
+    """Raise if a command from `command` failed."""
+    if done.returncode != 0:
+        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise ConfigError(f"`{' '.join(done.args)}` failed ({detail}): {what}")
