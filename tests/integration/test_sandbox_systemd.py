@@ -1,0 +1,165 @@
+"""A real systemd (booted in a throwaway root) installs and fires what `schedctl sync` wrote."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cli_helpers import BIN, Cli, make_cli, ok
+from pgserver import PgServer
+from sandbox import Sandbox
+
+from schedctl.store.tables import runs
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.postgres
+
+
+def socket_url(pg: PgServer, url: str) -> str:
+    """The same database through the host server's socket directory as mounted in a sandbox."""
+    return f"postgresql://{pg.user}@/{url.rsplit('/', 1)[1]}?host=/run/pg-host&port={pg.port}"
+
+
+def sandbox_files(pg: PgServer, url: str) -> dict[str, str | tuple[str, int]]:
+    return {"etc/schedctl/schedctl.env": (f"SCHEDCTL_DATABASE_URL={socket_url(pg, url)}\n", 0o600)}
+
+
+def binds() -> list[Path]:
+    # The installed schedctl (and, for an editable install, the checkout) by the same paths.
+    return [BIN.parent.parent, REPO]
+
+
+@pytest.fixture
+def host(pg: PgServer, pg_url: str, tmp_path: Path) -> Iterator[tuple[Cli, str]]:
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, TZ="UTC")
+    ok(cli("db", "upgrade"))
+    yield cli, pg_url
+
+
+def next_elapse(box: Sandbox, timer: str) -> datetime:
+    raw = box.exec("env", "TZ=UTC", "systemctl", "show", "-P", "NextElapseUSecRealtime", timer)
+    return datetime.strptime(raw.stdout.strip(), "%a %Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+
+
+def sync(box: Sandbox) -> str:
+    return box.exec(str(BIN), "sync", "systemd", "--schedctl", str(BIN)).stdout
+
+
+def run_rows(url: str, job: str) -> list[sa.Row[tuple[object, ...]]]:
+    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.connect() as conn:
+            q = sa.select(runs).where(runs.c.job_name == job).order_by(runs.c.id)
+            return list(conn.execute(q))
+    finally:
+        engine.dispose()
+
+
+def next_fire(cli: Cli, job: str) -> datetime:
+    return datetime.fromisoformat(json.loads(ok(cli("next", job, "--json")).out)["next"][0])
+
+
+def every_ten_seconds(box: Sandbox, job: str) -> None:
+    """Make a job's timer elapse every 10 s (cron has minutes; the test cannot wait for many)."""
+    path = box.path(f"/etc/systemd/system/schedctl-{job}.timer")
+    lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("OnCalendar=")]
+    at = lines.index("[Timer]") + 1
+    path.write_text("\n".join([*lines[:at], "OnCalendar=*-*-* *:*:00/10", *lines[at:]]) + "\n")
+    box.exec("systemctl", "daemon-reload")
+    box.exec("systemctl", "restart", f"schedctl-{job}.timer")
+
+
+def test_sync_installs_fires_updates_and_removes_timers(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    cli, url = host
+    now = datetime.now(UTC)
+    if now.second >= 55:
+        time.sleep(6)
+        now = datetime.now(UTC)
+    ok(cli("add", "daily", "-s", f"{now.minute} {now.hour} * * *", "--tz", "UTC", "--",
+           "/bin/sh", "-c", "echo 100% done"))  # fmt: skip
+    ok(cli("add", "often", "-s", "* * * * *", "--tz", "Europe/Berlin", "--", "/bin/true"))
+    box = Sandbox("sd1", "systemd", pg.sockdir, sandbox_files(pg, url), binds())
+    try:
+        box.wait_running()
+        out = sync(box)
+        assert "synced: 4 written, 0 removed, 0 unchanged" in out, out
+        assert "enable --now schedctl-daily.timer schedctl-often.timer" in out
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-daily.timer" in listed and "schedctl-often.timer" in listed
+        assert next_elapse(box, "schedctl-daily.timer") == next_fire(cli, "daily")
+        # A second sync with nothing changed writes nothing and calls no systemctl.
+        assert "synced: 0 written, 0 removed, 4 unchanged" in sync(box)
+
+        # Starting the service runs `schedctl run` for the current slot; it is recorded.
+        box.exec("systemctl", "start", "schedctl-daily.service", timeout=60)
+        rows = run_rows(url, "daily")
+        assert [(r.status, r.trigger, r.host) for r in rows] == [("succeeded", "timer", "sd1")]
+        journal = box.exec("journalctl", "-u", "schedctl-daily.service", "--no-pager").stdout
+        assert "100% done" in journal and "event=run.claimed" in journal
+
+        # A timer firing on its own, twice: two activations, one run for the minute slot.
+        every_ten_seconds(box, "often")
+        deadline = time.monotonic() + 40
+        starts = 0
+        while time.monotonic() < deadline and starts < 2:
+            time.sleep(1)
+            log = box.exec("journalctl", "-u", "schedctl-often.service", "--no-pager").stdout
+            starts = log.count("event=run.claimed") + log.count("event=run.skipped.duplicate")
+        assert starts >= 2, log
+        often = run_rows(url, "often")
+        assert often and all(r.trigger == "timer" and r.status == "succeeded" for r in often)
+        assert max(Counter(r.slot for r in often).values()) == 1
+
+        # Editing the schedule changes the timer; disabling removes it.
+        ok(cli("edit", "daily", "-s", "15 4 * * *"))
+        out = sync(box)
+        # The daily pair (its description names the schedule) and the hand-edited timer,
+        # which sync puts back.
+        assert "synced: 3 written, 0 removed, 1 unchanged" in out, out
+        assert "00/10" not in box.path("/etc/systemd/system/schedctl-often.timer").read_text()
+        assert next_elapse(box, "schedctl-daily.timer") == next_fire(cli, "daily")
+        ok(cli("disable", "daily"))
+        out = sync(box)
+        assert "0 written, 2 removed" in out and "disable --now schedctl-daily.timer" in out
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-daily.timer" not in listed and "schedctl-often.timer" in listed
+        assert not box.path("/etc/systemd/system/schedctl-daily.timer").exists()
+    finally:
+        box.close()
+
+
+def test_two_hosts_with_the_same_units_run_each_slot_once(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    cli, url = host
+    ok(cli("add", "shared", "-s", "* * * * *", "--tz", "UTC", "--", "/bin/sleep", "1"))
+    boxes = [
+        Sandbox(name, "systemd", pg.sockdir, sandbox_files(pg, url), binds())
+        for name in ("hosta", "hostb")
+    ]
+    try:
+        for box in boxes:
+            box.wait_running()
+            assert "2 written" in sync(box)
+            every_ten_seconds(box, "shared")
+        # Both hosts fire at the same instants, every 10 s, for at least one minute boundary.
+        time.sleep(65)
+        activations = {
+            box.name: box.exec("journalctl", "-u", "schedctl-shared.service", "--no-pager")
+            .stdout.count("event=run.") for box in boxes
+        }  # fmt: skip
+    finally:
+        for box in boxes:
+            box.close()
+    rows = run_rows(url, "shared")
+    slots = Counter(r.slot for r in rows)
+    assert len(slots) >= 1 and max(slots.values()) == 1, slots
+    assert all(v >= 5 for v in activations.values()), activations
