@@ -33,7 +33,8 @@ class FileChange:
 def read_text(path: Path) -> str | None:
     """Return a file's text, None if it does not exist."""
     try:
-        return path.read_text(encoding="utf-8")
+        # Bytes as they are: no newline translation, undecodable bytes kept for the write back.
+        return path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -50,7 +51,7 @@ def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
             f"directory"
         ) from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), mode)

@@ -8,6 +8,7 @@ accidents for trusted test payloads, not a security boundary.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -21,7 +22,52 @@ import pytest
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 # Units of the host that must not start inside: they would touch the machine or fail noisily.
-MASKED = ["systemd-udevd.service", "systemd-udevd-control.socket", "systemd-udevd-kernel.socket", "systemd-udev-trigger.service", "systemd-udev-settle.service", "systemd-sysctl.service", "systemd-modules-load.service", "systemd-binfmt.service", "proc-sys-fs-binfmt_misc.automount", "systemd-tmpfiles-setup.service", "systemd-tmpfiles-setup-dev.service", "systemd-tmpfiles-clean.timer", "systemd-tmpfiles-clean.service", "systemd-timesyncd.service", "systemd-pstore.service", "systemd-random-seed.service", "systemd-remount-fs.service", "systemd-firstboot.service", "systemd-logind.service", "getty.target", "getty@tty1.service", "console-getty.service", "serial-getty@ttyS0.service", "sys-kernel-debug.mount", "sys-kernel-tracing.mount", "sys-kernel-config.mount", "sys-fs-fuse-connections.mount", "dev-hugepages.mount", "dev-mqueue.mount", "tmp.mount", "postgresql.service", "postgresql@15-main.service", "cron.service", "apt-daily.timer", "apt-daily-upgrade.timer", "man-db.timer", "dpkg-db-backup.timer", "fstrim.timer", "e2scrub_all.timer", "e2scrub_reap.service", "systemd-hwdb-update.service", "ldconfig.service", "systemd-update-utmp.service", "systemd-networkd-wait-online.service"]
+MASKED = [
+    "systemd-udevd.service",
+    "systemd-udevd-control.socket",
+    "systemd-udevd-kernel.socket",
+    "systemd-udev-trigger.service",
+    "systemd-udev-settle.service",
+    "systemd-sysctl.service",
+    "systemd-modules-load.service",
+    "systemd-binfmt.service",
+    "proc-sys-fs-binfmt_misc.automount",
+    "systemd-tmpfiles-setup.service",
+    "systemd-tmpfiles-setup-dev.service",
+    "systemd-tmpfiles-clean.timer",
+    "systemd-tmpfiles-clean.service",
+    "systemd-timesyncd.service",
+    "systemd-pstore.service",
+    "systemd-random-seed.service",
+    "systemd-remount-fs.service",
+    "systemd-firstboot.service",
+    "systemd-logind.service",
+    "getty.target",
+    "getty@tty1.service",
+    "console-getty.service",
+    "serial-getty@ttyS0.service",
+    "sys-kernel-debug.mount",
+    "sys-kernel-tracing.mount",
+    "sys-kernel-config.mount",
+    "sys-fs-fuse-connections.mount",
+    "dev-hugepages.mount",
+    "dev-mqueue.mount",
+    "tmp.mount",
+    "postgresql.service",
+    "postgresql@15-main.service",
+    "cron.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "man-db.timer",
+    "dpkg-db-backup.timer",
+    "fstrim.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
+    "systemd-hwdb-update.service",
+    "ldconfig.service",
+    "systemd-update-utmp.service",
+    "systemd-networkd-wait-online.service",
+]
 
 # PID 1 of the new namespaces: build the root, then become systemd or cron.
 _INNER = r"""
@@ -98,8 +144,9 @@ exec cron -f -L 15
 
 def cgroup2_root() -> Path | None:
     out = subprocess.run(
-        ["findmnt", "-n", "-o", "TARGET", "-t", "cgroup2"], capture_output=True, text=True
-    )
+        ["findmnt", "-n", "-o", "TARGET", "-t", "cgroup2"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
     lines = out.stdout.split()
     return Path(lines[0]) if out.returncode == 0 and lines else None
 
@@ -120,8 +167,8 @@ def unavailable(mode: str) -> str | None:
         return "Debian's cron is not installed (apt-get install cron)"
     probe = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount", "--net", "--uts", "--ipc", "true"],
-        capture_output=True,
-    )
+        capture_output=True, check=False,
+    )  # fmt: skip
     if probe.returncode != 0:
         return f"cannot create namespaces: {probe.stderr.decode(errors='replace').strip()}"
     return None
@@ -250,10 +297,8 @@ class Sandbox:
 
     def close(self) -> None:
         """Kill PID 1 (and so everything inside), then remove the cgroup and the files."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:

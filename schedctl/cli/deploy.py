@@ -134,7 +134,7 @@ def render_k8s(
     ] = "schedctl:latest",
     secret_name: Annotated[
         str, typer.Option("--secret", help="Secret whose key 'url' holds the database URL.")
-    ] = "schedctl-database",
+    ] = "schedctl-database",  # noqa: S107 - the Secret object's name, not a password
 ) -> None:
     """Print CronJob manifests. Example: schedctl render kubernetes --image registry/schedctl:0.1"""
     st = state(ctx)

@@ -1,0 +1,79 @@
+"""A real Debian cron (in a throwaway root, its clock set by libfaketime) fires the synced file."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from cli_helpers import BIN, Cli, make_cli, ok
+from pgserver import PgServer
+from sandbox import FAKETIME_LIB, Sandbox
+from test_sandbox_systemd import binds, run_rows, sandbox_files
+
+from schedctl.config import default_timezone
+
+pytestmark = pytest.mark.postgres
+
+
+def test_synced_cron_d_file_fires_at_the_expected_minute_only(
+    pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    if not FAKETIME_LIB.exists():
+        pytest.skip("libfaketime is not installed (apt-get install libfaketime)")
+    zone = default_timezone({})  # the zone cron runs in, inside the sandbox as here
+    cli: Cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, TZ=zone)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "weekday9", "-s", "0 9 * * 1-5", "--tz", zone, "--", "/bin/echo", "50% fired"))
+    # Negative controls: the wrong weekday, and the next minute (not reached while we watch).
+    ok(cli("add", "saturday9", "-s", "0 9 * * 6", "--tz", zone, "--", "/bin/true"))
+    ok(cli("add", "weekday901", "-s", "1 9 * * 1-5", "--tz", zone, "--", "/bin/true"))
+    # Runs see the real clock, so weekday9's run serves its latest real 09:00 slot as a late
+    # (catch-up) run: let the jobs have been defined a month ago.
+    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET created_at = created_at - interval '30 days'"))
+    engine.dispose()
+
+    # 2026-11-23 is a Monday; cron's clock starts 8 s before 09:00.
+    box = Sandbox(
+        "cron1", "cron", pg.sockdir, sandbox_files(pg, pg_url), binds(),
+        faketime_at="2026-11-23 08:59:52",
+    )  # fmt: skip
+    try:
+        time.sleep(1.2)  # cron ignores a file written in the second it loaded its tables
+        out = box.exec(str(BIN), "sync", "crontab", "--schedctl", str(BIN)).stdout
+        assert "synced: 1 written" in out, out
+        cron_d = box.path("/etc/cron.d/schedctl")
+        assert cron_d.stat().st_mode & 0o777 == 0o644
+        text = cron_d.read_text()
+        assert text.endswith("# END schedctl\n") and "0 9 * * 1-5 root PATH=" in text
+        assert "50\\% fired" not in text  # the command lives in the database, not the line
+        log = box.path("/var/log/cron-sandbox.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and "weekday9" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        time.sleep(3)  # let the run finish and any wrong line have its chance too
+        cron_log = log.read_text(errors="replace")
+    finally:
+        box.close()
+    commands = [ln for ln in cron_log.splitlines() if "CMD (" in ln]
+    fired = [c for c in commands if "--trigger cron weekday9" in c]
+    assert len(fired) == 1, cron_log
+
+    # Syslog stamps are real time: cron started at fake 08:59:52, so 09:00:01 is 9 s later.
+    def stamp(line: str) -> datetime:
+        return datetime.strptime(line.split(">", 1)[1][:15], "%b %d %H:%M:%S")
+
+    started = stamp(cron_log.splitlines()[0])
+    assert 7 <= (stamp(fired[0]) - started).total_seconds() <= 12, cron_log
+    assert not any("saturday9" in c or "weekday901" in c for c in commands), commands
+    rows = run_rows(pg_url, "weekday9")
+    assert [(r.trigger, r.status, r.host) for r in rows] == [("cron", "succeeded", "cron1")]
+    slot = rows[0].slot.astimezone(UTC)
+    assert slot < datetime.now(UTC) and slot > datetime.now(UTC) - timedelta(days=4)
+    assert run_rows(pg_url, "saturday9") == [] and run_rows(pg_url, "weekday901") == []
