@@ -67,7 +67,7 @@ def test_synced_cron_d_file_fires_at_the_expected_minute_only(
 
     # Syslog stamps are real time: cron started at fake 08:59:52, so 09:00:01 is 9 s later.
     def stamp(line: str) -> datetime:
-        return datetime.strptime(line.split(">", 1)[1][:15], "%b %d %H:%M:%S")
+        return datetime.strptime(line.split(">", 1)[1][:15], "%b %d %H:%M:%S").replace(tzinfo=UTC)
 
     started = stamp(cron_log.splitlines()[0])
     assert 7 <= (stamp(fired[0]) - started).total_seconds() <= 12, cron_log

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cli_helpers import BIN
 from cron_oracle import BASES, COUNTS, ZONES, cron_exprs, debian_next
@@ -19,15 +21,11 @@ from schedctl.schedule import CronError, Schedule
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
-def job(name: str = "backup", **kw: object) -> Job:
-    spec = JobSpec(
-        name=name,
-        schedule=str(kw.pop("schedule", "0 3 * * *")),
-        timezone=str(kw.pop("timezone", "Europe/Berlin")),
-        command=tuple(kw.pop("command", ("/bin/true",))),
-        **kw,
-    )  # type: ignore[arg-type]
-    return Job(1, spec, 1, T0, T0)
+def job(name: str = "backup", **kw: Any) -> Job:
+    base = JobSpec(
+        name=name, schedule="0 3 * * *", timezone="Europe/Berlin", command=("/bin/true",)
+    )
+    return Job(1, replace(base, **kw), 1, T0, T0)
 
 
 @settings(
