@@ -114,6 +114,20 @@ if [ "$mode" = system ]; then
     chmod 0600 "$envfile"
     say "created $envfile (mode 0600); put SCHEDCTL_DATABASE_URL there for a shared PostgreSQL"
   fi
+  # The sync timer keeps this host's job timers in line with the database.
+  unitdir=${SCHEDCTL_UNIT_DIR:-/etc/systemd/system}
+  if [ -d "$unitdir" ]; then
+    for unit in "$here"/units/*.service "$here"/units/*.timer; do
+      [ -e "$unit" ] && install -m 0644 "$unit" "$unitdir/"
+    done
+    if [ -d /run/systemd/system ] && [ -z "${SCHEDCTL_UNIT_DIR:-}" ]; then
+      systemctl daemon-reload
+      systemctl enable --now schedctl-sync.timer
+      say "enabled schedctl-sync.timer (runs \`schedctl sync systemd\` every minute)"
+    else
+      say "installed units to $unitdir; where systemd runs: systemctl enable --now schedctl-sync.timer"
+    fi
+  fi
 fi
 
 version=$("$venv/bin/schedctl" --version)

@@ -267,7 +267,14 @@ class Schedule:
         if not self.expr.matches_day(d):
             return
         if _has_transition(d, self.zone):
-            yield from (x for x in _transition_day_instants(self.expr, d, self.zone) if x > after)
+            # Compare in UTC: same-zone comparison ignores fold, so both passes of a repeated
+            # hour would look equal.
+            limit = after.astimezone(UTC)
+            yield from (
+                x
+                for x in _transition_day_instants(self.expr, d, self.zone)
+                if x.astimezone(UTC) > limit
+            )
             return
         mods = self.expr.minutes_of_day
         local = after.astimezone(self.zone)
@@ -283,8 +290,13 @@ class Schedule:
         if not self.expr.matches_day(d):
             return None
         if _has_transition(d, self.zone):
+            limit = at.astimezone(UTC)
             return max(
-                (x for x in _transition_day_instants(self.expr, d, self.zone) if x <= at),
+                (
+                    x
+                    for x in _transition_day_instants(self.expr, d, self.zone)
+                    if x.astimezone(UTC) <= limit
+                ),
                 key=lambda x: x.astimezone(UTC),
                 default=None,
             )
@@ -334,7 +346,11 @@ class Schedule:
             if found is not None:
                 # The day before can still hold a later slot, shifted forward out of a DST gap.
                 earlier = self._day_until(d - _ONE_DAY, at)
-                return found if earlier is None or found > earlier else earlier
+                return (
+                    found
+                    if earlier is None or found.astimezone(UTC) > earlier.astimezone(UTC)
+                    else earlier
+                )
             d -= _ONE_DAY
         return None
 

@@ -10,6 +10,8 @@ from schedctl.errors import ValidationError
 from schedctl.models import JobSpec
 from schedctl.schedule import load_zone, parse_cron
 
+# schedctl-NAME.timer for these is one of schedctl's own units (units/).
+RESERVED_NAMES = frozenset({"sync", "prune"})
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -30,6 +32,11 @@ def check_name(name: str) -> str:
         raise ValidationError(
             f"invalid job name {name!r}: use 1-63 of a-z 0-9 _ . - starting with a letter "
             f"or digit, e.g. nightly-backup"
+        )
+    if name in RESERVED_NAMES:
+        raise ValidationError(
+            f"job name {name!r} is reserved: schedctl's own schedctl-{name}.timer uses it; "
+            f"choose another name"
         )
     return name
 

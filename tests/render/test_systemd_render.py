@@ -120,3 +120,14 @@ def test_verify_does_report_a_broken_unit(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
     report = verify(tmp_path)
     assert "nonexistent" in report or "Moonday" in report
+
+
+def test_shipped_units_pass_verify(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[2] / "units"
+    names = sorted(p.name for p in shipped.iterdir())
+    assert "schedctl-sync.timer" in names and "schedctl-sync.service" in names
+    for p in shipped.iterdir():
+        # As installed, but pointing at this checkout's binary and an existing env file.
+        text = p.read_text().replace("/usr/local/bin/schedctl", str(BIN))
+        (tmp_path / p.name).write_text(text.replace("/etc/schedctl/schedctl.env", "/etc/hostname"))
+    assert verify(tmp_path) == ""

@@ -197,3 +197,14 @@ def test_slot_for_agrees_across_skewed_hosts() -> None:
     every5 = Schedule.of("*/5 * * * *", "UTC")
     four_late = noon + timedelta(minutes=4)
     assert slot_for(every5, four_late, timedelta(seconds=30), timedelta(minutes=4)) == noon
+
+
+def test_latest_in_the_first_pass_of_a_repeated_hour_is_not_the_second() -> None:
+    # New York 2026-11-01: 01:00 EDT (05:00 UTC) and 01:00 EST (06:00 UTC). Same-zone datetime
+    # comparison ignores fold, so the second pass once looked "at or before" the first.
+    s = Schedule.of("*/6 * * * *", "America/New_York")
+    first_pass = datetime(2026, 11, 1, 5, 0, tzinfo=UTC)
+    latest = s.latest_at_or_before(first_pass)
+    assert latest is not None and latest.astimezone(UTC) == first_pass
+    after = s.next_after(first_pass, 1)[0]
+    assert after.astimezone(UTC) == datetime(2026, 11, 1, 5, 6, tzinfo=UTC)

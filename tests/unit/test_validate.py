@@ -28,6 +28,7 @@ def test_valid_spec_is_normalised() -> None:
         ({"name": "Backup"}, "invalid job name"),
         ({"name": "-x"}, "invalid job name"),
         ({"name": "a" * 64}, "invalid job name"),
+        ({"name": "sync"}, "is reserved"),
         ({"name": "a/b"}, "invalid job name"),
         ({"schedule": "* * *"}, "needs 5"),
         ({"schedule": "0 3 * * *\n* * * * *"}, "newline"),
