@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_helpers import BIN
 
 _INSTANT = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
 
@@ -50,12 +51,16 @@ def verify(unit_dir: Path) -> str:
         pytest.skip("systemd-analyze verify needs root and unshare to keep off the real /tmp")
     # Units under pytest's tmp dir would vanish under the tmpfs on /tmp: copy them to the
     # fresh /run first.
+    # A schedctl under /tmp (a venv in a temporary HOME) is carried over the tmpfs too.
+    keep = str(BIN.parent.parent)
     script = (
-        'mount -n -t tmpfs tmpfs /run && mkdir /run/units && cp "$0"/* /run/units/ && '
-        "mount -n -t tmpfs tmpfs /tmp && cd /run/units && exec systemd-analyze verify --man=no *"
+        'mount -n -t tmpfs tmpfs /run && mkdir /run/units /run/keep && cp "$0"/* /run/units/ && '
+        'mount -n --bind "$1" /run/keep && mount -n -t tmpfs tmpfs /tmp && '
+        'mkdir -p "$1" && mount -n --bind /run/keep "$1" && '
+        "cd /run/units && exec systemd-analyze verify --man=no *"
     )
     out = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(unit_dir)],
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(unit_dir), keep],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     return (out.stdout + out.stderr).strip() + (
