@@ -50,6 +50,13 @@ def select_jobs(store: Store, names: Sequence[str]) -> list[Job]:
     return [jobs[n] for n in dict.fromkeys(names)]
 
 
+def write_units(out_dir: Path, files: dict[str, str]) -> None:
+    """Write rendered unit files into `out_dir` (created if missing)."""
+    hostfiles.ensure_dir(out_dir)
+    for name, text in files.items():
+        hostfiles.atomic_write(out_dir / name, text)
+
+
 def render_systemd_files(jobs: Sequence[Job], target: Target, clock: Clock) -> dict[str, str]:
     """Return {unit file name: content} for the jobs."""
     now = clock.now()
@@ -92,27 +99,24 @@ def sync_systemd(
     removed = [c.path.name for c in timers if c.new is None]
     added = [c.path.name for c in timers if c.old is None]
     changed = [c.path.name for c in timers if c.old is not None and c.new is not None]
+    before: list[list[str]] = []
+    after: list[list[str]] = []
     if reload and report.changes:
         # Disable first, while the unit file still exists to name its [Install] links.
-        report.commands += [[systemctl, "disable", "--now", t] for t in removed]
-        report.commands.append([systemctl, "daemon-reload"])
+        before = [[systemctl, "disable", "--now", t] for t in removed]
+        after = [[systemctl, "daemon-reload"]]
         if added:
-            report.commands.append([systemctl, "enable", "--now", *added])
+            after.append([systemctl, "enable", "--now", *added])
         if changed:
-            # Re-arm with the new calendar.
-            report.commands.append([systemctl, "restart", *changed])
+            after.append([systemctl, "restart", *changed])  # re-arm with the new calendar
+        report.commands = before + after
     if dry_run:
         return report
-    if not unit_dir.is_dir():
-        try:
-            unit_dir.mkdir(parents=True, mode=0o755)
-        except OSError as exc:
-            raise ConfigError(f"cannot create {unit_dir}: {exc.strerror}; run as root") from None
-    disables = [c for c in report.commands if c[1] == "disable"]
-    for argv in disables:
+    hostfiles.ensure_dir(unit_dir)
+    for argv in before:
         hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
     hostfiles.apply(report.changes)
-    for argv in report.commands[len(disables) :]:
+    for argv in after:
         hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
     return report
 

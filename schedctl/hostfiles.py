@@ -67,6 +67,16 @@ def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
         os.close(dir_fd)
 
 
+def ensure_dir(path: Path) -> None:
+    """Create `path` (and parents, 0755) if missing, or raise a one-line ConfigError."""
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o755)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create {path}: {exc.strerror}; run as root or choose another directory"
+        ) from None
+
+
 def apply(changes: Sequence[FileChange], mode: int = 0o644) -> None:
     """Write or remove each changed file."""
     for ch in changes:
@@ -108,8 +118,8 @@ def command(
         done = subprocess.run(
             list(argv), input=stdin, capture_output=True, text=True, check=False, timeout=120
         )
-    except FileNotFoundError:
-        raise ConfigError(f"{argv[0]} not found: {what}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot run {argv[0]}: {exc.strerror}; {what}") from None
     except subprocess.TimeoutExpired:
         raise ConfigError(f"{' '.join(argv)} did not finish in 120 s: {what}") from None
     return done

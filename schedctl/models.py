@@ -49,6 +49,8 @@ class Trigger(StrEnum):
 
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
 DEFAULT_RETRY_DELAY = 30
+# SIGTERM -> SIGKILL grace of `schedctl run` for a job it stops; units size their stop timeouts on it.
+KILL_GRACE_SECONDS = 10
 
 
 @dataclass(frozen=True)

@@ -337,6 +337,12 @@ class Schedule:
                 break
         return out
 
+    def fires_at(self, at: datetime) -> bool:
+        """Return whether `at` is one of the fire instants."""
+        # As UTC: Python never calls instants in a repeated hour equal across zones.
+        found = self.latest_at_or_before(at)
+        return found is not None and found.astimezone(UTC) == at.astimezone(UTC)
+
     def latest_at_or_before(self, at: datetime) -> datetime | None:
         """Return the last fire instant at or before `at`, or None within the search horizon."""
         _require_aware(at)

@@ -15,6 +15,7 @@ from schedctl.clock import Clock
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
 from schedctl.locking import LOCK_NAMESPACE, FileLock, JobLock, acquire_within
 from schedctl.models import (
+    KILL_GRACE_SECONDS,
     CatchUpPolicy,
     ConcurrencyPolicy,
     Job,
@@ -190,7 +191,7 @@ class RunContext:
     base_env: Mapping[str, str]
     skew_tolerance: timedelta = timedelta(minutes=5)
     heartbeat_seconds: float = 5.0
-    grace_seconds: float = 10.0
+    grace_seconds: float = float(KILL_GRACE_SECONDS)
     sleep: Callable[[float], None] = time.sleep
 
 
@@ -204,8 +205,7 @@ def _status_of(outcome: RunOutcome) -> RunStatus:
     return RunStatus.SUCCEEDED if outcome.exit_code == 0 else RunStatus.FAILED
 
 
-def _pick_slot(ctx: RunContext, job: Job, db_now: datetime) -> datetime | None:
-    schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
+def _pick_slot(ctx: RunContext, job: Job, schedule: Schedule, db_now: datetime) -> datetime | None:
     jitter = timedelta(seconds=job.spec.jitter_seconds)
     slot = slot_for(schedule, db_now, ctx.skew_tolerance, jitter)
     if slot is None or slot < job.created_at - ctx.skew_tolerance:
@@ -216,14 +216,13 @@ def _pick_slot(ctx: RunContext, job: Job, db_now: datetime) -> datetime | None:
     return slot
 
 
-def _fired_at_slot(job: Job, host_now: datetime) -> bool:
+def _fired_at_slot(schedule: Schedule, host_now: datetime) -> bool:
     """Return whether a slot lies on the firing the host's cron daemon made just now.
 
     The daemon fires by the host's clock, so the host's clock decides. A slot up to
     AT_SLOT_DELAY old still counts: cron starts jobs a second into the minute, and a busy
     host can take a while to start Python.
     """
-    schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     latest = schedule.latest_at_or_before(host_now + AT_SLOT_EARLY)
     return latest is not None and host_now - latest <= AT_SLOT_DELAY
 
@@ -256,16 +255,17 @@ def run_job(
         ctx.emit("spool.flushed", count=spool.flush(ctx.spool_dir, db))
     db.reconcile_lost(ctx.host)
     job = db.load_job(check_name(name))
+    schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
+    if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
+        return 0  # a superset crontab line's other instants: expected, so silent
     _check_user(job)
     db_now = db.now()
     skew = (ctx.clock.now() - db_now).total_seconds() if db.backend == "postgresql" else 0.0
     fields: dict[str, Any] = {"job": job.name, "host": ctx.host}
-    if at_slot and not _fired_at_slot(job, ctx.clock.now()):
-        return 0  # a superset crontab line's other instants: expected, so silent
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
         return 0
-    slot = None if manual else _pick_slot(ctx, job, db_now)
+    slot = None if manual else _pick_slot(ctx, job, schedule, db_now)
     if slot is None and not manual:
         ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
         return 0

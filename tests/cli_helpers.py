@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BIN = Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl")
 
@@ -70,6 +71,24 @@ def one_line_error(result: Result, code: int, fragment: str) -> None:
     assert lines[0].startswith("schedctl: error: ")
     assert fragment in lines[0], lines[0]
     assert "Traceback" not in result.err
+
+
+def run_rows(url: str, job: str | None = None) -> list[dict[str, Any]]:
+    """Read the recorded runs (of `job`, if given) straight from the database, oldest first."""
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.store.tables import runs
+
+    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    query = sa.select(runs).order_by(runs.c.id)
+    if job is not None:
+        query = query.where(runs.c.job_name == job)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+    finally:
+        engine.dispose()
 
 
 def alive(pid: int) -> bool:

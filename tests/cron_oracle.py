@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
+from hypothesis import HealthCheck, Phase, assume, settings
 from hypothesis import strategies as st
 
-from schedctl.schedule import Schedule
+from schedctl.schedule import CronError, Schedule
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Lord_Howe"]
 # Base instants just before DST changes in the zones above (and ordinary days).
@@ -103,3 +104,23 @@ def debian_next(schedule: Schedule, zone: str, start: datetime, n: int) -> list[
     if schedule.expr.fixed_time:
         return _cronsim_next(schedule.expr.expanded, zone, start, n)
     return _wall_clock_next(schedule.expr.expanded, zone, start, n)
+
+
+def oracle_settings(examples: int) -> settings:
+    """Hypothesis settings for the oracle tests."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        # No shrinking: a failure prints its (unshrunk) example at once instead of minutes later.
+        phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    )
+
+
+def schedule_or_reject(expr: str, zone: str) -> Schedule:
+    """Return the schedule, or reject the example when schedctl refuses the expression."""
+    try:
+        return Schedule.of(expr, zone)
+    except CronError:
+        assume(False)
+        raise

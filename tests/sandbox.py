@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import BIN
+from pgserver import PgServer
 
 FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
 # Units of the host that must not start inside: they would touch the machine or fail noisily.
@@ -317,3 +319,18 @@ class Sandbox:
                     d.rmdir()
             self.cgroup.rmdir()
         shutil.rmtree(self.work, ignore_errors=True)
+
+
+def socket_url(pg: PgServer, url: str) -> str:
+    """The same database through the host server's socket directory as mounted in a sandbox."""
+    return f"postgresql://{pg.user}@/{url.rsplit('/', 1)[1]}?host=/run/pg-host&port={pg.port}"
+
+
+def sandbox_files(pg: PgServer, url: str) -> dict[str, str | tuple[str, int]]:
+    return {"etc/schedctl/schedctl.env": (f"SCHEDCTL_DATABASE_URL={socket_url(pg, url)}\n", 0o600)}
+
+
+def binds() -> list[Path]:
+    """Directories a sandbox must see by the same paths."""
+    # The installed schedctl (and, for an editable install, the checkout) by the same paths.
+    return [BIN.parent.parent, Path(__file__).resolve().parents[1]]

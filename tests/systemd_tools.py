@@ -16,7 +16,7 @@ _INSTANT = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC")
 
 
 def need(tool: str) -> str:
-    path = shutil.which(tool) or (f"/usr/bin/{tool}" if Path(f"/usr/bin/{tool}").exists() else None)
+    path = shutil.which(tool)
     if path is None:
         pytest.skip(f"{tool} is not installed (apt-get install systemd)")
     return path
@@ -50,8 +50,7 @@ def verify(unit_dir: Path) -> str:
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         pytest.skip("systemd-analyze verify needs root and unshare to keep off the real /tmp")
     # Units under pytest's tmp dir would vanish under the tmpfs on /tmp: copy them to the
-    # fresh /run first.
-    # A schedctl under /tmp (a venv in a temporary HOME) is carried over the tmpfs too.
+    # fresh /run first; a schedctl under /tmp (a venv in a temporary HOME) is bound back over it.
     keep = str(BIN.parent.parent)
     script = (
         'mount -n -t tmpfs tmpfs /run && mkdir /run/units /run/keep && cp "$0"/* /run/units/ && '

@@ -41,6 +41,7 @@ EnvFile = Annotated[
         "--env-file", help="EnvironmentFile= holding SCHEDCTL_DATABASE_URL; 'none' for none."
     ),
 ]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the diff; change nothing.")]
 CronZone = Annotated[
     str | None,
     typer.Option(
@@ -95,11 +96,7 @@ def render_systemd(
         for name, text in files.items():
             sys.stdout.write(f"# ==> {name} <==\n{text}\n")
         return
-    from schedctl import hostfiles
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, text in files.items():
-        hostfiles.atomic_write(out_dir / name, text)
+    deploy.write_units(out_dir, files)
     done(f"wrote {len(files)} unit files to {out_dir}")
 
 
@@ -166,9 +163,7 @@ def _finish(report: deploy.SyncReport, dry_run: bool, what: str) -> None:
 def sync_systemd(
     ctx: typer.Context,
     unit_dir: Annotated[Path, typer.Option(help="Where the unit files live.")] = UNIT_DIR,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
-    ] = False,
+    dry_run: DryRun = False,
     no_reload: Annotated[
         bool, typer.Option("--no-reload", help="Write files only; no systemctl calls.")
     ] = False,
@@ -192,9 +187,7 @@ def sync_crontab(
     user: Annotated[
         str | None, typer.Option("--user", help="This user's crontab [default for others].")
     ] = None,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the diff; change nothing.")
-    ] = False,
+    dry_run: DryRun = False,
     schedctl: SchedctlPath = None,
     cron_zone: CronZone = None,
 ) -> None:

@@ -5,12 +5,13 @@ Nothing here touches the file system or the database; `now` is always given.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
 
-from schedctl.schedule import load_zone
+from schedctl.models import KILL_GRACE_SECONDS
+from schedctl.schedule import Schedule, load_zone
 
 MANAGED_MARK = "# Managed by `schedctl sync`: edits here are overwritten; change the job instead."
 DEFAULT_ENV_FILE = "/etc/schedctl/schedctl.env"
@@ -20,7 +21,7 @@ DST_MARGIN = timedelta(hours=3)
 # DST changes this far ahead are rendered; sync runs every minute, so the window slides on.
 HORIZON = timedelta(days=400)
 STOP_GRACE = 30  # seconds on top of the job's timeout and schedctl's own kill grace
-KILL_GRACE = 10  # schedctl run's SIGTERM -> SIGKILL grace (services.RunContext.grace_seconds)
+KILL_GRACE = KILL_GRACE_SECONDS
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,23 @@ def offset_changes(zone_name: str, start: date, end: date) -> tuple[datetime, ..
 
 
 def one_line(text: str) -> str:
-    """Make free text safe for a unit setting or comment: one line, specifiers escaped."""
-    return " ".join(text.split()).replace("%", "%%")
+    """Make free text one line, so it cannot start a new unit setting or crontab entry."""
+    return " ".join(text.split())
+
+
+def slots_near_offset_changes(
+    schedule: Schedule, zone: str, now: datetime
+) -> Iterator[list[datetime]]:
+    """Yield, per UTC-offset change of `zone` still ahead, the slots within DST_MARGIN of it."""
+    for change in offset_changes(zone, (now - DST_MARGIN).date(), (now + HORIZON).date()):
+        if change + DST_MARGIN < now:
+            continue
+        near: list[datetime] = []
+        for x in schedule.iter_after(change - DST_MARGIN):
+            if x > change + DST_MARGIN:
+                break
+            near.append(x)
+        yield near
 
 
 def zone_offsets(zone_name: str, now: datetime) -> set[int]:

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from schedctl.models import Job
 from schedctl.render import (
-    DST_MARGIN,
-    HORIZON,
     MANAGED_MARK,
     Target,
     compress,
-    offset_changes,
     one_line,
+    slots_near_offset_changes,
     zone_offsets,
 )  # fmt: skip
 from schedctl.schedule import Schedule, load_zone
@@ -75,15 +73,9 @@ def cron_lines(
     dz = load_zone(daemon_zone)
     daemon = Schedule.of(main, daemon_zone)  # Debian cron's own reading of the main line
     seen: set[str] = set()
-    for change in offset_changes(zone, (now - DST_MARGIN).date(), (now + HORIZON).date()):
-        if change + DST_MARGIN < now:
-            continue
-        for x in schedule.iter_after(change - DST_MARGIN):
-            if x > change + DST_MARGIN:
-                break
-            # Compare as UTC: Python never calls instants in a repeated hour equal across zones.
-            fired = daemon.latest_at_or_before(x)
-            if fired is not None and fired.astimezone(UTC) == x.astimezone(UTC):
+    for near in slots_near_offset_changes(schedule, zone, now):
+        for x in near:
+            if daemon.fires_at(x):
                 continue
             local = x.astimezone(dz)
             line = f"{local.minute} {local.hour} {local.day} {local.month} *"
@@ -123,7 +115,7 @@ def crontab_block(
             argv.append("--at-slot")
         argv.append(job.name)
         command = f"PATH={DEFAULT_PATH} " + " ".join(shlex.quote(a) for a in argv)
-        comment = one_line(f"job {job.name}: {spec.schedule} ({spec.timezone})").replace("%%", "%")
+        comment = one_line(f"job {job.name}: {spec.schedule} ({spec.timezone})")
         if superset:
             comment += f"; fires at a superset of its slots in {daemon_zone}, run skips the others"
         lines.append(f"# {comment}")

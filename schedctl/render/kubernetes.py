@@ -13,7 +13,7 @@ from schedctl.render import KILL_GRACE, STOP_GRACE
 def k8s_name(job_name: str) -> str:
     """Return a CronJob name (DNS label, at most 52 characters) for a job name."""
     base = "schedctl-" + "".join(c if c.isalnum() else "-" for c in job_name).strip("-")
-    if len(base) <= 52 and base == base.lower() and "--" not in base:
+    if len(base) <= 52 and "--" not in base:  # job names are lower case already
         return base
     digest = hashlib.sha256(job_name.encode()).hexdigest()[:8]
     return f"{base[:43].rstrip('-')}-{digest}"

@@ -14,15 +14,13 @@ from datetime import UTC, date, datetime
 
 from schedctl.models import Job
 from schedctl.render import (
-    DST_MARGIN,
-    HORIZON,
     KILL_GRACE,
     MANAGED_MARK,
     STOP_GRACE,
     Target,
     compress,
-    offset_changes,
     one_line,
+    slots_near_offset_changes,
 )  # fmt: skip
 from schedctl.schedule import CronExpr, Schedule
 
@@ -66,23 +64,19 @@ def _dated_lines(instants: Sequence[datetime]) -> list[str]:
 def on_calendar(schedule: Schedule, zone: str, now: datetime) -> list[str]:
     """Return OnCalendar= values whose elapses are exactly the slots after `now` (see module doc)."""
     lines = _calendar_lines(schedule.expr, zone)
-    changes = offset_changes(zone, (now - DST_MARGIN).date(), (now + HORIZON).date())
-    for change in changes:
-        if change + DST_MARGIN < now:
-            continue
-        start, end = change - DST_MARGIN, change + DST_MARGIN
-        instants: list[datetime] = []
-        for x in schedule.iter_after(start):
-            if x > end:
-                break
-            instants.append(x)
-        lines += _dated_lines(instants)
+    for near in slots_near_offset_changes(schedule, zone, now):
+        lines += _dated_lines(near)
     return lines
 
 
 def unit_name(job_name: str) -> str:
     """Return the unit name stem for a job (`schedctl-NAME`); names are validated unit-safe."""
     return f"{UNIT_PREFIX}{job_name}"
+
+
+def _text(text: str) -> str:
+    """Free text for a unit setting or comment: one line, `%` specifiers escaped."""
+    return one_line(text).replace("%", "%%")
 
 
 def _systemd_quote(word: str) -> str:
@@ -96,7 +90,7 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     spec = job.spec
     stem = unit_name(job.name)
     schedule = Schedule.of(spec.schedule, spec.timezone)
-    about = one_line(f"schedctl job {job.name}: {spec.schedule} ({spec.timezone})")
+    about = _text(f"schedctl job {job.name}: {spec.schedule} ({spec.timezone})")
     timer = [MANAGED_MARK, "[Unit]", f"Description={about}", "", "[Timer]"]
     timer += [f"OnCalendar={line}" for line in on_calendar(schedule, spec.timezone, now)]
     timer += ["AccuracySec=1s", "Persistent=true"]
@@ -107,11 +101,11 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     argv = [target.schedctl, "run", "--trigger", "timer", job.name]
     service = [MANAGED_MARK, "[Unit]", f"Description={about}"]
     if spec.description:
-        service.append(f"# {one_line(spec.description)}")
+        service.append(f"# {_text(spec.description)}")
     service += ["Wants=network-online.target", "After=network-online.target", "", "[Service]"]
     service += ["Type=oneshot", "ExecStart=" + " ".join(_systemd_quote(a) for a in argv)]
     if target.env_file:
-        service.append(f"EnvironmentFile={one_line(target.env_file)}")
+        service.append(f"EnvironmentFile={_text(target.env_file)}")
     user = spec.run_as_user or "root"
     service.append(f"User={user}")
     if user != "root":
@@ -120,7 +114,7 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
             f"StateDirectory=schedctl-{user}",
             f"Environment=SCHEDCTL_DATA_DIR=%S/schedctl-{user}",
         ]
-    service.append(f"WorkingDirectory={one_line(spec.workdir) if spec.workdir else '/'}")
+    service.append(f"WorkingDirectory={_text(spec.workdir) if spec.workdir else '/'}")
     # schedctl run forwards SIGTERM to the job's process group and records the result; only
     # then may the rest be killed.
     service.append("KillMode=mixed")

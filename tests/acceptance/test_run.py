@@ -16,12 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from cli_helpers import BIN, Cli, alive, cli_env, make_cli, ok, one_line_error
+from cli_helpers import BIN, Cli, alive, cli_env, make_cli, ok, one_line_error, run_rows
 from pgserver import PgServer, destroy, free_port, start_server
-
-from schedctl.config import parse_database_url
-from schedctl.store.tables import runs
 
 
 def this_minute_daily() -> str:
@@ -58,15 +54,6 @@ def own_server(
         yield server, url, cli, cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url, **extra_env)
     finally:
         destroy(server)
-
-
-def run_rows(url: str) -> list[dict[str, Any]]:
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(sa.select(runs).order_by(runs.c.id)).mappings()]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

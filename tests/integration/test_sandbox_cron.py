@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import BIN, Cli, make_cli, ok
+from cli_helpers import BIN, Cli, make_cli, ok, run_rows
 from pgserver import PgServer
-from sandbox import FAKETIME_LIB, Sandbox
-from test_sandbox_systemd import binds, run_rows, sandbox_files
+from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files
 
-from schedctl.config import default_timezone
+from schedctl.config import default_timezone, parse_database_url
 
 pytestmark = pytest.mark.postgres
 
@@ -32,7 +31,7 @@ def test_synced_cron_d_file_fires_at_the_expected_minute_only(
     ok(cli("add", "weekday901", "-s", "1 9 * * 1-5", "--tz", zone, "--", "/bin/true"))
     # Runs see the real clock, so weekday9's run serves its latest real 09:00 slot as a late
     # (catch-up) run: let the jobs have been defined a month ago.
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(parse_database_url(pg_url).sqlalchemy_url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE jobs SET created_at = created_at - interval '30 days'"))
     engine.dispose()
@@ -73,7 +72,9 @@ def test_synced_cron_d_file_fires_at_the_expected_minute_only(
     assert 7 <= (stamp(fired[0]) - started).total_seconds() <= 12, cron_log
     assert not any("saturday9" in c or "weekday901" in c for c in commands), commands
     rows = run_rows(pg_url, "weekday9")
-    assert [(r.trigger, r.status, r.host) for r in rows] == [("cron", "succeeded", "cron1")]
-    slot = rows[0].slot.astimezone(UTC)
+    assert [(r["trigger"], r["status"], r["host"]) for r in rows] == [
+        ("cron", "succeeded", "cron1")
+    ]
+    slot = rows[0]["slot"].astimezone(UTC)
     assert slot < datetime.now(UTC) and slot > datetime.now(UTC) - timedelta(days=4)
     assert run_rows(pg_url, "saturday9") == [] and run_rows(pg_url, "weekday901") == []

@@ -10,29 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from cli_helpers import BIN, Cli, make_cli, ok
+from cli_helpers import BIN, Cli, make_cli, ok, run_rows
 from pgserver import PgServer
-from sandbox import Sandbox
+from sandbox import Sandbox, binds, sandbox_files
 
-from schedctl.store.tables import runs
-
-REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.postgres
-
-
-def socket_url(pg: PgServer, url: str) -> str:
-    """The same database through the host server's socket directory as mounted in a sandbox."""
-    return f"postgresql://{pg.user}@/{url.rsplit('/', 1)[1]}?host=/run/pg-host&port={pg.port}"
-
-
-def sandbox_files(pg: PgServer, url: str) -> dict[str, str | tuple[str, int]]:
-    return {"etc/schedctl/schedctl.env": (f"SCHEDCTL_DATABASE_URL={socket_url(pg, url)}\n", 0o600)}
-
-
-def binds() -> list[Path]:
-    # The installed schedctl (and, for an editable install, the checkout) by the same paths.
-    return [BIN.parent.parent, REPO]
 
 
 @pytest.fixture
@@ -49,16 +31,6 @@ def next_elapse(box: Sandbox, timer: str) -> datetime:
 
 def sync(box: Sandbox) -> str:
     return box.exec(str(BIN), "sync", "systemd", "--schedctl", str(BIN)).stdout
-
-
-def run_rows(url: str, job: str) -> list[sa.Row[tuple[object, ...]]]:
-    engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.connect() as conn:
-            q = sa.select(runs).where(runs.c.job_name == job).order_by(runs.c.id)
-            return list(conn.execute(q))
-    finally:
-        engine.dispose()
 
 
 def next_fire(cli: Cli, job: str) -> datetime:
@@ -101,7 +73,9 @@ def test_sync_installs_fires_updates_and_removes_timers(
         # Starting the service runs `schedctl run` for the current slot; it is recorded.
         box.exec("systemctl", "start", "schedctl-daily.service", timeout=60)
         rows = run_rows(url, "daily")
-        assert [(r.status, r.trigger, r.host) for r in rows] == [("succeeded", "timer", "sd1")]
+        assert [(r["status"], r["trigger"], r["host"]) for r in rows] == [
+            ("succeeded", "timer", "sd1")
+        ]
         journal = box.exec("journalctl", "-u", "schedctl-daily.service", "--no-pager").stdout
         assert "100% done" in journal and "event=run.claimed" in journal
 
@@ -115,8 +89,8 @@ def test_sync_installs_fires_updates_and_removes_timers(
             starts = log.count("event=run.claimed") + log.count("event=run.skipped.duplicate")
         assert starts >= 2, log
         often = run_rows(url, "often")
-        assert often and all(r.trigger == "timer" and r.status == "succeeded" for r in often)
-        assert max(Counter(r.slot for r in often).values()) == 1
+        assert often and all(r["trigger"] == "timer" and r["status"] == "succeeded" for r in often)
+        assert max(Counter(r["slot"] for r in often).values()) == 1
 
         # Editing the schedule changes the timer; disabling removes it.
         ok(cli("edit", "daily", "-s", "15 4 * * *"))
@@ -160,6 +134,6 @@ def test_two_hosts_with_the_same_units_run_each_slot_once(
         for box in boxes:
             box.close()
     rows = run_rows(url, "shared")
-    slots = Counter(r.slot for r in rows)
+    slots = Counter(r["slot"] for r in rows)
     assert len(slots) >= 1 and max(slots.values()) == 1, slots
     assert all(v >= 5 for v in activations.values()), activations

@@ -8,15 +8,23 @@ from pathlib import Path
 from typing import Any
 
 from cli_helpers import BIN
-from cron_oracle import BASES, COUNTS, ZONES, cron_exprs, debian_next
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from cron_oracle import (
+    BASES,
+    COUNTS,
+    ZONES,
+    cron_exprs,
+    debian_next,
+    oracle_settings,
+    schedule_or_reject,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 from systemd_tools import calendar, verify
 
 from schedctl.models import ConcurrencyPolicy, Job, JobSpec
 from schedctl.render import Target
 from schedctl.render.systemd import on_calendar, render_systemd
-from schedctl.schedule import CronError, Schedule
+from schedctl.schedule import Schedule
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -28,12 +36,7 @@ def job(name: str = "backup", **kw: Any) -> Job:
     return Job(1, replace(base, **kw), 1, T0, T0)
 
 
-@settings(
-    max_examples=250,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+@oracle_settings(250)
 @given(
     expr=cron_exprs,
     zone=st.sampled_from(ZONES),
@@ -43,11 +46,7 @@ def job(name: str = "backup", **kw: Any) -> Job:
 def test_on_calendar_elapses_are_the_slots(
     expr: str, zone: str, base: datetime, shift: int
 ) -> None:
-    try:
-        schedule = Schedule.of(expr, zone)
-    except CronError:
-        assume(False)
-        raise
+    schedule = schedule_or_reject(expr, zone)
     start = base + timedelta(minutes=shift)
     lines = on_calendar(schedule, zone, start)
     ours = [x.astimezone(UTC) for x in schedule.next_after(start, 12)]

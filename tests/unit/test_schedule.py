@@ -6,8 +6,16 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from cron_oracle import BASES, COUNTS, ZONES, cron_exprs, debian_next
-from hypothesis import HealthCheck, Phase, assume, given, settings
+from cron_oracle import (
+    BASES,
+    COUNTS,
+    ZONES,
+    cron_exprs,
+    debian_next,
+    oracle_settings,
+    schedule_or_reject,
+)
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schedctl.schedule import CronError, Schedule, parse_cron
@@ -149,13 +157,7 @@ def test_naive_datetimes_are_refused() -> None:
 # --- property: schedctl agrees with cronsim (an independent Debian-cron evaluator) ----------
 
 
-@settings(
-    max_examples=400,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    # No shrinking: a failure prints its (unshrunk) example at once instead of minutes later.
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
+@oracle_settings(400)
 @given(
     expr=cron_exprs,
     zone=st.sampled_from(ZONES),
@@ -163,11 +165,7 @@ def test_naive_datetimes_are_refused() -> None:
     shift=st.integers(-180, 180),
 )
 def test_next_matches_debian_cron_oracle(expr: str, zone: str, base: datetime, shift: int) -> None:
-    try:
-        schedule = Schedule.of(expr, zone)
-    except CronError:
-        assume(False)
-        raise
+    schedule = schedule_or_reject(expr, zone)
     start = base + timedelta(minutes=shift)
     theirs = debian_next(schedule, zone, start, 12)
     ours = schedule.next_after(start, len(theirs))
