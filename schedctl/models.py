@@ -37,6 +37,10 @@ class RunStatus(StrEnum):
     LOST = "lost"
 
 
+# Outcomes that count as failures in reports, checks and retention ("failures kept longer").
+FAILURE_STATUSES = frozenset({"failed", "timed_out", "killed", "lock_lost", "lost"})
+
+
 class Trigger(StrEnum):
     """What started a run."""
 
@@ -249,3 +253,26 @@ class LockHolder:
             "pid": self.pid,
             "since": None if self.since is None else self.since.isoformat(),
         }
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """The schedule-relevant state a job took at `at` (added, edited, enabled, disabled)."""
+
+    at: datetime
+    enabled: bool
+    schedule: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    """Counts and durations of one job's runs claimed inside a report window."""
+
+    runs: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    skipped: int = 0
+    p50: float | None = None
+    p95: float | None = None
+    max: float | None = None

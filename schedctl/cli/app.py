@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from schedctl import __version__
-from schedctl.cli import db, deploy, jobs, runs
+from schedctl.cli import db, deploy, jobs, ops, runs
 from schedctl.cli.context import State, state
 from schedctl.cli.quickstart import quickstart
 
@@ -52,6 +52,7 @@ def root(
 jobs.register(app)
 runs.register(app)
 deploy.register(app)
+ops.register(app)
 app.command()(quickstart)
 
 

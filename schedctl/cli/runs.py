@@ -10,9 +10,10 @@ import typer
 from rich.table import Table
 
 from schedctl import services
-from schedctl.cli.context import state
-from schedctl.cli.output import err, out, print_json
+from schedctl.cli.context import State, state
+from schedctl.cli.output import err, iso, local_time, out, print_json, utc_time
 from schedctl.durations import format_duration, parse_duration
+from schedctl.errors import ValidationError
 from schedctl.models import Run
 
 _STATUS_STYLE = {
@@ -43,10 +44,17 @@ def history(
     limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    missed: Annotated[
+        bool,
+        typer.Option("--missed", help="List JOB's slots no host ran instead [--since default 7d]."),
+    ] = False,
 ) -> None:
     """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d"""
     st = state(ctx)
     since_seconds = None if since is None else parse_duration(since, what="--since")
+    if missed:
+        _missed(st, job, since_seconds, json_, csv_)
+        return
     found = services.history(st.settled_store(), st.clock, job, status, since_seconds, host, limit)
     if json_:
         print_json([r.to_dict() for r in found])
@@ -86,6 +94,31 @@ def history(
             _when(r.started_at),
             "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
         )
+    out.print(table)
+
+
+def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, csv_: bool) -> None:
+    if job is None:
+        raise ValidationError("--missed needs a JOB: schedctl history JOB --missed")
+    from schedctl import operate
+
+    store = st.settled_store()
+    slots = operate.missed_slots(store, st.clock, job, since_seconds or 7 * 86400)
+    zone = store.get_job(job).spec.timezone
+    if json_:
+        print_json([{"job": job, "slot": iso(s)} for s in slots])
+        return
+    if csv_:
+        sys.stdout.write("job,slot\n" + "".join(f"{job},{iso(s)}\n" for s in slots))
+        return
+    if not slots:
+        out.print(f"no missed slots for {job}")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "MISSED SLOT", "UTC"):
+        table.add_column(col, no_wrap=True)
+    for s in slots:
+        table.add_row(job, local_time(s, zone), utc_time(s))
     out.print(table)
 
 

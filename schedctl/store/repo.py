@@ -16,7 +16,7 @@ from schedctl.errors import ConflictError, NotFoundError
 from schedctl.models import Job, JobSpec, Run, job_from_row
 from schedctl.store import schema
 from schedctl.store.engine import make_engine, translated
-from schedctl.store.tables import jobs, runs
+from schedctl.store.tables import job_changes, jobs, runs
 
 
 class Store:
@@ -51,13 +51,14 @@ class Store:
         self.engine.dispose()
 
     @contextmanager
-    def _tx(self) -> Iterator[Connection]:
+    def tx(self) -> Iterator[Connection]:
+        """Run statements in one transaction, database errors turned into schedctl's."""
         with translated(self.url), self.engine.begin() as conn:
             yield conn
 
     def schema_status(self) -> schema.SchemaStatus:
         """Return where the schema stands."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             return schema.status(conn)
 
     def upgrade(self) -> tuple[str | None, str]:
@@ -67,7 +68,7 @@ class Store:
 
     def server_version(self) -> str:
         """Return the database server's version string."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             if conn.dialect.name == "sqlite":
                 return "SQLite " + str(conn.execute(sa.text("SELECT sqlite_version()")).scalar())
             return str(conn.execute(sa.text("SHOW server_version")).scalar())
@@ -78,12 +79,13 @@ class Store:
         """Insert a new job; raise ConflictError if the name is taken."""
         values = {**_spec_values(spec), "created_at": now, "updated_at": now, "revision": 1}
         try:
-            with self._tx() as conn:
+            with self.tx() as conn:
                 if _name_taken(conn, spec.name):
                     raise _exists(spec.name)
                 new_id = conn.execute(
                     jobs.insert().values(values).returning(jobs.c.id)
                 ).scalar_one()
+                _record_change(conn, new_id, spec, now)
         except exc.IntegrityError:
             # Lost a race with a concurrent add of the same name.
             raise _exists(spec.name) from None
@@ -91,7 +93,7 @@ class Store:
 
     def get_job(self, name: str) -> Job:
         """Return the job called `name`, or raise NotFoundError."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.name == name)).mappings().first()
         if row is None:
             raise NotFoundError(
@@ -101,19 +103,21 @@ class Store:
 
     def list_jobs(self) -> list[Job]:
         """Return every job, ordered by name."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).mappings().all()
         return [job_from_row(dict(r)) for r in rows]
 
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
         values = {**_spec_values(spec), "updated_at": now, "revision": job.revision + 1}
-        with self._tx() as conn:
+        with self.tx() as conn:
             done = conn.execute(
                 jobs.update()
                 .where(jobs.c.id == job.id, jobs.c.revision == job.revision)
                 .values(values)
             ).rowcount
+            if done == 1 and _timing(spec) != _timing(job.spec):
+                _record_change(conn, job.id, spec, now)
         if done != 1:
             raise ConflictError(
                 f"job {job.name!r} was changed or removed by someone else meanwhile: "
@@ -123,7 +127,7 @@ class Store:
 
     def remove_job(self, job: Job, purge: bool) -> int:
         """Delete `job`; with `purge` also its run history. Return the runs deleted."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             purged = 0
             if purge:
                 purged = conn.execute(runs.delete().where(runs.c.job_id == job.id)).rowcount
@@ -134,7 +138,7 @@ class Store:
 
     def count_runs(self, job_id: int) -> int:
         """Return how many run rows reference the job."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             return int(
                 conn.execute(
                     sa.select(sa.func.count()).select_from(runs).where(runs.c.job_id == job_id)
@@ -152,7 +156,7 @@ class Store:
         limit: int = 50,
     ) -> list[Run]:
         """Return runs newest first, filtered; the output tail is left out."""
-        query = sa.select(*_RUN_COLUMNS).order_by(runs.c.id.desc()).limit(limit)
+        query = sa.select(*RUN_COLUMNS).order_by(runs.c.id.desc()).limit(limit)
         if job is not None:
             query = query.where(runs.c.job_name == job)
         if status is not None:
@@ -161,16 +165,14 @@ class Store:
             query = query.where(runs.c.claimed_at >= since)
         if host is not None:
             query = query.where(runs.c.host == host)
-        with self._tx() as conn:
+        with self.tx() as conn:
             return [Run(**row) for row in conn.execute(query).mappings()]
 
     def get_run(self, run_id: int) -> Run:
         """Return one run with its output tail, or raise NotFoundError."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             row = (
-                conn.execute(
-                    sa.select(*_RUN_COLUMNS, runs.c.output_tail).where(runs.c.id == run_id)
-                )
+                conn.execute(sa.select(*RUN_COLUMNS, runs.c.output_tail).where(runs.c.id == run_id))
                 .mappings()
                 .first()
             )
@@ -180,18 +182,18 @@ class Store:
 
     def running_by_job(self) -> dict[int, Run]:
         """Return the running attempt of each job that has one."""
-        query = sa.select(*_RUN_COLUMNS).where(runs.c.status == "running").order_by(runs.c.id)
-        with self._tx() as conn:
+        query = sa.select(*RUN_COLUMNS).where(runs.c.status == "running").order_by(runs.c.id)
+        with self.tx() as conn:
             return {r["job_id"]: Run(**r) for r in conn.execute(query).mappings() if r["job_id"]}
 
     def job_names(self) -> dict[int, str]:
         """Return job names by id."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             return {r.id: r.name for r in conn.execute(sa.select(jobs.c.id, jobs.c.name))}
 
     def pg_lock_holders(self, namespace: int) -> list[tuple[int, int]]:
         """Return (job id, backend pid) for every granted schedctl job lock (PostgreSQL)."""
-        with self._tx() as conn:
+        with self.tx() as conn:
             rows = conn.execute(
                 sa.text(
                     "SELECT objid::int AS job_id, pid FROM pg_locks WHERE locktype = 'advisory' "
@@ -202,7 +204,7 @@ class Store:
             return [(int(r.job_id), int(r.pid)) for r in rows]
 
 
-_RUN_COLUMNS = [
+RUN_COLUMNS = [
     c for c in runs.c if c.name not in ("output_tail", "db_backend_pid", "heartbeat_at",
                                          "job_revision", "schedctl_version")
 ]  # fmt: skip
@@ -217,6 +219,20 @@ def _exists(name: str) -> ConflictError:
 
 def _name_taken(conn: Connection, name: str) -> bool:
     return conn.execute(sa.select(jobs.c.id).where(jobs.c.name == name)).first() is not None
+
+
+def _timing(spec: JobSpec) -> tuple[bool, str, str]:
+    return spec.enabled, spec.schedule, spec.timezone
+
+
+def _record_change(conn: Connection, job_id: int, spec: JobSpec, now: datetime) -> None:
+    """Remember when the job's schedule or enabled flag took its new value."""
+    conn.execute(
+        job_changes.insert().values(
+            job_id=job_id, at=now, enabled=spec.enabled, schedule=spec.schedule,
+            timezone=spec.timezone,
+        )
+    )  # fmt: skip
 
 
 def _spec_values(spec: JobSpec) -> dict[str, Any]:

@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
+from schedctl.models import FAILURE_STATUSES
+
 metadata = sa.MetaData()
 
 
@@ -138,9 +140,66 @@ sa.Index(
     sqlite_where=runs.c.attempt == 1,
 )
 sa.Index("ix_runs_job_id_id", runs.c.job_id, runs.c.id)
+# `history JOB`: newest runs of one job by name (history outlives a removed job's id).
+sa.Index("ix_runs_job_name_id", runs.c.job_name, runs.c.id)
+# `report --since` and `prune`: a time window read from the index alone (PostgreSQL INCLUDE).
+sa.Index(
+    "ix_runs_claimed_at",
+    runs.c.claimed_at,
+    postgresql_include=["job_id", "status", "attempt", "slot", "duration_seconds"],
+)
+# Last success / last failure per job without walking the job's whole history.
+sa.Index(
+    "ix_runs_job_success",
+    runs.c.job_id,
+    runs.c.id,
+    postgresql_where=runs.c.status == "succeeded",
+    sqlite_where=runs.c.status == "succeeded",
+)
+_failed_sql = sa.text("status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")")
+sa.Index(
+    "ix_runs_job_failure",
+    runs.c.job_id,
+    runs.c.id,
+    postgresql_where=_failed_sql,
+    sqlite_where=_failed_sql,
+)
 sa.Index(
     "ix_runs_running",
     runs.c.job_id,
     postgresql_where=runs.c.status == "running",
     sqlite_where=runs.c.status == "running",
+)
+
+# The schedule-relevant state of a job from each change on, so missed-slot detection judges
+# every past slot by the schedule (and enabled flag) in force at the time.
+job_changes = sa.Table(
+    "job_changes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "job_id",
+        sa.Integer,
+        sa.ForeignKey("jobs.id", ondelete="CASCADE", name="fk_job_changes_job_id"),
+        nullable=False,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("enabled", sa.Boolean, nullable=False),
+    sa.Column("schedule", sa.Text, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+)
+sa.Index("ix_job_changes_job_id_at", job_changes.c.job_id, job_changes.c.at)
+
+# Runs claimed before `pruned_before` may have been deleted: slots before it are not judged.
+prune_marks = sa.Table(
+    "prune_marks",
+    metadata,
+    sa.Column(
+        "job_id",
+        sa.Integer,
+        sa.ForeignKey("jobs.id", ondelete="CASCADE", name="fk_prune_marks_job_id"),
+        primary_key=True,
+        autoincrement=False,
+    ),
+    sa.Column("pruned_before", UTCDateTime, nullable=False),
 )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from schedctl.errors import SchemaError
 
 # The newest migration this schedctl ships; a test pins it to Alembic's own head.
-HEAD = "0001"
+HEAD = "0002"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,209 @@
+"""Operator commands over history: report, check, metrics, prune."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from schedctl import operate
+from schedctl.cli.context import state
+from schedctl.cli.output import err, iso, out, print_json
+from schedctl.durations import format_duration, parse_duration
+from schedctl.errors import SchedctlError
+from schedctl.report import JobReport, Severity, summary
+
+_STATE_STYLE = {
+    "ok": "green",
+    "running": "cyan",
+    "disabled": "dim",
+    "failing": "red",
+    "missed": "red",
+}
+Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    return format_duration(round(seconds, 1) if seconds < 60 else int(seconds))
+
+
+def _ago(row_time: object, now: object) -> str:
+    from datetime import datetime
+
+    if not isinstance(row_time, datetime) or not isinstance(now, datetime):
+        return "-"
+    return _dur((now - row_time).total_seconds()) + " ago"
+
+
+def report(
+    ctx: typer.Context,
+    since: Annotated[str, typer.Option(help="Window to report on, e.g. 24h, 7d.")] = "24h",
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only jobs with this tag.")] = None,
+    json_: Json = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
+    ] = None,
+) -> None:
+    """Per job: runs, failures, missed slots, durations, last results, what runs now.
+
+    Example: schedctl report --since 7d
+    """
+    st = state(ctx)
+    seconds = parse_duration(since, what="--since")
+    rep = operate.report(st.settled_store(), st.clock, seconds, tag)
+    if html is not None:
+        from schedctl.hostfiles import atomic_write
+
+        atomic_write(html, operate.html_report(st.store(), rep), 0o644)
+    if json_:
+        print_json(
+            {
+                "since": iso(rep.since),
+                "until": iso(rep.until),
+                "jobs": [r.to_dict() for r in rep.rows],
+            }
+        )
+        return
+    if html is not None:
+        err.print(f"wrote {html}", markup=False)
+    if not rep.rows:
+        out.print("no jobs defined" + (f" with tag {tag}" if tag else ""))
+        return
+    out.print(_table(rep.rows, rep.until))
+
+
+def _table(rows: list[JobReport], now: object) -> Table:
+    table = Table(box=None, header_style="bold")
+    for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
+                "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT"):  # fmt: skip
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        style = _STATE_STYLE.get(r.state, "white")
+        table.add_row(
+            r.name,
+            f"[{style}]{r.state}[/]",
+            str(r.runs),
+            str(r.succeeded),
+            f"[red]{r.failed}[/]" if r.failed else "0",
+            str(r.skipped),
+            f"[red]{r.missed}[/]" if r.missed else "0",
+            "-" if r.success_rate is None else f"{r.success_rate:.0%}",
+            _dur(r.p50),
+            _dur(r.p95),
+            _dur(r.max),
+            _ago(r.last_success, now),
+            _ago(r.last_failure, now),
+            "-" if r.running_host is None else f"{r.running_host} {_dur(r.running_for)}",
+            "-" if r.next_fire is None else r.next_fire.strftime("%Y-%m-%d %H:%M %Z"),
+        )
+    return table
+
+
+def check(
+    ctx: typer.Context,
+    jobs: Annotated[
+        list[str] | None, typer.Argument(help="Only these jobs [default: all].")
+    ] = None,
+    json_: Json = False,
+) -> None:
+    """Monitoring check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; summary line first.
+
+    Example: schedctl check nightly-backup
+    """
+    st = state(ctx)
+    try:
+        checks = operate.check(st.settled_store(), st.clock, jobs or None)
+    except SchedctlError as e:
+        line = f"SCHEDCTL UNKNOWN - {e}"
+        if json_:
+            print_json({"state": "UNKNOWN", "summary": line, "jobs": []})
+        else:
+            sys.stdout.write(line + "\n")
+        raise typer.Exit(int(Severity.UNKNOWN)) from None
+    worst, line = summary(checks)
+    if json_:
+        print_json({"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]})
+    else:
+        lines = [line]
+        for c in checks:
+            if c.severity is not Severity.OK:
+                lines += [f"{c.severity.name} {c.name}: {reason}" for reason in c.reasons]
+        sys.stdout.write("\n".join(lines) + "\n")
+    raise typer.Exit(int(worst))
+
+
+def metrics(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write atomically to this file (textfile collector)."),
+    ] = None,
+) -> None:
+    """Print Prometheus metrics for every job. Example: schedctl metrics -o /var/lib/node_exporter/schedctl.prom"""
+    st = state(ctx)
+    text = operate.metrics(st.settled_store(), st.clock)
+    if output is None:
+        sys.stdout.write(text)
+        return
+    from schedctl.hostfiles import atomic_write
+
+    atomic_write(output, text, 0o644)
+
+
+def prune(
+    ctx: typer.Context,
+    older_than: Annotated[
+        str, typer.Option(help="Delete runs older than this (jobs' own --keep wins).")
+    ] = format_duration(operate.DEFAULT_OLDER_THAN),
+    keep_failed: Annotated[
+        str, typer.Option(help="Keep failed, timed-out, killed and lost runs this long.")
+    ] = format_duration(operate.DEFAULT_KEEP_FAILED),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only count what would go.")] = False,
+    json_: Json = False,
+) -> None:
+    """Delete old run history in small batches. Example: schedctl prune --older-than 30d"""
+    from rich.progress import Progress
+
+    st = state(ctx)
+    older = parse_duration(older_than, what="--older-than")
+    failed = parse_duration(keep_failed, what="--keep-failed")
+    bar = Progress(console=err, transient=True)
+    task = None
+
+    def on_plan(total: int) -> None:
+        nonlocal task
+        # Only a deletion that takes a while is worth a bar, and only for a person watching.
+        if total >= 50_000 and err.is_terminal:
+            bar.start()
+            task = bar.add_task("deleting runs", total=total)
+
+    def progress(n: int) -> None:
+        if task is not None:
+            bar.advance(task, n)
+
+    try:
+        result = operate.prune(st.store(), st.clock, older, failed, dry_run, on_plan, progress)
+    finally:
+        bar.stop()
+    if json_:
+        print_json({"dry_run": result.dry_run, "total": result.total, "jobs": dict(result.deleted)})
+        return
+    verb = "would delete" if result.dry_run else "deleted"
+    out.print(f"{verb} {result.total} runs", markup=False)
+    for name, n in sorted(result.deleted.items()):
+        out.print(f"  {name}: {n}", markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the operator commands to `app`."""
+    app.command()(report)
+    app.command()(check)
+    app.command()(metrics)
+    app.command()(prune)

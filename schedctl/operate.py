@@ -1,0 +1,285 @@
+"""Use cases over run history: report, missed slots, check, metrics and prune."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from schedctl.clock import Clock
+from schedctl.errors import ValidationError
+from schedctl.models import Job, JobChange, WindowStats
+from schedctl.report import (
+    JobCheck,
+    JobFacts,
+    JobReport,
+    Period,
+    check_job,
+    expected_slots,
+    job_report,
+    judged_from,
+    latest_due,
+    metrics_text,
+    miss_deadline,
+    missing,
+    periods,
+    single_schedule,
+)
+from schedctl.validate import check_name
+
+if TYPE_CHECKING:
+    from schedctl.store.repo import Store
+
+DEFAULT_WINDOW = 24 * 3600
+DEFAULT_OLDER_THAN = 90 * 86400
+DEFAULT_KEEP_FAILED = 180 * 86400
+PRUNE_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Report:
+    """`schedctl report`: the window and one row per job."""
+
+    since: datetime
+    until: datetime
+    rows: list[JobReport]
+    facts: list[JobFacts]
+
+
+def _spans(job: Job, changes: dict[int, list[JobChange]]) -> list[Period]:
+    found = changes.get(job.id)
+    if not found:  # defined by a schedctl that kept no changes: judge from its creation on
+        s = job.spec
+        found = [JobChange(job.created_at, s.enabled, s.schedule, s.timezone)]
+    return periods(found)
+
+
+def _facts(store: Store, jobs: list[Job], since: datetime) -> list[JobFacts]:
+    from schedctl.store import reporting
+
+    changes = reporting.changes_by_job(store)
+    marks = reporting.pruned_before(store)
+    stats = reporting.window_stats(store, since)
+    last = reporting.last_runs(store)
+    running = store.running_by_job()
+    beats = reporting.heartbeats(store)
+    out = []
+    for job in jobs:
+        mine = last.get(job.id, {})
+        success, failure = mine.get("success"), mine.get("failure")
+        run = running.get(job.id)
+        out.append(
+            JobFacts(
+                job=job,
+                spans=_spans(job, changes),
+                pruned_before=marks.get(job.id),
+                stats=stats.get(job.id, WindowStats()),
+                last_success=success.finished_at if success else None,
+                last_failure=(failure.finished_at or failure.claimed_at) if failure else None,
+                last_failure_status=failure.status if failure else None,
+                running=run,
+                running_heartbeat=beats.get(run.id) if run else None,
+                last_run=mine.get("last"),
+                last_duration=_newest_duration(success, failure),
+            )
+        )
+    return out
+
+
+def _newest_duration(*candidates: object) -> float | None:
+    done = [r for r in candidates if r is not None and getattr(r, "duration_seconds", None)]
+    if not done:
+        return None
+    newest = max(done, key=lambda r: getattr(r, "id", 0))
+    return float(getattr(newest, "duration_seconds", 0.0))
+
+
+def _select(store: Store, tag: str | None, names: list[str] | None = None) -> list[Job]:
+    jobs = store.list_jobs()
+    if names:
+        wanted = [check_name(n) for n in names]
+        known = {j.name for j in jobs}
+        for n in wanted:
+            if n not in known:
+                store.get_job(n)  # raises the usual "no job named" error
+        jobs = [j for j in jobs if j.name in wanted]
+    return [j for j in jobs if tag is None or tag in j.spec.tags]
+
+
+def _missed_counts(
+    store: Store, facts: list[JobFacts], since: datetime, now: datetime
+) -> dict[int, int]:
+    """Count missed slots per job: by counting rows where one schedule covers the window."""
+    from schedctl.store import reporting
+
+    ranges: dict[int, tuple[datetime, datetime]] = {}
+    expected: dict[int, list[datetime]] = {}
+    exact: dict[int, int] = {}
+    for f in facts:
+        job = f.job
+        end = miss_deadline(job, now)
+        start = judged_from(since, f.spans, f.pruned_before)
+        if start > end:
+            exact[job.id] = 0
+            continue
+        slots = expected_slots(f.spans, start, end)
+        if single_schedule(f.spans, start, end):
+            ranges[job.id] = (start, end)
+            expected[job.id] = slots
+        else:
+            present = reporting.slots_between(store, job.id, start, end)
+            exact[job.id] = len(missing(slots, present))
+    counted = reporting.slot_counts(store, ranges)
+    for job_id, slots in expected.items():
+        exact[job_id] = max(0, len(slots) - counted.get(job_id, 0))
+    return exact
+
+
+def report(
+    store: Store, clock: Clock, since_seconds: int = DEFAULT_WINDOW, tag: str | None = None
+) -> Report:
+    """Return the per-job report for the last `since_seconds`."""
+    if since_seconds < 60:
+        raise ValidationError("--since must be at least 1m")
+    now = clock.now()
+    since = now - timedelta(seconds=since_seconds)
+    facts = _facts(store, _select(store, tag), since)
+    missed = _missed_counts(store, facts, since, now)
+    rows = [job_report(f, missed.get(f.job.id, 0), now) for f in facts]
+    return Report(since, now, rows, facts)
+
+
+def _missed_in(store: Store, f: JobFacts, since: datetime, now: datetime) -> list[datetime]:
+    from schedctl.store import reporting
+
+    start = judged_from(since, f.spans, f.pruned_before)
+    end = miss_deadline(f.job, now)
+    if start > end:
+        return []
+    present = reporting.slots_between(store, f.job.id, start, end)
+    return missing(expected_slots(f.spans, start, end), present)
+
+
+def missed_slots(
+    store: Store, clock: Clock, name: str, since_seconds: int = 7 * 86400
+) -> list[datetime]:
+    """Return the slots of `name` in the window that no host ran, oldest first."""
+    from schedctl.store import reporting
+
+    job = store.get_job(check_name(name))
+    spans = _spans(job, reporting.changes_by_job(store))
+    pruned = reporting.pruned_before(store).get(job.id)
+    facts = JobFacts(job, spans, pruned, WindowStats(), None, None, None, None, None, None)
+    now = clock.now()
+    return _missed_in(store, facts, now - timedelta(seconds=since_seconds), now)
+
+
+HTML_MAX_RUNS = 20_000
+
+
+def html_report(store: Store, rep: Report) -> str:
+    """Return the report as one self-contained HTML page with a run timeline."""
+    from schedctl.render.html import render_html
+    from schedctl.store import reporting
+
+    runs = reporting.runs_since(store, rep.since, [f.job.id for f in rep.facts], HTML_MAX_RUNS)
+    note = (
+        f"the timeline shows the newest {HTML_MAX_RUNS} runs" if len(runs) >= HTML_MAX_RUNS else ""
+    )
+    missed = {
+        f.job.name: _missed_in(store, f, rep.since, rep.until)
+        for f, row in zip(rep.facts, rep.rows, strict=True)
+        if row.missed
+    }
+    return render_html(rep.rows, runs, missed, rep.since, rep.until, "schedctl report", note)
+
+
+def check(store: Store, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
+    """Judge every job (or the named ones) by monitoring rules."""
+    from schedctl.store import reporting
+
+    now = clock.now()
+    jobs = _select(store, None, names)
+    # p95 of the last week is what "running unusually long" is measured against.
+    facts = _facts(store, jobs, now - timedelta(days=7))
+    dues = {f.job.id: latest_due(f.spans, miss_deadline(f.job, now)) for f in facts}
+    ran = reporting.slots_that_ran(store, [(j, d) for j, d in dues.items() if d is not None])
+    out = []
+    for f in facts:
+        due = dues[f.job.id]
+        ok = due is not None and (f.job.id, due.timestamp()) in ran
+        out.append(check_job(replace_facts(f, due, ok), now))
+    return out
+
+
+def replace_facts(f: JobFacts, due: datetime | None, ran: bool) -> JobFacts:
+    """Return `f` with its due slot and whether it ran."""
+    from dataclasses import replace
+
+    return replace(f, due_slot=due, due_slot_ran=ran)
+
+
+def metrics(store: Store, clock: Clock) -> str:
+    """Return Prometheus metrics for every job (missed slots over the last 24 h)."""
+    from schedctl.store import reporting
+
+    rep = report(store, clock)
+    checks = check(store, clock)
+    durations = {f.job.name: f.last_duration for f in rep.facts if f.last_duration is not None}
+    return metrics_text(rep.rows, reporting.status_totals(store), durations, checks)
+
+
+# -- prune -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune` deleted (or would delete), by job name."""
+
+    deleted: Counter[str]
+    dry_run: bool
+
+    @property
+    def total(self) -> int:
+        """Return the number of runs deleted."""
+        return sum(self.deleted.values())
+
+
+def prune(
+    store: Store,
+    clock: Clock,
+    older_than: int = DEFAULT_OLDER_THAN,
+    keep_failed: int = DEFAULT_KEEP_FAILED,
+    dry_run: bool = False,
+    on_plan: Callable[[int], None] = lambda total: None,
+    progress: Callable[[int], None] = lambda n: None,
+    batch: int = PRUNE_BATCH,
+) -> PruneResult:
+    """Delete runs past their retention; failures kept for `keep_failed` (or longer)."""
+    from schedctl.store import retention
+
+    if older_than < 60 or keep_failed < 60:
+        raise ValidationError("--older-than and --keep-failed must be at least 1m")
+    now = clock.now()
+    jobs = store.list_jobs()
+    by_keep: dict[int, list[int]] = {}
+    for j in jobs:
+        if j.spec.retention_seconds is not None:
+            by_keep.setdefault(j.spec.retention_seconds, []).append(j.id)
+
+    def cut(keep: int, ids: tuple[int, ...] | None) -> retention.Cutoffs:
+        return retention.Cutoffs(
+            ids, now - timedelta(seconds=keep), now - timedelta(seconds=max(keep, keep_failed))
+        )
+
+    plan = [cut(older_than, None)] + [cut(k, tuple(ids)) for k, ids in sorted(by_keep.items())]
+    counts = retention.count(store, plan)
+    if dry_run:
+        return PruneResult(counts, True)
+    on_plan(sum(counts.values()))
+    deleted = retention.delete(store, plan, batch, progress)
+    keep_of = {j.id: j.spec.retention_seconds or older_than for j in jobs}
+    retention.mark(store, {j: now - timedelta(seconds=k) for j, k in keep_of.items()})
+    return PruneResult(deleted, False)

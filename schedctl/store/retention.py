@@ -1,0 +1,105 @@
+"""Deleting old run history in short batches, and remembering how far it was pruned."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from schedctl.models import FAILURE_STATUSES
+from schedctl.store.repo import Store
+from schedctl.store.tables import prune_marks, runs
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """Runs claimed before these instants may go; `job_ids` None means "every other job"."""
+
+    job_ids: tuple[int, ...] | None
+    others_before: datetime
+    failures_before: datetime
+
+
+def _scope(c: Cutoffs, others: tuple[int, ...]) -> sa.ColumnElement[bool]:
+    if c.job_ids is not None:
+        return runs.c.job_id.in_(c.job_ids)
+    # History of removed jobs (job_id NULL) follows the default retention too.
+    return sa.or_(runs.c.job_id.is_(None), runs.c.job_id.not_in(others) if others else sa.true())
+
+
+def _doomed(c: Cutoffs, others: tuple[int, ...]) -> sa.ColumnElement[bool]:
+    failed = runs.c.status.in_(sorted(FAILURE_STATUSES))
+    return sa.and_(
+        _scope(c, others),
+        runs.c.status != "running",  # a live run is never deleted under its runner
+        sa.or_(
+            sa.and_(failed, runs.c.claimed_at < c.failures_before),
+            sa.and_(sa.not_(failed), runs.c.claimed_at < c.others_before),
+        ),
+    )
+
+
+def count(store: Store, plan: list[Cutoffs]) -> Counter[str]:
+    """Return how many runs each job would lose, by job name."""
+    custom = _custom_ids(plan)
+    out: Counter[str] = Counter()
+    with store.tx() as conn:
+        for c in plan:
+            query = (
+                sa.select(runs.c.job_name, sa.func.count())
+                .where(_doomed(c, custom))
+                .group_by(runs.c.job_name)
+            )
+            out.update({name: n for name, n in conn.execute(query)})
+    return out
+
+
+def delete(
+    store: Store, plan: list[Cutoffs], batch: int, progress: Callable[[int], None]
+) -> Counter[str]:
+    """Delete what `count` reports, `batch` rows per transaction; return deletions by job."""
+    custom = _custom_ids(plan)
+    out: Counter[str] = Counter()
+    for c in plan:
+        while True:
+            ids = sa.select(runs.c.id).where(_doomed(c, custom)).limit(batch).scalar_subquery()
+            # One short transaction per batch: runners claiming and finishing meanwhile never
+            # wait long behind a large deletion.
+            with store.tx() as conn:
+                names = conn.execute(
+                    runs.delete().where(runs.c.id.in_(ids)).returning(runs.c.job_name)
+                ).scalars()
+                done = Counter(names)
+            out.update(done)
+            progress(sum(done.values()))
+            if sum(done.values()) < batch:
+                break
+    return out
+
+
+def mark(store: Store, marks: dict[int, datetime]) -> None:
+    """Record, per job, that runs claimed before the instant may be gone."""
+    if not marks:
+        return
+    with store.tx() as conn:
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        stmt = insert(prune_marks).values(
+            [{"job_id": j, "pruned_before": at} for j, at in marks.items()]
+        )
+        newer = sa.func.greatest if conn.dialect.name == "postgresql" else sa.func.max
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[prune_marks.c.job_id],
+                set_={
+                    "pruned_before": newer(prune_marks.c.pruned_before, stmt.excluded.pruned_before)
+                },
+            )
+        )
+
+
+def _custom_ids(plan: list[Cutoffs]) -> tuple[int, ...]:
+    return tuple(sorted(j for c in plan if c.job_ids for j in c.job_ids))
