@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -283,3 +283,10 @@ def prune(
     keep_of = {j.id: j.spec.retention_seconds or older_than for j in jobs}
     retention.mark(store, {j: now - timedelta(seconds=k) for j, k in keep_of.items()})
     return PruneResult(deleted, False)
+
+
+def ran_slots(store: Store, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:
+    """Return which (job id, slot) pairs already have a run (as job id, POSIX time)."""
+    from schedctl.store import reporting
+
+    return reporting.slots_that_ran(store, pairs)

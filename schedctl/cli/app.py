@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from schedctl import __version__
-from schedctl.cli import db, deploy, jobs, ops, runs
+from schedctl.cli import daemon, db, deploy, jobs, ops, runs
 from schedctl.cli.context import State, state
 from schedctl.cli.quickstart import quickstart
 
@@ -53,6 +53,7 @@ jobs.register(app)
 runs.register(app)
 deploy.register(app)
 ops.register(app)
+daemon.register(app)
 app.command()(quickstart)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +65,15 @@ class Store:
         """Migrate to the newest schema."""
         with translated(self.url):
             return schema.upgrade(self.engine)
+
+    def db_now(self) -> datetime:
+        """Return the database's clock (SQLite: this host's), timezone-aware."""
+        with self.tx() as conn:
+            if conn.dialect.name == "sqlite":
+                return datetime.now(UTC)
+            value = conn.execute(sa.text("SELECT now()")).scalar_one()
+        assert isinstance(value, datetime)
+        return value
 
     def server_version(self) -> str:
         """Return the database server's version string."""

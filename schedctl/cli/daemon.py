@@ -1,0 +1,88 @@
+"""`schedctl daemon`: the foreground scheduler for containers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+from schedctl import operate
+from schedctl.cli.context import state
+from schedctl.cli.run import emit
+from schedctl.config import URL_VAR
+from schedctl.daemon import Daemon, Hooks, health_server
+from schedctl.durations import parse_duration
+from schedctl.errors import ConfigError, ValidationError
+from schedctl.models import Job
+
+
+def daemon(
+    ctx: typer.Context,
+    tag: Annotated[
+        str | None, typer.Option("--tag", "-t", help="Only schedule jobs with this tag.")
+    ] = None,
+    health_port: Annotated[
+        int | None, typer.Option(help="Serve GET /health on this TCP port (liveness probes).")
+    ] = None,
+    stop_timeout: Annotated[
+        str, typer.Option(help="On SIGTERM, wait this long for running jobs before stopping them.")
+    ] = "25s",
+    refresh: Annotated[str, typer.Option(help="Re-read job definitions this often.")] = "5s",
+) -> None:
+    """Run due slots of enabled jobs in the foreground, with neither systemd nor cron.
+
+    Several replicas may run: each slot still runs once. Example: schedctl daemon --health-port 8080
+    """
+    st = state(ctx)
+    store = st.store()
+    env = dict(os.environ)
+    # A --db given to the daemon must reach its runs too; run never hands it to the job.
+    env[URL_VAR] = st.settings.database.raw
+    argv = [sys.executable, "-m", "schedctl", "run", "--trigger", "daemon"]
+
+    def spawn(job: Job) -> subprocess.Popen[bytes]:
+        # Own session: a Ctrl-C meant for the daemon must not hit jobs it is waiting for.
+        return subprocess.Popen([*argv, job.name], env=env, start_new_session=True)
+
+    hooks = Hooks(
+        load_jobs=store.list_jobs,
+        db_now=store.db_now,
+        ran=lambda pairs: operate.ran_slots(store, pairs),
+        spawn=spawn,
+        emit=emit,
+        clock=st.clock,
+    )
+    every = parse_duration(refresh, what="--refresh")
+    if every < 1:
+        raise ValidationError("--refresh must be at least 1s")
+    loop = Daemon(
+        hooks,
+        tag=tag,
+        refresh_seconds=float(every),
+        stop_timeout=float(parse_duration(stop_timeout, what="--stop-timeout")),
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: loop.stop())
+    server = None
+    if health_port is not None:
+        try:
+            server = health_server(loop, health_port)
+        except OSError as e:
+            raise ConfigError(
+                f"cannot serve /health on port {health_port}: {e.strerror}; pick a free port"
+            ) from None
+    try:
+        code = loop.run()
+    finally:
+        if server is not None:
+            server.shutdown()
+    raise typer.Exit(code)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach `daemon` to `app`."""
+    app.command()(daemon)
