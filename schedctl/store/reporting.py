@@ -161,12 +161,16 @@ def slot_counts(store: Store, ranges: dict[int, tuple[datetime, datetime]]) -> d
     """Return per job how many first attempts have a slot in its [start, end] range."""
     if not ranges:
         return {}
-    wanted = sa.values(
-        sa.column("job_id", sa.Integer),
-        sa.column("lo", UTCDateTime),
-        sa.column("hi", UTCDateTime),
-        name="wanted",
-    ).data([(j, lo, hi) for j, (lo, hi) in ranges.items()])
+    wanted = (
+        sa.values(
+            sa.column("job_id", sa.Integer),
+            sa.column("lo", UTCDateTime),
+            sa.column("hi", UTCDateTime),
+            name="wanted",
+        )
+        .data([(j, lo, hi) for j, (lo, hi) in ranges.items()])
+        .cte()
+    )  # a CTE: SQLite takes that form
     query = (
         sa.select(wanted.c.job_id, sa.func.count(runs.c.id))
         .select_from(wanted)
