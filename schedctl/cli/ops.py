@@ -191,7 +191,8 @@ def prune(
     try:
         result = operate.prune(st.store(), st.clock, older, failed, dry_run, on_plan, progress)
     finally:
-        bar.stop()
+        if task is not None:
+            bar.stop()
     if json_:
         print_json({"dry_run": result.dry_run, "total": result.total, "jobs": dict(result.deleted)})
         return

@@ -42,7 +42,9 @@ def _fmt(dt: datetime | None) -> str:
 
 
 def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}s"
+    if value is None:
+        return "-"
+    return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
 
 
 def _table(rows: Sequence[JobReport]) -> str:

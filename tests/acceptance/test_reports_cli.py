@@ -1,0 +1,152 @@
+"""report, check, metrics, prune and `history --missed` through the installed binary."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error
+from PIL import Image, ImageStat
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _tty_output(args: list[str], env: dict[str, str]) -> str:
+    """Run the binary with stdout on a pseudo-terminal, as in an operator's shell."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(BIN), *args], env=env, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=60) == 0
+    return b"".join(chunks).decode()
+
+
+@pytest.fixture
+def history(tmp_path: Path, pg_url: str) -> tuple[dict[str, str], Cli]:
+    """Three jobs run once each for the current minute: one succeeds, one fails, one times out."""
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "fine", "-s", "* * * * *", "--tag", "web", "--", "true"))
+    ok(cli("add", "broken", "-s", "* * * * *", "--", "sh", "-c", "exit 3"))
+    ok(cli("add", "slow", "-s", "* * * * *", "--timeout", "1s", "--", "sleep", "30"))
+    for job in ("fine", "broken", "slow"):
+        cli("run", job, timeout=90)
+    return cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url), cli
+
+
+def test_report_json_table_and_colour(history: tuple[dict[str, str], Cli], tmp_path: Path) -> None:
+    env, cli = history
+    data = json.loads(ok(cli("report", "--json", "--since", "1h")).out)
+    rows = {r["job"]: r for r in data["jobs"]}
+    assert (rows["fine"]["succeeded"], rows["fine"]["failed"], rows["fine"]["state"]) == (
+        1,
+        0,
+        "ok",
+    )
+    assert (rows["broken"]["failed"], rows["broken"]["state"]) == (1, "failing")
+    assert rows["slow"]["failed"] == 1 and rows["slow"]["duration_max_seconds"] >= 1.0
+    assert all(r["missed"] == 0 and r["next_fire"] for r in rows.values())
+    assert [
+        r["job"] for r in json.loads(ok(cli("report", "--json", "--tag", "web")).out)["jobs"]
+    ] == ["fine"]
+    table = ok(cli("report")).out
+    assert "\x1b[" not in table  # piped: plain
+    lines = table.splitlines()
+    assert lines[0].split()[:7] == ["JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED"]
+    assert any(line.split()[:2] == ["broken", "failing"] for line in lines)
+    tty_env = {k: v for k, v in env.items() if k != "NO_COLOR"} | {"TERM": "xterm-256color"}
+    coloured = _tty_output(["report"], tty_env)
+    assert "\x1b[31m" in coloured or "\x1b[38;5;" in coloured  # red for the failing job
+    plain = _tty_output(["report"], tty_env | {"NO_COLOR": "1"})
+    assert "broken" in plain and "\x1b[31m" not in plain and "\x1b[38;5;" not in plain
+
+
+def test_check_codes_summary_and_unknown(
+    history: tuple[dict[str, str], Cli], tmp_path: Path
+) -> None:
+    _, cli = history
+    res = cli("check")
+    assert res.rc == 2, res
+    lines = res.out.splitlines()
+    assert lines[0].startswith("SCHEDCTL CRITICAL - broken, slow (2 critical, 0 warning, 3 jobs)")
+    assert "CRITICAL broken: last run" in res.out and "failed, exit 3" in res.out
+    assert "CRITICAL slow: last run" in res.out and "timed_out, exit 124" in res.out
+    good = cli("check", "fine")
+    assert (good.rc, good.out) == (0, "SCHEDCTL OK - 1 jobs OK\n")
+    data = json.loads(cli("check", "--json").out)
+    assert data["state"] == "CRITICAL" and {j["job"]: j["state"] for j in data["jobs"]} == {
+        "fine": "OK", "broken": "CRITICAL", "slow": "CRITICAL"}  # fmt: skip
+    gone = make_cli(tmp_path, SCHEDCTL_DATABASE_URL="postgresql://x@127.0.0.1:9/none")("check")
+    assert gone.rc == 3 and gone.out.startswith("SCHEDCTL UNKNOWN - ")
+    assert "Traceback" not in gone.err
+    missing = cli("check", "nope")
+    assert missing.rc == 3 and "no job named 'nope'" in missing.out
+
+
+def test_metrics_file_and_history_missed_and_prune(
+    history: tuple[dict[str, str], Cli], tmp_path: Path
+) -> None:
+    _, cli = history
+    out_dir = tmp_path / "textfile"
+    out_dir.mkdir()
+    ok(cli("metrics", "--output", str(out_dir / "schedctl.prom")))
+    assert [p.name for p in out_dir.iterdir()] == ["schedctl.prom"]  # no temp file left
+    text = (out_dir / "schedctl.prom").read_text()
+    fams = {f.name: f for f in text_string_to_metric_families(text)}
+    on_stdout = {f.name for f in text_string_to_metric_families(ok(cli("metrics")).out)}
+    assert on_stdout == set(fams) and len(fams) == 9
+    failed = [
+        s
+        for s in fams["schedctl_runs"].samples
+        if s.labels == {"job": "broken", "status": "failed"}
+    ]
+    assert failed and failed[0].value == 1
+    assert ok(cli("history", "fine", "--missed")).out.strip() == "no missed slots for fine"
+    assert json.loads(ok(cli("history", "fine", "--missed", "--json")).out) == []
+    one_line_error(cli("history", "--missed"), 2, "--missed needs a JOB")
+    assert ok(cli("prune", "--dry-run")).out.startswith("would delete 0 runs")
+    one_line_error(cli("prune", "--older-than", "10s"), 2, "at least 1m")
+    assert ok(cli("prune", "--older-than", "1m", "--keep-failed", "1m", "--json")).out
+    assert json.loads(ok(cli("report", "--json")).out)["jobs"][0]["runs"] >= 0
+
+
+def test_html_report_renders_in_headless_chromium(
+    history: tuple[dict[str, str], Cli], tmp_path: Path
+) -> None:
+    _, cli = history
+    page = tmp_path / "report.html"
+    ok(cli("report", "--html", str(page), "--since", "1h"))
+    html = page.read_text()
+    assert "<svg" in html and "broken" in html and "#e03131" in html  # a failed run drawn red
+    for remote in ("src=", "href=", "@import", "url("):
+        assert remote not in html  # nothing to fetch at view time
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1400,900",
+         f"--screenshot={shot}", page.as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1400, 900)
+    stat = ImageStat.Stat(image)
+    assert max(stat.stddev) > 10  # not a blank page
+    colours = {c for _, c in image.getcolors(maxcolors=1_000_000) or []}
+    # The status colours of the timeline made it to the screen: succeeded green, failed red.
+    assert (0x2F, 0x9E, 0x44) in colours and (0xE0, 0x31, 0x31) in colours
