@@ -87,11 +87,12 @@ class Daemon:
         """Return the database's time, as measured at the last refresh."""
         return self.hooks.clock.now() + self._offset
 
-    def healthy(self, monotonic: float, max_age: float = 30.0) -> tuple[bool, str]:
+    def healthy(self, monotonic: float) -> tuple[bool, str]:
         """Return whether the loop is alive and the database was reached recently."""
         if monotonic - self.last_tick > max(10.0, 4 * self.tick_seconds):
             return False, "scheduling loop stalled"
-        if monotonic - self.last_db_ok > max_age:
+        # Three failed refreshes in a row (at least 15 s): a blip is not worth a restart.
+        if monotonic - self.last_db_ok > max(15.0, 3 * self.refresh_seconds):
             return False, "database unreachable"
         return True, "ok"
 
@@ -116,7 +117,10 @@ class Daemon:
                 continue
             schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
             entry = Entry(job, schedule, None, None)
-            self._plan(entry, now)
+            # A definition that changed since the last refresh may already have a slot due:
+            # plan from the change (at most two refreshes back), so that slot is not skipped.
+            recent = now - timedelta(seconds=2 * self.refresh_seconds)
+            self._plan(entry, now if first else max(recent, job.updated_at))
             self.entries[job.id] = entry
             fresh.append(entry)
             event = "job.registered" if known is None else "job.updated"

@@ -35,14 +35,14 @@ def _db_flags(args: list[str]) -> list[str]:
     return found
 
 
-def _run_args(args: list[str]) -> tuple[list[str], str | None] | None:
-    """Return (run's own args, a --db given before `run`) when the command is `run`."""
+def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
+    """Return (command, its own args, a --db given before it) for `run` and `check`."""
     db: str | None = None
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "run":
-            return args[i + 1 :] + (["--debug"] if "--debug" in args[:i] else []), db
+        if arg in ("run", "check"):
+            return arg, args[i + 1 :] + (["--debug"] if "--debug" in args[:i] else []), db
         if arg == "--db" and i + 1 < len(args):
             db = args[i + 1]
             i += 2
@@ -64,12 +64,18 @@ def _fail(message: str, code: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
     args = sys.argv[1:] if argv is None else argv
-    run_args = _run_args(args)
-    if run_args is not None:
-        # The hot path: timers on every host start it; keep click, Typer, rich and SQLAlchemy out.
-        from schedctl.cli.run import main as run_main
+    fast = _fast_args(args)
+    if fast is not None:
+        # Hot paths: timers start `run` and monitoring starts `check` on every host, again and
+        # again; keep click, Typer, rich and SQLAlchemy out of them.
+        name, own, db = fast
+        if name == "run":
+            from schedctl.cli.run import main as run_main
 
-        return run_main(*run_args)
+            return run_main(own, db)
+        from schedctl.cli.check import main as check_main
+
+        return check_main(own, db)
     debug = "--debug" in args or os.environ.get("SCHEDCTL_DEBUG") == "1"
     import click
     import typer

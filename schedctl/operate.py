@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -31,6 +31,7 @@ from schedctl.validate import check_name
 
 if TYPE_CHECKING:
     from schedctl.store.repo import Store
+    from schedctl.store.rundb import RunDB
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_OLDER_THAN = 90 * 86400
@@ -196,37 +197,54 @@ def html_report(store: Store, rep: Report) -> str:
     return render_html(rep.rows, runs, missed, rep.since, rep.until, "schedctl report", note)
 
 
-def check(store: Store, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
+def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
     """Judge every job (or the named ones) by monitoring rules."""
-    from schedctl.store import reporting
+    from schedctl.store import checkdb
 
+    wanted = None if not names else [check_name(n) for n in names]
     now = clock.now()
-    jobs = _select(store, None, names)
     # p95 of the last week is what "running unusually long" is measured against.
-    facts = _facts(store, jobs, now - timedelta(days=7))
+    data = checkdb.read(db, wanted, now - timedelta(days=7))
+    if wanted is not None:
+        known = {j.name for j in data.jobs}
+        for n in wanted:
+            if n not in known:
+                db.load_job(n)  # raises the usual "no job named" error
+    facts = []
+    for job in data.jobs:
+        mine = data.last.get(job.id, {})
+        run = data.running.get(job.id)
+        success, failure = mine.get("success"), mine.get("failure")
+        facts.append(
+            JobFacts(
+                job=job,
+                spans=_spans(job, data.changes),
+                pruned_before=data.pruned_before.get(job.id),
+                stats=WindowStats(p95=data.p95.get(job.id)),
+                last_success=success.finished_at if success else None,
+                last_failure=(failure.finished_at or failure.claimed_at) if failure else None,
+                last_failure_status=failure.status if failure else None,
+                running=run,
+                running_heartbeat=data.heartbeats.get(run.id) if run else None,
+                last_run=mine.get("last"),
+            )
+        )
     dues = {f.job.id: latest_due(f.spans, miss_deadline(f.job, now)) for f in facts}
-    ran = reporting.slots_that_ran(store, [(j, d) for j, d in dues.items() if d is not None])
+    ran = checkdb.slots_that_ran(db, [(j, d) for j, d in dues.items() if d is not None])
     out = []
     for f in facts:
         due = dues[f.job.id]
-        ok = due is not None and (f.job.id, due.timestamp()) in ran
-        out.append(check_job(replace_facts(f, due, ok), now))
+        done = due is not None and (f.job.id, due.timestamp()) in ran
+        out.append(check_job(replace(f, due_slot=due, due_slot_ran=done), now))
     return out
 
 
-def replace_facts(f: JobFacts, due: datetime | None, ran: bool) -> JobFacts:
-    """Return `f` with its due slot and whether it ran."""
-    from dataclasses import replace
-
-    return replace(f, due_slot=due, due_slot_ran=ran)
-
-
-def metrics(store: Store, clock: Clock) -> str:
+def metrics(store: Store, db: RunDB, clock: Clock) -> str:
     """Return Prometheus metrics for every job (missed slots over the last 24 h)."""
     from schedctl.store import reporting
 
     rep = report(store, clock)
-    checks = check(store, clock)
+    checks = check(db, clock)
     durations = {f.job.name: f.last_duration for f in rep.facts if f.last_duration is not None}
     return metrics_text(rep.rows, reporting.status_totals(store), durations, checks)
 

@@ -71,4 +71,17 @@ def run_command(ctx: typer.Context) -> None:
     raise typer.Exit(run_main(list(ctx.args), state(ctx).db_flag))
 
 
+@app.command(
+    "check",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def check_command(ctx: typer.Context) -> None:
+    """Monitoring check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (see `schedctl check --help`)."""
+    # Like `run`, entry.py dispatches `check` before this application is loaded.
+    from schedctl.cli.check import main as check_main
+
+    raise typer.Exit(check_main(list(ctx.args), state(ctx).db_flag))
+
+
 app.add_typer(db.app, name="db")

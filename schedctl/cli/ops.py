@@ -13,8 +13,7 @@ from schedctl import operate
 from schedctl.cli.context import state
 from schedctl.cli.output import err, iso, out, print_json
 from schedctl.durations import format_duration, parse_duration
-from schedctl.errors import SchedctlError
-from schedctl.report import JobReport, Severity, summary
+from schedctl.report import JobReport
 
 _STATE_STYLE = {
     "ok": "green",
@@ -106,39 +105,6 @@ def _table(rows: list[JobReport], now: object) -> Table:
     return table
 
 
-def check(
-    ctx: typer.Context,
-    jobs: Annotated[
-        list[str] | None, typer.Argument(help="Only these jobs [default: all].")
-    ] = None,
-    json_: Json = False,
-) -> None:
-    """Monitoring check: exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; summary line first.
-
-    Example: schedctl check nightly-backup
-    """
-    st = state(ctx)
-    try:
-        checks = operate.check(st.settled_store(), st.clock, jobs or None)
-    except SchedctlError as e:
-        line = f"SCHEDCTL UNKNOWN - {e}"
-        if json_:
-            print_json({"state": "UNKNOWN", "summary": line, "jobs": []})
-        else:
-            sys.stdout.write(line + "\n")
-        raise typer.Exit(int(Severity.UNKNOWN)) from None
-    worst, line = summary(checks)
-    if json_:
-        print_json({"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]})
-    else:
-        lines = [line]
-        for c in checks:
-            if c.severity is not Severity.OK:
-                lines += [f"{c.severity.name} {c.name}: {reason}" for reason in c.reasons]
-        sys.stdout.write("\n".join(lines) + "\n")
-    raise typer.Exit(int(worst))
-
-
 def metrics(
     ctx: typer.Context,
     output: Annotated[
@@ -147,8 +113,15 @@ def metrics(
     ] = None,
 ) -> None:
     """Print Prometheus metrics for every job. Example: schedctl metrics -o /var/lib/node_exporter/schedctl.prom"""
+    from schedctl.store.rundb import open_rundb
+
     st = state(ctx)
-    text = operate.metrics(st.settled_store(), st.clock)
+    store = st.settled_store()
+    db = open_rundb(st.settings.database, st.clock, "schedctl metrics")
+    try:
+        text = operate.metrics(store, db, st.clock)
+    finally:
+        db.close()
     if output is None:
         sys.stdout.write(text)
         return
@@ -205,6 +178,5 @@ def prune(
 def register(app: typer.Typer) -> None:
     """Attach the operator commands to `app`."""
     app.command()(report)
-    app.command()(check)
     app.command()(metrics)
     app.command()(prune)

@@ -118,6 +118,14 @@ class RunDB(Protocol):
         """Mark `running` rows whose runner is gone as `lost`; return how many."""
         ...
 
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Return the rows of a read-only query written with `%s` placeholders."""
+        ...
+
+    def list_jobs(self) -> list[Job]:
+        """Return every job, ordered by name."""
+        ...
+
     def close(self) -> None:
         """Close the session (which also drops any advisory lock it holds)."""
         ...
@@ -207,6 +215,15 @@ class PgRunDB:
             raise _not_found(name)
         return job_from_row(dict(zip(JOB_COLUMNS, row, strict=True)))
 
+    def list_jobs(self) -> list[Job]:
+        """Return every job, ordered by name."""
+        rows = self.select(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY name")
+        return [job_from_row(dict(zip(JOB_COLUMNS, row, strict=True))) for row in rows]
+
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Return the rows of a read-only query."""
+        return self._sql(sql, params).fetchall()
+
     def claim(self, claim: Claim) -> int | None:
         """Insert-or-nothing on (job_id, slot): the fleet-wide claim of a slot."""
         placeholders = ", ".join(["%s"] * 15)
@@ -254,6 +271,29 @@ def _sqlite_ts(value: datetime | None) -> str | None:
 
 def _from_sqlite_ts(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+def _sqlite_job(row: Sequence[Any]) -> Job:
+    values = dict(zip(JOB_COLUMNS, row, strict=True))
+    for col in _JSON_COLUMNS:
+        values[col] = json.loads(values[col])
+    for col in _TS_COLUMNS:
+        values[col] = _from_sqlite_ts(values[col])
+    return job_from_row(values)
+
+
+def as_time(value: datetime | str | None) -> datetime | None:
+    """Return a timestamp column's value as an aware UTC datetime, from either driver."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _from_sqlite_ts(value)
+    return value.astimezone(UTC)
+
+
+def time_param(db: RunDB, value: datetime) -> datetime | str:
+    """Return `value` as the driver of `db` compares it with stored timestamps."""
+    return value if db.backend == "postgresql" else value.astimezone(UTC).strftime(SQLITE_TS)
 
 
 class SqliteRunDB:
@@ -306,12 +346,16 @@ class SqliteRunDB:
         row = cur.fetchone()
         if row is None:
             raise _not_found(name)
-        values = dict(zip(JOB_COLUMNS, row, strict=True))
-        for col in _JSON_COLUMNS:
-            values[col] = json.loads(values[col])
-        for col in _TS_COLUMNS:
-            values[col] = _from_sqlite_ts(values[col])
-        return job_from_row(values)
+        return _sqlite_job(row)
+
+    def list_jobs(self) -> list[Job]:
+        """Return every job, ordered by name."""
+        rows = self.select(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY name")
+        return [_sqlite_job(row) for row in rows]
+
+    def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Return the rows of a read-only query (`%s` placeholders, as on PostgreSQL)."""
+        return self._sql(sql.replace("%s", "?"), params).fetchall()
 
     def claim(self, claim: Claim) -> int | None:
         """Insert-or-nothing on (job_id, slot)."""

@@ -56,10 +56,12 @@ def test_system_install_is_usable_by_other_users(pg_url: str) -> None:
     assert password not in first.stdout + first.stderr
 
     assert stat.S_IMODE(ENV_FILE.stat().st_mode) == 0o600
-    # The sync timer ships with it (enabled only where systemd is PID 1).
-    assert "schedctl-sync.timer" in first.stdout
-    sync_timer = Path("/etc/systemd/system/schedctl-sync.timer")
-    assert sync_timer.read_text() == (ROOT / "units" / "schedctl-sync.timer").read_text()
+    # The sync and prune timers ship with it (enabled only where systemd is PID 1).
+    assert "schedctl-sync.timer schedctl-prune.timer" in first.stdout
+    for unit in ("schedctl-sync.timer", "schedctl-sync.service", "schedctl-prune.timer",
+                 "schedctl-prune.service"):  # fmt: skip
+        installed = Path("/etc/systemd/system") / unit
+        assert installed.read_text() == (ROOT / "units" / unit).read_text()
     assert ENV_FILE.stat().st_uid == 0
     assert f"SCHEDCTL_DATABASE_URL={pg_url}" in ENV_FILE.read_text()
 

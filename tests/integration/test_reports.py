@@ -12,8 +12,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from schedctl import operate, services
 from schedctl.clock import FixedClock
 from schedctl.models import Job, JobChanges, JobSpec
-from schedctl.report import Severity
+from schedctl.report import JobCheck, Severity
 from schedctl.store.repo import Store
+from schedctl.store.rundb import open_rundb
 from schedctl.store.tables import runs
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday, away from DST changes
@@ -53,6 +54,15 @@ def record(
     )  # fmt: skip
     with store.tx() as conn:
         return int(conn.execute(runs.insert().values(values).returning(runs.c.id)).scalar_one())
+
+
+def check(store: Store, clock: FixedClock, names: list[str] | None = None) -> list[JobCheck]:
+    """Run `check` as the CLI does: on the run path's plain driver."""
+    db = open_rundb(store.url, clock)
+    try:
+        return operate.check(db, clock, names)
+    finally:
+        db.close()
 
 
 def row(rep: operate.Report, name: str) -> Any:
@@ -129,7 +139,7 @@ def test_disabled_periods_are_not_missed(store: Store) -> None:
     services.set_enabled(store, "pausable", False, FixedClock(now))
     later = now + 5 * H
     assert operate.missed_slots(store, FixedClock(later), "pausable", 86400) == []
-    assert operate.check(store, FixedClock(later), ["pausable"])[0].severity is Severity.OK
+    assert check(store, FixedClock(later), ["pausable"])[0].severity is Severity.OK
 
 
 def test_an_edited_schedule_judges_each_slot_by_the_schedule_then(store: Store) -> None:
@@ -180,11 +190,11 @@ def test_check_gives_each_state_its_monitoring_code(store: Store) -> None:
     record(store, lock, last, "lock_lost")
     record(store, stuck, last, "running", heartbeat=now - timedelta(minutes=9))
     # jittery's 05:00 slot may start up to 15 minutes late: not missed yet at 05:10.
-    checks = {c.name: c for c in operate.check(store, FixedClock(now))}
+    checks = {c.name: c for c in check(store, FixedClock(now))}
     for name, (severity, reason) in cases.items():
         assert checks[name].severity is severity, (name, checks[name])
         assert reason in " ".join(checks[name].reasons), (name, checks[name])
-    only = operate.check(store, FixedClock(now), ["good", "late"])
+    only = check(store, FixedClock(now), ["good", "late"])
     assert [c.name for c in only] == ["good", "late"]
 
 
@@ -194,7 +204,11 @@ def test_metrics_parse_with_the_official_parser(store: Store) -> None:
         record(store, job, T0 + hour * H, duration=4.5)
     record(store, job, T0 + 3 * H, "failed", duration=1.25)
     now = T0 + 5 * H + timedelta(minutes=10)
-    text = operate.metrics(store, FixedClock(now))
+    db = open_rundb(store.url, FixedClock(now))
+    try:
+        text = operate.metrics(store, db, FixedClock(now))
+    finally:
+        db.close()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

@@ -137,3 +137,57 @@ def test_two_hosts_with_the_same_units_run_each_slot_once(
     slots = Counter(r["slot"] for r in rows)
     assert len(slots) >= 1 and max(slots.values()) == 1, slots
     assert all(v >= 5 for v in activations.values()), activations
+
+
+def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg: PgServer) -> None:
+    """units/ as install.sh --system puts them: sync converges the host, prune applies retention."""
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.store.tables import runs
+
+    cli, url = host
+    ok(cli("add", "kept", "-s", "0 4 * * *", "--tz", "UTC", "--", "/bin/true"))
+    job_id = json.loads(ok(cli("show", "kept", "--json")).out)["id"]
+    old = datetime(2025, 1, 1, tzinfo=UTC)
+    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    with engine.begin() as conn:
+        for i, status in enumerate(["succeeded", "failed", "succeeded"]):
+            conn.execute(runs.insert().values(
+                job_id=job_id, job_name="kept", slot=old.replace(day=i + 1), trigger="timer",
+                attempt=1, status=status, host="old", claimed_at=old.replace(day=i + 1),
+                output_bytes=0, output_truncated=False, schedctl_version="test",
+            ))  # fmt: skip
+    engine.dispose()
+    box = Sandbox("units", "systemd", pg.sockdir, sandbox_files(pg, url), binds())
+    try:
+        box.wait_running()
+        shipped = Path(__file__).resolve().parents[2] / "units"
+        for unit in shipped.iterdir():
+            text = unit.read_text().replace("/usr/local/bin/schedctl", str(BIN))
+            box.path(f"/etc/systemd/system/{unit.name}").write_text(text)
+        box.exec("systemctl", "daemon-reload")
+        box.exec("systemctl", "enable", "--now", "schedctl-sync.timer", "schedctl-prune.timer")
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-prune.timer" in listed and "schedctl-sync.timer" in listed
+
+        # The retention timer's service prunes (started by hand: it is due at night).
+        box.exec("systemctl", "start", "schedctl-prune.service", timeout=120)
+        result = box.exec("systemctl", "show", "-P", "Result", "schedctl-prune.service").stdout
+        assert result.strip() == "success"
+        log = box.exec("journalctl", "-u", "schedctl-prune.service", "--no-pager").stdout
+        assert "deleted 3 runs" in log, log
+        assert run_rows(url, "kept") == []
+
+        # The sync timer (second :30 of each minute) installs the job's timer by itself.
+        deadline = time.monotonic() + 80
+        while time.monotonic() < deadline:
+            if box.path("/etc/systemd/system/schedctl-kept.timer").exists():
+                break
+            time.sleep(1)
+        assert box.path("/etc/systemd/system/schedctl-kept.timer").exists()
+        time.sleep(2)
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-kept.timer" in listed
+    finally:
+        box.close()

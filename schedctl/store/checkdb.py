@@ -1,0 +1,144 @@
+"""What `schedctl check` reads, on the run path's plain drivers (no SQLAlchemy to import).
+
+Monitoring runs `check` every minute on every host; it must start and answer fast.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from schedctl.models import FAILURE_STATUSES, Job, JobChange, Run
+from schedctl.store.rundb import RunDB, as_time, time_param
+
+_RUN_COLUMNS = (
+    "id", "job_id", "job_name", "slot", "trigger", "attempt", "status", "host", "pid",
+    "claimed_at", "started_at", "finished_at", "exit_code", "signal", "duration_seconds",
+    "output_bytes", "output_truncated", "clock_skew_seconds",
+)  # fmt: skip
+_TIMES = ("slot", "claimed_at", "started_at", "finished_at")
+_SUCCEEDED = "status = 'succeeded'"
+_FAILED = "status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")"
+
+
+@dataclass(frozen=True)
+class CheckData:
+    """Everything `check` judges, read in a handful of queries."""
+
+    jobs: list[Job]
+    changes: dict[int, list[JobChange]]
+    pruned_before: dict[int, datetime]
+    last: dict[int, dict[str, Run | None]]
+    running: dict[int, Run]
+    heartbeats: dict[int, datetime | None]
+    p95: dict[int, float]
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    values = dict(zip(_RUN_COLUMNS, row, strict=True))
+    for col in _TIMES:
+        values[col] = as_time(values[col])
+    values["output_truncated"] = bool(values["output_truncated"])
+    return Run(**values)
+
+
+def read(db: RunDB, names: list[str] | None, p95_since: datetime) -> CheckData:
+    """Read the jobs (all, or `names`) and the history facts `check` needs."""
+    jobs = db.list_jobs()
+    if names is not None:
+        jobs = [j for j in jobs if j.name in names]
+    changes: dict[int, list[JobChange]] = defaultdict(list)
+    for job_id, at, enabled, schedule, zone in db.select(
+        "SELECT job_id, at, enabled, schedule, timezone FROM job_changes ORDER BY job_id, at"
+    ):
+        when = as_time(at)
+        assert when is not None
+        changes[job_id].append(JobChange(when, bool(enabled), schedule, zone))
+    marks = {}
+    for job_id, at in db.select("SELECT job_id, pruned_before FROM prune_marks"):
+        when = as_time(at)
+        assert when is not None
+        marks[job_id] = when
+
+    def newest(where: str) -> str:
+        return f"(SELECT id FROM runs r WHERE r.job_id = j.id AND {where} ORDER BY id DESC LIMIT 1)"
+
+    picks = db.select(
+        f"SELECT j.id, {newest('1 = 1')}, {newest(_SUCCEEDED)}, {newest(_FAILED)} FROM jobs j"
+    )
+    running_rows = db.select(
+        f"SELECT {', '.join(_RUN_COLUMNS)}, heartbeat_at FROM runs WHERE status = 'running' "
+        "ORDER BY id"
+    )
+    wanted = sorted({i for row in picks for i in row[1:] if i is not None})
+    found = {}
+    if wanted:
+        marks_sql = ", ".join(["%s"] * len(wanted))
+        for row in db.select(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id IN ({marks_sql})", wanted
+        ):
+            found[row[0]] = _run(row)
+    last = {
+        row[0]: {k: found.get(i) if i else None for k, i in zip(("last", "success", "failure"), row[1:], strict=True)}
+        for row in picks
+    }  # fmt: skip
+    running: dict[int, Run] = {}
+    beats: dict[int, datetime | None] = {}
+    for row in running_rows:
+        run = _run(row[:-1])
+        if run.job_id is not None:
+            running[run.job_id] = run
+            beats[run.id] = as_time(row[-1])
+    return CheckData(jobs, changes, marks, last, running, beats, _p95(db, running, p95_since))
+
+
+def _p95(db: RunDB, running: dict[int, Run], since: datetime) -> dict[int, float]:
+    """Return the p95 duration of the jobs that are running now (what "too long" compares to)."""
+    out: dict[int, float] = {}
+    for job_id in running:
+        durations = sorted(
+            float(d)
+            for (d,) in db.select(
+                "SELECT duration_seconds FROM runs WHERE job_id = %s AND claimed_at >= %s "
+                "AND status = 'succeeded' AND duration_seconds IS NOT NULL",
+                (job_id, time_param(db, since)),
+            )
+        )
+        if len(durations) >= 5:  # fewer says little about "usual"
+            pos = 0.95 * (len(durations) - 1)
+            i = int(pos)
+            nxt = durations[min(i + 1, len(durations) - 1)]
+            out[job_id] = durations[i] + (nxt - durations[i]) * (pos - i)
+    return out
+
+
+def slots_that_ran(db: RunDB, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:
+    """Return which (job id, slot) pairs have a first attempt, as (job id, POSIX time)."""
+    wanted = list(pairs)
+    if not wanted:
+        return set()
+    if db.backend == "postgresql":
+        # One round trip for all jobs: an index probe on (job_id, slot) per pair.
+        rows = db.select(
+            "SELECT job_id, slot FROM runs WHERE attempt = 1 AND (job_id, slot) IN "
+            "(SELECT * FROM unnest(%s::int[], %s::timestamptz[]))",
+            ([j for j, _ in wanted], [s for _, s in wanted]),
+        )
+    else:  # in-process: a probe per pair costs microseconds
+        rows = [
+            (job_id, slot)
+            for job_id, slot in wanted
+            if db.select(
+                "SELECT 1 FROM runs WHERE job_id = %s AND slot = %s AND attempt = 1",
+                (job_id, time_param(db, slot)),
+            )
+        ]
+    out = set()
+    for job_id, slot in rows:
+        when = as_time(slot)
+        assert when is not None
+        out.add((job_id, when.timestamp()))
+    return out
