@@ -276,3 +276,4 @@ class WindowStats:
     p50: float | None = None
     p95: float | None = None
     max: float | None = None
+    slots_present: int = 0  # first attempts whose slot lies in the window's judged range

@@ -12,6 +12,7 @@ from schedctl.clock import Clock
 from schedctl.errors import ValidationError
 from schedctl.models import Job, JobChange, WindowStats
 from schedctl.report import (
+    MISS_GRACE,
     JobCheck,
     JobFacts,
     JobReport,
@@ -57,44 +58,36 @@ def _spans(job: Job, changes: dict[int, list[JobChange]]) -> list[Period]:
     return periods(found)
 
 
-def _facts(store: Store, jobs: list[Job], since: datetime) -> list[JobFacts]:
+def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> list[JobFacts]:
     from schedctl.store import reporting
 
     changes = reporting.changes_by_job(store)
     marks = reporting.pruned_before(store)
-    stats = reporting.window_stats(store, since)
-    last = reporting.last_runs(store)
+    stats = reporting.window_stats(store, since, now - MISS_GRACE)
+    last = reporting.last_outcomes(store)
     running = store.running_by_job()
     beats = reporting.heartbeats(store)
     out = []
     for job in jobs:
-        mine = last.get(job.id, {})
-        success, failure = mine.get("success"), mine.get("failure")
+        success, failure = last.get(job.id, (None, None))
         run = running.get(job.id)
+        newest = max((o for o in (success, failure) if o), key=lambda o: o.id, default=None)
         out.append(
             JobFacts(
                 job=job,
                 spans=_spans(job, changes),
                 pruned_before=marks.get(job.id),
                 stats=stats.get(job.id, WindowStats()),
-                last_success=success.finished_at if success else None,
-                last_failure=(failure.finished_at or failure.claimed_at) if failure else None,
+                last_success=success.at if success else None,
+                last_failure=failure.at if failure else None,
                 last_failure_status=failure.status if failure else None,
                 running=run,
                 running_heartbeat=beats.get(run.id) if run else None,
-                last_run=mine.get("last"),
-                last_duration=_newest_duration(success, failure),
+                last_run=None,
+                last_duration=newest.duration if newest else None,
             )
         )
     return out
-
-
-def _newest_duration(*candidates: object) -> float | None:
-    done = [r for r in candidates if r is not None and getattr(r, "duration_seconds", None)]
-    if not done:
-        return None
-    newest = max(done, key=lambda r: getattr(r, "id", 0))
-    return float(getattr(newest, "duration_seconds", 0.0))
 
 
 def _select(store: Store, tag: str | None, names: list[str] | None = None) -> list[Job]:
@@ -112,30 +105,26 @@ def _select(store: Store, tag: str | None, names: list[str] | None = None) -> li
 def _missed_counts(
     store: Store, facts: list[JobFacts], since: datetime, now: datetime
 ) -> dict[int, int]:
-    """Count missed slots per job: by counting rows where one schedule covers the window."""
+    """Count missed slots per job: from the window's row counts where those are exact."""
     from schedctl.store import reporting
 
-    ranges: dict[int, tuple[datetime, datetime]] = {}
-    expected: dict[int, list[datetime]] = {}
-    exact: dict[int, int] = {}
+    common_end = now - MISS_GRACE  # the deadline of every job without jitter
+    out: dict[int, int] = {}
     for f in facts:
-        job = f.job
-        end = miss_deadline(job, now)
+        end = miss_deadline(f.job, now)
         start = judged_from(since, f.spans, f.pruned_before)
         if start > end:
-            exact[job.id] = 0
+            out[f.job.id] = 0
             continue
         slots = expected_slots(f.spans, start, end)
-        if single_schedule(f.spans, start, end):
-            ranges[job.id] = (start, end)
-            expected[job.id] = slots
+        if (start, end) == (since, common_end) and single_schedule(f.spans, start, end):
+            # One schedule over the whole window: every first attempt in it serves one of
+            # these slots, so counting rows is exact.
+            out[f.job.id] = max(0, len(slots) - f.stats.slots_present)
         else:
-            present = reporting.slots_between(store, job.id, start, end)
-            exact[job.id] = len(missing(slots, present))
-    counted = reporting.slot_counts(store, ranges)
-    for job_id, slots in expected.items():
-        exact[job_id] = max(0, len(slots) - counted.get(job_id, 0))
-    return exact
+            present = reporting.slots_between(store, f.job.id, start, end)
+            out[f.job.id] = len(missing(slots, present))
+    return out
 
 
 def report(
@@ -146,7 +135,7 @@ def report(
         raise ValidationError("--since must be at least 1m")
     now = clock.now()
     since = now - timedelta(seconds=since_seconds)
-    facts = _facts(store, _select(store, tag), since)
+    facts = _facts(store, _select(store, tag), since, now)
     missed = _missed_counts(store, facts, since, now)
     rows = [job_report(f, missed.get(f.job.id, 0), now) for f in facts]
     return Report(since, now, rows, facts)
@@ -282,17 +271,15 @@ def prune(
         raise ValidationError("--older-than and --keep-failed must be at least 1m")
     now = clock.now()
     jobs = store.list_jobs()
-    by_keep: dict[int, list[int]] = {}
-    for j in jobs:
-        if j.spec.retention_seconds is not None:
-            by_keep.setdefault(j.spec.retention_seconds, []).append(j.id)
 
-    def cut(keep: int, ids: tuple[int, ...] | None) -> retention.Cutoffs:
+    def cut(job_id: int | None, keep: int) -> retention.Cutoffs:
+        # Failures stay for --keep-failed, or for the job's own retention when that is longer.
         return retention.Cutoffs(
-            ids, now - timedelta(seconds=keep), now - timedelta(seconds=max(keep, keep_failed))
+            job_id, now - timedelta(seconds=keep), now - timedelta(seconds=max(keep, keep_failed))
         )
 
-    plan = [cut(older_than, None)] + [cut(k, tuple(ids)) for k, ids in sorted(by_keep.items())]
+    plan = [cut(None, older_than)]  # runs of removed jobs follow the default
+    plan += [cut(j.id, j.spec.retention_seconds or older_than) for j in jobs]
     counts = retention.count(store, plan)
     if dry_run:
         return PruneResult(counts, True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -14,6 +14,9 @@ from schedctl.store.repo import RUN_COLUMNS, Store
 from schedctl.store.tables import UTCDateTime, job_changes, jobs, prune_marks, runs
 
 _FAILED = runs.c.status.in_(sorted(FAILURE_STATUSES))
+_FAILED_SQL = "status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")"
+# A run is claimed at or after its slot, less `run`'s clock tolerance (5 minutes).
+CLAIM_MARGIN = timedelta(minutes=10)
 _DECIDED = sa.and_(runs.c.duration_seconds.is_not(None), runs.c.status != "skipped_overlap")
 
 
@@ -33,40 +36,78 @@ def pruned_before(store: Store) -> dict[int, datetime]:
         return {r.job_id: r.pruned_before for r in conn.execute(sa.select(prune_marks))}
 
 
-def window_stats(store: Store, since: datetime) -> dict[int, WindowStats]:
-    """Return per-job counts and durations of runs claimed since `since`."""
+_PG_WINDOW = sa.text(
+    "SELECT j.id AS job_id, w.* FROM jobs j CROSS JOIN LATERAL ("
+    " SELECT count(*) FILTER (WHERE claimed_at >= :since) AS runs,"
+    " count(*) FILTER (WHERE claimed_at >= :since AND status = 'succeeded') AS succeeded,"
+    " count(*) FILTER (WHERE claimed_at >= :since AND " + _FAILED_SQL + ") AS failed,"
+    " count(*) FILTER (WHERE claimed_at >= :since AND status = 'skipped_overlap') AS skipped,"
+    " percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_seconds)"
+    "   FILTER (WHERE claimed_at >= :since AND status <> 'skipped_overlap') AS pct,"
+    " max(duration_seconds) FILTER (WHERE claimed_at >= :since AND status <> 'skipped_overlap')"
+    "   AS max,"
+    " count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to) AS present"
+    " FROM runs r WHERE r.job_id = j.id AND r.claimed_at >= :scan_from) w"
+).bindparams(
+    sa.bindparam("since", type_=UTCDateTime),
+    sa.bindparam("slots_to", type_=UTCDateTime),
+    sa.bindparam("scan_from", type_=UTCDateTime),
+)
+
+
+def window_stats(store: Store, since: datetime, slots_to: datetime) -> dict[int, WindowStats]:
+    """Return per-job counts and durations of runs claimed since `since`.
+
+    `slots_present` counts first attempts whose slot lies in [since, slots_to].
+    """
+    # A run is claimed at or after its slot, less the clock tolerance of `run`.
+    scan_from = since - CLAIM_MARGIN
+    out = {}
+    if store.url.backend == "postgresql":
+        # Job by job on (job_id, claimed_at) INCLUDE (...): measured faster than one scan of
+        # the whole window followed by a sort on job_id (bench/history_bench.py).
+        with store.tx() as conn:
+            found = conn.execute(
+                _PG_WINDOW, {"since": since, "slots_to": slots_to, "scan_from": scan_from}
+            ).mappings()
+            for r in found:
+                if r["runs"] or r["present"]:
+                    p50, p95 = r["pct"] or (None, None)
+                    out[r["job_id"]] = WindowStats(
+                        r["runs"], r["succeeded"], r["failed"], r["skipped"], p50, p95, r["max"],
+                        r["present"],
+                    )  # fmt: skip
+        return out
     inw = runs.c.claimed_at >= since
     dur = runs.c.duration_seconds
-    cols = [
-        runs.c.job_id,
-        sa.func.count().filter(inw).label("runs"),
-        sa.func.count().filter(sa.and_(inw, runs.c.status == "succeeded")).label("succeeded"),
-        sa.func.count().filter(sa.and_(inw, _FAILED)).label("failed"),
-        sa.func.count().filter(sa.and_(inw, runs.c.status == "skipped_overlap")).label("skipped"),
-        sa.func.max(dur).filter(sa.and_(inw, _DECIDED)).label("max"),
-    ]
-    postgres = store.url.backend == "postgresql"
-    if postgres:
-        for q in (0.5, 0.95):
-            ordered: Any = sa.func.percentile_cont(q).within_group(dur)
-            cols.append(sa.funcfilter(ordered, sa.and_(inw, _DECIDED)).label(f"p{int(q * 100)}"))
-    query = sa.select(*cols).where(inw, runs.c.job_id.is_not(None)).group_by(runs.c.job_id)
-    out = {}
+    query = (
+        sa.select(
+            runs.c.job_id,
+            sa.func.count().filter(inw).label("runs"),
+            sa.func.count().filter(sa.and_(inw, runs.c.status == "succeeded")).label("ok"),
+            sa.func.count().filter(sa.and_(inw, _FAILED)).label("failed"),
+            sa.func.count().filter(sa.and_(inw, runs.c.status == "skipped_overlap")).label("sk"),
+            sa.func.max(dur).filter(sa.and_(inw, _DECIDED)).label("max"),
+            sa.func.count()
+            .filter(runs.c.attempt == 1, runs.c.slot >= since, runs.c.slot <= slots_to)
+            .label("present"),
+        )
+        .where(runs.c.claimed_at >= scan_from, runs.c.job_id.is_not(None))
+        .group_by(runs.c.job_id)
+    )
+    durations: dict[int, list[float]] = defaultdict(list)
     with store.tx() as conn:
         rows = conn.execute(query).mappings().all()
-        durations: dict[int, list[float]] = defaultdict(list)
-        if not postgres:
-            # SQLite has no percentile aggregate; its histories are one host's, so this is small.
-            for d in conn.execute(
-                sa.select(runs.c.job_id, dur).where(inw, _DECIDED).order_by(runs.c.job_id, dur)
-            ):
-                durations[d.job_id].append(float(d.duration_seconds))
+        # SQLite has no percentile aggregate; its histories are one host's, so this is small.
+        for d in conn.execute(
+            sa.select(runs.c.job_id, dur).where(inw, _DECIDED).order_by(runs.c.job_id, dur)
+        ):
+            durations[d.job_id].append(float(d.duration_seconds))
     for r in rows:
-        p50 = r["p50"] if postgres else percentile(durations[r["job_id"]], 0.5)
-        p95 = r["p95"] if postgres else percentile(durations[r["job_id"]], 0.95)
+        mine = durations[r["job_id"]]
         out[r["job_id"]] = WindowStats(
-            runs=r["runs"], succeeded=r["succeeded"], failed=r["failed"], skipped=r["skipped"],
-            p50=p50, p95=p95, max=r["max"],
+            r["runs"], r["ok"], r["failed"], r["sk"], percentile(mine, 0.5),
+            percentile(mine, 0.95), r["max"], r["present"],
         )  # fmt: skip
     return out
 
@@ -93,24 +134,35 @@ def _newest(where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
     )
 
 
-def last_runs(store: Store) -> dict[int, dict[str, Run | None]]:
-    """Return per job its newest run, newest success and newest failure (any age)."""
-    picks = {
-        "last": _newest(sa.true()),
-        "success": _newest(runs.c.status == "succeeded"),
-        "failure": _newest(_FAILED),
-    }
-    query = sa.select(jobs.c.id, *(v.label(k) for k, v in picks.items()))
+@dataclass(frozen=True)
+class Outcome:
+    """A job's newest run with a given result."""
+
+    id: int
+    status: str
+    at: datetime  # finished (or, for a run lost without an end, claimed)
+    duration: float | None
+
+
+def last_outcomes(store: Store) -> dict[int, tuple[Outcome | None, Outcome | None]]:
+    """Return per job its newest success and newest failure, of any age."""
+    query = sa.select(
+        jobs.c.id, _newest(runs.c.status == "succeeded").label("ok"), _newest(_FAILED).label("bad")
+    )
     with store.tx() as conn:
-        ids = conn.execute(query).mappings().all()
-        wanted = {r[k] for r in ids for k in picks if r[k] is not None}
+        picks = conn.execute(query).all()
+        wanted = sorted({i for _, ok, bad in picks for i in (ok, bad) if i is not None})
         found = {}
         if wanted:
-            for row in conn.execute(
-                sa.select(*RUN_COLUMNS).where(runs.c.id.in_(sorted(wanted)))
-            ).mappings():
-                found[row["id"]] = Run(**row)
-    return {r["id"]: {k: found.get(r[k]) if r[k] else None for k in picks} for r in ids}
+            cols = (runs.c.id, runs.c.status, runs.c.finished_at, runs.c.claimed_at,
+                    runs.c.duration_seconds)  # fmt: skip
+            for r in conn.execute(sa.select(*cols).where(runs.c.id.in_(wanted))):
+                found[r.id] = Outcome(r.id, r.status, r.finished_at or r.claimed_at,
+                                      r.duration_seconds)  # fmt: skip
+    return {
+        job_id: (found.get(ok) if ok else None, found.get(bad) if bad else None)
+        for job_id, ok, bad in picks
+    }
 
 
 def heartbeats(store: Store) -> dict[int, datetime | None]:
@@ -155,38 +207,6 @@ def runs_since(store: Store, since: datetime, job_ids: list[int], limit: int) ->
     )
     with store.tx() as conn:
         return [Run(**row) for row in conn.execute(query).mappings()][::-1]
-
-
-def slot_counts(store: Store, ranges: dict[int, tuple[datetime, datetime]]) -> dict[int, int]:
-    """Return per job how many first attempts have a slot in its [start, end] range."""
-    if not ranges:
-        return {}
-    wanted = (
-        sa.values(
-            sa.column("job_id", sa.Integer),
-            sa.column("lo", UTCDateTime),
-            sa.column("hi", UTCDateTime),
-            name="wanted",
-        )
-        .data([(j, lo, hi) for j, (lo, hi) in ranges.items()])
-        .cte()
-    )  # a CTE: SQLite takes that form
-    query = (
-        sa.select(wanted.c.job_id, sa.func.count(runs.c.id))
-        .select_from(wanted)
-        .join(
-            runs,
-            sa.and_(
-                runs.c.job_id == wanted.c.job_id,
-                runs.c.attempt == 1,
-                runs.c.slot >= wanted.c.lo,
-                runs.c.slot <= wanted.c.hi,
-            ),
-        )
-        .group_by(wanted.c.job_id)
-    )
-    with store.tx() as conn:
-        return {j: n for j, n in conn.execute(query)}
 
 
 def status_totals(store: Store) -> dict[tuple[str, str], int]:

@@ -17,24 +17,20 @@ from schedctl.store.tables import prune_marks, runs
 
 @dataclass(frozen=True)
 class Cutoffs:
-    """Runs claimed before these instants may go; `job_ids` None means "every other job"."""
+    """One job's runs claimed before these instants may go (job_id None: removed jobs')."""
 
-    job_ids: tuple[int, ...] | None
+    job_id: int | None
     others_before: datetime
     failures_before: datetime
 
 
-def _scope(c: Cutoffs, others: tuple[int, ...]) -> sa.ColumnElement[bool]:
-    if c.job_ids is not None:
-        return runs.c.job_id.in_(c.job_ids)
-    # History of removed jobs (job_id NULL) follows the default retention too.
-    return sa.or_(runs.c.job_id.is_(None), runs.c.job_id.not_in(others) if others else sa.true())
-
-
-def _doomed(c: Cutoffs, others: tuple[int, ...]) -> sa.ColumnElement[bool]:
+def _doomed(c: Cutoffs) -> sa.ColumnElement[bool]:
     failed = runs.c.status.in_(sorted(FAILURE_STATUSES))
+    # Job by job on (job_id, claimed_at): each batch is a short index range scan.
+    which = runs.c.job_id.is_(None) if c.job_id is None else runs.c.job_id == c.job_id
     return sa.and_(
-        _scope(c, others),
+        which,
+        runs.c.claimed_at < max(c.others_before, c.failures_before),
         runs.c.status != "running",  # a live run is never deleted under its runner
         sa.or_(
             sa.and_(failed, runs.c.claimed_at < c.failures_before),
@@ -45,13 +41,12 @@ def _doomed(c: Cutoffs, others: tuple[int, ...]) -> sa.ColumnElement[bool]:
 
 def count(store: Store, plan: list[Cutoffs]) -> Counter[str]:
     """Return how many runs each job would lose, by job name."""
-    custom = _custom_ids(plan)
     out: Counter[str] = Counter()
     with store.tx() as conn:
         for c in plan:
             query = (
                 sa.select(runs.c.job_name, sa.func.count())
-                .where(_doomed(c, custom))
+                .where(_doomed(c))
                 .group_by(runs.c.job_name)
             )
             out.update({name: n for name, n in conn.execute(query)})
@@ -62,11 +57,10 @@ def delete(
     store: Store, plan: list[Cutoffs], batch: int, progress: Callable[[int], None]
 ) -> Counter[str]:
     """Delete what `count` reports, `batch` rows per transaction; return deletions by job."""
-    custom = _custom_ids(plan)
     out: Counter[str] = Counter()
     for c in plan:
         while True:
-            ids = sa.select(runs.c.id).where(_doomed(c, custom)).limit(batch).scalar_subquery()
+            ids = sa.select(runs.c.id).where(_doomed(c)).limit(batch).scalar_subquery()
             # One short transaction per batch: runners claiming and finishing meanwhile never
             # wait long behind a large deletion.
             with store.tx() as conn:
@@ -99,7 +93,3 @@ def mark(store: Store, marks: dict[int, datetime]) -> None:
                 },
             )
         )
-
-
-def _custom_ids(plan: list[Cutoffs]) -> tuple[int, ...]:
-    return tuple(sorted(j for c in plan if c.job_ids for j in c.job_ids))

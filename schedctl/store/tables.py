@@ -142,11 +142,13 @@ sa.Index(
 sa.Index("ix_runs_job_id_id", runs.c.job_id, runs.c.id)
 # `history JOB`: newest runs of one job by name (history outlives a removed job's id).
 sa.Index("ix_runs_job_name_id", runs.c.job_name, runs.c.id)
-# `report --since` and `prune`: a time window read from the index alone (PostgreSQL INCLUDE).
+# `report --since` and `prune`: one job's window read from the index alone, job by job
+# (PostgreSQL INCLUDE); a per-job range scan beat one global claimed_at scan plus a sort.
 sa.Index(
-    "ix_runs_claimed_at",
+    "ix_runs_job_claimed",
+    runs.c.job_id,
     runs.c.claimed_at,
-    postgresql_include=["job_id", "status", "attempt", "slot", "duration_seconds"],
+    postgresql_include=["status", "attempt", "slot", "duration_seconds"],
 )
 # Last success / last failure per job without walking the job's whole history.
 sa.Index(

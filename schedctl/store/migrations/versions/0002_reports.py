@@ -49,10 +49,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_runs_job_name_id", "runs", ["job_name", "id"])
     op.create_index(
-        "ix_runs_claimed_at",
+        "ix_runs_job_claimed",
         "runs",
-        ["claimed_at"],
-        postgresql_include=["job_id", "status", "attempt", "slot", "duration_seconds"],
+        ["job_id", "claimed_at"],
+        postgresql_include=["status", "attempt", "slot", "duration_seconds"],
     )
     op.create_index(
         "ix_runs_job_success",
@@ -71,7 +71,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name in ("ix_runs_job_failure", "ix_runs_job_success", "ix_runs_claimed_at",
+    for name in ("ix_runs_job_failure", "ix_runs_job_success", "ix_runs_job_claimed",
                  "ix_runs_job_name_id"):  # fmt: skip
         op.drop_index(name, "runs")
     op.drop_table("prune_marks")
