@@ -201,21 +201,19 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
                 db.load_job(n)  # raises the usual "no job named" error
     facts = []
     for job in data.jobs:
-        mine = data.last.get(job.id, {})
         run = data.running.get(job.id)
-        success, failure = mine.get("success"), mine.get("failure")
         facts.append(
             JobFacts(
                 job=job,
                 spans=_spans(job, data.changes),
                 pruned_before=data.pruned_before.get(job.id),
                 stats=WindowStats(p95=data.p95.get(job.id)),
-                last_success=success.finished_at if success else None,
-                last_failure=(failure.finished_at or failure.claimed_at) if failure else None,
-                last_failure_status=failure.status if failure else None,
+                last_success=None,  # check judges the newest run, not the newest success
+                last_failure=None,
+                last_failure_status=None,
                 running=run,
                 running_heartbeat=data.heartbeats.get(run.id) if run else None,
-                last_run=mine.get("last"),
+                last_run=data.last.get(job.id),
             )
         )
     dues = {f.job.id: latest_due(f.spans, miss_deadline(f.job, now)) for f in facts}

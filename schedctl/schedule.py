@@ -14,6 +14,7 @@ Semantics (Debian cron 3.0pl1, entry.c / cron.c):
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -259,8 +260,8 @@ class Schedule:
 
     @classmethod
     def of(cls, cron: str, zone: str) -> Schedule:
-        """Parse `cron` and load `zone`."""
-        return cls(parse_cron(cron), load_zone(zone))
+        """Parse `cron` and load `zone` (memoised: a fleet repeats the same few schedules)."""
+        return _schedule_of(cron, zone)
 
     def _day_after(self, d: date, after: datetime) -> Iterator[datetime]:
         """Yield the instants cron attributes to local date `d` that lie after `after`."""
@@ -359,6 +360,11 @@ class Schedule:
                 )
             d -= _ONE_DAY
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _schedule_of(cron: str, zone: str) -> Schedule:
+    return Schedule(parse_cron(cron), load_zone(zone))
 
 
 def slot_for(

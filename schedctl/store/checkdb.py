@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schedctl.models import FAILURE_STATUSES, Job, JobChange, Run
+from schedctl.models import Job, JobChange, Run
 from schedctl.store.rundb import RunDB, as_time, time_param
 
 _RUN_COLUMNS = (
@@ -20,8 +20,6 @@ _RUN_COLUMNS = (
     "output_bytes", "output_truncated", "clock_skew_seconds",
 )  # fmt: skip
 _TIMES = ("slot", "claimed_at", "started_at", "finished_at")
-_SUCCEEDED = "status = 'succeeded'"
-_FAILED = "status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")"
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class CheckData:
     jobs: list[Job]
     changes: dict[int, list[JobChange]]
     pruned_before: dict[int, datetime]
-    last: dict[int, dict[str, Run | None]]
+    last: dict[int, Run]
     running: dict[int, Run]
     heartbeats: dict[int, datetime | None]
     p95: dict[int, float]
@@ -63,28 +61,19 @@ def read(db: RunDB, names: list[str] | None, p95_since: datetime) -> CheckData:
         assert when is not None
         marks[job_id] = when
 
-    def newest(where: str) -> str:
-        return f"(SELECT id FROM runs r WHERE r.job_id = j.id AND {where} ORDER BY id DESC LIMIT 1)"
-
-    picks = db.select(
-        f"SELECT j.id, {newest('1 = 1')}, {newest(_SUCCEEDED)}, {newest(_FAILED)} FROM jobs j"
-    )
+    # Each job's newest run, in one round trip: an index probe per job on (job_id, id).
+    last = {
+        run.job_id: run
+        for run in map(_run, db.select(
+            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id IN (SELECT (SELECT id FROM runs"
+            " r WHERE r.job_id = j.id ORDER BY id DESC LIMIT 1) FROM jobs j)"
+        ))
+        if run.job_id is not None
+    }  # fmt: skip
     running_rows = db.select(
         f"SELECT {', '.join(_RUN_COLUMNS)}, heartbeat_at FROM runs WHERE status = 'running' "
         "ORDER BY id"
     )
-    wanted = sorted({i for row in picks for i in row[1:] if i is not None})
-    found = {}
-    if wanted:
-        marks_sql = ", ".join(["%s"] * len(wanted))
-        for row in db.select(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id IN ({marks_sql})", wanted
-        ):
-            found[row[0]] = _run(row)
-    last = {
-        row[0]: {k: found.get(i) if i else None for k, i in zip(("last", "success", "failure"), row[1:], strict=True)}
-        for row in picks
-    }  # fmt: skip
     running: dict[int, Run] = {}
     beats: dict[int, datetime | None] = {}
     for row in running_rows:
