@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -199,30 +199,28 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
         for n in wanted:
             if n not in known:
                 db.load_job(n)  # raises the usual "no job named" error
-    facts = []
-    for job in data.jobs:
-        run = data.running.get(job.id)
-        facts.append(
-            JobFacts(
-                job=job,
-                spans=_spans(job, data.changes),
-                pruned_before=data.pruned_before.get(job.id),
-                stats=WindowStats(p95=data.p95.get(job.id)),
-                last_success=None,  # check judges the newest run, not the newest success
-                last_failure=None,
-                last_failure_status=None,
-                running=run,
-                running_heartbeat=data.heartbeats.get(run.id) if run else None,
-                last_run=data.last.get(job.id),
-            )
-        )
-    dues = {f.job.id: latest_due(f.spans, miss_deadline(f.job, now)) for f in facts}
+    spans = {job.id: _spans(job, data.changes) for job in data.jobs}
+    dues = {j.id: latest_due(spans[j.id], miss_deadline(j, now)) for j in data.jobs}
     ran = checkdb.slots_that_ran(db, [(j, d) for j, d in dues.items() if d is not None])
     out = []
-    for f in facts:
-        due = dues[f.job.id]
-        done = due is not None and (f.job.id, due.timestamp()) in ran
-        out.append(check_job(replace(f, due_slot=due, due_slot_ran=done), now))
+    for job in data.jobs:
+        run = data.running.get(job.id)
+        due = dues[job.id]
+        facts = JobFacts(
+            job=job,
+            spans=spans[job.id],
+            pruned_before=data.pruned_before.get(job.id),
+            stats=WindowStats(p95=data.p95.get(job.id)),
+            last_success=None,  # check judges the newest run, not the newest success
+            last_failure=None,
+            last_failure_status=None,
+            running=run,
+            running_heartbeat=data.heartbeats.get(run.id) if run else None,
+            last_run=data.last.get(job.id),
+            due_slot=due,
+            due_slot_ran=due is not None and (job.id, due.timestamp()) in ran,
+        )
+        out.append(check_job(facts, now))
     return out
 
 

@@ -225,7 +225,9 @@ def _is_imaginary(local: datetime) -> bool:
     return local != local.astimezone(UTC).astimezone(local.tzinfo)
 
 
+@functools.lru_cache(maxsize=8192)
 def _has_transition(d: date, zone: tzinfo) -> bool:
+    # Memoised: every job in a zone asks about the same few dates.
     start = datetime.combine(d, time(0), zone)
     end = datetime.combine(d + _ONE_DAY, time(0), zone)
     return start.utcoffset() != end.utcoffset()

@@ -62,14 +62,15 @@ def read(db: RunDB, names: list[str] | None, p95_since: datetime) -> CheckData:
         marks[job_id] = when
 
     # Each job's newest run, in one round trip: an index probe per job on (job_id, id).
-    last = {
-        run.job_id: run
-        for run in map(_run, db.select(
-            f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE id IN (SELECT (SELECT id FROM runs"
-            " r WHERE r.job_id = j.id ORDER BY id DESC LIMIT 1) FROM jobs j)"
-        ))
-        if run.job_id is not None
-    }  # fmt: skip
+    cols = ", ".join(f"r.{c}" for c in _RUN_COLUMNS)
+    sql = (
+        f"SELECT {cols} FROM jobs j CROSS JOIN LATERAL (SELECT * FROM runs WHERE job_id = j.id"
+        " ORDER BY id DESC LIMIT 1) r"
+        if db.backend == "postgresql"
+        else f"SELECT {cols} FROM runs r WHERE r.id IN (SELECT (SELECT id FROM runs x"
+        " WHERE x.job_id = j.id ORDER BY id DESC LIMIT 1) FROM jobs j)"
+    )
+    last = {run.job_id: run for run in map(_run, db.select(sql)) if run.job_id is not None}
     running_rows = db.select(
         f"SELECT {', '.join(_RUN_COLUMNS)}, heartbeat_at FROM runs WHERE status = 'running' "
         "ORDER BY id"
