@@ -179,9 +179,9 @@ def _global_window() -> str:
     from schedctl.store import reporting
 
     text = str(reporting._PG_WINDOW)
-    select = text[text.index("SELECT count(*)") : text.index(" FROM runs r WHERE")]
-    return select.replace("SELECT ", "SELECT job_id, ", 1) + (
-        " FROM runs WHERE claimed_at >= :scan_from GROUP BY job_id"
+    select = text[text.index(" SELECT count(*) AS runs") : text.index(" FROM runs r WHERE")]
+    return select.replace(" SELECT ", "SELECT job_id, ", 1) + (
+        " FROM runs WHERE claimed_at >= :since GROUP BY job_id"
     )
 
 

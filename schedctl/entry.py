@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import traceback
 
 from schedctl.errors import ExitCode, SchedctlError
 
@@ -56,6 +55,12 @@ def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
     return None
 
 
+def _traceback() -> str:
+    import traceback  # only on errors with --debug: it costs every start ~5 ms
+
+    return traceback.format_exc()
+
+
 def _fail(message: str, code: int) -> int:
     sys.stderr.write(f"schedctl: error: {message}\n")
     return code
@@ -87,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
     except SchedctlError as e:
         if debug:
-            sys.stderr.write(_scrub(traceback.format_exc()))
+            sys.stderr.write(_scrub(_traceback()))
         return _fail(str(e), e.exit_code)
     except click.UsageError as e:
         path = e.ctx.command_path if e.ctx else "schedctl"
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if debug:
-            sys.stderr.write(_scrub(traceback.format_exc()))
+            sys.stderr.write(_scrub(_traceback()))
         detail = _scrub(f"{type(e).__name__}: {e}".splitlines()[0])
         return _fail(
             f"unexpected internal error ({detail}); rerun with --debug and report it",

@@ -16,8 +16,6 @@ from schedctl.schedule import Schedule
 MISS_GRACE = timedelta(minutes=1)
 # A running row whose heartbeat is older than this has a runner that stopped making progress.
 STUCK_HEARTBEAT = timedelta(minutes=2)
-# `check` compares a running run with p95 only once there are this many finished durations.
-MIN_SAMPLES = 5
 
 
 @dataclass(frozen=True)

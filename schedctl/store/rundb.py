@@ -33,7 +33,9 @@ PG_CONNECT_ARGS: dict[str, Any] = {
     "keepalives_count": 3,
     # Server side: end the session of a host that died (and free its advisory lock) within a
     # minute, instead of the kernel default of two hours.
-    "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3",
+    # Sessions in UTC: timestamps arrive already in the zone schedctl computes in.
+    "options": "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+    " -c TimeZone=UTC",
 }
 SQLITE_BUSY_SECONDS = 60.0
 SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # SQLAlchemy's SQLite DateTime storage format
@@ -120,10 +122,6 @@ class RunDB(Protocol):
 
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Return the rows of a read-only query written with `%s` placeholders."""
-        ...
-
-    def list_jobs(self) -> list[Job]:
-        """Return every job, ordered by name."""
         ...
 
     def close(self) -> None:
@@ -215,11 +213,6 @@ class PgRunDB:
             raise _not_found(name)
         return job_from_row(dict(zip(JOB_COLUMNS, row, strict=True)))
 
-    def list_jobs(self) -> list[Job]:
-        """Return every job, ordered by name."""
-        rows = self.select(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY name")
-        return [job_from_row(dict(zip(JOB_COLUMNS, row, strict=True))) for row in rows]
-
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Return the rows of a read-only query."""
         return self._sql(sql, params).fetchall()
@@ -288,7 +281,7 @@ def as_time(value: datetime | str | None) -> datetime | None:
         return None
     if isinstance(value, str):
         return _from_sqlite_ts(value)
-    return value.astimezone(UTC)
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
 def time_param(db: RunDB, value: datetime) -> datetime | str:
@@ -347,11 +340,6 @@ class SqliteRunDB:
         if row is None:
             raise _not_found(name)
         return _sqlite_job(row)
-
-    def list_jobs(self) -> list[Job]:
-        """Return every job, ordered by name."""
-        rows = self.select(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY name")
-        return [_sqlite_job(row) for row in rows]
 
     def select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Return the rows of a read-only query (`%s` placeholders, as on PostgreSQL)."""
