@@ -159,6 +159,19 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     rep = operate.report(store, clock, 7 * 86400)
     rows.append(["  (missed slots found in 7 d)", "", str(sum(r.missed for r in rep.rows)), ""])
 
+    def render() -> None:
+        import io
+
+        from rich.console import Console
+
+        from schedctl.cli.ops import _table
+
+        Console(file=io.StringIO(), width=1000).print(_table(rep.rows, rep.until))
+
+    rows.append(["report: printing the 1,000-row table", "call", f"{median_ms(render, 3):.1f}", ""])
+    totals = median_ms(lambda: reporting.status_totals(store), 3)
+    rows.append(["metrics: runs by job and status (all history)", "query", f"{totals:.1f}", ""])
+
     def cli(*args: str) -> Callable[[], Any]:
         return lambda: subprocess.run([SCHEDCTL, *args], env=env, capture_output=True, check=False)
 
