@@ -200,7 +200,14 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
             if n not in known:
                 db.load_job(n)  # raises the usual "no job named" error
     spans = {job.id: _spans(job, data.changes) for job in data.jobs}
-    dues = {j.id: latest_due(spans[j.id], miss_deadline(j, now)) for j in data.jobs}
+    # Fleets repeat a few schedules: judge each (periods, deadline) once.
+    memo: dict[tuple[tuple[Period, ...], datetime], datetime | None] = {}
+    dues = {}
+    for j in data.jobs:
+        key = (tuple(spans[j.id]), miss_deadline(j, now))
+        if key not in memo:
+            memo[key] = latest_due(*key)
+        dues[j.id] = memo[key]
     ran = checkdb.slots_that_ran(db, [(j, d) for j, d in dues.items() if d is not None])
     out = []
     for job in data.jobs:
