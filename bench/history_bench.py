@@ -3,7 +3,7 @@
     ~/.local/share/schedctl/venv/bin/python bench/history_bench.py [--hours N] [--repeat N]
 
 Starts its own PostgreSQL (like the test suite), loads 1,000 hourly jobs with one run per
-hour each for --hours hours (default 10,001: just over 10 M rows), leaves some slots missed
+hour each for --hours hours (default 10,002: just over 10 M rows), leaves some slots missed
 and some runs going, then prints:
 1. query time (medians, wall time of the database calls from Python) of `history JOB
    --limit 20`, of the queries behind `report --since 7d`, and `check` end to end (the
@@ -247,7 +247,7 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hours", type=int, default=10_001, help="runs per job (one an hour)")
+    parser.add_argument("--hours", type=int, default=10_002, help="runs per job (one an hour)")
     parser.add_argument("--repeat", type=int, default=20)
     args = parser.parse_args()
     server = start_server()
