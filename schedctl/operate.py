@@ -80,7 +80,6 @@ def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> lis
                 stats=stats.get(job.id, WindowStats()),
                 last_success=success.at if success else None,
                 last_failure=failure.at if failure else None,
-                last_failure_status=failure.status if failure else None,
                 running=run,
                 running_heartbeat=beats.get(run.id) if run else None,
                 last_run=None,
@@ -88,18 +87,6 @@ def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> lis
             )
         )
     return out
-
-
-def _select(store: Store, tag: str | None, names: list[str] | None = None) -> list[Job]:
-    jobs = store.list_jobs()
-    if names:
-        wanted = [check_name(n) for n in names]
-        known = {j.name for j in jobs}
-        for n in wanted:
-            if n not in known:
-                store.get_job(n)  # raises the usual "no job named" error
-        jobs = [j for j in jobs if j.name in wanted]
-    return [j for j in jobs if tag is None or tag in j.spec.tags]
 
 
 def _missed_counts(
@@ -135,7 +122,8 @@ def report(
         raise ValidationError("--since must be at least 1m")
     now = clock.now()
     since = now - timedelta(seconds=since_seconds)
-    facts = _facts(store, _select(store, tag), since, now)
+    jobs = [j for j in store.list_jobs() if tag is None or tag in j.spec.tags]
+    facts = _facts(store, jobs, since, now)
     missed = _missed_counts(store, facts, since, now)
     rows = [job_report(f, missed.get(f.job.id, 0), now) for f in facts]
     return Report(since, now, rows, facts)
@@ -220,7 +208,6 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
             stats=WindowStats(p95=data.p95.get(job.id)),
             last_success=None,  # check judges the newest run, not the newest success
             last_failure=None,
-            last_failure_status=None,
             running=run,
             running_heartbeat=data.heartbeats.get(run.id) if run else None,
             last_run=data.last.get(job.id),

@@ -94,7 +94,6 @@ class JobFacts:
     stats: WindowStats
     last_success: datetime | None
     last_failure: datetime | None
-    last_failure_status: str | None
     running: Run | None
     running_heartbeat: datetime | None
     last_run: Run | None

@@ -126,12 +126,21 @@ def _p95(db: RunDB, running: dict[int, Run], since: datetime) -> dict[int, float
                 (job_id, time_param(db, since)),
             )
         )
-        if len(durations) >= MIN_SAMPLES:
-            pos = 0.95 * (len(durations) - 1)
-            i = int(pos)
-            nxt = durations[min(i + 1, len(durations) - 1)]
-            out[job_id] = durations[i] + (nxt - durations[i]) * (pos - i)
+        p95 = percentile(durations, 0.95)
+        if len(durations) >= MIN_SAMPLES and p95 is not None:
+            out[job_id] = p95
     return out
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Return the q-quantile with linear interpolation, as PostgreSQL's percentile_cont."""
+    if not sorted_values:
+        return None
+    pos = q * (len(sorted_values) - 1)
+    i = int(pos)
+    if i + 1 >= len(sorted_values):
+        return sorted_values[-1]
+    return sorted_values[i] + (sorted_values[i + 1] - sorted_values[i]) * (pos - i)
 
 
 def slots_that_ran(db: RunDB, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:

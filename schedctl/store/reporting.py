@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from schedctl.models import FAILURE_STATUSES, JobChange, Run, WindowStats
+from schedctl.store.checkdb import percentile
 from schedctl.store.repo import RUN_COLUMNS, Store
 from schedctl.store.tables import UTCDateTime, job_changes, jobs, prune_marks, runs
 
@@ -117,17 +118,6 @@ def window_stats(store: Store, since: datetime, slots_to: datetime) -> dict[int,
             percentile(mine, 0.95), r["max"], r["present"],
         )  # fmt: skip
     return out
-
-
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    """Return the q-quantile with linear interpolation, as PostgreSQL's percentile_cont."""
-    if not sorted_values:
-        return None
-    pos = q * (len(sorted_values) - 1)
-    i = int(pos)
-    if i + 1 >= len(sorted_values):
-        return sorted_values[-1]
-    return sorted_values[i] + (sorted_values[i + 1] - sorted_values[i]) * (pos - i)
 
 
 def _newest(where: sa.ColumnElement[bool]) -> sa.ScalarSelect[int]:
