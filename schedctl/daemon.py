@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from schedctl.clock import Clock
-from schedctl.models import CatchUpPolicy, Job
+from schedctl.models import CatchUpPolicy, Job, iso
 from schedctl.schedule import Schedule
 
 
@@ -125,7 +125,7 @@ class Daemon:
             fresh.append(entry)
             event = "job.registered" if known is None else "job.updated"
             self.hooks.emit(event, job=job.name, schedule=job.spec.schedule,
-                            timezone=job.spec.timezone, next=_iso(entry.due))  # fmt: skip
+                            timezone=job.spec.timezone, next=iso(entry.due))  # fmt: skip
         if first:
             self._catch_up(fresh, now)
 
@@ -157,7 +157,7 @@ class Daemon:
             self.hooks.emit("job.spawn_failed", job=entry.job.name, error=str(e))
             return
         self.children[child.pid] = (entry.job.name, child)
-        self.hooks.emit("job.fired", job=entry.job.name, slot=_iso(slot), pid=child.pid,
+        self.hooks.emit("job.fired", job=entry.job.name, slot=iso(slot), pid=child.pid,
                         reason=why)  # fmt: skip
 
     def reap(self) -> None:
@@ -216,10 +216,6 @@ class Daemon:
             self.reap()
         self.hooks.emit("daemon.stopped")
         return 0
-
-
-def _iso(dt: datetime | None) -> str | None:
-    return None if dt is None else dt.isoformat()
 
 
 def _one_line(e: Exception) -> str:

@@ -57,6 +57,11 @@ DEFAULT_RETRY_DELAY = 30
 KILL_GRACE_SECONDS = 10
 
 
+def iso(dt: datetime | None) -> str | None:
+    """Return `dt` in ISO 8601 with its offset, None for None (JSON and log fields)."""
+    return None if dt is None else dt.isoformat()
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything a user defines about a job; validated before it is stored."""
@@ -207,10 +212,6 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `history --json`."""
-
-        def iso(dt: datetime | None) -> str | None:
-            return None if dt is None else dt.isoformat()
-
         return {
             "id": self.id,
             "job": self.job_name,

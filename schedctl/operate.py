@@ -82,7 +82,6 @@ def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> lis
                 last_failure=failure.at if failure else None,
                 running=run,
                 running_heartbeat=beats.get(run.id) if run else None,
-                last_run=None,
                 last_duration=newest.duration if newest else None,
             )
         )
@@ -93,8 +92,6 @@ def _missed_counts(
     store: Store, facts: list[JobFacts], since: datetime, now: datetime
 ) -> dict[int, int]:
     """Count missed slots per job: from the window's row counts where those are exact."""
-    from schedctl.store import reporting
-
     common_end = now - MISS_GRACE  # the deadline of every job without jitter
     out: dict[int, int] = {}
     for f in facts:
@@ -103,14 +100,13 @@ def _missed_counts(
         if start > end:
             out[f.job.id] = 0
             continue
-        slots = expected_slots(f.spans, start, end)
         if (start, end) == (since, common_end) and single_schedule(f.spans, start, end):
             # One schedule over the whole window: every first attempt in it serves one of
             # these slots, so counting rows is exact.
-            out[f.job.id] = max(0, len(slots) - f.stats.slots_present)
+            expected = len(expected_slots(f.spans, start, end))
+            out[f.job.id] = max(0, expected - f.stats.slots_present)
         else:
-            present = reporting.slots_between(store, f.job.id, start, end)
-            out[f.job.id] = len(missing(slots, present))
+            out[f.job.id] = len(_missed_in(store, f, since, now))
     return out
 
 
@@ -149,7 +145,7 @@ def missed_slots(
     job = store.get_job(check_name(name))
     spans = _spans(job, reporting.changes_by_job(store))
     pruned = reporting.pruned_before(store).get(job.id)
-    facts = JobFacts(job, spans, pruned, WindowStats(), None, None, None, None, None, None)
+    facts = JobFacts(job, spans, pruned)
     now = clock.now()
     return _missed_in(store, facts, now - timedelta(seconds=since_seconds), now)
 
@@ -206,8 +202,6 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
             spans=spans[job.id],
             pruned_before=data.pruned_before.get(job.id),
             stats=WindowStats(p95=data.p95.get(job.id)),
-            last_success=None,  # check judges the newest run, not the newest success
-            last_failure=None,
             running=run,
             running_heartbeat=data.heartbeats.get(run.id) if run else None,
             last_run=data.last.get(job.id),

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from schedctl.models import FAILURE_STATUSES, Job, JobChange, Run, WindowStats
+from schedctl.models import FAILURE_STATUSES, Job, JobChange, Run, WindowStats, iso
 from schedctl.schedule import Schedule
 
 # A slot counts as missed once its jitter plus this much has passed without a run row.
@@ -90,13 +90,13 @@ class JobFacts:
 
     job: Job
     spans: list[Period]
-    pruned_before: datetime | None
-    stats: WindowStats
-    last_success: datetime | None
-    last_failure: datetime | None
-    running: Run | None
-    running_heartbeat: datetime | None
-    last_run: Run | None
+    pruned_before: datetime | None = None
+    stats: WindowStats = field(default_factory=WindowStats)
+    last_success: datetime | None = None
+    last_failure: datetime | None = None
+    running: Run | None = None
+    running_heartbeat: datetime | None = None
+    last_run: Run | None = None
     last_duration: float | None = None
     due_slot: datetime | None = None  # the newest slot that can already count as missed
     due_slot_ran: bool = False
@@ -140,10 +140,6 @@ class JobReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `report --json`."""
-
-        def iso(dt: datetime | None) -> str | None:
-            return None if dt is None else dt.isoformat()
-
         return {
             "job": self.name,
             "enabled": self.enabled,
@@ -260,7 +256,7 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
         if delay > grace:
             warn.append(f"run {last.id} started {_ago(delay)} after its slot (late)")
     if last is not None and last.status == "skipped_overlap":
-        warn.append(f"slot {_iso(last.slot)} skipped: the previous run still held the lock")
+        warn.append(f"slot {iso(last.slot) or '-'} skipped: the previous run still held the lock")
     running = facts.running
     if running is not None:
         started = running.started_at or running.claimed_at
@@ -281,10 +277,6 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
     if warn:
         return JobCheck(job.name, Severity.WARNING, tuple(warn))
     return JobCheck(job.name, Severity.OK, ())
-
-
-def _iso(dt: datetime | None) -> str:
-    return "-" if dt is None else dt.isoformat()
 
 
 def latest_due(spans: Sequence[Period], deadline: datetime) -> datetime | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -33,12 +34,8 @@ def _dur(seconds: float | None) -> str:
     return format_duration(round(seconds, 1) if seconds < 60 else int(seconds))
 
 
-def _ago(row_time: object, now: object) -> str:
-    from datetime import datetime
-
-    if not isinstance(row_time, datetime) or not isinstance(now, datetime):
-        return "-"
-    return _dur((now - row_time).total_seconds()) + " ago"
+def _ago(row_time: datetime | None, now: datetime) -> str:
+    return "-" if row_time is None else _dur((now - row_time).total_seconds()) + " ago"
 
 
 def report(
@@ -78,7 +75,7 @@ def report(
     out.print(_table(rep.rows, rep.until))
 
 
-def _table(rows: list[JobReport], now: object) -> Table:
+def _table(rows: list[JobReport], now: datetime) -> Table:
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
                 "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT"):  # fmt: skip
