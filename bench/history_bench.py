@@ -121,7 +121,7 @@ def load(url: str, hours: int) -> tuple[int, float]:
 
 
 def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
-    from schedctl import operate, services
+    from schedctl import operate
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
     from schedctl.store import reporting
@@ -132,7 +132,7 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     now = clock.now()
     since = now - timedelta(days=7)
     rows = []
-    ms = median_ms(lambda: services.history(store, clock, "job-0500", limit=20), repeat)
+    ms = median_ms(lambda: operate.history(store, clock, "job-0500", limit=20), repeat)
     rows.append(["history job-0500 --limit 20", "query", f"{ms:.1f}", "50"])
 
     slots_to = now - timedelta(minutes=1)

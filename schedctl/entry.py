@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import sys
 
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         # Hot paths: timers start `run` and monitoring starts `check` on every host, again and
         # again; keep click, Typer, rich and SQLAlchemy out of them.
         name, own, db = fast
+        # Importing the driver allocates enough to set off the cycle collector many times over;
+        # nothing of it is garbage yet. `run` turns collection back on before the job starts.
+        gc.disable()
         if name == "run":
             from schedctl.cli.run import main as run_main
 
@@ -119,4 +124,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Exit the process with main()'s code (console_scripts target)."""
-    sys.exit(main())
+    code = main()
+    if _fast_args(sys.argv[1:]) is not None:
+        # `run` and `check` have closed their database and reaped their job by now; skip the
+        # interpreter's tear-down of every imported module, ~25 ms of each timer firing.
+        _flush_and_exit(code)
+    sys.exit(code)
+
+
+def _flush_and_exit(code: int) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        # Reader gone or stream closed: nothing left to deliver.
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stream.flush()
+    os._exit(code)

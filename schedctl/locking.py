@@ -10,9 +10,8 @@ import contextlib
 import fcntl
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     import psycopg
@@ -72,8 +71,7 @@ class PgAdvisoryLock:
             self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, self.job_id))
 
 
-@dataclass(frozen=True)
-class PgLockHolder:
+class PgLockHolder(NamedTuple):
     """A session holding a job lock, as seen in pg_locks."""
 
     job_id: int

@@ -6,11 +6,14 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from schedctl.clock import Clock
 from schedctl.errors import ValidationError
-from schedctl.models import Job, JobChange, WindowStats
+from schedctl.history import JobChange, LockHolder, Run, WindowStats
+from schedctl.locking import LOCK_NAMESPACE, FileLock
+from schedctl.models import Job, RunStatus
 from schedctl.report import (
     MISS_GRACE,
     JobCheck,
@@ -279,3 +282,55 @@ def ran_slots(store: Store, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[
     from schedctl.store import reporting
 
     return reporting.slots_that_ran(store, pairs)
+
+
+# -- runs and locks -------------------------------------------------------------------------
+
+
+def history(
+    store: Store,
+    clock: Clock,
+    job: str | None = None,
+    status: str | None = None,
+    since_seconds: int | None = None,
+    host: str | None = None,
+    limit: int = 50,
+) -> list[Run]:
+    """Return recorded runs, newest first."""
+    if status is not None and status not in {s.value for s in RunStatus}:
+        raise ValidationError(
+            f"unknown status {status!r}: use one of {', '.join(s.value for s in RunStatus)}"
+        )
+    if limit < 1:
+        raise ValidationError("--limit must be at least 1")
+    since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
+    return store.list_runs(check_name(job) if job else None, status, since, host, limit)
+
+
+def get_run(store: Store, run_id: int) -> Run:
+    """Return one run with its output tail."""
+    return store.get_run(run_id)
+
+
+def lock_holders(store: Store, lock_dir: Path) -> list[LockHolder]:
+    """Return which job locks are held now, with the run holding each where known."""
+    names = store.job_names()
+    running = store.running_by_job()
+    if store.url.backend == "postgresql":
+        held = [job_id for job_id, _ in store.pg_lock_holders(LOCK_NAMESPACE)]
+    else:
+        held = [j for j in sorted(names) if FileLock(lock_dir, j).holder_pid() is not None]
+    out = []
+    for job_id in held:
+        run = running.get(job_id)
+        out.append(
+            LockHolder(
+                job_id=job_id,
+                job_name=names.get(job_id),
+                run_id=run.id if run else None,
+                host=run.host if run else None,
+                pid=run.pid if run else None,
+                since=run.started_at if run else None,
+            )
+        )
+    return out

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from typing import Any
 
-from schedctl.models import FAILURE_STATUSES, Job, JobChange, Run, WindowStats, iso
+from schedctl.history import JobChange, Run, WindowStats
+from schedctl.models import FAILURE_STATUSES, Job, iso
 from schedctl.schedule import Schedule
 
 # A slot counts as missed once its jitter plus this much has passed without a run row.

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 TIMEOUT_EXIT = 124
 DEFAULT_GRACE = 10.0
@@ -20,8 +20,7 @@ _CHUNK = 65536
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-@dataclass(frozen=True)
-class RunRequest:
+class RunRequest(NamedTuple):
     """What to run and under which limits."""
 
     argv: Sequence[str]
@@ -33,8 +32,7 @@ class RunRequest:
     user: str | None = None  # run as this user (needs root)
 
 
-@dataclass(frozen=True)
-class RunOutcome:
+class RunOutcome(NamedTuple):
     """How the job ended and what it printed."""
 
     exit_code: int  # the job's own code; 128+n when a signal ended it; 124 on timeout
@@ -56,11 +54,13 @@ class RunOutcome:
         return self.tail.decode("utf-8", errors="replace")
 
 
-@dataclass
 class _Tail:
-    limit: int
-    data: bytearray = field(default_factory=bytearray)
-    total: int = 0
+    """The last `limit` bytes of the job's output, and how many bytes there were in all."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.total = 0
 
     def add(self, chunk: bytes) -> None:
         self.total += len(chunk)
@@ -255,17 +255,22 @@ class Supervisor:
 def _group_has_live_members(pgid: int) -> bool:
     """Return whether any non-zombie process is in process group `pgid`.
 
-    kill(-pgid, 0) is not enough: it also succeeds for zombies, which linger for as long as
-    PID 1 takes to reap orphans (some container inits never do).
+    kill(-pgid, 0) answers "nobody at all" in one call, the common case once the job's own
+    process is reaped. Its yes is not enough: it also succeeds for zombies, which linger for as
+    long as PID 1 takes to reap orphans (some container inits never do); only then scan /proc,
+    which costs a read per process on the host.
     """
+    try:
+        os.killpg(pgid, 0)
+        signalable = True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        signalable = False  # members exist, but none we may signal (e.g. setuid)
     try:
         entries = os.listdir("/proc")
     except OSError:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
+        return signalable
     for entry in entries:
         if not entry.isdigit():
             continue

@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
-from schedctl.locking import LOCK_NAMESPACE, FileLock, JobLock, acquire_within
+from schedctl.locking import JobLock, acquire_within
 from schedctl.models import (
     KILL_GRACE_SECONDS,
     CatchUpPolicy,
@@ -21,8 +21,6 @@ from schedctl.models import (
     Job,
     JobChanges,
     JobSpec,
-    LockHolder,
-    Run,
     RunStatus,
     Trigger,
 )
@@ -105,8 +103,7 @@ def pick(new: T | None, old: T) -> T:
     return old if new is None else new
 
 
-@dataclass(frozen=True)
-class EditResult:
+class EditResult(NamedTuple):
     """A job after an edit, and whether anything changed."""
 
     job: Job
@@ -127,8 +124,7 @@ def set_enabled(store: Store, name: str, enabled: bool, clock: Clock) -> EditRes
     return edit_job(store, name, JobChanges(enabled=enabled), clock)
 
 
-@dataclass(frozen=True)
-class RemoveResult:
+class RemoveResult(NamedTuple):
     """What `remove` deleted and kept."""
 
     job: Job
@@ -402,55 +398,3 @@ def _now_or(ctx: RunContext, fallback: datetime) -> datetime:
         return ctx.db.now()
     except Exception:  # the result is spooled later; any time will do
         return fallback
-
-
-# -- run history ----------------------------------------------------------------------------
-
-
-def history(
-    store: Store,
-    clock: Clock,
-    job: str | None = None,
-    status: str | None = None,
-    since_seconds: int | None = None,
-    host: str | None = None,
-    limit: int = 50,
-) -> list[Run]:
-    """Return recorded runs, newest first."""
-    if status is not None and status not in {s.value for s in RunStatus}:
-        raise ValidationError(
-            f"unknown status {status!r}: use one of {', '.join(s.value for s in RunStatus)}"
-        )
-    if limit < 1:
-        raise ValidationError("--limit must be at least 1")
-    since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
-    return store.list_runs(check_name(job) if job else None, status, since, host, limit)
-
-
-def get_run(store: Store, run_id: int) -> Run:
-    """Return one run with its output tail."""
-    return store.get_run(run_id)
-
-
-def lock_holders(store: Store, lock_dir: Path) -> list[LockHolder]:
-    """Return which job locks are held now, with the run holding each where known."""
-    names = store.job_names()
-    running = store.running_by_job()
-    if store.url.backend == "postgresql":
-        held = [job_id for job_id, _ in store.pg_lock_holders(LOCK_NAMESPACE)]
-    else:
-        held = [j for j in sorted(names) if FileLock(lock_dir, j).holder_pid() is not None]
-    out = []
-    for job_id in held:
-        run = running.get(job_id)
-        out.append(
-            LockHolder(
-                job_id=job_id,
-                job_name=names.get(job_id),
-                run_id=run.id if run else None,
-                host=run.host if run else None,
-                pid=run.pid if run else None,
-                since=run.started_at if run else None,
-            )
-        )
-    return out

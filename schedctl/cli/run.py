@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -113,6 +114,10 @@ def main(args: list[str], db_flag: str | None = None) -> int:
 
         ctx = _context(settings)
         db = ctx.db
+        # Start-up ran with the collector off (entry.py); a job may run for hours, so collect
+        # again from here on, leaving what start-up loaded out of every scan.
+        gc.freeze()
+        gc.enable()
         return services.run_job(ctx, name, trigger, manual, at_slot)
     except SchedctlError as e:
         if "--debug" in args:

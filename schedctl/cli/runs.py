@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from schedctl import services
+from schedctl import operate
 from schedctl.cli.context import State, state
 from schedctl.cli.output import err, iso, local_time, out, print_json, utc_time
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
-from schedctl.models import Run
+from schedctl.history import Run
 
 _STATUS_STYLE = {
     "succeeded": "green",
@@ -55,7 +55,7 @@ def history(
     if missed:
         _missed(st, job, since_seconds, json_, csv_)
         return
-    found = services.history(st.settled_store(), st.clock, job, status, since_seconds, host, limit)
+    found = operate.history(st.settled_store(), st.clock, job, status, since_seconds, host, limit)
     if json_:
         print_json([r.to_dict() for r in found])
         return
@@ -100,8 +100,6 @@ def history(
 def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, csv_: bool) -> None:
     if job is None:
         raise ValidationError("--missed needs a JOB: schedctl history JOB --missed")
-    from schedctl import operate
-
     store = st.settled_store()
     slots = operate.missed_slots(store, st.clock, job, since_seconds or 7 * 86400)
     zone = store.get_job(job).spec.timezone
@@ -133,7 +131,7 @@ def logs(
 ) -> None:
     """Print the output a run left (its stored tail). Example: schedctl logs 42"""
     st = state(ctx)
-    run: Run = services.get_run(st.store(), run_id)
+    run: Run = operate.get_run(st.store(), run_id)
     if run.output_truncated:
         kept = len((run.output_tail or "").encode())
         err.print(
@@ -148,7 +146,7 @@ def locks(
 ) -> None:
     """Show which jobs' locks are held now, by which host and run. Example: schedctl locks"""
     st = state(ctx)
-    held = services.lock_holders(st.settled_store(), st.settings.data_dir / "locks")
+    held = operate.lock_holders(st.settled_store(), st.settings.data_dir / "locks")
     if json_:
         print_json([h.to_dict() for h in held])
         return

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from html import escape
 
-from schedctl.models import Run
+from schedctl.history import Run
 from schedctl.report import JobReport
 
 COLOURS = {

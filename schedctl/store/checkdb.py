@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from schedctl.models import Job, JobChange, JobSpec, Run
+from schedctl.history import JobChange, Run
+from schedctl.models import Job, JobSpec
 from schedctl.store.rundb import RunDB, as_time, time_param
 
 _RUN_COLUMNS = (

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
 from schedctl.errors import ConflictError, NotFoundError
-from schedctl.models import Job, JobSpec, Run, job_from_row
+from schedctl.history import Run
+from schedctl.models import Job, JobSpec, job_from_row
 from schedctl.store import schema
 from schedctl.store.engine import make_engine, translated
 from schedctl.store.tables import job_changes, jobs, runs

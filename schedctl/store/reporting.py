@@ -9,7 +9,8 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
-from schedctl.models import FAILURE_STATUSES, JobChange, Run, WindowStats
+from schedctl.history import JobChange, Run, WindowStats
+from schedctl.models import FAILURE_STATUSES
 from schedctl.store.checkdb import percentile
 from schedctl.store.repo import RUN_COLUMNS, Store
 from schedctl.store.tables import UTCDateTime, job_changes, jobs, prune_marks, runs

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from schedctl.store.rundb import RunDB, RunResult
 
 
 def _encode(result: RunResult) -> dict[str, Any]:
-    data = asdict(result)
+    data = result._asdict()
     data["status"] = result.status.value
     for key in ("started_at", "finished_at"):
         value = data[key]

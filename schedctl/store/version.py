@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from schedctl.errors import SchemaError
 
@@ -10,8 +10,7 @@ from schedctl.errors import SchemaError
 HEAD = "0002"
 
 
-@dataclass(frozen=True)
-class SchemaStatus:
+class SchemaStatus(NamedTuple):
     """Where a database's schema stands relative to this schedctl."""
 
     current: str | None

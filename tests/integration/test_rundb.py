@@ -168,14 +168,14 @@ def test_sqlite_lost_runner_reconciliation(sqlite_url: str) -> None:
     db = SqliteRunDB(url, SystemClock())
     try:
         claim = claim_for(store, "h1")
-        gone = Claim(**{**claim.__dict__, "pid": int(dead.stdout)})
+        gone = claim._replace(pid=int(dead.stdout))
         assert db.claim(gone) is not None
         assert db.reconcile_lost("other-host") == 0  # only this host's runners are judged
         assert db.reconcile_lost("h1") == 1
         # A pid that is alive but not a schedctl process (pid reuse) is not the runner either.
         stranger = subprocess.Popen(["sleep", "30"])
         try:
-            reused = Claim(**{**claim.__dict__, "slot": None, "pid": stranger.pid})
+            reused = claim._replace(slot=None, pid=stranger.pid)
             assert db.claim(reused) is not None
             assert db.reconcile_lost("h1") == 1
         finally:
