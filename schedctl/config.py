@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from schedctl.errors import ConfigError
@@ -139,8 +140,7 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """Resolved settings for one schedctl invocation."""
 
     database: DatabaseURL

@@ -16,9 +16,9 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import cache
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from schedctl.errors import ValidationError
@@ -53,8 +53,7 @@ class CronError(ValidationError):
     """A cron expression that schedctl refuses."""
 
 
-@dataclass(frozen=True)
-class CronExpr:
+class CronExpr(NamedTuple):
     """A parsed 5-field cron expression."""
 
     text: str
@@ -253,8 +252,7 @@ def _transition_day_instants(expr: CronExpr, d: date, zone: tzinfo) -> list[date
     return [found[k] for k in sorted(found)]
 
 
-@dataclass(frozen=True)
-class Schedule:
+class Schedule(NamedTuple):
     """A cron expression bound to a time zone."""
 
     expr: CronExpr
