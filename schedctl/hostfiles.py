@@ -43,6 +43,17 @@ def read_text(path: Path) -> str | None:
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     """Write `text` to `path` so readers see the old or the new file, never a part."""
+    tmp = _stage(path, text, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _stage(path: Path, text: str, mode: int) -> str:
+    """Write `text` to a new hidden file beside `path`, on disk; return the file's path."""
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
@@ -55,14 +66,18 @@ def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
             f.write(text)
             f.flush()
             os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+            os.fsync(f.fileno())  # the content is on disk before any name points at it
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the renames and removals in `directory` survive a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)  # the rename itself survives a crash
+        os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
 
@@ -78,7 +93,23 @@ def ensure_dir(path: Path) -> None:
 
 
 def apply(changes: Sequence[FileChange], mode: int = 0o644) -> None:
-    """Write or remove each changed file."""
+    """Write or remove each changed file; each directory is synced once, not once per file.
+
+    Every new text is on disk before the first file is replaced, so a failure while staging
+    (disk full) leaves the old set of files whole.
+    """
+    staged: list[tuple[str, Path]] = []
+    renamed = 0
+    try:
+        for ch in changes:
+            if ch.new is not None:
+                staged.append((_stage(ch.path, ch.new, mode), ch.path))
+        for tmp, path in staged:
+            os.replace(tmp, path)
+            renamed += 1
+    finally:
+        for tmp, _ in staged[renamed:]:
+            Path(tmp).unlink(missing_ok=True)
     for ch in changes:
         if ch.new is None:
             try:
@@ -87,8 +118,8 @@ def apply(changes: Sequence[FileChange], mode: int = 0o644) -> None:
                 pass
             except OSError as exc:
                 raise ConfigError(f"cannot remove {ch.path}: {exc.strerror}; run as root") from None
-        else:
-            atomic_write(ch.path, ch.new, mode)
+    for directory in sorted({ch.path.parent for ch in changes}):
+        _fsync_dir(directory)
 
 
 def managed_files(directory: Path, prefix: str, mark: str) -> dict[str, str]:
