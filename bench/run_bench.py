@@ -1,15 +1,18 @@
-"""Benchmarks for `schedctl run` (run on demand, not a test): prints tables of medians.
+"""Benchmarks for `schedctl run` and `sync` (run on demand, not a test): prints tables.
 
-    ~/.local/share/schedctl/venv/bin/python bench/run_bench.py [--repeat N] [--herd N] [--racers N]
+    ~/.local/share/schedctl/venv/bin/python bench/run_bench.py [--repeat N] [--herd N]
+        [--racers N] [--sync-jobs N]
 
 Starts its own PostgreSQL (like the test suite) and uses the installed `schedctl` next to the
 interpreter. Sections:
 1. wrapper overhead: whole-process time of `schedctl run JOB --now` (command `true`) minus
    `true`, beside the floors `flock -n` and a psycopg-only prototype, as ratios to
-   `python -c 'import psycopg'` measured in the same run; CPU time per run too;
+   `python -c 'import psycopg'` measured in the same run (all timed round-robin, so a change
+   in the machine's speed affects every row alike); CPU time per run too;
 2. top-of-hour herd: N jobs due in the same minute started at once on this host;
-3. fleet race: N racers for one slot; 1 runs, and how soon the losers exit after the claim.
-"""
+3. fleet race: N racers for one slot; 1 runs, and how soon the losers exit after the claim;
+4. `sync systemd` and `sync crontab` for N jobs, then again with nothing changed: wall time
+   and how many files were written (by inode and mtime, not only by what sync says)."""
 
 from __future__ import annotations
 
@@ -46,16 +49,29 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, cpu
 
 
-def series(argv: list[str], env: dict[str, str], repeat: int) -> dict[str, float]:
-    timed(argv, env)  # warm the page cache
-    samples = [timed(argv, env) for _ in range(repeat)]
-    walls = [w for w, _ in samples]
-    return {
-        "median": statistics.median(walls) * 1000,
-        "min": min(walls) * 1000,
-        "max": max(walls) * 1000,
-        "cpu": statistics.median(c for _, c in samples) * 1000,
-    }
+def interleaved(
+    commands: dict[str, tuple[list[str], dict[str, str]]], repeat: int
+) -> dict[str, dict[str, float]]:
+    """Time each command `repeat` times, round-robin, so drift in the machine's speed is shared.
+
+    Return, per command, the median, min and max wall milliseconds and the median CPU ms.
+    """
+    for argv, env in commands.values():
+        timed(argv, env)  # warm the page cache
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for _ in range(repeat):
+        for name, (argv, env) in commands.items():
+            samples[name].append(timed(argv, env))
+    out = {}
+    for name, got in samples.items():
+        walls = [w for w, _ in got]
+        out[name] = {
+            "median": statistics.median(walls) * 1000,
+            "min": min(walls) * 1000,
+            "max": max(walls) * 1000,
+            "cpu": statistics.median(c for _, c in got) * 1000,
+        }
+    return out
 
 
 def table(title: str, header: list[str], rows: list[list[str]]) -> None:
@@ -91,21 +107,23 @@ def overhead(envs: dict[str, dict[str, str]], pg_url: str, repeat: int) -> None:
     base = envs["sqlite"]
     lock = Path(base["HOME"]) / "bench.flock"
     lock.touch()
-    rows: dict[str, dict[str, float]] = {
-        "true": series(["true"], base, repeat),
-        "flock -n FILE true": series(["flock", "-n", str(lock), "true"], base, repeat),
-        "python -c 'import psycopg'": series([PY, "-c", "import psycopg"], base, repeat),
-    }
     job_id = cli(envs["postgresql"])("show", "bench-true", "--json")
     jid = int(re.search(r'"id": (\d+)', job_id).group(1))  # type: ignore[union-attr]
-    plain_url = pg_url
-    rows["psycopg-only prototype (PostgreSQL)"] = series(
-        [PY, str(HERE / "prototype_run.py"), plain_url, str(jid), "true"], base, repeat
-    )
+    commands = {
+        "true": (["true"], base),
+        "flock -n FILE true": (["flock", "-n", str(lock), "true"], base),
+        "python -c 'import psycopg'": ([PY, "-c", "import psycopg"], base),
+        "psycopg-only prototype (PostgreSQL)": (
+            [PY, str(HERE / "prototype_run.py"), pg_url, str(jid), "true"],
+            base,
+        ),
+    }
     for backend in ("postgresql", "sqlite"):
-        rows[f"schedctl run --now ({backend})"] = series(
-            [SCHEDCTL, "run", "bench-true", "--now"], envs[backend], repeat
+        commands[f"schedctl run --now ({backend})"] = (
+            [SCHEDCTL, "run", "bench-true", "--now"],
+            envs[backend],
         )
+    rows = interleaved(commands, repeat)
     floor_true = rows["true"]["median"]
     psy = rows["python -c 'import psycopg'"]["median"]
     out = []
@@ -116,7 +134,7 @@ def overhead(envs: dict[str, dict[str, str]], pg_url: str, repeat: int) -> None:
             f"{over / psy:.2f}" if name != "true" else "-", f"{r['cpu']:.1f}",
         ])  # fmt: skip
     table(
-        f"1. wrapper overhead ({repeat} runs each; overhead = median - median(true))",
+        f"1. wrapper overhead ({repeat} runs each, interleaved; overhead = median - median(true))",
         ["command", "median ms", "min ms", "max ms", "overhead ms", "x import psycopg", "cpu ms"],
         out,
     )
@@ -177,11 +195,51 @@ def race(env: dict[str, str], backend: str, racers: int) -> list[str]:
     ]
 
 
+def sync(env: dict[str, str], url: str, work: Path, jobs: int) -> list[list[str]]:
+    """Time `sync systemd` and `sync crontab` for `jobs` jobs, then again with nothing changed."""
+    from schedctl import services
+    from schedctl.clock import SystemClock
+    from schedctl.config import parse_database_url
+    from schedctl.models import JobSpec
+    from schedctl.store.repo import Store
+
+    store = Store.open(parse_database_url(url))
+    try:
+        for i in range(jobs):  # validated and stored as `schedctl add` does, without 1,000 starts
+            spec = JobSpec(f"sync-{i:04d}", f"{i % 60} {i % 24} * * *", "UTC", ("true",))
+            services.add_job(store, spec, SystemClock())
+    finally:
+        store.close()
+    unit_dir = work / "sync-units"
+    unit_dir.mkdir()
+    cron_file = work / "sync-cron.d"
+    targets = {
+        "systemd": (["sync", "systemd", "--unit-dir", str(unit_dir), "--no-reload"], unit_dir, "*"),
+        "crontab": (["sync", "crontab", "--file", str(cron_file)], work, cron_file.name),
+    }
+    rows = []
+    for kind, (args, where, pattern) in targets.items():
+        for attempt in ("first", "again, nothing changed"):
+            before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in where.glob(pattern)}
+            start = time.perf_counter()
+            said = subprocess.run(
+                [SCHEDCTL, *args], env=env, capture_output=True, text=True, check=True
+            ).stdout
+            wall = time.perf_counter() - start
+            after = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in where.glob(pattern)}
+            touched = sum(1 for p, st in after.items() if before.get(p) != st)
+            summary = said.strip().splitlines()[-1] if said.strip() else "(no output)"
+            rows.append([f"sync {kind} ({attempt})", str(jobs), str(len(after)), str(touched),
+                         f"{wall:.2f}", summary])  # fmt: skip
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--herd", type=int, default=200)
     parser.add_argument("--racers", type=int, default=50)
+    parser.add_argument("--sync-jobs", type=int, default=1000)
     args = parser.parse_args()
     server = start_server()
     work = Path(tempfile.mkdtemp(prefix="schedctl-bench-"))
@@ -214,6 +272,12 @@ def main() -> None:
         table(f"3. fleet race: {args.racers} racers for one slot",
               ["backend", "racers", "ran", "max loser exit after claim ms",
                "median ms", "wall s"], race_rows)  # fmt: skip
+        env = dict(envs["postgresql"])
+        env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
+        cli(env)("db", "upgrade")
+        table(f"4. sync for {args.sync_jobs} jobs (PostgreSQL; files only: --no-reload)",
+              ["command", "jobs", "files", "files written", "wall s", "it said"],
+              sync(env, env["SCHEDCTL_DATABASE_URL"], work, args.sync_jobs))  # fmt: skip
     finally:
         destroy(server)
         subprocess.run(["rm", "-rf", str(work)], check=False)
