@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from schedctl.clock import Clock
 from schedctl.errors import ValidationError
@@ -43,8 +42,7 @@ DEFAULT_KEEP_FAILED = 180 * 86400
 PRUNE_BATCH = 5000
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(NamedTuple):
     """`schedctl report`: the window and one row per job."""
 
     since: datetime
@@ -228,8 +226,7 @@ def metrics(store: Store, db: RunDB, clock: Clock) -> str:
 # -- prune -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PruneResult:
+class PruneResult(NamedTuple):
     """What `prune` deleted (or would delete), by job name."""
 
     deleted: Counter[str]

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 from schedctl.history import JobChange, Run, WindowStats
 from schedctl.models import FAILURE_STATUSES, Job, iso
@@ -19,8 +18,7 @@ MISS_GRACE = timedelta(minutes=1)
 STUCK_HEARTBEAT = timedelta(minutes=2)
 
 
-@dataclass(frozen=True)
-class Period:
+class Period(NamedTuple):
     """A stretch of a job's life under one schedule: [start, end), end None = still going."""
 
     start: datetime
@@ -85,14 +83,13 @@ def missing(expected: Iterable[datetime], present: Iterable[datetime]) -> list[d
     return [s for s in expected if s.timestamp() not in have]
 
 
-@dataclass(frozen=True)
-class JobFacts:
+class JobFacts(NamedTuple):
     """What the store knows about one job beyond its definition."""
 
     job: Job
     spans: list[Period]
     pruned_before: datetime | None = None
-    stats: WindowStats = field(default_factory=WindowStats)
+    stats: WindowStats = WindowStats()  # frozen: one shared empty instance is safe
     last_success: datetime | None = None
     last_failure: datetime | None = None
     running: Run | None = None
@@ -103,8 +100,7 @@ class JobFacts:
     due_slot_ran: bool = False
 
 
-@dataclass(frozen=True)
-class JobReport:
+class JobReport(NamedTuple):
     """One row of `schedctl report`."""
 
     name: str
@@ -211,13 +207,12 @@ class Severity(IntEnum):
     UNKNOWN = 3
 
 
-@dataclass(frozen=True)
-class JobCheck:
+class JobCheck(NamedTuple):
     """The verdict on one job, with the reasons behind it."""
 
     name: str
     severity: Severity
-    reasons: tuple[str, ...] = field(default=())
+    reasons: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `check --json`."""

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from schedctl.history import JobChange, Run
 from schedctl.models import Job, JobSpec
@@ -25,8 +24,7 @@ _TIMES = ("slot", "claimed_at", "started_at", "finished_at")
 MIN_SAMPLES = 5
 
 
-@dataclass(frozen=True)
-class CheckData:
+class CheckData(NamedTuple):
     """Everything `check` judges, read in a handful of queries."""
 
     jobs: list[Job]
