@@ -1,4 +1,4 @@
-"""Domain records: frozen dataclasses and enums shared by every layer."""
+"""Domain records and enums shared by every layer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -132,9 +132,11 @@ class Job:
         }
 
 
-@dataclass(frozen=True)
-class JobChanges:
-    """Fields to change on an existing job; None means leave as is."""
+class JobChanges(NamedTuple):
+    """Fields to change on an existing job; None means leave as is.
+
+    A NamedTuple, not a dataclass: only edits use it, yet every `run` and `check` defines it.
+    """
 
     schedule: str | None = None
     timezone: str | None = None
