@@ -195,7 +195,7 @@ def race(env: dict[str, str], backend: str, racers: int) -> list[str]:
     ]
 
 
-def sync(env: dict[str, str], url: str, work: Path, jobs: int) -> list[list[str]]:
+def sync(env: dict[str, str], work: Path, jobs: int) -> list[list[str]]:
     """Time `sync systemd` and `sync crontab` for `jobs` jobs, then again with nothing changed."""
     from schedctl import services
     from schedctl.clock import SystemClock
@@ -203,7 +203,7 @@ def sync(env: dict[str, str], url: str, work: Path, jobs: int) -> list[list[str]
     from schedctl.models import JobSpec
     from schedctl.store.repo import Store
 
-    store = Store.open(parse_database_url(url))
+    store = Store.open(parse_database_url(env["SCHEDCTL_DATABASE_URL"]))
     try:
         for i in range(jobs):  # validated and stored as `schedctl add` does, without 1,000 starts
             spec = JobSpec(f"sync-{i:04d}", f"{i % 60} {i % 24} * * *", "UTC", ("true",))
@@ -277,7 +277,7 @@ def main() -> None:
         cli(env)("db", "upgrade")
         table(f"4. sync for {args.sync_jobs} jobs (PostgreSQL; files only: --no-reload)",
               ["command", "jobs", "files", "files written", "wall s", "it said"],
-              sync(env, env["SCHEDCTL_DATABASE_URL"], work, args.sync_jobs))  # fmt: skip
+              sync(env, work, args.sync_jobs))  # fmt: skip
     finally:
         destroy(server)
         subprocess.run(["rm", "-rf", str(work)], check=False)

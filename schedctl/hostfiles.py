@@ -43,13 +43,7 @@ def read_text(path: Path) -> str | None:
 
 def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
     """Write `text` to `path` so readers see the old or the new file, never a part."""
-    tmp = _stage(path, text, mode)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    apply([FileChange(path, None, text)], mode)
 
 
 def _stage(path: Path, text: str, mode: int) -> str:

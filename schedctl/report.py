@@ -89,7 +89,7 @@ class JobFacts(NamedTuple):
     job: Job
     spans: list[Period]
     pruned_before: datetime | None = None
-    stats: WindowStats = WindowStats()  # frozen: one shared empty instance is safe
+    stats: WindowStats = WindowStats()  # immutable: one shared empty instance is safe
     last_success: datetime | None = None
     last_failure: datetime | None = None
     running: Run | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,25 +14,17 @@ from sqlalchemy.engine import Connection, Engine
 from schedctl.config import DatabaseURL
 from schedctl.errors import ConflictError, NotFoundError
 from schedctl.history import Run
-from schedctl.models import Job, JobSpec, job_from_row
+from schedctl.models import Job, JobSpec
 from schedctl.store import schema
 from schedctl.store.engine import make_engine, translated
+from schedctl.store.rundb import JSON_COLUMNS, job_from_json_text
 from schedctl.store.tables import job_changes, jobs, runs
 
-# Jobs are read with their JSON columns as text, decoded here: the driver's per-value JSON
-# loader took ~10 ms for the 3,000 small values of 1,000 jobs, json.loads ~5 ms.
-_JSON_COLUMNS = tuple(c.name for c in jobs.c if isinstance(c.type, sa.JSON))
+# Jobs are read with their JSON columns as text and decoded like the run path's: the driver's
+# per-value JSON loader took ~10 ms for the 3,000 small values of 1,000 jobs, json.loads ~5 ms.
 _JOB_SELECT = sa.select(
-    *(sa.cast(c, sa.Text).label(c.name) if c.name in _JSON_COLUMNS else c for c in jobs.c)
+    *(sa.cast(c, sa.Text).label(c.name) if c.name in JSON_COLUMNS else c for c in jobs.c)
 )
-
-
-def _job(row: sa.RowMapping) -> Job:
-    values = dict(row)
-    for name in _JSON_COLUMNS:
-        if values[name] is not None:
-            values[name] = json.loads(values[name])
-    return job_from_row(values)
 
 
 class Store:
@@ -125,13 +116,13 @@ class Store:
             raise NotFoundError(
                 f"no job named {name!r}: see `schedctl list` for the jobs there are"
             )
-        return _job(row)
+        return job_from_json_text(dict(row))
 
     def list_jobs(self) -> list[Job]:
         """Return every job, ordered by name."""
         with self.tx() as conn:
             rows = conn.execute(_JOB_SELECT.order_by(jobs.c.name)).mappings().all()
-        return [_job(r) for r in rows]
+        return [job_from_json_text(dict(r)) for r in rows]
 
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""

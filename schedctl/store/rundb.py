@@ -45,7 +45,7 @@ JOB_COLUMNS = (
     "run_as_user", "description", "tags", "enabled", "output_limit_bytes", "retention_seconds",
     "created_at", "updated_at", "revision",
 )  # fmt: skip
-_JSON_COLUMNS = ("command", "env", "tags")
+JSON_COLUMNS = ("command", "env", "tags")
 _TS_COLUMNS = ("created_at", "updated_at")
 
 
@@ -268,13 +268,18 @@ def _from_sqlite_ts(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
 
 
+def job_from_json_text(values: dict[str, Any]) -> Job:
+    """Build a Job from a `jobs` row whose JSON columns are still JSON text."""
+    for col in JSON_COLUMNS:
+        values[col] = json.loads(values[col])
+    return job_from_row(values)
+
+
 def _sqlite_job(row: Sequence[Any]) -> Job:
     values = dict(zip(JOB_COLUMNS, row, strict=True))
-    for col in _JSON_COLUMNS:
-        values[col] = json.loads(values[col])
     for col in _TS_COLUMNS:
         values[col] = _from_sqlite_ts(values[col])
-    return job_from_row(values)
+    return job_from_json_text(values)
 
 
 def as_time(value: datetime | str | None) -> datetime | None:
