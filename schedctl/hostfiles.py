@@ -61,6 +61,12 @@ def _stage(path: Path, text: str, mode: int) -> str:
             f.flush()
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())  # the content is on disk before any name points at it
+    except OSError as exc:  # disk full, quota, I/O error: the host's problem, not schedctl's
+        Path(tmp).unlink(missing_ok=True)
+        raise ConfigError(
+            f"cannot write {path}: {exc.strerror}; free space in {path.parent} and try again "
+            f"(no file was replaced)"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
