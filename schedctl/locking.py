@@ -11,15 +11,26 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
-
-if TYPE_CHECKING:
-    import psycopg
+from typing import Any, NamedTuple, Protocol
 
 # First key of pg_try_advisory_lock(int4, int4); the second is the job id. Applications that
 # share the database must not use this first key for their own advisory locks.
 LOCK_NAMESPACE = 0x5C4ED01
 _QUEUE_POLL_SECONDS = 0.5
+
+
+class _Rows(Protocol):
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class SqlSession(Protocol):
+    """An autocommit PostgreSQL session with `execute(query, params)`, as the run's libpq one."""
+
+    def execute(self, query: str, params: tuple[int, ...], /) -> _Rows:
+        """Run one statement with `%s` placeholders."""
+        ...
 
 
 class JobLock(Protocol):
@@ -49,7 +60,7 @@ def acquire_within(lock: JobLock, seconds: float, sleep: float = _QUEUE_POLL_SEC
 class PgAdvisoryLock:
     """pg_try_advisory_lock(LOCK_NAMESPACE, job_id) on the run's own session."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[object, ...]], job_id: int) -> None:
+    def __init__(self, conn: SqlSession, job_id: int) -> None:
         self.conn = conn
         self.job_id = job_id
         self.held = False
@@ -79,7 +90,7 @@ class PgLockHolder(NamedTuple):
     granted_since: str | None
 
 
-def pg_lock_holders(conn: psycopg.Connection[tuple[object, ...]]) -> list[PgLockHolder]:
+def pg_lock_holders(conn: SqlSession) -> list[PgLockHolder]:
     """Return the sessions holding schedctl job locks right now."""
     rows = conn.execute(
         # Two-key advisory locks: classid = key 1, objid = key 2, objsubid = 2.

@@ -1,4 +1,4 @@
-"""Run-path data access on plain drivers (psycopg, sqlite3): `schedctl run` loads no SQLAlchemy.
+"""Run-path data access on plain drivers (libpq, sqlite3): `schedctl run` loads no SQLAlchemy.
 
 Rows written here must read back identically through the SQLAlchemy store, so SQLite
 timestamps use SQLAlchemy's text format (naive UTC) and JSON columns hold JSON text.
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schedctl.clock import Clock
 from schedctl.config import DatabaseURL
-from schedctl.errors import NotFoundError
+from schedctl.errors import ConfigError, NotFoundError
 from schedctl.models import Job, RunStatus, Trigger, job_from_row
 from schedctl.store.dberrors import translate
 from schedctl.store.version import SchemaStatus, require_current
@@ -21,7 +21,7 @@ from schedctl.store.version import SchemaStatus, require_current
 if TYPE_CHECKING:
     import sqlite3
 
-    import psycopg
+    from schedctl.store import libpq
 
 # Shared with the SQLAlchemy engine (store/engine.py).
 PG_CONNECT_ARGS: dict[str, Any] = {
@@ -158,39 +158,52 @@ def _finish_values(r: RunResult, ts: Any) -> tuple[Any, ...]:
 
 
 class PgRunDB:
-    """The run's own PostgreSQL session (autocommit); advisory locks live on it too."""
+    """The run's own PostgreSQL session (autocommit); advisory locks live on it too.
+
+    On libpq directly (store/libpq.py), not psycopg: loading psycopg would be most of the
+    cost of every `schedctl run` and `schedctl check`.
+    """
 
     backend = "postgresql"
 
     def __init__(self, url: DatabaseURL, application_name: str = "schedctl run") -> None:
-        import psycopg
+        from schedctl.store import libpq
 
         self.url = url
-        raw = url.raw.replace("postgresql+psycopg://", "postgresql://", 1)
+        params = {k: str(v) for k, v in PG_CONNECT_ARGS.items()}
+        params.update(application_name=application_name, client_encoding="UTF8")
+        # The URL first: libpq applies keywords in order, so these override what the URL
+        # says, as psycopg.connect(url, **kwargs) does.
+        params = {"dbname": url.raw.replace("postgresql+psycopg://", "postgresql://", 1), **params}
         try:
-            self.conn: psycopg.Connection[tuple[Any, ...]] = psycopg.connect(
-                raw, autocommit=True, application_name=application_name, **PG_CONNECT_ARGS
-            )
-        except psycopg.OperationalError as e:
+            self.conn = libpq.Connection(params)
+        except libpq.LibpqMissingError as e:
+            raise ConfigError(
+                f"cannot load libpq, PostgreSQL's client library ({e}); reinstall schedctl "
+                "(install.sh) or install the libpq5 package"
+            ) from None
+        except libpq.PgError as e:
             raise translate(e, url) from None
 
-    def _sql(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+    def _sql(self, sql: str, params: Sequence[Any] = ()) -> libpq.Result:
         """Execute on the run's session; a lost connection becomes a one-line schedctl error."""
-        import psycopg
+        from schedctl.store import libpq
 
         try:
             return self.conn.execute(sql, params)
-        except psycopg.OperationalError as e:
+        except libpq.PgOperationalError as e:
             raise translate(e, self.url) from e
 
     def check_schema(self) -> None:
         """Raise SchemaError unless the schema is at HEAD."""
-        import psycopg
+        from schedctl.store import libpq
 
         # One round trip in the usual case; a missing table is the rare, first-use case.
         try:
             found = self._sql("SELECT version_num FROM alembic_version").fetchone()
-        except psycopg.errors.UndefinedTable:
+        except libpq.PgError as e:
+            if e.sqlstate != libpq.UNDEFINED_TABLE:
+                raise
             found = None
         require_current(SchemaStatus(str(found[0]) if found else None))
 
@@ -203,7 +216,7 @@ class PgRunDB:
 
     def backend_pid(self) -> int | None:
         """Return this session's backend pid."""
-        return int(self.conn.info.backend_pid)
+        return self.conn.backend_pid
 
     def load_job(self, name: str) -> Job:
         """Return the job called `name`."""
@@ -234,7 +247,7 @@ class PgRunDB:
         )
 
     def heartbeat(self, run_id: int) -> None:
-        """Touch heartbeat_at on this session; raises psycopg errors if the session is gone."""
+        """Touch heartbeat_at on this session; raises if the session is gone."""
         self._sql("UPDATE runs SET heartbeat_at = clock_timestamp() WHERE id = %s", (run_id,))
 
     def finish(self, run_id: int, result: RunResult) -> None:

@@ -322,9 +322,12 @@ def test_run_loads_no_cli_framework_or_orm(backend: tuple[Cli, str, dict[str, st
     assert forbidden == set()
     # What only reads history back (reports, checks, `history`) is not the run's business.
     assert {"schedctl.history", "schedctl.report", "schedctl.operate"} & imported == set()
-    # One driver per run: the other backend's is not loaded either.
-    other = "psycopg" if url.startswith("sqlite") else "sqlite3"
-    assert other not in imported
+    # One driver per run: the other backend's is not loaded either, and PostgreSQL is spoken
+    # to through libpq directly: loading psycopg would cost more than all the rest.
+    unwanted = {"psycopg", "psycopg_binary"}
+    unwanted |= {"sqlite3"} if url.startswith("postgresql") else {"schedctl.store.libpq"}
+    assert unwanted & imported == set()
+    assert ("schedctl.store.libpq" in imported) == url.startswith("postgresql")
     assert "schedctl.runner" in imported  # the measurement saw the run path
 
 

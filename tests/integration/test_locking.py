@@ -9,14 +9,15 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from schedctl.locking import FileLock, PgAdvisoryLock, acquire_within, pg_lock_holders
+from schedctl.store import libpq
 
 
-def connect(url: str) -> psycopg.Connection[tuple[object, ...]]:
-    return psycopg.connect(url, autocommit=True)
+def connect(url: str) -> libpq.Connection:
+    """A session like the one `schedctl run` holds its lock on."""
+    return libpq.Connection({"dbname": url})
 
 
 def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
@@ -26,8 +27,8 @@ def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
         assert not second.try_acquire()
         assert PgAdvisoryLock(b, 8).try_acquire()  # another job is independent
         holders = {h.job_id: h.backend_pid for h in pg_lock_holders(b)}
-        assert holders[7] == a.info.backend_pid
-        assert holders[8] == b.info.backend_pid
+        assert holders[7] == a.backend_pid
+        assert holders[8] == b.backend_pid
         first.release()
         first.release()  # idempotent
         assert second.try_acquire()
@@ -39,12 +40,12 @@ def test_pg_lock_vanishes_with_its_session(pg_url: str) -> None:
         assert PgAdvisoryLock(holder, 9).try_acquire()
         assert not PgAdvisoryLock(other, 9).try_acquire()
         # What a crashed host or a restarted server does to the session:
-        admin.execute("SELECT pg_terminate_backend(%s)", (holder.info.backend_pid,))
+        admin.execute("SELECT pg_terminate_backend(%s)", (holder.backend_pid,))
         deadline = time.monotonic() + 5
         while not PgAdvisoryLock(other, 9).try_acquire():
             assert time.monotonic() < deadline, "lock not freed after its session ended"
             time.sleep(0.05)
-        with pytest.raises(psycopg.OperationalError):
+        with pytest.raises(libpq.PgOperationalError):
             holder.execute("SELECT 1")  # the runner notices on its next heartbeat
         holder.close()
 

@@ -1,0 +1,275 @@
+"""A small PostgreSQL session on libpq through ctypes, for the commands that start most often.
+
+`schedctl run` starts at every timer firing on every host, and `check` every minute. Importing
+psycopg costs ~14 times a bare Python start (type registries, asyncio, importlib.metadata); the
+library it wraps takes a few milliseconds to load. This module speaks to libpq directly with
+text parameters and text results, for the handful of plain statements those commands send.
+Everything else (the ORM store, migrations, pools) stays on psycopg.
+
+libpq is the copy psycopg[binary] ships, else the system's libpq.so.5.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from datetime import date, datetime
+from typing import Any
+
+# Result statuses (libpq-fe.h).
+_COMMAND_OK, _TUPLES_OK = 1, 2
+_CONNECTION_OK = 0
+_PG_DIAG_SQLSTATE, _PG_DIAG_MESSAGE_PRIMARY = ord("C"), ord("M")
+# SQLSTATE classes psycopg also reports as OperationalError: the session or server, not the SQL.
+_OPERATIONAL = ("08", "53", "54", "55", "57", "58")
+UNDEFINED_TABLE = "42P01"
+
+
+class PgError(Exception):
+    """A statement the server refused; `sqlstate` says why (None when no reply arrived)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class PgOperationalError(PgError):
+    """The session cannot go on: not connected, connection lost, server shutting down."""
+
+
+class LibpqMissingError(Exception):
+    """Neither psycopg's libpq nor the system's could be loaded."""
+
+
+def _bundled() -> list[str]:
+    """Return psycopg[binary]'s own libpq, if installed next to schedctl's dependencies."""
+    for entry in sys.path:
+        libs = os.path.join(entry or ".", "psycopg_binary.libs")
+        try:
+            names = os.listdir(libs)
+        except OSError:
+            continue
+        return [os.path.join(libs, n) for n in sorted(names) if n.startswith("libpq")]
+    return []
+
+
+def load(candidates: Sequence[str]) -> ctypes.CDLL:
+    """Load the first libpq of `candidates` that loads; raise LibpqMissingError if none does."""
+    errors = []
+    for path in candidates:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError as e:
+            errors.append(str(e))
+            continue
+        _declare(lib)
+        return lib
+    raise LibpqMissingError("; ".join(errors) or "libpq.so.5 not found")
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
+    signatures: dict[str, tuple[Any, list[Any]]] = {
+        "PQconnectdbParams": (p, [ctypes.POINTER(s), ctypes.POINTER(s), i]),
+        "PQstatus": (i, [p]),
+        "PQerrorMessage": (s, [p]),
+        "PQbackendPID": (i, [p]),
+        "PQfinish": (None, [p]),
+        "PQexecParams": (p, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
+        "PQresultStatus": (i, [p]),
+        "PQresultErrorField": (s, [p, i]),
+        "PQntuples": (i, [p]),
+        "PQnfields": (i, [p]),
+        "PQftype": (ctypes.c_uint, [p, i]),
+        "PQgetisnull": (i, [p, i, i]),
+        "PQgetvalue": (s, [p, i, i]),
+        "PQcmdTuples": (s, [p]),
+        "PQclear": (None, [p]),
+    }
+    for name, (restype, argtypes) in signatures.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+@functools.cache
+def lib() -> ctypes.CDLL:
+    """Return libpq (psycopg's, else the system's), loaded on first use."""
+    return load([*_bundled(), "libpq.so.5"])
+
+
+def _decimal(text: str) -> Any:
+    from decimal import Decimal  # rare here (sums of integers): not worth loading every start
+
+    return Decimal(text)
+
+
+def _bool(text: str) -> bool:
+    return text == "t"
+
+
+def _timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# Text output of the types these commands read, by type OID (pg_type.dat). Sessions run with
+# TimeZone=UTC and DateStyle ISO (libpq's default), so timestamps parse with fromisoformat.
+_DECODERS: dict[int, Callable[[str], Any]] = {
+    16: _bool,
+    18: str, 19: str, 25: str, 1042: str, 1043: str,  # char, name, text, bpchar, varchar
+    20: int, 21: int, 23: int, 26: int,  # int8, int2, int4, oid
+    700: float, 701: float,  # float4, float8
+    1700: _decimal,
+    114: json.loads, 3802: json.loads,  # json, jsonb: decoded, as psycopg does
+    1082: date.fromisoformat,
+    1114: _timestamp, 1184: _timestamp,  # timestamp, timestamptz
+}  # fmt: skip
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join("NULL" if v is None else _array_item(v) for v in value) + "}"
+    text = str(value)
+    if "\x00" in text:
+        # libpq takes C strings: a NUL would silently cut the value short.
+        raise PgError("PostgreSQL text cannot contain NUL (0x00) characters", "22021")
+    return text
+
+
+def _array_item(value: Any) -> str:
+    text = _text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _numbered(sql: str) -> str:
+    """Turn `%s` placeholders (psycopg's, used throughout schedctl) into libpq's $1, $2, ..."""
+    parts = sql.split("%s")
+    out = [parts[0]]
+    for n, part in enumerate(parts[1:], start=1):
+        out.append(f"${n}{part}")
+    return "".join(out)
+
+
+class Result:
+    """The rows and row count of one statement, decoded from text."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        """Return the first row, or None."""
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        """Return every row."""
+        return self.rows
+
+
+class Connection:
+    """One autocommit session: each execute() is its own transaction, as with psycopg autocommit."""
+
+    def __init__(self, params: dict[str, str]) -> None:
+        pq = lib()
+        # expand_dbname=1: a URL in `dbname` is parsed; the other keywords override it.
+        n = len(params) + 1
+        keys = (ctypes.c_char_p * n)(*[k.encode() for k in params], None)
+        values = (ctypes.c_char_p * n)(*[v.encode() for v in params.values()], None)
+        self._pq = pq
+        self._conn: int | None = pq.PQconnectdbParams(keys, values, 1)
+        if self._conn is None:
+            raise PgOperationalError("out of memory allocating a PostgreSQL connection")
+        if pq.PQstatus(self._conn) != _CONNECTION_OK:
+            message = self._error()
+            self.close()
+            raise PgOperationalError(message)
+        self.backend_pid = int(pq.PQbackendPID(self._conn))
+
+    def _error(self) -> str:
+        raw = self._pq.PQerrorMessage(self._conn) or b""
+        return bytes(raw).decode("utf-8", "replace").strip() or "unknown libpq error"
+
+    @property
+    def closed(self) -> bool:
+        """Return whether the session is closed (by us) or broken."""
+        return self._conn is None or self._pq.PQstatus(self._conn) != _CONNECTION_OK
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
+        """Run one statement with `%s` placeholders; raise PgError (or its operational kind)."""
+        pq = self._pq
+        if self._conn is None:
+            raise PgOperationalError("the connection is closed")
+        n = len(params)
+        values = (ctypes.c_char_p * max(n, 1))(
+            *[None if v is None else _text(v).encode() for v in params]
+        )
+        # Parameter types left to the server (OID 0): it infers them from the statement, as
+        # for a literal, so '2026-01-01T00:00:00+00:00' becomes a timestamptz next to one.
+        res = pq.PQexecParams(self._conn, _numbered(sql).encode(), n, None, values, None, None, 0)
+        if res is None:
+            raise PgOperationalError(self._error())
+        try:
+            status = pq.PQresultStatus(res)
+            if status == _TUPLES_OK:
+                return Result(self._rows(res), int(pq.PQntuples(res)))
+            if status == _COMMAND_OK:
+                count = pq.PQcmdTuples(res) or b""
+                return Result([], int(count) if count else -1)
+            # The primary message alone, as psycopg's errors read ("relation ... does not exist").
+            raw = pq.PQresultErrorField(res, _PG_DIAG_MESSAGE_PRIMARY) or b""
+            message = bytes(raw).decode("utf-8", "replace").strip() or self._error()
+            code = pq.PQresultErrorField(res, _PG_DIAG_SQLSTATE)
+            sqlstate = bytes(code).decode() if code else None
+        finally:
+            pq.PQclear(res)
+        broken = pq.PQstatus(self._conn) != _CONNECTION_OK
+        if broken or sqlstate is None or sqlstate[:2] in _OPERATIONAL:
+            raise PgOperationalError(message, sqlstate)
+        raise PgError(message, sqlstate)
+
+    def _rows(self, res: int) -> list[tuple[Any, ...]]:
+        pq = self._pq
+        nrows, nfields = pq.PQntuples(res), pq.PQnfields(res)
+        decoders = [_decoder(pq.PQftype(res, c)) for c in range(nfields)]
+        isnull, getvalue = pq.PQgetisnull, pq.PQgetvalue
+        rows = []
+        for r in range(nrows):
+            rows.append(
+                tuple(
+                    None if isnull(res, r, c) else decoders[c](getvalue(res, r, c).decode())
+                    for c in range(nfields)
+                )
+            )
+        return rows
+
+    def close(self) -> None:
+        """End the session (the server then drops its advisory locks)."""
+        if self._conn is not None:
+            self._pq.PQfinish(self._conn)
+            self._conn = None
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _decoder(oid: int) -> Callable[[str], Any]:
+    found = _DECODERS.get(oid)
+    if found is not None:
+        return found
+
+    def fail(text: str) -> Any:
+        # A programming error, not data: every query here is schedctl's own.
+        raise PgError(f"no decoder for PostgreSQL type OID {oid}; cast the column in the query")
+
+    return fail
