@@ -151,9 +151,12 @@ def _claim_values(c: Claim, backend_pid: int | None, ts: Any) -> tuple[Any, ...]
 
 
 def _finish_values(r: RunResult, ts: Any) -> tuple[Any, ...]:
+    # PostgreSQL text cannot hold NUL, and a job may well print one: store U+FFFD instead, as
+    # for invalid UTF-8, rather than fail to record the run (spooled results too).
+    tail = r.output_tail.replace("\x00", "\ufffd")
     return (
         r.status.value, r.exit_code, r.signal, ts(r.started_at), ts(r.finished_at),
-        r.duration_seconds, r.output_tail, r.output_bytes, r.output_truncated,
+        r.duration_seconds, tail, r.output_bytes, r.output_truncated,
     )  # fmt: skip
 
 

@@ -331,6 +331,25 @@ def test_run_loads_no_cli_framework_or_orm(backend: tuple[Cli, str, dict[str, st
     assert "schedctl.runner" in imported  # the measurement saw the run path
 
 
+def test_output_with_nul_bytes_is_recorded_not_spooled(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    ok(cli("add", "binary", "-s", "@daily", "--", "printf", "a\\000b\\n"))
+    done = cli("run", "binary", "--now")
+    assert done.rc == 0, done.err
+    assert "event=run.spooled" not in done.err
+    (row,) = run_rows(url, "binary")
+    # PostgreSQL text cannot hold NUL: it is stored as U+FFFD, like invalid UTF-8.
+    assert (row["status"], row["output_tail"], row["output_bytes"]) == (
+        "succeeded",
+        "a\ufffdb\n",
+        4,
+    )
+    assert not list((tmp_path / "data" / "spool").glob("run-*.json"))
+    ok(cli("list"))  # and nothing is left over for later commands to trip on
+
+
 def test_history_logs_and_locks(backend: tuple[Cli, str, dict[str, str]]) -> None:
     cli, _, env = backend
     noisy = "for i in $(seq 1 500); do echo line-$i; done; exit 2"
