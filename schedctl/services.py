@@ -249,7 +249,6 @@ def run_job(
     db = ctx.db
     if spool.pending(ctx.spool_dir):
         ctx.emit("spool.flushed", count=spool.flush(ctx.spool_dir, db))
-    db.reconcile_lost(ctx.host)
     job = db.load_job(check_name(name))
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
@@ -279,6 +278,9 @@ def run_job(
         return 0
     fields["run_id"] = run_id
     ctx.emit("run.claimed", **fields, clock_skew_seconds=round(skew, 3))
+    # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
+    # at once (at the top of the hour, every round trip before the exit is paid per host).
+    ctx.db.reconcile_lost(ctx.host)
     lock = ctx.lock_for(job)
     try:
         if not _take_lock(ctx, job, lock, run_id, fields):
