@@ -140,17 +140,52 @@ def overhead(envs: dict[str, dict[str, str]], pg_url: str, repeat: int) -> None:
     )
 
 
+def start_together(
+    runs: list[tuple[list[str], dict[str, str]]],
+) -> tuple[list[subprocess.Popen[str]], float]:
+    """Start every (argv, env) at the same instant; return the processes and that instant.
+
+    Timers fire at the same moment on every host: each process is first forked (as a shell
+    parked on a pipe), and all are released together by closing the pipe, so no process
+    starts late because the launcher was still busy starting the others.
+    """
+    ready_r, ready_w = os.pipe()
+    gate_r, gate_w = os.pipe()
+    park = f'printf x >&{ready_w}; read _ <&{gate_r}; exec "$@"'
+    procs = [subprocess.Popen(["/bin/sh", "-c", park, "parked", *argv], env=env,
+                              pass_fds=(ready_w, gate_r), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for argv, env in runs]  # fmt: skip
+    os.close(ready_w)
+    os.close(gate_r)
+    parked = 0
+    while parked < len(runs):
+        parked += len(os.read(ready_r, len(runs)))
+    os.close(ready_r)
+    start = time.time()
+    os.close(gate_w)
+    return procs, start
+
+
+def reap(procs: list[subprocess.Popen[str]]) -> tuple[list[int], list[float]]:
+    """Wait for every process; return their exit codes and when each exited (time.time())."""
+    index = {p.pid: i for i, p in enumerate(procs)}
+    codes, ended = [0] * len(procs), [0.0] * len(procs)
+    for _ in procs:
+        pid, status = os.wait()  # wakes at each exit: no polling interval in the figures
+        ended[index[pid]] = time.time()
+        codes[index[pid]] = procs[index[pid]].returncode = os.waitstatus_to_exitcode(status)
+    return codes, ended
+
+
 def herd(env: dict[str, str], backend: str, count: int) -> list[str]:
     run = cli(env)
     schedule = this_minute()
     for i in range(count):
         run("add", f"herd-{i:03d}", "-s", schedule, "--tz", "UTC", "--tag", "herd", "--", "true")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    procs = [subprocess.Popen([SCHEDCTL, "run", f"herd-{i:03d}"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for i in range(count)]  # fmt: skip
-    codes = [p.wait() for p in procs]
-    wall = time.perf_counter() - start
+    procs, start = start_together([([SCHEDCTL, "run", f"herd-{i:03d}"], env) for i in range(count)])
+    codes, ended = reap(procs)
+    wall = max(ended) - start
     for p, code in zip(procs, codes, strict=True):
         if code != 0:
             said = (p.stderr.read() if p.stderr else "").strip().splitlines()
@@ -164,33 +199,35 @@ def herd(env: dict[str, str], backend: str, count: int) -> list[str]:
     return [backend, str(count), str(recorded), str(failures), f"{wall:.2f}", f"{cpu:.2f}"]
 
 
+def _stamp(stderr: str, event: str) -> float:
+    found = re.search(rf"timestamp=(\S+) level=info event={re.escape(event)}", stderr)
+    assert found, f"no {event} in: {stderr[-300:]}"
+    return datetime.fromisoformat(found.group(1)).timestamp()
+
+
 def race(env: dict[str, str], backend: str, racers: int) -> list[str]:
     run = cli(env)
     run("add", "race", "-s", this_minute(), "--tz", "UTC", "--", "sleep", "2")
-    start = time.perf_counter()
-    procs = [subprocess.Popen([SCHEDCTL, "run", "race"], env={**env, "SCHEDCTL_HOST": f"r{i}"},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for i in range(racers)]  # fmt: skip
-    exits: dict[int, float] = {}
-    pending = set(range(racers))
-    while pending:
-        for i in list(pending):
-            if procs[i].poll() is not None:
-                exits[i] = time.time()
-                pending.discard(i)
-        time.sleep(0.002)
-    wall = time.perf_counter() - start
+    procs, start = start_together(
+        [([SCHEDCTL, "run", "race"], {**env, "SCHEDCTL_HOST": f"r{i}"}) for i in range(racers)]
+    )
+    _, ended = reap(procs)
+    wall = max(ended) - start
     errs = {i: (p.stderr.read() if p.stderr else "") for i, p in enumerate(procs)}
     winners = [i for i, e in errs.items() if "event=run.claimed" in e]
-    stamp = re.search(r"timestamp=(\S+) level=info event=run\.claimed", errs[winners[0]]).group(1)  # type: ignore[union-attr]
-    claimed = datetime.fromisoformat(stamp).timestamp()
-    lags = [exits[i] - claimed for i in range(racers) if i not in winners]
+    claimed = _stamp(errs[winners[0]], "run.claimed")
+    losers = [i for i in range(racers) if i not in winners]
+    lags = [ended[i] - claimed for i in losers]
+    # What the loser itself spends once the database has said "taken": independent of how
+    # many racers share this machine's CPUs (on a fleet each racer has its own).
+    own = [ended[i] - _stamp(errs[i], "run.skipped.duplicate") for i in losers]
     return [
         backend,
         str(racers),
         str(len(winners)),
         f"{max(lags) * 1000:.0f}",
         f"{statistics.median(lags) * 1000:.0f}",
+        f"{statistics.median(own) * 1000:.1f}",
         f"{wall:.2f}",
     ]
 
@@ -271,7 +308,7 @@ def main() -> None:
               ["backend", "jobs", "recorded", "failed runs", "wall s", "cpu s"], herd_rows)  # fmt: skip
         table(f"3. fleet race: {args.racers} racers for one slot",
               ["backend", "racers", "ran", "max loser exit after claim ms",
-               "median ms", "wall s"], race_rows)  # fmt: skip
+               "median ms", "loser: verdict to exit ms", "wall s"], race_rows)  # fmt: skip
         env = dict(envs["postgresql"])
         env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
         cli(env)("db", "upgrade")
