@@ -16,7 +16,7 @@ import functools
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -112,10 +112,6 @@ def _bool(text: str) -> bool:
     return text == "t"
 
 
-def _timestamp(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
 # Text output of the types these commands read, by type OID (pg_type.dat). Sessions run with
 # TimeZone=UTC and DateStyle ISO (libpq's default), so timestamps parse with fromisoformat.
 _DECODERS: dict[int, Callable[[str], Any]] = {
@@ -126,7 +122,7 @@ _DECODERS: dict[int, Callable[[str], Any]] = {
     1700: _decimal,
     114: json.loads, 3802: json.loads,  # json, jsonb: decoded, as psycopg does
     1082: date.fromisoformat,
-    1114: _timestamp, 1184: _timestamp,  # timestamp, timestamptz
+    1114: datetime.fromisoformat, 1184: datetime.fromisoformat,  # timestamp, timestamptz
 }  # fmt: skip
 
 
@@ -177,12 +173,13 @@ class Result:
 class Connection:
     """One autocommit session: each execute() is its own transaction, as with psycopg autocommit."""
 
-    def __init__(self, params: dict[str, str]) -> None:
+    def __init__(self, params: Mapping[str, object]) -> None:
+        """Connect with libpq keywords (values as text); a URL in `dbname` is expanded."""
         pq = lib()
-        # expand_dbname=1: a URL in `dbname` is parsed; the other keywords override it.
+        # expand_dbname=1: a URL in `dbname` is parsed; keywords after it override it.
         n = len(params) + 1
         keys = (ctypes.c_char_p * n)(*[k.encode() for k in params], None)
-        values = (ctypes.c_char_p * n)(*[v.encode() for v in params.values()], None)
+        values = (ctypes.c_char_p * n)(*[str(v).encode() for v in params.values()], None)
         self._pq = pq
         self._conn: int | None = pq.PQconnectdbParams(keys, values, 1)
         if self._conn is None:
@@ -219,7 +216,8 @@ class Connection:
         try:
             status = pq.PQresultStatus(res)
             if status == _TUPLES_OK:
-                return Result(self._rows(res), int(pq.PQntuples(res)))
+                rows = self._rows(res)
+                return Result(rows, len(rows))
             if status == _COMMAND_OK:
                 count = pq.PQcmdTuples(res) or b""
                 return Result([], int(count) if count else -1)

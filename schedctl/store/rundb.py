@@ -173,11 +173,14 @@ class PgRunDB:
         from schedctl.store import libpq
 
         self.url = url
-        params = {k: str(v) for k, v in PG_CONNECT_ARGS.items()}
-        params.update(application_name=application_name, client_encoding="UTF8")
-        # The URL first: libpq applies keywords in order, so these override what the URL
+        # The URL first: libpq applies keywords in order, so the rest override what the URL
         # says, as psycopg.connect(url, **kwargs) does.
-        params = {"dbname": url.raw.replace("postgresql+psycopg://", "postgresql://", 1), **params}
+        params = {
+            "dbname": url.raw.replace("postgresql+psycopg://", "postgresql://", 1),
+            **PG_CONNECT_ARGS,
+            "application_name": application_name,
+            "client_encoding": "UTF8",
+        }
         try:
             self.conn = libpq.Connection(params)
         except libpq.LibpqMissingError as e:
@@ -318,7 +321,7 @@ class SqliteRunDB:
     backend = "sqlite"
 
     def __init__(self, url: DatabaseURL, clock: Clock) -> None:
-        # Imported here, like psycopg in PgRunDB: each run loads one driver only.
+        # Imported here, like libpq in PgRunDB: each run loads one driver only.
         import sqlite3
 
         assert url.sqlite_path is not None

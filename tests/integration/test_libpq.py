@@ -16,11 +16,9 @@ from schedctl.errors import ConfigError, ExitCode
 from schedctl.store import libpq
 from schedctl.store.rundb import PG_CONNECT_ARGS, PgRunDB
 
-SESSION = {k: str(v) for k, v in PG_CONNECT_ARGS.items()}
-
 
 def session(url: str, **extra: str) -> libpq.Connection:
-    return libpq.Connection({"dbname": url, **SESSION, "client_encoding": "UTF8", **extra})
+    return libpq.Connection({"dbname": url, **PG_CONNECT_ARGS, "client_encoding": "UTF8", **extra})
 
 
 def oracle(url: str) -> psycopg.Connection[tuple[Any, ...]]:
