@@ -331,6 +331,26 @@ def test_run_loads_no_cli_framework_or_orm(backend: tuple[Cli, str, dict[str, st
     assert "schedctl.runner" in imported  # the measurement saw the run path
 
 
+def test_run_that_loses_the_claim_loads_no_supervisor(
+    backend: tuple[Cli, str, dict[str, str]],
+) -> None:
+    # At the top of the hour every racer that lost pays for what it imports, on shared cores.
+    cli, _, env = backend
+    ok(cli("add", "raced", "-s", this_minute_daily(), "--tz", "UTC", "--", "true"))
+    ok(cli("run", "raced"))  # takes the slot
+    out = subprocess.run(
+        [sys.executable, "-X", "importtime", str(BIN), "run", "raced"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "event=run.skipped.duplicate job=raced" in out.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "schedctl.services" in imported  # the measurement saw the run path
+    assert {"schedctl.runner", "subprocess"} & imported == set()
+
+
 def test_output_with_nul_bytes_is_recorded_not_spooled(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:
