@@ -1,7 +1,7 @@
 """Benchmarks for `schedctl run` and `sync` (run on demand, not a test): prints tables.
 
     ~/.local/share/schedctl/venv/bin/python bench/run_bench.py [--repeat N] [--herd N]
-        [--racers N] [--sync-jobs N]
+        [--racers N] [--race-repeat N] [--sync-jobs N]
 
 Starts its own PostgreSQL (like the test suite) and uses the installed `schedctl` next to the
 interpreter. Sections:
@@ -10,7 +10,10 @@ interpreter. Sections:
    `python -c 'import psycopg'` measured in the same run (all timed round-robin, so a change
    in the machine's speed affects every row alike); CPU time per run too;
 2. top-of-hour herd: N jobs due in the same minute started at once on this host;
-3. fleet race: N racers for one slot; 1 runs, and how soon the losers exit after the claim;
+3. fleet race: N racers for one slot; 1 runs, and how soon the losers exit after the claim,
+   over TCP with a password and over the local socket, beside the same claim made by psql
+   (a C client) and by a bare Python process (claim_floor.py), each race run --race-repeat
+   times round-robin;
 4. `sync systemd` and `sync crontab` for N jobs, then again with nothing changed: wall time
    and how many files were written (by inode and mtime, not only by what sync says)."""
 
@@ -27,12 +30,15 @@ import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from pgserver import destroy, start_server  # noqa: E402
+import psycopg  # noqa: E402
+from pgserver import PgServer, destroy, start_server  # noqa: E402
 
 PY = sys.executable
 SCHEDCTL = str(Path(PY).parent / "schedctl")
@@ -153,7 +159,7 @@ def start_together(
     gate_r, gate_w = os.pipe()
     park = f'printf x >&{ready_w}; read _ <&{gate_r}; exec "$@"'
     procs = [subprocess.Popen(["/bin/sh", "-c", park, "parked", *argv], env=env,
-                              pass_fds=(ready_w, gate_r), stdout=subprocess.DEVNULL,
+                              pass_fds=(ready_w, gate_r), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for argv, env in runs]  # fmt: skip
     os.close(ready_w)
     os.close(gate_r)
@@ -205,31 +211,119 @@ def _stamp(stderr: str, event: str) -> float:
     return datetime.fromisoformat(found.group(1)).timestamp()
 
 
-def race(env: dict[str, str], backend: str, racers: int) -> list[str]:
-    run = cli(env)
-    run("add", "race", "-s", this_minute(), "--tz", "UTC", "--", "sleep", "2")
+C_CLIENT = "psql (C client)"
+PY_FLOOR = "python + libpq, claim only"
+
+
+class Race(NamedTuple):
+    """One race for one slot, times in seconds."""
+
+    ran: int  # how many racers ran the job: must be 1
+    lags: list[float]  # each loser's exit, after the winner's claim
+    own: list[float]  # each loser's own time from "taken" to exit (schedctl only)
+    wall: float
+
+
+def race_schedctl(env: dict[str, str], racers: int, prefix: str, r: int) -> Race:
+    """Race `racers` `schedctl run JOB` processes for one slot of a new job (race number r)."""
+    job = f"{prefix}-{r}"
+    cli(env)("add", job, "-s", this_minute(), "--tz", "UTC", "--", "sleep", "2")
     procs, start = start_together(
-        [([SCHEDCTL, "run", "race"], {**env, "SCHEDCTL_HOST": f"r{i}"}) for i in range(racers)]
+        [([SCHEDCTL, "run", job], {**env, "SCHEDCTL_HOST": f"r{i}"}) for i in range(racers)]
     )
     _, ended = reap(procs)
-    wall = max(ended) - start
     errs = {i: (p.stderr.read() if p.stderr else "") for i, p in enumerate(procs)}
     winners = [i for i, e in errs.items() if "event=run.claimed" in e]
     claimed = _stamp(errs[winners[0]], "run.claimed")
     losers = [i for i in range(racers) if i not in winners]
-    lags = [ended[i] - claimed for i in losers]
     # What the loser itself spends once the database has said "taken": independent of how
     # many racers share this machine's CPUs (on a fleet each racer has its own).
     own = [ended[i] - _stamp(errs[i], "run.skipped.duplicate") for i in losers]
-    return [
-        backend,
-        str(racers),
-        str(len(winners)),
-        f"{max(lags) * 1000:.0f}",
-        f"{statistics.median(lags) * 1000:.0f}",
-        f"{statistics.median(own) * 1000:.1f}",
-        f"{wall:.2f}",
-    ]
+    return Race(len(winners), [ended[i] - claimed for i in losers], own, max(ended) - start)
+
+
+def race_client(client: list[str], url: str, racers: int, base: int, r: int) -> Race:
+    """Race `racers` processes of `client URL -c SQL` to insert one row: the claim alone.
+
+    The winner's claim time is the server's clock_timestamp() stored with the row (server
+    and racers share this host's clock), so no extra process is timed.
+    """
+    key = base + 10 * r
+    sql = (
+        f"INSERT INTO bench_race VALUES ({key}, clock_timestamp()) "
+        "ON CONFLICT DO NOTHING RETURNING 'won'"
+    )
+    env = {"PATH": "/usr/bin:/bin", "PGCONNECT_TIMEOUT": "30"}
+    procs, start = start_together([([*client, url, "-c", sql], env)] * racers)
+    codes, ended = reap(procs)
+    assert not any(codes), [p.stderr.read() for p in procs if p.stderr][:1]
+    winners = [i for i, p in enumerate(procs) if p.stdout and "won" in p.stdout.read()]
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "SELECT extract(epoch FROM claimed_at) FROM bench_race WHERE k = %s", (key,)
+        ).fetchone()
+    assert row is not None
+    claimed = float(row[0])
+    lags = [ended[i] - claimed for i in range(racers) if i not in winners]
+    return Race(len(winners), lags, [], max(ended) - start)
+
+
+def race_rows(
+    contenders: dict[tuple[str, str], Callable[[int], Race]], repeat: int
+) -> list[list[str]]:
+    """Run every contender's race `repeat` times, round-robin; one table row per contender."""
+    got: dict[tuple[str, str], list[Race]] = {key: [] for key in contenders}
+    for r in range(repeat):
+        for key, one_race in contenders.items():
+            got[key].append(one_race(r))
+    floor = {db: statistics.median(max(x.lags) for x in got[(who, db)])
+             for who, db in got if who == C_CLIENT}  # fmt: skip
+    rows = []
+    for (who, db), races in got.items():
+        worst = [max(x.lags) * 1000 for x in races]
+        own = [t for x in races for t in x.own]
+        ratio = statistics.median(worst) / (floor[db] * 1000) if db in floor else None
+        rows.append([
+            who, db, str(len(races[0].lags) + 1),
+            " ".join(str(x.ran) for x in races),
+            f"{max(worst):.0f}", f"{statistics.median(worst):.0f}",
+            f"{statistics.median(t for x in races for t in x.lags) * 1000:.0f}",
+            f"{ratio:.2f}" if ratio is not None else "-",
+            f"{statistics.median(own) * 1000:.1f}" if own else "-",
+            f"{statistics.median(x.wall for x in races):.2f}",
+        ])  # fmt: skip
+    return rows
+
+
+def contenders(
+    server: PgServer, envs: dict[str, dict[str, str]], racers: int
+) -> dict[tuple[str, str], Callable[[int], Race]]:
+    """Return the races to run: schedctl on each database and connection, psql beside it.
+
+    psql shows what the same claim costs from a C client on the same machine: with every
+    racer and the server on these few cores, the server's connection start-up (and with a
+    password, the SCRAM exchange on both ends) is part of every racer's time.
+    """
+    pg = envs["postgresql"]
+    tcp = pg["SCHEDCTL_DATABASE_URL"]
+    local = (
+        f"postgresql://{server.user}@/{tcp.rsplit('/', 1)[1]}"
+        f"?host={server.sockdir}&port={server.port}"
+    )
+    with psycopg.connect(tcp) as conn:
+        conn.execute("CREATE TABLE bench_race (k integer PRIMARY KEY, claimed_at timestamptz)")
+    psql = [str(server.bindir / "psql"), "-qtAX"]
+    python = [PY, str(HERE / "claim_floor.py")]
+    over_tcp, over_socket = "PostgreSQL: TCP, password (SCRAM)", "PostgreSQL: local socket, trust"
+    races: dict[tuple[str, str], Callable[[int], Race]] = {}
+    for n, (db, url, env) in enumerate(
+        [(over_tcp, tcp, pg), (over_socket, local, {**pg, "SCHEDCTL_DATABASE_URL": local})]
+    ):
+        races[(C_CLIENT, db)] = partial(race_client, psql, url, racers, n)
+        races[(PY_FLOOR, db)] = partial(race_client, python, url, racers, n + 5)
+        races[("schedctl run", db)] = partial(race_schedctl, env, racers, f"race-{n}")
+    races[("schedctl run", "SQLite")] = partial(race_schedctl, envs["sqlite"], racers, "race")
+    return races
 
 
 def sync(env: dict[str, str], work: Path, jobs: int) -> list[list[str]]:
@@ -276,6 +370,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--herd", type=int, default=200)
     parser.add_argument("--racers", type=int, default=50)
+    parser.add_argument("--race-repeat", type=int, default=3)
     parser.add_argument("--sync-jobs", type=int, default=1000)
     args = parser.parse_args()
     server = start_server()
@@ -294,7 +389,7 @@ def main() -> None:
             envs[backend] = env
         overhead(envs, urls["postgresql"], args.repeat)
         herd_rows = []
-        race_rows = []
+        race_envs = {}
         for backend in ("postgresql", "sqlite"):
             env = dict(envs[backend])
             if backend == "postgresql":
@@ -303,12 +398,14 @@ def main() -> None:
             else:
                 env["SCHEDCTL_DATA_DIR"] = str(work / "sqlite-herd")
             herd_rows.append(herd(env, backend, args.herd))
-            race_rows.append(race(env, backend, args.racers))
+            race_envs[backend] = env
         table(f"2. top-of-hour herd: {args.herd} jobs due in one minute, started at once",
               ["backend", "jobs", "recorded", "failed runs", "wall s", "cpu s"], herd_rows)  # fmt: skip
-        table(f"3. fleet race: {args.racers} racers for one slot",
-              ["backend", "racers", "ran", "max loser exit after claim ms",
-               "median ms", "loser: verdict to exit ms", "wall s"], race_rows)  # fmt: skip
+        table(f"3. fleet race: {args.racers} racers for one slot, {args.race_repeat} races each "
+              "(round-robin); lag = a loser's exit - the winner's claim",
+              ["racer", "database", "racers", "ran", "max lag ms", "max lag: median of races",
+               "median lag ms", "x C client", "loser: verdict to exit ms", "wall s"],
+              race_rows(contenders(server, race_envs, args.racers), args.race_repeat))  # fmt: skip
         env = dict(envs["postgresql"])
         env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
         cli(env)("db", "upgrade")
