@@ -276,19 +276,19 @@ def race_rows(
     for r in range(repeat):
         for key, one_race in contenders.items():
             got[key].append(one_race(r))
-    floor = {db: statistics.median(max(x.lags) for x in got[(who, db)])
-             for who, db in got if who == C_CLIENT}  # fmt: skip
+    # Each race's worst lag (ms), and its median over the races: the figure the ratio compares.
+    worst = {key: [max(x.lags) * 1000 for x in races] for key, races in got.items()}
+    typical = {key: statistics.median(ms) for key, ms in worst.items()}
     rows = []
     for (who, db), races in got.items():
-        worst = [max(x.lags) * 1000 for x in races]
         own = [t for x in races for t in x.own]
-        ratio = statistics.median(worst) / (floor[db] * 1000) if db in floor else None
+        floor = typical.get((C_CLIENT, db))
         rows.append([
             who, db, str(len(races[0].lags) + 1),
             " ".join(str(x.ran) for x in races),
-            f"{max(worst):.0f}", f"{statistics.median(worst):.0f}",
+            f"{max(worst[(who, db)]):.0f}", f"{typical[(who, db)]:.0f}",
             f"{statistics.median(t for x in races for t in x.lags) * 1000:.0f}",
-            f"{ratio:.2f}" if ratio is not None else "-",
+            f"{typical[(who, db)] / floor:.2f}" if floor else "-",
             f"{statistics.median(own) * 1000:.1f}" if own else "-",
             f"{statistics.median(x.wall for x in races):.2f}",
         ])  # fmt: skip
@@ -298,11 +298,12 @@ def race_rows(
 def contenders(
     server: PgServer, envs: dict[str, dict[str, str]], racers: int
 ) -> dict[tuple[str, str], Callable[[int], Race]]:
-    """Return the races to run: schedctl on each database and connection, psql beside it.
+    """Return the races to run: schedctl on each database and connection, the floors beside it.
 
-    psql shows what the same claim costs from a C client on the same machine: with every
-    racer and the server on these few cores, the server's connection start-up (and with a
-    password, the SCRAM exchange on both ends) is part of every racer's time.
+    psql and claim_floor.py show what the same claim costs from a C client and from a bare
+    Python process on the same machine: with every racer and the server on these few cores,
+    the server's connection start-up (and with a password, the SCRAM exchange on both ends)
+    is part of every racer's time.
     """
     pg = envs["postgresql"]
     tcp = pg["SCHEDCTL_DATABASE_URL"]

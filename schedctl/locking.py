@@ -11,7 +11,7 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 # First key of pg_try_advisory_lock(int4, int4); the second is the job id. Applications that
 # share the database must not use this first key for their own advisory locks.
@@ -21,8 +21,6 @@ _QUEUE_POLL_SECONDS = 0.5
 
 class _Rows(Protocol):
     def fetchone(self) -> Any: ...
-
-    def fetchall(self) -> list[Any]: ...
 
 
 class SqlSession(Protocol):
@@ -80,30 +78,6 @@ class PgAdvisoryLock:
         self.held = False
         with contextlib.suppress(Exception):
             self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, self.job_id))
-
-
-class PgLockHolder(NamedTuple):
-    """A session holding a job lock, as seen in pg_locks."""
-
-    job_id: int
-    backend_pid: int
-    granted_since: str | None
-
-
-def pg_lock_holders(conn: SqlSession) -> list[PgLockHolder]:
-    """Return the sessions holding schedctl job locks right now."""
-    rows = conn.execute(
-        # Two-key advisory locks: classid = key 1, objid = key 2, objsubid = 2.
-        "SELECT l.objid::int, l.pid, a.backend_start::text FROM pg_locks l "
-        "LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
-        "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = %s "
-        "ORDER BY l.objid",
-        (LOCK_NAMESPACE,),
-    ).fetchall()
-    return [
-        PgLockHolder(int(str(r[0])), int(str(r[1])), None if r[2] is None else str(r[2]))
-        for r in rows
-    ]
 
 
 class FileLock:

@@ -326,7 +326,7 @@ def _attempts(
     fields: dict[str, Any],
 ) -> int:
     # Imported only by a run that won its claim: subprocess and its imports cost every racer
-    # that lost ~4 ms of CPU, and at the top of the hour those racers share the host's cores.
+    # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
     from schedctl.runner import RunRequest
 
     spec = job.spec

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from schedctl.locking import FileLock, PgAdvisoryLock, acquire_within, pg_lock_holders
+from schedctl.config import parse_database_url
+from schedctl.locking import LOCK_NAMESPACE, FileLock, PgAdvisoryLock, acquire_within
 from schedctl.store import libpq
+from schedctl.store.repo import Store
 
 
 def connect(url: str) -> libpq.Connection:
@@ -26,7 +28,11 @@ def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
         assert first.try_acquire()
         assert not second.try_acquire()
         assert PgAdvisoryLock(b, 8).try_acquire()  # another job is independent
-        holders = {h.job_id: h.backend_pid for h in pg_lock_holders(b)}
+        store = Store.connect(parse_database_url(pg_url))
+        try:
+            holders = dict(store.pg_lock_holders(LOCK_NAMESPACE))
+        finally:
+            store.close()
         assert holders[7] == a.backend_pid
         assert holders[8] == b.backend_pid
         first.release()
