@@ -65,3 +65,14 @@ class ConfigError(SchedctlError):
     """Settings that cannot work (unsupported URL, unreadable config file)."""
 
     exit_code = ExitCode.CONFIG
+
+
+class TransactionPoolerError(ConfigError):
+    """The connection reaches PostgreSQL through a pooler that does not keep a session's backend."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database connection goes through a transaction-pooling proxy (such as "
+            "PgBouncer with pool_mode = transaction), which cannot hold a job's lock: point "
+            "schedctl at PostgreSQL directly or at a pool with pool_mode = session"
+        )

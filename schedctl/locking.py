@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from schedctl.errors import TransactionPoolerError
+
 # First key of pg_try_advisory_lock(int4, int4); the second is the job id. Applications that
 # share the database must not use this first key for their own advisory locks.
 LOCK_NAMESPACE = 0x5C4ED01
@@ -56,19 +58,37 @@ def acquire_within(lock: JobLock, seconds: float, sleep: float = _QUEUE_POLL_SEC
 
 
 class PgAdvisoryLock:
-    """pg_try_advisory_lock(LOCK_NAMESPACE, job_id) on the run's own session."""
+    """pg_try_advisory_lock(LOCK_NAMESPACE, job_id) on the run's own session.
 
-    def __init__(self, conn: SqlSession, job_id: int) -> None:
+    Through a pooler (`pooled_pid`: the server backend the session was pinned to), the
+    statement also proves it ran on that backend, and that the backend did not hold the lock
+    already: a backend a transaction pool shares would hand another client's lock to us.
+    """
+
+    def __init__(self, conn: SqlSession, job_id: int, pooled_pid: int | None = None) -> None:
         self.conn = conn
         self.job_id = job_id
+        self.pooled_pid = pooled_pid
         self.held = False
 
     def try_acquire(self) -> bool:
         """Take the lock without waiting."""
+        if self.pooled_pid is None:
+            row = self.conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self.job_id)
+            ).fetchone()
+            self.held = bool(row and row[0])
+            return self.held
         row = self.conn.execute(
-            "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self.job_id)
+            "SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() <> %s THEN false"
+            " WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+            " AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 2)"
+            " THEN false ELSE pg_try_advisory_lock(%s, %s) END",
+            (self.pooled_pid, LOCK_NAMESPACE, self.job_id, LOCK_NAMESPACE, self.job_id),
         ).fetchone()
-        self.held = bool(row and row[0])
+        if row is None or row[0] != self.pooled_pid:
+            raise TransactionPoolerError()
+        self.held = bool(row[1])
         return self.held
 
     def release(self) -> None:

@@ -55,6 +55,32 @@ DEFAULT_OUTPUT_LIMIT = 64 * 1024
 DEFAULT_RETRY_DELAY = 30
 # SIGTERM -> SIGKILL grace of `schedctl run` for a job it stops; units size their stop timeouts on it.
 KILL_GRACE_SECONDS = 10
+# How often `schedctl run` proves its session (and so its lock) alive; SCHEDCTL_HEARTBEAT.
+DEFAULT_HEARTBEAT_SECONDS = 5.0
+# A heartbeat unanswered for this long, or for one interval if that is longer, counts as a lost
+# session: a dead network may never answer, and waiting for it would keep the job running.
+MIN_HEARTBEAT_REPLY_SECONDS = 5.0
+# Slack for the supervisor's loop and the kill itself on top of the fence's terms.
+FENCE_MARGIN_SECONDS = 1.0
+
+
+def heartbeat_reply_seconds(interval: float) -> float:
+    """Return how long a heartbeat sent every `interval` seconds may take to be answered."""
+    return max(interval, MIN_HEARTBEAT_REPLY_SECONDS)
+
+
+def fence_seconds(interval: float, grace: float) -> float:
+    """Return how long after its last heartbeat a runner has certainly stopped its job.
+
+    A runner that cannot renew its heartbeat stops the job when the next heartbeat goes
+    unanswered (one interval, plus the reply timeout) and kills it after `grace`. The next
+    holder of the lock waits this long after that runner's last heartbeat (the fence).
+    """
+    return interval + heartbeat_reply_seconds(interval) + grace + FENCE_MARGIN_SECONDS
+
+
+# The fence of a run row that does not say its own (written before schedctl recorded it).
+DEFAULT_FENCE_SECONDS = fence_seconds(DEFAULT_HEARTBEAT_SECONDS, KILL_GRACE_SECONDS)
 
 
 def iso(dt: datetime | None) -> str | None:

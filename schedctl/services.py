@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
-from schedctl.locking import JobLock, acquire_within
+from schedctl.locking import JobLock
 from schedctl.models import (
+    DEFAULT_HEARTBEAT_SECONDS,
     KILL_GRACE_SECONDS,
     CatchUpPolicy,
     ConcurrencyPolicy,
@@ -23,6 +24,8 @@ from schedctl.models import (
     JobSpec,
     RunStatus,
     Trigger,
+    fence_seconds,
+    heartbeat_reply_seconds,
 )
 from schedctl.schedule import Schedule, slot_for
 from schedctl.store import spool
@@ -170,6 +173,10 @@ def ensure_sample_job(store: Store, timezone: str, clock: Clock) -> tuple[Job, b
 # -- schedctl run ---------------------------------------------------------------------------
 
 DEFAULT_QUEUE_WAIT = 3600.0  # `queue` without a job timeout waits at most this long
+QUEUE_POLL_SECONDS = 0.5  # how often a queued run tries the lock (and notices a signal)
+FENCE_POLL_SECONDS = 0.5  # how often a fenced run looks whether the old run has ended
+# The supervisor calls the heartbeat check this often; the check itself keeps the interval.
+_TICK_SECONDS = 0.05
 
 
 @dataclass
@@ -186,9 +193,15 @@ class RunContext:
     emit: Callable[..., None]  # emit(event, **fields): structured log line, printed by the CLI
     base_env: Mapping[str, str]
     skew_tolerance: timedelta = timedelta(minutes=5)
-    heartbeat_seconds: float = 5.0
+    heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     grace_seconds: float = float(KILL_GRACE_SECONDS)
     sleep: Callable[[float], None] = time.sleep
+    monotonic: Callable[[], float] = time.monotonic
+
+    @property
+    def fence_seconds(self) -> float:
+        """Return how long after its last heartbeat this runner has surely stopped its job."""
+        return fence_seconds(self.heartbeat_seconds, self.grace_seconds)
 
 
 def _status_of(outcome: RunOutcome) -> RunStatus:
@@ -223,19 +236,24 @@ def _fired_at_slot(schedule: Schedule, host_now: datetime) -> bool:
     return latest is not None and host_now - latest <= AT_SLOT_DELAY
 
 
-def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any]) -> None:
-    """Write the result; on a dead session reconnect once; failing that, spool it locally."""
+def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any]) -> bool:
+    """Write the result; on a dead session reconnect once; failing that, spool it locally.
+
+    Return whether the run's own session wrote it: if not, that session (and on PostgreSQL
+    the job's lock with it) is gone.
+    """
     error = ""
     for attempt in range(2):
         try:
             if attempt:
                 ctx.db = ctx.reconnect()
             ctx.db.finish(run_id, result)
-            return
+            return attempt == 0
         except Exception as e:  # any failure here means "not recorded yet"
             error = (str(e).splitlines() or [type(e).__name__])[0]
     path = spool.write(ctx.spool_dir, run_id, result)
     ctx.emit("run.spooled", **fields, status=result.status.value, path=str(path), error=error)
+    return False
 
 
 def run_job(
@@ -260,6 +278,8 @@ def run_job(
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
         return 0
+    # Before the claim: through a transaction pooler the lock would not be ours to hold.
+    db.require_own_session()
     slot = None if manual else _pick_slot(ctx, job, schedule, db_now)
     if slot is None and not manual:
         ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
@@ -269,7 +289,8 @@ def run_job(
     def claim(attempt: int) -> int | None:
         return ctx.db.claim(
             Claim(job, slot, Trigger.MANUAL if manual else trigger, attempt, ctx.host,
-                  os.getpid(), db_now if attempt == 1 else ctx.db.now(), skew, ctx.version)
+                  os.getpid(), db_now if attempt == 1 else ctx.db.now(), skew, ctx.version,
+                  ctx.fence_seconds)
         )  # fmt: skip
 
     run_id = claim(1)
@@ -283,8 +304,9 @@ def run_job(
     ctx.db.reconcile_lost(ctx.host)
     lock = ctx.lock_for(job)
     try:
-        if not _take_lock(ctx, job, lock, run_id, fields):
-            return 0
+        stopped = _take_lock(ctx, job, lock, run_id, fields)
+        if stopped is not None:
+            return stopped
         return _attempts(ctx, job, slot, run_id, claim, fields)
     finally:
         lock.release()
@@ -300,21 +322,108 @@ def _check_user(job: Job) -> None:
 
 def _take_lock(
     ctx: RunContext, job: Job, lock: JobLock, run_id: int, fields: dict[str, Any]
-) -> bool:
-    if lock.try_acquire():
-        return True
-    policy = job.spec.concurrency
-    ctx.emit("run.lock.busy", **fields, policy=policy.value)
-    if policy is ConcurrencyPolicy.ALLOW:
-        return True
-    if policy is ConcurrencyPolicy.QUEUE:
-        wait = float(job.spec.timeout_seconds or DEFAULT_QUEUE_WAIT)
-        if acquire_within(lock, wait):
-            return True
-    now = ctx.db.now()
-    skipped = RunResult(RunStatus.SKIPPED_OVERLAP, None, None, None, now, None, "", 0, False)
-    _record(ctx, run_id, skipped, fields)
-    return False
+) -> int | None:
+    """Take the job's lock under its concurrency policy, then the fence.
+
+    Return None to go on and run the job, or the exit code to end with instead.
+    """
+    if not lock.try_acquire():
+        policy = job.spec.concurrency
+        ctx.emit("run.lock.busy", **fields, policy=policy.value)
+        if policy is ConcurrencyPolicy.ALLOW:
+            return None  # beside the holder, as the policy says: nothing to fence either
+        acquired = False
+        if policy is ConcurrencyPolicy.QUEUE:
+            deadline = ctx.monotonic() + float(job.spec.timeout_seconds or DEFAULT_QUEUE_WAIT)
+
+            def queued() -> bool | None:
+                if lock.try_acquire():
+                    return True
+                return False if ctx.monotonic() >= deadline else None
+
+            acquired, signum = _wait(ctx, run_id, queued, QUEUE_POLL_SECONDS)
+            if signum is not None:
+                return _killed_waiting(ctx, run_id, signum, fields)
+        if not acquired:
+            now = ctx.db.now()
+            skipped = RunResult(
+                RunStatus.SKIPPED_OVERLAP, None, None, None, now, None, "", 0, False
+            )
+            _record(ctx, run_id, skipped, fields)
+            return 0
+    return _fence(ctx, job, run_id, fields)
+
+
+def _fence(ctx: RunContext, job: Job, run_id: int, fields: dict[str, Any]) -> int | None:
+    """Hold off until every other runner that started the job has surely stopped it.
+
+    A runner whose session ended (a restarted server) lost its lock at once, but stops its
+    job only once a heartbeat fails, then grants it a grace period: its row says by when,
+    counted from its last heartbeat by the database clock. A row it finished itself ends the
+    wait earlier.
+    """
+    left = ctx.db.fence_left(job.id, run_id)
+    if left is None or left <= 0:
+        return None
+    ctx.emit("run.fence.wait", **fields, seconds=round(left, 1))
+
+    def fenced() -> bool | None:
+        remaining = ctx.db.fence_left(job.id, run_id)
+        return True if remaining is None or remaining <= 0 else None
+
+    _, signum = _wait(ctx, run_id, fenced, FENCE_POLL_SECONDS)
+    if signum is not None:
+        return _killed_waiting(ctx, run_id, signum, fields)
+    ctx.db.reconcile_lost(ctx.host)  # a runner that never came back is `lost` from now on
+    return None
+
+
+def _wait(
+    ctx: RunContext, run_id: int, step: Callable[[], bool | None], poll: float
+) -> tuple[bool, int | None]:
+    """Call `step` every `poll` s until it answers True or False, heartbeating meanwhile.
+
+    Return (answer, None), or (False, signal) when SIGTERM, SIGINT or SIGHUP ended the wait:
+    a waiting run has nothing to pass the signal on to, so it stops waiting instead.
+    """
+    import signal
+
+    got: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        got.append(signum)
+
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {s: signal.signal(s, on_signal) for s in stops}
+    reply = heartbeat_reply_seconds(ctx.heartbeat_seconds)
+    try:
+        next_beat = ctx.monotonic() + ctx.heartbeat_seconds
+        while not got:
+            ctx.sleep(poll)
+            if got:
+                break
+            if ctx.monotonic() >= next_beat:
+                # A waiting run is alive too: `check` must not take it for a stuck one.
+                next_beat = ctx.monotonic() + ctx.heartbeat_seconds
+                ctx.db.heartbeat(run_id, timeout=reply)
+            answer = step()
+            if answer is not None and not got:
+                return answer, None
+        return False, got[0]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _killed_waiting(ctx: RunContext, run_id: int, signum: int, fields: dict[str, Any]) -> int:
+    """Record a run stopped by a signal before its command started; return 128 + signal."""
+    code = 128 + signum
+    killed = RunResult(
+        RunStatus.KILLED, code, None, None, _now_or(ctx, ctx.clock.now()), None, "", 0, False
+    )
+    ctx.emit("run.finished", **fields, status=killed.status.value, exit_code=code, started=False)
+    _record(ctx, run_id, killed, fields)
+    return code
 
 
 def _attempts(
@@ -346,9 +455,13 @@ def _attempts(
             user=spec.run_as_user if os.geteuid() == 0 else None,
         )  # fmt: skip
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt})
-        _record(ctx, run_id, result, fields)
+        own_session = _record(ctx, run_id, result, fields)
         retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
         if not retryable or attempt > spec.retries:
+            return exit_code
+        if not own_session and ctx.db.backend == "postgresql":
+            # The lock lived on the session that is gone: another host may hold it by now.
+            ctx.emit("run.retry.abandoned", **fields, attempt=attempt, reason="session lost")
             return exit_code
         ctx.sleep(spec.retry_delay_seconds * 2 ** (attempt - 1))
         attempt += 1
@@ -363,21 +476,33 @@ def _run_once(
 ) -> tuple[RunResult, int]:
     from schedctl.runner import Supervisor
 
-    started = ctx.db.now()
-    ctx.db.mark_started(run_id, started)
+    interval = ctx.heartbeat_seconds
+    reply = heartbeat_reply_seconds(interval)
+    sent = ctx.monotonic()
+    # Also the first heartbeat, stamped by the database after `sent`: the fence counts from it.
+    started = ctx.db.mark_started(run_id)
     ctx.emit("run.started", **fields, command=request.argv[0])
     supervisor = Supervisor(request)
+    next_beat = sent + interval
+    lost = False
 
     def heartbeat() -> None:
+        # Called every few hundredths of a second; keeps the interval itself, so that the job
+        # is stopped no later than the fence promises after the last heartbeat that got through.
+        nonlocal next_beat, lost
+        now = ctx.monotonic()
+        if lost or now < next_beat:
+            return
+        next_beat = now + interval
         try:
-            ctx.db.heartbeat(run_id)
-        except Exception:  # a dead session means the lock is gone
-            if supervisor.pid is not None:
-                ctx.emit("run.lock_lost", **fields)
-                supervisor.stop("lock_lost")
+            ctx.db.heartbeat(run_id, timeout=reply)
+        except Exception:  # a dead or silent session means the lock is gone
+            lost = True
+            ctx.emit("run.lock_lost", **fields)
+            supervisor.stop("lock_lost")
 
     try:
-        outcome = supervisor.run(tick=heartbeat, tick_interval=ctx.heartbeat_seconds)
+        outcome = supervisor.run(tick=heartbeat, tick_interval=_TICK_SECONDS)
     except OSError as e:
         # Could not start it at all: report like a shell does (127 missing, 126 not executable).
         code = 127 if isinstance(e, FileNotFoundError) else 126

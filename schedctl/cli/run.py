@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from schedctl import __version__, config
 from schedctl.clock import SystemClock
 from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationError
-from schedctl.models import Job, Trigger
+from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
 
 if TYPE_CHECKING:
     from schedctl.locking import JobLock
@@ -162,7 +162,7 @@ def _context(settings: config.Settings) -> RunContext:
         def lock_for(job: Job) -> JobLock:
             # On the run's own session: the lock lives exactly as long as that session.
             assert isinstance(ctx.db, PgRunDB)
-            return PgAdvisoryLock(ctx.db.conn, job.id)
+            return PgAdvisoryLock(ctx.db.conn, job.id, ctx.db.pooled_pid)
     else:
         from schedctl.locking import FileLock
 
@@ -182,7 +182,7 @@ def _context(settings: config.Settings) -> RunContext:
         spool_dir=settings.data_dir / "spool",
         emit=emit,
         base_env=dict(os.environ),
-        heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or 5.0),
+        heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),
     )
     return ctx
 

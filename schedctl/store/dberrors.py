@@ -39,6 +39,15 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
             f"the database at {where} refused the credentials ({message}); fix the user or "
             f"password in --db / SCHEDCTL_DATABASE_URL"
         )
+    if "unsupported startup parameter" in lower:
+        # PgBouncer refuses libpq's `options`, through which schedctl sets the session's
+        # keepalives and time zone; the generic "cannot reach" hint would send people astray.
+        return ConfigError(
+            f"the server at {where} refused a connection setting ({message}): a connection "
+            f"pooler such as PgBouncer is in between; add `ignore_startup_parameters = options` "
+            f"to its [pgbouncer] section and use pool_mode = session, or connect to PostgreSQL "
+            f"directly"
+        )
     if "does not exist" in lower and "database" in lower:
         return ConfigError(
             f"{message} at {where}; create it (createdb) or fix the database name in the URL"

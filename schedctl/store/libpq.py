@@ -89,6 +89,12 @@ def _declare(lib: ctypes.CDLL) -> None:
         "PQgetvalue": (s, [p, i, i]),
         "PQcmdTuples": (s, [p]),
         "PQclear": (None, [p]),
+        # Asynchronous sending, for statements that must answer within a deadline.
+        "PQsendQueryParams": (i, [p, s, i, p, ctypes.POINTER(s), p, p, i]),
+        "PQsocket": (i, [p]),
+        "PQconsumeInput": (i, [p]),
+        "PQisBusy": (i, [p]),
+        "PQgetResult": (p, [p]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -199,8 +205,12 @@ class Connection:
         """Return whether the session is closed (by us) or broken."""
         return self._conn is None or self._pq.PQstatus(self._conn) != _CONNECTION_OK
 
-    def execute(self, sql: str, params: Sequence[Any] = ()) -> Result:
-        """Run one statement with `%s` placeholders; raise PgError (or its operational kind)."""
+    def execute(self, sql: str, params: Sequence[Any] = (), timeout: float | None = None) -> Result:
+        """Run one statement with `%s` placeholders; raise PgError (or its operational kind).
+
+        With `timeout`, a statement not answered within that many seconds closes the session
+        and raises PgOperationalError: on a dead network a reply may otherwise never come.
+        """
         pq = self._pq
         if self._conn is None:
             raise PgOperationalError("the connection is closed")
@@ -208,11 +218,47 @@ class Connection:
         values = (ctypes.c_char_p * max(n, 1))(
             *[None if v is None else _text(v).encode() for v in params]
         )
+        query = _numbered(sql).encode()
         # Parameter types left to the server (OID 0): it infers them from the statement, as
         # for a literal, so '2026-01-01T00:00:00+00:00' becomes a timestamptz next to one.
-        res = pq.PQexecParams(self._conn, _numbered(sql).encode(), n, None, values, None, None, 0)
+        if timeout is None:
+            res = pq.PQexecParams(self._conn, query, n, None, values, None, None, 0)
+        else:
+            res = self._exec_within(query, n, values, timeout)
         if res is None:
             raise PgOperationalError(self._error())
+        return self._result(res)
+
+    def _exec_within(self, query: bytes, n: int, values: Any, timeout: float) -> int | None:
+        """Send, then wait for the reply until `timeout`; return the first result."""
+        import select
+        import time
+
+        pq, conn = self._pq, self._conn
+        deadline = time.monotonic() + timeout
+        # A statement this small fits the socket's send buffer: sending does not block.
+        if not pq.PQsendQueryParams(conn, query, n, None, values, None, None, 0):
+            return None
+        sock = pq.PQsocket(conn)
+        while True:
+            if not pq.PQconsumeInput(conn):
+                return None
+            if not pq.PQisBusy(conn):
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.close()
+                raise PgOperationalError(f"no reply from the server within {timeout:g}s")
+            select.select([sock], [], [], left)
+        res = pq.PQgetResult(conn)
+        # Drain to the end of the statement, as PQexecParams does, so the session can go on.
+        while (extra := pq.PQgetResult(conn)) is not None:
+            pq.PQclear(extra)
+        return res  # type: ignore[no-any-return]
+
+    def _result(self, res: int) -> Result:
+        """Decode one result (and free it); raise for an error result."""
+        pq = self._pq
         try:
             status = pq.PQresultStatus(res)
             if status == _TUPLES_OK:

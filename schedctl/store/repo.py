@@ -223,7 +223,7 @@ class Store:
 
 RUN_COLUMNS = [
     c for c in runs.c if c.name not in ("output_tail", "db_backend_pid", "heartbeat_at",
-                                         "job_revision", "schedctl_version")
+                                         "job_revision", "schedctl_version", "fence_seconds")
 ]  # fmt: skip
 
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schedctl.clock import Clock
 from schedctl.config import DatabaseURL
-from schedctl.errors import ConfigError, NotFoundError
-from schedctl.models import Job, RunStatus, Trigger, job_from_row
+from schedctl.errors import ConfigError, NotFoundError, TransactionPoolerError
+from schedctl.models import DEFAULT_FENCE_SECONDS, Job, RunStatus, Trigger, job_from_row
 from schedctl.store.dberrors import translate
 from schedctl.store.version import SchemaStatus, require_current
 
@@ -61,6 +61,8 @@ class Claim(NamedTuple):
     claimed_at: datetime
     clock_skew_seconds: float | None
     version: str
+    # How long after its last heartbeat this runner has certainly stopped its job.
+    fence_seconds: float | None = None
 
 
 class RunResult(NamedTuple):
@@ -94,6 +96,10 @@ class RunDB(Protocol):
         """Return this session's server process id (PostgreSQL), else None."""
         ...
 
+    def require_own_session(self) -> None:
+        """Raise TransactionPoolerError unless this session keeps one server backend."""
+        ...
+
     def load_job(self, name: str) -> Job:
         """Return the job called `name`, or raise NotFoundError."""
         ...
@@ -102,12 +108,19 @@ class RunDB(Protocol):
         """Insert the run row; return its id, or None when the slot is already claimed."""
         ...
 
-    def mark_started(self, run_id: int, at: datetime) -> None:
-        """Record that the job process started."""
+    def mark_started(self, run_id: int) -> datetime:
+        """Record that the job process starts now (also its first heartbeat); return when."""
         ...
 
-    def heartbeat(self, run_id: int) -> None:
-        """Prove the session is alive; raises when it is not."""
+    def heartbeat(self, run_id: int, timeout: float | None = None) -> None:
+        """Prove the session is alive; raises when it is not, or no reply comes in `timeout`."""
+        ...
+
+    def fence_left(self, job_id: int, run_id: int) -> float | None:
+        """Return the seconds until other runners' started runs of the job have surely stopped.
+
+        None or a negative number: no other runner can still be running the job.
+        """
         ...
 
     def finish(self, run_id: int, result: RunResult) -> None:
@@ -134,8 +147,9 @@ def _not_found(name: str) -> NotFoundError:
 _INSERT_COLUMNS = (
     "job_id, job_name, job_revision, slot, trigger, attempt, status, host, pid, "
     "db_backend_pid, claimed_at, output_bytes, output_truncated, clock_skew_seconds, "
-    "schedctl_version"
+    "schedctl_version, fence_seconds"
 )
+_INSERT_PLACEHOLDERS = 16
 _FINISH_SET = (
     "status = {p}, exit_code = {p}, signal = {p}, started_at = {p}, finished_at = {p}, "
     "duration_seconds = {p}, output_tail = {p}, output_bytes = {p}, output_truncated = {p}"
@@ -146,7 +160,7 @@ def _claim_values(c: Claim, backend_pid: int | None, ts: Any) -> tuple[Any, ...]
     return (
         c.job.id, c.job.name, c.job.revision, ts(c.slot), c.trigger.value, c.attempt,
         RunStatus.RUNNING.value, c.host, c.pid, backend_pid, ts(c.claimed_at), 0, False,
-        c.clock_skew_seconds, c.version,
+        c.clock_skew_seconds, c.version, c.fence_seconds,
     )  # fmt: skip
 
 
@@ -181,6 +195,9 @@ class PgRunDB:
             "application_name": application_name,
             "client_encoding": "UTF8",
         }
+        self._params = params
+        # The server's own pid for this session (pg_backend_pid()); libpq's can be a pooler's.
+        self.server_pid: int | None = None
         try:
             self.conn = libpq.Connection(params)
         except libpq.LibpqMissingError as e:
@@ -204,13 +221,18 @@ class PgRunDB:
         """Raise SchemaError unless the schema is at HEAD."""
         from schedctl.store import libpq
 
-        # One round trip in the usual case; a missing table is the rare, first-use case.
+        # One round trip in the usual case; a missing table is the rare, first-use case. The
+        # server's pid comes along: compared with libpq's, it tells whether a pooler is between.
         try:
-            found = self._sql("SELECT version_num FROM alembic_version").fetchone()
+            found = self._sql(
+                "SELECT version_num, pg_backend_pid() FROM alembic_version"
+            ).fetchone()
         except libpq.PgError as e:
             if e.sqlstate != libpq.UNDEFINED_TABLE:
                 raise
             found = None
+        if found:
+            self.server_pid = int(found[1])
         require_current(SchemaStatus(str(found[0]) if found else None))
 
     def now(self) -> datetime:
@@ -221,8 +243,48 @@ class PgRunDB:
         return value.astimezone(UTC)
 
     def backend_pid(self) -> int | None:
-        """Return this session's backend pid."""
-        return self.conn.backend_pid
+        """Return this session's server backend pid (the server's, not a pooler's)."""
+        return self.conn.backend_pid if self.server_pid is None else self.server_pid
+
+    @property
+    def pooled_pid(self) -> int | None:
+        """Return the server backend pid when a pooler stands between, else None."""
+        if self.server_pid is None or self.server_pid == self.conn.backend_pid:
+            return None
+        return self.server_pid
+
+    def require_own_session(self) -> None:
+        """Refuse a pooler that may hand this session's server backend to other clients.
+
+        libpq's backend pid comes from the server's BackendKeyData, which PgBouncer replaces
+        with its own; when it equals pg_backend_pid() nothing is in between and nothing more
+        is sent. Through a pooler, a session pool keeps one backend ours for the whole
+        connection: two statements in a row run on it, and another client never gets it. A
+        transaction pool hands an idle backend to the next statement of any client: the one
+        used last (PgBouncer's default), which the other client's statement then gets, or the
+        one idle longest (server_round_robin), which our second statement gets when there are
+        several, and the other client when ours is the only one.
+        """
+        from schedctl.store import libpq
+
+        if self.server_pid is None:
+            row = self._sql("SELECT pg_backend_pid()").fetchone()
+            assert row is not None
+            self.server_pid = int(row[0])
+        if self.pooled_pid is None:
+            return
+        ours = [self._sql("SELECT pg_backend_pid()").fetchone() for _ in range(2)]
+        if any(row is None or int(row[0]) != self.server_pid for row in ours):
+            raise TransactionPoolerError()
+        try:
+            with libpq.Connection(
+                {**self._params, "application_name": "schedctl run (pool check)"}
+            ) as other:
+                theirs = other.execute("SELECT pg_backend_pid()").fetchone()
+        except libpq.PgError as e:
+            raise translate(e, self.url) from None
+        if theirs is None or int(theirs[0]) == self.server_pid:
+            raise TransactionPoolerError()
 
     def load_job(self, name: str) -> Job:
         """Return the job called `name`."""
@@ -238,7 +300,7 @@ class PgRunDB:
 
     def claim(self, claim: Claim) -> int | None:
         """Insert-or-nothing on (job_id, slot): the fleet-wide claim of a slot."""
-        placeholders = ", ".join(["%s"] * 15)
+        placeholders = ", ".join(["%s"] * _INSERT_PLACEHOLDERS)
         conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
         row = self._sql(
             f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
@@ -246,15 +308,46 @@ class PgRunDB:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def mark_started(self, run_id: int, at: datetime) -> None:
-        """Record the start."""
-        self._sql(
-            "UPDATE runs SET started_at = %s, heartbeat_at = %s WHERE id = %s", (at, at, run_id)
-        )
+    def mark_started(self, run_id: int) -> datetime:
+        """Record the start, by the server's clock: it is the run's first heartbeat too."""
+        row = self._sql(
+            "UPDATE runs SET started_at = clock_timestamp(), heartbeat_at = clock_timestamp() "
+            "WHERE id = %s RETURNING started_at",
+            (run_id,),
+        ).fetchone()
+        assert row is not None
+        value: datetime = row[0]
+        return value.astimezone(UTC)
 
-    def heartbeat(self, run_id: int) -> None:
-        """Touch heartbeat_at on this session; raises if the session is gone."""
-        self._sql("UPDATE runs SET heartbeat_at = clock_timestamp() WHERE id = %s", (run_id,))
+    def heartbeat(self, run_id: int, timeout: float | None = None) -> None:
+        """Touch heartbeat_at on this session; raise if the session is gone or answers late.
+
+        The row names the server backend that claimed it: a statement that lands on another
+        backend (a transaction pooler moved us) updates nothing, which counts as lost too.
+        """
+        from schedctl.store import libpq
+
+        sql = (
+            "UPDATE runs SET heartbeat_at = clock_timestamp() "
+            "WHERE id = %s AND db_backend_pid = pg_backend_pid()"
+        )
+        try:
+            cur = self.conn.execute(sql, (run_id,), timeout=timeout)
+        except libpq.PgOperationalError as e:
+            raise translate(e, self.url) from e
+        if cur.rowcount == 0:
+            raise TransactionPoolerError()
+
+    def fence_left(self, job_id: int, run_id: int) -> float | None:
+        """Return the seconds until other runners' started runs of the job have surely stopped."""
+        row = self._sql(
+            "SELECT extract(epoch FROM max(coalesce(heartbeat_at, started_at)"
+            " + coalesce(fence_seconds, %s) * interval '1 second') - clock_timestamp())::float8"
+            " FROM runs WHERE job_id = %s AND status = 'running' AND started_at IS NOT NULL"
+            " AND id <> %s",
+            (DEFAULT_FENCE_SECONDS, job_id, run_id),
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome."""
@@ -270,7 +363,12 @@ class PgRunDB:
             "WHERE status = 'running' AND db_backend_pid IS NOT NULL "
             # The function, not the pg_stat_activity view: planning the view's joins in a
             # fresh session costs more than the rest of this statement.
-            "AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(runs.db_backend_pid))"
+            "AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(runs.db_backend_pid)) "
+            # A runner outlives its session (a restarted server) until its fence has passed:
+            # until then its job may still be running, so the row is not final yet.
+            "AND (started_at IS NULL OR coalesce(heartbeat_at, started_at)"
+            " + coalesce(fence_seconds, %s) * interval '1 second' < clock_timestamp())",
+            (DEFAULT_FENCE_SECONDS,),
         )
         return cur.rowcount
 
@@ -364,6 +462,9 @@ class SqliteRunDB:
         """SQLite has no server process."""
         return None
 
+    def require_own_session(self) -> None:
+        """The lock is a file lock of this process: nothing can take it away."""
+
     def load_job(self, name: str) -> Job:
         """Return the job called `name`."""
         cur = self._sql(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE name = ?", (name,))
@@ -378,7 +479,7 @@ class SqliteRunDB:
 
     def claim(self, claim: Claim) -> int | None:
         """Insert-or-nothing on (job_id, slot)."""
-        placeholders = ", ".join(["?"] * 15)
+        placeholders = ", ".join(["?"] * _INSERT_PLACEHOLDERS)
         conflict = "ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING" if claim.slot else ""
         row = self._sql(
             f"INSERT INTO runs ({_INSERT_COLUMNS}) VALUES ({placeholders}) {conflict} RETURNING id",
@@ -386,14 +487,20 @@ class SqliteRunDB:
         ).fetchone()
         return None if row is None else int(row[0])
 
-    def mark_started(self, run_id: int, at: datetime) -> None:
+    def mark_started(self, run_id: int) -> datetime:
         """Record the start."""
+        at = self.now()
         ts = _sqlite_ts(at)
         self._sql("UPDATE runs SET started_at = ?, heartbeat_at = ? WHERE id = ?", (ts, ts, run_id))
+        return at
 
-    def heartbeat(self, run_id: int) -> None:
-        """Touch heartbeat_at."""
+    def heartbeat(self, run_id: int, timeout: float | None = None) -> None:
+        """Touch heartbeat_at (a local file: the busy timeout bounds the wait)."""
         self._sql("UPDATE runs SET heartbeat_at = ? WHERE id = ?", (_sqlite_ts(self.now()), run_id))
+
+    def fence_left(self, job_id: int, run_id: int) -> float | None:
+        """No fence: the flock is held by a live runner process only, never by a lost one."""
+        return None
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome."""

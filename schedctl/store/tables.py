@@ -126,6 +126,9 @@ runs = sa.Table(
     sa.Column("output_truncated", sa.Boolean, nullable=False),
     sa.Column("clock_skew_seconds", sa.Float, nullable=True),
     sa.Column("schedctl_version", sa.String(32), nullable=False),
+    # Seconds after heartbeat_at by which this runner has surely stopped its job, should it
+    # lose its session: the next holder of the job's lock waits that long (the fence).
+    sa.Column("fence_seconds", sa.Float, nullable=True),
     _in("status", STATUS_VALUES),
     _in("trigger", TRIGGER_VALUES),
 )

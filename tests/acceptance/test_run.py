@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from cli_helpers import BIN, Cli, alive, cli_env, make_cli, ok, one_line_error, run_rows
 from pgserver import PgServer, destroy, free_port, start_server
@@ -264,9 +265,12 @@ def test_kill_9_of_the_runner_is_reconciled_as_lost(
     job_pid = int(marker.read_text())
     time.sleep(0.3)
     assert not alive(job_pid)  # the job died with its runner
-    # The next run reconciles the dead runner's row and, the lock being free, runs.
+    # The next run reconciles the dead runner's row and, the lock being free, runs. On
+    # PostgreSQL it first waits out the dead runner's fence: from another host a killed
+    # runner looks like one whose session merely ended, whose job may still be stopping.
     ok(cli("edit", "victim", "--shell", "--", "true"))
-    ok(cli("run", "victim", "--now"))
+    nxt = ok(cli("run", "victim", "--now"))
+    assert ("event=run.fence.wait" in nxt.err) == url.startswith("postgresql")
     assert [r["status"] for r in run_rows(url)] == ["lost", "succeeded"]
 
 
@@ -506,3 +510,174 @@ def test_run_as_the_first_command_creates_a_private_database(tmp_path: Path) -> 
     db = tmp_path / "data" / "schedctl.db"
     assert db.stat().st_mode & 0o777 == 0o600
     assert db.parent.stat().st_mode & 0o777 == 0o700
+
+
+def _ticks(path: Path) -> dict[int, list[float]]:
+    """Read "RUN_ID UNIX_TIME" lines the test jobs append, by run id."""
+    out: dict[int, list[float]] = {}
+    for line in path.read_text().splitlines():
+        run_id, at = line.split()
+        out.setdefault(int(run_id), []).append(float(at))
+    return out
+
+
+def _wait_for_lines(path: Path, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists() or len(path.read_text().splitlines()) < count:
+        assert time.monotonic() < deadline, f"{path} never reached {count} lines"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_server_restart_mid_run_never_lets_two_runs_overlap(tmp_path: Path, mode: str) -> None:
+    ticks, first = tmp_path / "ticks", tmp_path / "first"
+    # The first run ignores SIGTERM, so it runs on through its whole grace period until
+    # SIGKILL; the runs after it tick for two seconds. Each tick is a line with a timestamp.
+    script = (
+        f"n=20; if [ ! -e {first} ]; then touch {first}; n=900; trap '' TERM; fi; i=0; "
+        f'while [ $i -lt $n ]; do echo "$SCHEDCTL_RUN_ID $(date +%s.%N)" >> {ticks}; '
+        "sleep 0.1; i=$((i+1)); done"
+    )
+    job = ("fenced", "-s", "@daily", "--shell", "--", script)
+    with own_server(tmp_path, *job, SCHEDCTL_HEARTBEAT="1") as (server, url, _, env):
+        holder = start_run(env, "fenced", "--now")
+        try:
+            _wait_for_lines(ticks, 5)
+            server.stop(mode)  # pg_ctl restart: every session ends, every advisory lock is free
+            server.start()
+            # Another host's run gets the lock at once; it must not start the job before the
+            # first run's job has certainly stopped.
+            (tmp_path / "other").mkdir()
+            other_env = cli_env(tmp_path / "other", SCHEDCTL_DATABASE_URL=url)
+            second = subprocess.run(
+                [str(BIN), "run", "fenced", "--now"],
+                env={**other_env, "SCHEDCTL_HOST": "other"},
+                capture_output=True,
+                text=True,
+                timeout=90,
+                check=False,
+            )
+            rc = holder.wait(timeout=60)
+        finally:
+            holder.kill()
+        err = holder.stderr.read() if holder.stderr else ""
+        assert second.returncode == 0, second.stderr
+        assert "event=run.fence.wait" in second.stderr
+        assert rc == 128 + signal.SIGKILL, err  # it ignored SIGTERM: killed after the grace
+        assert err.count("event=run.lock_lost") == 1, err
+        by_run = _ticks(ticks)
+        (_, old), (new_id, new) = sorted(by_run.items())
+        assert len(new) == 20
+        assert max(old) < min(new), f"run {new_id} started {max(old) - min(new):.1f}s too early"
+        assert [r["status"] for r in run_rows(url)] == ["lock_lost", "succeeded"]
+
+
+def test_a_silent_database_session_still_stops_the_job_within_the_fence(tmp_path: Path) -> None:
+    ticks = tmp_path / "ticks"
+    script = (
+        "trap '' TERM; "
+        f'while :; do echo "$SCHEDCTL_RUN_ID $(date +%s.%N)" >> {ticks}; sleep 0.1; done'
+    )
+    job = ("frozen", "-s", "@daily", "--shell", "--", script)
+    with own_server(tmp_path, *job, SCHEDCTL_HEARTBEAT="1") as (_, url, _, env):
+        runner = start_run(env, "frozen", "--now")
+        try:
+            _wait_for_lines(ticks, 5)
+            with psycopg.connect(url, autocommit=True) as admin:
+                row = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'schedctl run'"
+                ).fetchone()
+                assert row is not None
+                backend = int(str(row[0]))
+                # The session's server process stops answering while the kernel still acks:
+                # what a dead network or a hung server looks like to the heartbeat.
+                os.kill(backend, signal.SIGSTOP)
+                try:
+                    rc = runner.wait(timeout=60)
+                    (beat,) = admin.execute(
+                        "SELECT extract(epoch FROM heartbeat_at)::float8 FROM runs"
+                    ).fetchone()  # type: ignore[misc]
+                finally:
+                    os.kill(backend, signal.SIGCONT)
+        finally:
+            runner.kill()
+        err = runner.stderr.read() if runner.stderr else ""
+        assert rc == 128 + signal.SIGKILL, err
+        assert err.count("event=run.lock_lost") == 1, err
+        (row_dict,) = run_rows(url)
+        assert row_dict["status"] == "lock_lost"
+        fence = row_dict["fence_seconds"]
+        assert fence is not None and fence < 20
+        # The job's last tick came before its fence ran out, counted from its last heartbeat.
+        (last_tick,) = [max(t) for t in _ticks(ticks).values()]
+        assert last_tick < float(str(beat)) + fence, (last_tick - float(str(beat)), fence)
+
+
+def _faketime_or_skip() -> Path:
+    if not FAKETIME_LIBS:
+        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
+        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
+    return FAKETIME_LIBS[0]
+
+
+def _when_row(url: str, job: str, count: int, ready: Any, timeout: float = 30) -> list[Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = run_rows(url, job)
+        if len(rows) >= count and all(ready(r) for r in rows[:count]):
+            return rows
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+
+
+def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, env = backend
+    faketime = _faketime_or_skip()
+    # A schedule whose slots all lie before the job was added: `check` judges runs only.
+    ok(cli("add", "q", "-s", "0 0 1 1 *", "--tz", "UTC", "--concurrency", "queue",
+           "--", "sleep", "30"))  # fmt: skip
+    fast = {**env, "SCHEDCTL_HEARTBEAT": "0.3"}
+    holder = start_run(fast, "q", "--now")
+    queued: list[subprocess.Popen[str]] = []
+    try:
+        _when_row(url, "q", 1, lambda r: r["started_at"] is not None)
+        queued = [start_run(fast, "q", "--now") for _ in range(2)]
+        rows = _when_row(url, "q", 3, lambda r: r["heartbeat_at"] is not None)
+        assert [r["started_at"] is None for r in rows] == [False, True, True]  # still waiting
+        newest = rows[2]
+        time.sleep(1)
+        later = run_rows(url, "q")[2]
+        assert later["heartbeat_at"] > newest["heartbeat_at"]  # it heartbeats while it waits
+        # `check` judges a run stuck after 2 minutes without a heartbeat. Seen 117 s from now
+        # by check's clock, the queued run's heartbeat is younger than that, its claim older.
+        waited = datetime.now(UTC) - newest["claimed_at"]
+        time.sleep(max(0.0, 6 - waited.total_seconds()))
+        check = subprocess.run(
+            [str(BIN), "check", "q", "--json"],
+            env={**env, "LD_PRELOAD": str(faketime), "FAKETIME": "+117"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout
+        assert json.loads(check.stdout)["state"] == "OK", check.stdout
+        # A signal to a queued runner ends it at once, recorded as killed: its command never ran.
+        stopped_at = time.monotonic()
+        queued[0].send_signal(signal.SIGTERM)
+        queued[1].send_signal(signal.SIGINT)
+        codes = [p.wait(timeout=10) for p in queued]
+        assert time.monotonic() - stopped_at < 3
+        assert codes == [128 + signal.SIGTERM, 128 + signal.SIGINT]
+    finally:
+        for p in (holder, *queued):
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+    by_id = {r["id"]: r for r in run_rows(url, "q")}
+    for p, code in zip(queued, codes, strict=True):
+        err = p.stderr.read() if p.stderr else ""
+        run_id = int(re.search(r"event=run\.claimed .*?run_id=(\d+)", err).group(1))  # type: ignore[union-attr]
+        row = by_id[run_id]
+        assert (row["status"], row["exit_code"], row["started_at"]) == ("killed", code, None)

@@ -111,11 +111,10 @@ def test_thirty_concurrent_claims_of_one_slot_yield_one_row(job_store: Store) ->
 
 def test_results_read_back_through_the_store(job_store: Store) -> None:
     db = open_rundb(job_store)
-    started = datetime(2026, 11, 22, 12, 0, 1, 250000, tzinfo=UTC)
     try:
         run_id = db.claim(claim_for(job_store, "h1"))
         assert run_id is not None
-        db.mark_started(run_id, started)
+        started = db.mark_started(run_id)
         db.heartbeat(run_id)
         db.finish(
             run_id,
