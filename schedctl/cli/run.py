@@ -26,7 +26,7 @@ Usage: schedctl run [OPTIONS] JOB
   Run JOB's current scheduled slot: exactly once across all hosts, under the
   job's lock, with its output streamed through and the result recorded.
   Exit status is the job's own (124 on timeout, 0 when skipped, 75 when the
-  database is unavailable).
+  database is unavailable, 78 through a transaction pooler).
 
 Options:
   --now            Run now as a manual run (no slot; still locked).
