@@ -652,13 +652,13 @@ def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
         time.sleep(1)
         later = run_rows(url, "q")[2]
         assert later["heartbeat_at"] > newest["heartbeat_at"]  # it heartbeats while it waits
-        # `check` judges a run stuck after 2 minutes without a heartbeat. Seen 117 s from now
+        # `check` judges a run stuck after 2 minutes without a heartbeat. Seen 115 s from now
         # by check's clock, the queued run's heartbeat is younger than that, its claim older.
         waited = datetime.now(UTC) - newest["claimed_at"]
-        time.sleep(max(0.0, 6 - waited.total_seconds()))
+        time.sleep(max(0.0, 8 - waited.total_seconds()))
         check = subprocess.run(
             [str(BIN), "check", "q", "--json"],
-            env={**env, "LD_PRELOAD": str(faketime), "FAKETIME": "+117"},
+            env={**env, "LD_PRELOAD": str(faketime), "FAKETIME": "+115"},
             capture_output=True,
             text=True,
             timeout=60,
