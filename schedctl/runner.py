@@ -5,6 +5,7 @@ Kept free of heavy imports: it sits on the `schedctl run` hot path.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import selectors
@@ -41,32 +42,89 @@ class RunOutcome(NamedTuple):
     forwarded: int | None  # a signal schedctl received and passed on to the job
     stopped: str | None  # reason given to Supervisor.stop(), e.g. "lock_lost"
     duration: float
-    tail: bytes
-    total_bytes: int
-
-    @property
-    def truncated(self) -> bool:
-        """Return whether the tail holds less than everything the job printed."""
-        return self.total_bytes > len(self.tail)
-
-    def tail_text(self) -> str:
-        """Return the tail decoded as UTF-8, invalid bytes replaced."""
-        return self.tail.decode("utf-8", errors="replace")
+    tail: str  # what is stored: the output's end, at most output_limit bytes as UTF-8
+    total_bytes: int  # bytes the job printed
+    truncated: bool  # the tail holds less than everything the job printed
 
 
-class _Tail:
-    """The last `limit` bytes of the job's output, and how many bytes there were in all."""
+class _Ring:
+    """The last `limit` bytes written to it, in one buffer overwritten in place."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.data = bytearray()
+        self.limit = max(limit, 0)
+        self.buf = bytearray()
+        self.pos = 0  # where the oldest byte is, once the buffer is full
         self.total = 0
 
     def add(self, chunk: bytes) -> None:
         self.total += len(chunk)
-        self.data += chunk
-        if len(self.data) > self.limit:
-            del self.data[: len(self.data) - self.limit]
+        limit = self.limit
+        view = memoryview(chunk)
+        if len(view) >= limit:
+            view = view[len(view) - limit :]
+            if len(self.buf) == limit:
+                self.buf[:] = view  # same size: copied in place
+            else:
+                self.buf = bytearray(view)
+            self.pos = 0
+            return
+        room = limit - len(self.buf)
+        if room > 0:
+            self.buf += view[:room]
+            view = view[room:]
+        if not view:
+            return
+        end = self.pos + len(view)
+        if end <= limit:
+            self.buf[self.pos : end] = view
+        else:
+            first = limit - self.pos
+            self.buf[self.pos :] = view[:first]
+            self.buf[: end - limit] = view[first:]
+        self.pos = end % limit
+
+    def parts(self) -> tuple[memoryview, memoryview]:
+        """Return the kept bytes, oldest first, as two views of the buffer."""
+        view = memoryview(self.buf)
+        return view[self.pos :], view[: self.pos]
+
+    def truncated(self) -> bool:
+        """Return whether bytes were dropped to stay within the limit."""
+        return self.total > len(self.buf)
+
+    def take_text(self) -> tuple[str, bool]:
+        """Return the tail as it is stored and whether it is short of all output; empty the ring.
+
+        Invalid UTF-8 and NUL (which PostgreSQL text cannot hold) become U+FFFD, three bytes
+        each, so the text is cut to the limit again after that, at a character. The decoding
+        goes block by block into a second ring, so memory stays within about twice the limit.
+        """
+        head, rest = self.parts()
+        skip = 0
+        if self.truncated():  # the kept bytes may begin inside a character: drop its rest
+            first = (bytes(head[:3]) + bytes(rest[:3]))[:3]
+            while skip < len(first) and first[skip] & 0xC0 == 0x80:
+                skip += 1
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        out = _Ring(self.limit)
+        for part in (head, rest):
+            cut = min(skip, len(part))
+            skip -= cut
+            for i in range(cut, len(part), _CHUNK):
+                out.add(decoder.decode(part[i : i + _CHUNK]).replace("\0", "\ufffd").encode())
+        out.add(decoder.decode(b"", final=True).encode())
+        truncated = self.truncated() or out.truncated()
+        head.release()
+        rest.release()
+        self.buf = bytearray()
+        self.pos = 0
+        clean = b"".join(out.parts())
+        del out
+        start = 0
+        if truncated:  # cut inside a character maybe: start at the next one
+            while start < min(len(clean), 3) and clean[start] & 0xC0 == 0x80:
+                start += 1
+        return str(memoryview(clean)[start:], "utf-8"), truncated
 
 
 def _write_all(fd: int, data: bytes) -> bool:
@@ -98,7 +156,7 @@ class Supervisor:
         self._out = {1: stdout_fd, 2: stderr_fd}
         self._open = {1: True, 2: True}
         self._now = monotonic
-        self._tail = _Tail(request.output_limit)
+        self._tail = _Ring(request.output_limit)
         self._proc: subprocess.Popen[bytes] | None = None
         self._forwarded: int | None = None
         self._stopped: str | None = None
@@ -232,6 +290,8 @@ class Supervisor:
         duration = self._now() - started
         self._reap_group()
         sig = -code if code < 0 else None
+        total = self._tail.total
+        tail, truncated = self._tail.take_text()
         if self._timed_out:
             exit_code = TIMEOUT_EXIT
         elif self._forwarded is not None:
@@ -247,8 +307,9 @@ class Supervisor:
             forwarded=self._forwarded,
             stopped=self._stopped,
             duration=duration,
-            tail=bytes(self._tail.data),
-            total_bytes=self._tail.total,
+            tail=tail,
+            total_bytes=total,
+            truncated=truncated,
         )
 
 

@@ -520,7 +520,7 @@ def _run_once(
     )  # fmt: skip
     result = RunResult(
         status, outcome.exit_code, outcome.signal, started, finished, outcome.duration,
-        outcome.tail_text(), outcome.total_bytes, outcome.truncated,
+        outcome.tail, outcome.total_bytes, outcome.truncated,
     )  # fmt: skip
     return result, outcome.exit_code
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import subprocess
@@ -683,3 +684,25 @@ def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
         run_id = int(re.search(r"event=run\.claimed .*?run_id=(\d+)", err).group(1))  # type: ignore[union-attr]
         row = by_id[run_id]
         assert (row["status"], row["exit_code"], row["started_at"]) == ("killed", code, None)
+
+
+def test_stored_tail_is_bounded_in_bytes(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    data = tmp_path / "random.bin"
+    data.write_bytes(random.Random(5).randbytes(2_000_000))
+    ok(cli("add", "noise", "-s", "@daily", "--output-limit", "1048576", "--", "cat", str(data)))
+    done = subprocess.run(
+        [str(BIN), "run", "noise", "--now"],
+        check=False,
+        env=backend[2],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == data.read_bytes()  # passed through byte for byte
+    (row,) = run_rows(url, "noise")
+    stored = row["output_tail"].encode()
+    assert 1048576 - 4 < len(stored) <= 1048576  # U+FFFD takes 3 bytes: it was 1.5 MB
+    assert (row["output_bytes"], row["output_truncated"]) == (2_000_000, True)

@@ -35,8 +35,17 @@ def tick() -> None:
         supervisor.stop("lock_lost")
 
 
+def vm(key: str) -> int:
+    """Return a /proc/self/status memory figure in KiB."""
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith(key))
+
+
+base_rss_kib = vm("VmRSS:")
 print(f"started {os.getpid()}", file=sys.stderr, flush=True)
 outcome = supervisor.run(tick=tick, tick_interval=spec.get("tick_interval", 5.0))
+# VmHWM, not getrusage(): ru_maxrss survives execve and would include the forking parent.
+peak_rss_kib = vm("VmHWM:")  # before anything below makes copies of the tail
 result = {
     "exit_code": outcome.exit_code,
     "signal": outcome.signal,
@@ -44,15 +53,12 @@ result = {
     "forwarded": outcome.forwarded,
     "stopped": outcome.stopped,
     "duration": outcome.duration,
-    "tail": outcome.tail_text(),
+    "tail": outcome.tail,
+    "tail_bytes": len(outcome.tail.encode()),
     "total_bytes": outcome.total_bytes,
     "truncated": outcome.truncated,
     "ticks": len(ticks),
-    # VmHWM, not getrusage(): ru_maxrss survives execve and would include the forking parent.
-    "peak_rss_kib": next(
-        int(line.split()[1])
-        for line in Path("/proc/self/status").read_text().splitlines()
-        if line.startswith("VmHWM:")
-    ),
+    "peak_rss_kib": peak_rss_kib,
+    "base_rss_kib": base_rss_kib,
 }
 sys.stdout.write("\n" + json.dumps(result) + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import signal
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_exit_code_output_and_environment(tmp_path: Path) -> None:
     assert outcome.exit_code == 3
     assert outcome.signal is None and not outcome.timed_out
     assert out_file.read_text() == f"hello from {tmp_path}\noops\n"  # streamed through unchanged
-    assert outcome.tail_text() == f"hello from {tmp_path}\noops\n"
+    assert outcome.tail == f"hello from {tmp_path}\noops\n"
     assert outcome.total_bytes == len(outcome.tail) and not outcome.truncated
 
 
@@ -71,7 +72,7 @@ def test_non_utf8_output_is_kept_with_replacement_characters(tmp_path: Path) -> 
             stdout_fd=out.fileno(),
         ).run()
     assert out_file.read_bytes() == b"caf\xe9 \xff\n"  # passed through byte for byte
-    assert outcome.tail_text() == "caf\ufffd \ufffd\n"
+    assert outcome.tail == "caf\ufffd \ufffd\n"
 
 
 def test_timeout_kills_the_whole_group(tmp_path: Path) -> None:
@@ -143,3 +144,21 @@ def test_200_mb_of_output_in_bounded_memory() -> None:
     assert len(result["tail"]) == 65536
     # The supervisor's peak RSS stays far below the output size (Python itself is ~20 MiB).
     assert result["peak_rss_kib"] < 48 * 1024, result["peak_rss_kib"]
+
+
+# -- the stored tail ---------------------------------------------------------------------------
+
+
+def test_tail_of_invalid_utf8_is_bounded_in_bytes_and_memory(tmp_path: Path) -> None:
+    limit = 16 * 1024 * 1024
+    data = random.Random(15).randbytes(20_000_000)
+    source = tmp_path / "random.bin"
+    source.write_bytes(data)
+    result = drive({"argv": ["cat", str(source)], "output_limit": limit})
+    assert result["total_bytes"] == len(data) and result["truncated"] is True
+    # Replacement characters take 3 bytes each: the limit holds for what is stored.
+    assert limit - 4 < result["tail_bytes"] <= limit
+    assert data.decode("utf-8", "replace").replace("\0", "\ufffd").endswith(result["tail"])
+    # The raw tail plus its replaced text, not many copies of it (it was 4.8 times the limit).
+    grown = result["peak_rss_kib"] - result["base_rss_kib"]
+    assert grown < 3.5 * limit / 1024, grown
