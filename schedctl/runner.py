@@ -1,4 +1,4 @@
-"""Supervise one job process: own process group, output streamed through, bounded tail, timeout.
+"""Supervise one job: all of its processes, output streamed through, bounded tail, timeout.
 
 Kept free of heavy imports: it sits on the `schedctl run` hot path.
 """
@@ -15,10 +15,27 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from schedctl.proctree import (
+    Proc,
+    ProcRecord,
+    RunCgroup,
+    child_setup_hook,
+    children,
+    send,
+    set_subreaper,
+    subtree,
+)
+
 TIMEOUT_EXIT = 124
 DEFAULT_GRACE = 10.0
 _CHUNK = 65536
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+# How stale the view of the job's processes (and their record) may get, while the job runs and
+# while it is being stopped; a job of very many processes is swept less often, so that sweeping
+# never takes more than a small share of a CPU.
+SWEEP_INTERVAL = 0.2
+_STOPPING_SWEEP_INTERVAL = 0.05
+_SWEEP_SHARE = 0.05
 
 
 class RunRequest(NamedTuple):
@@ -31,6 +48,7 @@ class RunRequest(NamedTuple):
     output_limit: int = 64 * 1024
     grace: float = DEFAULT_GRACE
     user: str | None = None  # run as this user (needs root)
+    cgroup: bool = True  # also hold the job in a cgroup of its own where the host allows it
 
 
 class RunOutcome(NamedTuple):
@@ -45,6 +63,8 @@ class RunOutcome(NamedTuple):
     tail: str  # what is stored: the output's end, at most output_limit bytes as UTF-8
     total_bytes: int  # bytes the job printed
     truncated: bool  # the tail holds less than everything the job printed
+    in_cgroup: bool = False  # the job ran in a cgroup of its own
+    survivors: int = 0  # processes of the job still there after SIGKILL and another grace
 
 
 class _Ring:
@@ -142,7 +162,12 @@ def _write_all(fd: int, data: bytes) -> bool:
 
 
 class Supervisor:
-    """Run one job process and supervise it until it and its process group are done."""
+    """Run one job and supervise it until every process it started is done.
+
+    The runner is a child subreaper while it supervises, so whatever leaves the job's process
+    group or session still ends up below it: the timeout, forwarded signals, a lost lock and the
+    main process's exit reach all of it, and `run` returns only once it has all ended.
+    """
 
     def __init__(
         self,
@@ -151,18 +176,29 @@ class Supervisor:
         stdout_fd: int = 1,
         stderr_fd: int = 2,
         monotonic: Callable[[], float] = time.monotonic,
+        record: ProcRecord | None = None,
     ) -> None:
         self.request = request
         self._out = {1: stdout_fd, 2: stderr_fd}
         self._open = {1: True, 2: True}
         self._now = monotonic
         self._tail = _Ring(request.output_limit)
+        self._record = record
         self._proc: subprocess.Popen[bytes] | None = None
+        self._cgroup: RunCgroup | None = None
+        self._foreign: set[int] = set()  # our children from before the job: not the job's
+        self._live: dict[int, Proc] = {}  # the job's running processes at the last sweep
+        self._main_reaped = False
+        self._stop_signal: int | None = None
+        self._signalled: set[Proc] = set()
         self._forwarded: int | None = None
         self._stopped: str | None = None
         self._term_sent_at: float | None = None
-        self._killed = False
+        self._killed_at: float | None = None
         self._timed_out = False
+        self._survivors = 0
+        self._next_sweep = 0.0
+        self._sweep_cost = 0.0
 
     @property
     def pid(self) -> int | None:
@@ -170,128 +206,256 @@ class Supervisor:
         return self._proc.pid if self._proc else None
 
     def stop(self, reason: str) -> None:
-        """Ask the job to stop (SIGTERM to its group now, SIGKILL after the grace period)."""
+        """Ask the job to stop (SIGTERM to all of it now, SIGKILL after the grace period)."""
         if self._stopped is None:
             self._stopped = reason
         self._terminate()
 
-    def _signal_group(self, sig: int) -> None:
-        assert self._proc is not None
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
-
     def _terminate(self) -> None:
         if self._term_sent_at is None:
             self._term_sent_at = self._now()
-            self._signal_group(signal.SIGTERM)
+            self._stopping(signal.SIGTERM)
+
+    def _stopping(self, sig: int) -> None:
+        """Send `sig` to every process of the job, and from now on to each one found later."""
+        self._stop_signal = sig
+        self._signalled = set()
+        self._signal_new()
+
+    def _signal_new(self) -> None:
+        """Send the stop signal to the job's processes that have not had it yet."""
+        sig = self._stop_signal
+        assert self._proc is not None and sig is not None
+        if not self._main_reaped:
+            # The whole group at once, children forked a moment ago included. Only while the
+            # main process is unreaped: until then its pid (the group's id) cannot be reused.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, sig)
+        if sig == signal.SIGKILL and self._cgroup is not None:
+            self._cgroup.kill()
+        for proc in list(self._live.values()):
+            if proc not in self._signalled:
+                send(proc, sig)
+                self._signalled.add(proc)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         if self._forwarded is None:
             self._forwarded = signum
         # Pass the signal itself on (a job may treat SIGHUP or SIGINT specially), then make sure
         # it ends: the grace clock starts now, SIGKILL follows.
-        self._signal_group(signum)
+        if self._killed_at is None:
+            self._stopping(signum)
         if self._term_sent_at is None:
             self._term_sent_at = self._now()
 
     def run(self, tick: Callable[[], None] | None = None, tick_interval: float = 5.0) -> RunOutcome:
         """Start the job, stream its output, enforce limits; call `tick` every `tick_interval` s.
 
-        `tick` is where the caller heartbeats; it may call `stop()`.
+        `tick` is where the caller heartbeats; it may call `stop()`. Returns once every process
+        of the job has ended (or survived SIGKILL for a grace period: see `survivors`).
         """
         req = self.request
         started = self._now()
-        self._proc = subprocess.Popen(
-            list(req.argv),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=dict(req.env),
-            cwd=req.cwd,
-            start_new_session=True,  # own session and process group: signals reach grandchildren
-            close_fds=True,
-            user=req.user,
-            group=_primary_group(req.user),
-            extra_groups=[] if req.user else None,
-            # schedctl run is single-threaded, and the hook only calls prctl (no imports).
-            preexec_fn=_die_with_parent_hook(),  # noqa: PLW1509
-        )
-        previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
+        was_subreaper = set_subreaper(True)
         try:
-            self._pump(started, tick, tick_interval)
+            self._foreign = set(children(os.getpid()))
+            self._cgroup = RunCgroup.create() if req.cgroup else None
+            self._save_record(cgroup_changed=True)  # a crash from here on leaves it on record
+            uid, gid = _ids(req.user)
+            self._proc = subprocess.Popen(
+                list(req.argv),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=dict(req.env),
+                cwd=req.cwd,
+                start_new_session=True,  # own session and process group
+                close_fds=True,
+                group=gid,
+                extra_groups=[] if req.user else None,
+                # schedctl run is single-threaded, and the hook makes no imports.
+                preexec_fn=child_setup_hook(self._cgroup, uid),  # noqa: PLW1509
+            )
+            if self._cgroup is not None and not self._cgroup.holds(self._proc.pid):
+                self._drop_cgroup()  # the host would not let the job join it: do without
+            self._sweep()
+            previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
+            try:
+                self._pump(started, tick, tick_interval)
+            except BaseException:
+                self._kill_all()  # an error in here must not leave the job running unwatched
+                raise
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+            return self._outcome(started)
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-        return self._outcome(started)
+            self._clean_up()
+            if not was_subreaper:
+                set_subreaper(False)
+
+    def _kill_all(self) -> None:
+        """SIGKILL every process of the job; wait for them a grace period at most."""
+        assert self._proc is not None
+        deadline = self._now() + self.request.grace
+        self._stopping(signal.SIGKILL)
+        while True:
+            if not self._main_reaped and self._proc.poll() is not None:
+                self._main_reaped = True
+            self._sweep()
+            self._signal_new()
+            if self._main_reaped and not self._live:
+                return
+            if self._now() >= deadline:
+                self._survivors = max(len(self._live), 1)
+                return
+            time.sleep(0.02)
+
+    def _drop_cgroup(self) -> None:
+        if self._cgroup is not None and self._cgroup.remove():
+            self._cgroup = None
+            self._save_record(cgroup_changed=True)
+
+    def _save_record(self, cgroup_changed: bool = False) -> None:
+        if self._record is None:
+            return
+        if cgroup_changed:
+            self._record.cgroup = str(self._cgroup.path) if self._cgroup else None
+        try:
+            self._record.write(self._live.values())
+        except OSError:
+            self._record = None  # the job still runs supervised; only a crash would tell
+
+    def _clean_up(self) -> None:
+        """Remove the cgroup and the record once nothing of the job is left."""
+        if self._survivors:
+            return  # the record stays, so the next run tries again
+        if self._cgroup is not None:
+            for _ in range(20):  # the kernel may take a moment to see the last one gone
+                if self._cgroup.remove():
+                    break
+                time.sleep(0.01)
+            else:
+                return
+        if self._record is not None:
+            self._record.remove()
+
+    def _sweep(self) -> None:
+        """Find the job's running processes, reap its orphans that ended, update the record."""
+        assert self._proc is not None
+        began = self._now()
+        main = self._proc.pid
+        roots = [pid for pid in children(os.getpid()) if pid not in self._foreign]
+        live = subtree(roots)
+        for pid in roots:
+            if pid not in live and pid != main:  # an orphan that ended; the main one is Popen's
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, os.WNOHANG)
+        self._live = live
+        self._save_record()
+        self._sweep_cost = self._now() - began
+
+    def _sweep_interval(self, interval: float) -> float:
+        return max(interval, self._sweep_cost / _SWEEP_SHARE)
 
     def _pump(self, started: float, tick: Callable[[], None] | None, tick_interval: float) -> None:
-        assert self._proc is not None and self._proc.stdout and self._proc.stderr
-        req = self.request
+        proc = self._proc
+        assert proc is not None and proc.stdout and proc.stderr
         sel = selectors.DefaultSelector()
-        sel.register(self._proc.stdout, selectors.EVENT_READ, 1)
-        sel.register(self._proc.stderr, selectors.EVENT_READ, 2)
+        sel.register(proc.stdout, selectors.EVENT_READ, 1)
+        sel.register(proc.stderr, selectors.EVENT_READ, 2)
+        pidfd = _pidfd(proc.pid)  # wakes us the moment the main process exits
+        if pidfd is not None:
+            sel.register(pidfd, selectors.EVENT_READ, 0)
         next_tick = started + tick_interval
-        main_exited_at: float | None = None
-        while sel.get_map():
-            now = self._now()
-            if req.timeout is not None and not self._timed_out and now - started >= req.timeout:
-                self._timed_out = True
-                self._terminate()
-            if main_exited_at is None and self._proc.poll() is not None:
-                main_exited_at = now
-                # Like systemd's KillMode=control-group: what the job left behind in its group
-                # is stopped, so leftover children cannot hold the slot (or its pipes) forever.
-                # SIGTERM even after a forwarded SIGINT, which background children ignore.
-                self._signal_group(signal.SIGTERM)
-                if self._term_sent_at is None:
-                    self._term_sent_at = now
-            grace_over = self._term_sent_at is not None and now - self._term_sent_at >= req.grace
-            if grace_over and not self._killed:
-                self._killed = True
-                self._signal_group(signal.SIGKILL)
-            if tick is not None and now >= next_tick:
-                next_tick = now + tick_interval
-                tick()
-            for key, _ in sel.select(timeout=0.2):
-                stream = key.data
-                try:
-                    chunk = os.read(key.fd, _CHUNK)
-                except InterruptedError:
-                    continue
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                self._tail.add(chunk)
-                if self._open[stream]:
-                    self._open[stream] = _write_all(self._out[stream], chunk)
-        sel.close()
-        self._proc.stdout.close()
-        self._proc.stderr.close()
+        self._next_sweep = started + SWEEP_INTERVAL
+        try:
+            while not self._advance(started, sel):
+                if tick is not None and self._now() >= next_tick:
+                    next_tick = self._now() + tick_interval
+                    tick()
+                self._read(sel, max(0.0, min(self._next_sweep - self._now(), SWEEP_INTERVAL)))
+        finally:
+            sel.close()
+            if pidfd is not None:
+                os.close(pidfd)
+            proc.stdout.close()
+            proc.stderr.close()
 
-    def _reap_group(self) -> None:
-        """Stop whatever the job left in its process group, even with its output closed.
-
-        Leftovers would otherwise keep running outside the job's lock.
-        """
+    def _advance(self, started: float, sel: selectors.BaseSelector) -> bool:
+        """Enforce the timeout, grace and the main process's end; return True once all is over."""
         assert self._proc is not None
-        deadline: float | None = None
-        while _group_has_live_members(self._proc.pid):
-            now = self._now()
-            if deadline is None:
-                self._signal_group(signal.SIGTERM)
-                deadline = now + self.request.grace
-            elif now >= deadline:
-                self._signal_group(signal.SIGKILL)
-            time.sleep(0.05)
+        req = self.request
+        now = self._now()
+        if req.timeout is not None and not self._timed_out and now - started >= req.timeout:
+            self._timed_out = True
+            self._terminate()
+        if not self._main_reaped and self._proc.poll() is not None:
+            self._main_reaped = True
+            for key in list(sel.get_map().values()):
+                if key.data == 0:  # the pidfd has told us what it could
+                    sel.unregister(key.fileobj)
+            # Like systemd's KillMode=control-group: what the job left behind is stopped,
+            # wherever it went, so it cannot run on outside the lock. SIGTERM even after a
+            # forwarded SIGINT, which background children ignore.
+            self._sweep()
+            self._next_sweep = now + self._sweep_interval(_STOPPING_SWEEP_INTERVAL)
+            if self._killed_at is None:
+                self._stopping(signal.SIGTERM)
+            if self._term_sent_at is None:
+                self._term_sent_at = now
+        elif now >= self._next_sweep:
+            self._sweep()
+            stopping = self._term_sent_at is not None
+            interval = _STOPPING_SWEEP_INTERVAL if stopping else SWEEP_INTERVAL
+            self._next_sweep = now + self._sweep_interval(interval)
+            if self._stop_signal is not None:
+                self._signal_new()
+        term_at, killed_at = self._term_sent_at, self._killed_at
+        if term_at is not None and killed_at is None and now - term_at >= req.grace:
+            self._killed_at = now
+            self._stopping(signal.SIGKILL)
+        if not self._main_reaped:
+            return False
+        if killed_at is not None and now - killed_at >= req.grace:
+            self._survivors = len(self._live)  # not ours to end (D state, setuid programs)
+            return True
+        return self._over(sel)
+
+    def _read(self, sel: selectors.BaseSelector, wait: float) -> None:
+        """Pass on and keep what the job printed, waiting up to `wait` seconds for it."""
+        for key, _ in sel.select(timeout=wait):
+            if key.data == 0:
+                continue  # the main process exited: _advance takes it
+            try:
+                chunk = os.read(key.fd, _CHUNK)
+            except InterruptedError:
+                continue
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            self._tail.add(chunk)
+            stream = key.data
+            if self._open[stream]:
+                self._open[stream] = _write_all(self._out[stream], chunk)
+
+    def _over(self, sel: selectors.BaseSelector) -> bool:
+        """Return whether nothing of the job runs any more and its output is all read."""
+        if self._live or (self._cgroup is not None and self._cgroup.populated()):
+            return False
+        # What is still in the pipes is the job's; a pipe still open once that is read is held
+        # by a process outside the job (it was handed on), which we do not wait for.
+        for _ in range(64):  # more than full pipes hold, not whatever an outsider goes on writing
+            if not sel.get_map() or not sel.select(timeout=0):
+                break
+            self._read(sel, 0)
+        return True
 
     def _outcome(self, started: float) -> RunOutcome:
         assert self._proc is not None
         code = self._proc.wait()
         duration = self._now() - started
-        self._reap_group()
         sig = -code if code < 0 else None
-        total = self._tail.total
-        tail, truncated = self._tail.take_text()
         if self._timed_out:
             exit_code = TIMEOUT_EXIT
         elif self._forwarded is not None:
@@ -300,6 +464,8 @@ class Supervisor:
             exit_code = 128 + sig
         else:
             exit_code = code
+        total = self._tail.total
+        tail, truncated = self._tail.take_text()
         return RunOutcome(
             exit_code=exit_code,
             signal=sig,
@@ -310,59 +476,23 @@ class Supervisor:
             tail=tail,
             total_bytes=total,
             truncated=truncated,
+            in_cgroup=self._cgroup is not None,
+            survivors=self._survivors,
         )
 
 
-def _group_has_live_members(pgid: int) -> bool:
-    """Return whether any non-zombie process is in process group `pgid`.
-
-    kill(-pgid, 0) answers "nobody at all" in one call, the common case once the job's own
-    process is reaped. Its yes is not enough: it also succeeds for zombies, which linger for as
-    long as PID 1 takes to reap orphans (some container inits never do); only then scan /proc,
-    which costs a read per process on the host.
-    """
+def _pidfd(pid: int) -> int | None:
     try:
-        os.killpg(pgid, 0)
-        signalable = True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        signalable = False  # members exist, but none we may signal (e.g. setuid)
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return signalable
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # Fields after the parenthesised command name: state ppid pgrp ...
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
-
-
-def _primary_group(user: str | None) -> int | None:
-    if user is None:
+        return os.pidfd_open(pid)
+    except OSError:  # before Linux 5.3, or already reaped
         return None
+
+
+def _ids(user: str | None) -> tuple[int | None, int | None]:
+    """Return the uid and primary gid of `user` (None, None without one)."""
+    if user is None:
+        return None, None
     import pwd
 
-    return pwd.getpwnam(user).pw_gid
-
-
-def _die_with_parent_hook() -> Callable[[], None]:
-    """Return a child-side hook: SIGKILL the job if schedctl dies, so it never runs unlocked."""
-    import ctypes
-
-    prctl = ctypes.CDLL(None).prctl  # resolved here, in the parent, not after fork
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-    return hook
+    entry = pwd.getpwnam(user)
+    return entry.pw_uid, entry.pw_gid

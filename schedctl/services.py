@@ -195,6 +195,7 @@ class RunContext:
     skew_tolerance: timedelta = timedelta(minutes=5)
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     grace_seconds: float = float(KILL_GRACE_SECONDS)
+    cgroup: bool = True  # hold each job in a cgroup of its own where the host allows it
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
 
@@ -452,7 +453,7 @@ def _attempts(
         request = RunRequest(
             argv, env, cwd=spec.workdir, timeout=spec.timeout_seconds,
             output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds,
-            user=spec.run_as_user if os.geteuid() == 0 else None,
+            user=spec.run_as_user if os.geteuid() == 0 else None, cgroup=ctx.cgroup,
         )  # fmt: skip
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt})
         own_session = _record(ctx, run_id, result, fields)
@@ -512,6 +513,8 @@ def _run_once(
         return RunResult(
             RunStatus.FAILED, code, None, started, finished, 0.0, message, len(message), False
         ), code
+    if outcome.survivors:
+        ctx.emit("run.processes_survived", **fields, count=outcome.survivors)
     status = _status_of(outcome)
     finished = _now_or(ctx, started + timedelta(seconds=outcome.duration))
     ctx.emit(

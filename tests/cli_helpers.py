@@ -98,3 +98,14 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def cgroup_usable() -> bool:
+    """Return whether schedctl can give a run a cgroup of its own here (cgroup2, writable)."""
+    from schedctl.proctree import RunCgroup
+
+    cgroup = RunCgroup.create()
+    if cgroup is None:
+        return False
+    cgroup.remove()
+    return True

@@ -183,6 +183,7 @@ def _context(settings: config.Settings) -> RunContext:
         emit=emit,
         base_env=dict(os.environ),
         heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),
+        cgroup=os.environ.get("SCHEDCTL_RUN_CGROUP", "auto") != "off",
     )
     return ctx
 

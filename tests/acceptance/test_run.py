@@ -18,7 +18,16 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli_helpers import BIN, Cli, alive, cli_env, make_cli, ok, one_line_error, run_rows
+from cli_helpers import (
+    BIN,
+    Cli,
+    alive,
+    cli_env,
+    make_cli,
+    ok,
+    one_line_error,
+    run_rows,
+)
 from pgserver import PgServer, destroy, free_port, start_server
 
 
@@ -684,6 +693,50 @@ def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
         run_id = int(re.search(r"event=run\.claimed .*?run_id=(\d+)", err).group(1))  # type: ignore[union-attr]
         row = by_id[run_id]
         assert (row["status"], row["exit_code"], row["started_at"]) == ("killed", code, None)
+
+
+# -- processes that leave the job's process group ---------------------------------------------
+
+CGROUP_MODES = pytest.mark.parametrize("cgroup", ["auto", "off"], ids=["cgroup", "no-cgroup"])
+
+
+@CGROUP_MODES
+def test_a_session_of_its_own_does_not_hold_the_run_open(tmp_path: Path, cgroup: str) -> None:
+    cli = make_cli(tmp_path, SCHEDCTL_RUN_CGROUP=cgroup)
+    pid = tmp_path / "pid"
+    leftover = f"setsid sleep 40 & echo $! > {pid}; sleep 1"
+    ok(cli("add", "left", "-s", "* * * * *", "--timeout", "3s", "--shell", "--", leftover))
+    overtime = f"setsid sleep 40 & echo $! > {pid}; sleep 30"
+    ok(cli("add", "over", "-s", "* * * * *", "--timeout", "2s", "--shell", "--", overtime))
+
+    started = time.monotonic()
+    done = cli("run", "left", "--now")
+    # The main process ended after 1 s: what it left is stopped then (it held the pipes for 40 s).
+    assert done.rc == 0, done.err
+    assert time.monotonic() - started < 5
+    assert not alive(int(pid.read_text()))
+
+    started = time.monotonic()
+    done = cli("run", "over", "--now")
+    assert done.rc == 124, done.err
+    assert time.monotonic() - started < 8
+    assert not alive(int(pid.read_text()))
+    url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+    assert [(r["job_name"], r["status"]) for r in run_rows(url)] == [
+        ("left", "succeeded"),
+        ("over", "timed_out"),
+    ]
+
+
+@CGROUP_MODES
+def test_a_detached_grandchild_does_not_outlive_its_run(tmp_path: Path, cgroup: str) -> None:
+    cli = make_cli(tmp_path, SCHEDCTL_RUN_CGROUP=cgroup)
+    pid = tmp_path / "pid"
+    script = f'setsid sh -c "sleep 30" >/dev/null 2>&1 & echo $! > {pid}; sleep 0.3'
+    ok(cli("add", "detach", "-s", "* * * * *", "--shell", "--", script))
+    ok(cli("run", "detach", "--now"))
+    # Recorded succeeded and the lock released only once it is gone.
+    assert not alive(int(pid.read_text()))
 
 
 def test_stored_tail_is_bounded_in_bytes(

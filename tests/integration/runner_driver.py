@@ -21,6 +21,7 @@ request = RunRequest(
     timeout=spec.get("timeout"),
     output_limit=spec.get("output_limit", 65536),
     grace=spec.get("grace", 10.0),
+    cgroup=spec.get("cgroup", True),
 )
 null = os.open(os.devnull, os.O_WRONLY)
 out_fd = 1 if spec.get("passthrough") else null
@@ -57,6 +58,8 @@ result = {
     "tail_bytes": len(outcome.tail.encode()),
     "total_bytes": outcome.total_bytes,
     "truncated": outcome.truncated,
+    "in_cgroup": outcome.in_cgroup,
+    "survivors": outcome.survivors,
     "ticks": len(ticks),
     "peak_rss_kib": peak_rss_kib,
     "base_rss_kib": base_rss_kib,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -12,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import alive
+from cli_helpers import alive, cgroup_usable
 
+from schedctl import proctree
 from schedctl.runner import RunRequest, Supervisor
 
 DRIVER = Path(__file__).with_name("runner_driver.py")
@@ -146,6 +148,88 @@ def test_200_mb_of_output_in_bounded_memory() -> None:
     assert result["peak_rss_kib"] < 48 * 1024, result["peak_rss_kib"]
 
 
+# -- processes that leave the job's process group ---------------------------------------------
+
+ESCAPE = (
+    # A grandchild in a session of its own, its output elsewhere: neither the process group nor
+    # the pipes lead to it.
+    "setsid sh -c 'echo $$ > {pids}; exec sleep 60' </dev/null >/dev/null 2>&1 &\n"
+    "while [ ! -s {pids} ]; do sleep 0.02; done\n"
+)
+
+
+@pytest.mark.parametrize("cgroup", [True, False], ids=["cgroup", "subreaper-only"])
+@pytest.mark.parametrize("how", ["main-exits", "timeout", "signal", "lock-lost"])
+def test_processes_that_left_the_group_are_stopped(tmp_path: Path, how: str, cgroup: bool) -> None:
+    if cgroup and not cgroup_usable():
+        pytest.skip("no cgroup2 hierarchy schedctl may write to here (needs root, not read-only)")
+    pids = tmp_path / "pids"
+    script = ESCAPE.format(pids=pids) + ("exit 0" if how == "main-exits" else "sleep 60")
+    spec: dict[str, Any] = {"argv": ["sh", "-c", script], "grace": 2, "cgroup": cgroup}
+    if how == "timeout":
+        spec["timeout"] = 1
+    if how == "lock-lost":
+        spec.update(tick_interval=0.5, stop_after_ticks=2)
+    result = drive(spec, send=signal.SIGTERM if how == "signal" else None, after=1)
+    escaped = int(pids.read_text())
+    assert not alive(escaped), f"pid {escaped} outlived its run ({how})"
+    assert result["duration"] < 5
+    assert result["survivors"] == 0
+    assert result["in_cgroup"] is cgroup
+    expected = {
+        "main-exits": ("exit_code", 0),
+        "timeout": ("timed_out", True),
+        "signal": ("forwarded", signal.SIGTERM),
+        "lock-lost": ("stopped", "lock_lost"),
+    }[how]
+    assert result[expected[0]] == expected[1]
+
+
+def test_timeout_is_enforced_while_an_escaped_process_holds_the_output(tmp_path: Path) -> None:
+    # The leftover keeps the job's stdout open: reading until EOF alone would wait for it.
+    script = "setsid sleep 20 & sleep 20"
+    result = drive({"argv": ["sh", "-c", script], "timeout": 1, "grace": 2})
+    assert result["timed_out"] and result["exit_code"] == 124
+    assert result["duration"] < 5
+
+
+def test_a_job_that_closes_its_output_still_times_out() -> None:
+    result = drive(
+        {"argv": ["sh", "-c", "exec >/dev/null 2>&1; sleep 20"], "timeout": 1, "grace": 2}
+    )
+    assert result["timed_out"] and result["exit_code"] == 124
+    assert result["duration"] < 5
+
+
+def test_a_leftover_ignoring_sigterm_is_killed_after_the_grace(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = (
+        f"setsid sh -c 'trap \"\" TERM; echo $$ > {pids}; while :; do sleep 0.1; done' "
+        f"</dev/null >/dev/null 2>&1 &\nwhile [ ! -s {pids} ]; do sleep 0.02; done\nexit 0"
+    )
+    result = drive({"argv": ["sh", "-c", script], "grace": 1})
+    assert result["exit_code"] == 0
+    assert 1 <= result["duration"] < 4
+    assert not alive(int(pids.read_text()))
+
+
+def test_orphans_that_exit_are_reaped_and_the_runner_stays_no_subreaper() -> None:
+    before = proctree.set_subreaper(False)
+    ours = set(proctree.children(os.getpid()))
+    try:
+        outcome = Supervisor(
+            RunRequest(
+                ["sh", "-c", "for i in 1 2 3; do (sleep 0.1 &) ; done; sleep 0.5"],
+                env={"PATH": "/usr/bin:/bin"},
+            )
+        ).run()
+        assert outcome.exit_code == 0
+        assert set(proctree.children(os.getpid())) <= ours  # no zombie left behind
+        assert proctree.set_subreaper(False) is False  # the setting was put back
+    finally:
+        proctree.set_subreaper(before)
+
+
 # -- the stored tail ---------------------------------------------------------------------------
 
 
@@ -162,3 +246,17 @@ def test_tail_of_invalid_utf8_is_bounded_in_bytes_and_memory(tmp_path: Path) -> 
     # The raw tail plus its replaced text, not many copies of it (it was 4.8 times the limit).
     grown = result["peak_rss_kib"] - result["base_rss_kib"]
     assert grown < 3.5 * limit / 1024, grown
+
+
+def test_an_error_while_supervising_stops_the_whole_job(tmp_path: Path) -> None:
+    pids = tmp_path / "pids"
+    script = ESCAPE.format(pids=pids) + "sleep 60"
+
+    def failing_tick() -> None:
+        raise BrokenPipeError("stderr went away")  # as when the runner's own stderr is gone
+
+    supervisor = Supervisor(RunRequest(["sh", "-c", script], env={"PATH": "/usr/bin:/bin"}))
+    with pytest.raises(BrokenPipeError):
+        supervisor.run(tick=failing_tick, tick_interval=1)
+    assert not alive(int(pids.read_text()))
+    assert supervisor.pid is not None and not alive(supervisor.pid)

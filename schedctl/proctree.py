@@ -1,0 +1,340 @@
+"""Every process a job starts: find them, stop them, and leave a record that outlives the runner.
+
+A job's processes can leave its process group (`setsid`, daemons), so the process group alone
+does not find them. The runner is a child subreaper, so orphans of the job become its children
+and the tree below it holds the whole job. Where the host lets schedctl create a cgroup (cgroup2,
+writable), the job also runs in a cgroup of its own, which holds it even after the runner dies.
+A record of the job's processes (and cgroup) is kept in a private file while the job runs, so
+that the next run of the job on the host can stop what a killed runner left behind.
+
+Kept free of heavy imports: it sits on the `schedctl run` path once the claim is won.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+_PR_SET_PDEATHSIG = 1
+_PR_SET_CHILD_SUBREAPER = 36
+_PR_GET_CHILD_SUBREAPER = 37
+CGROUP_PREFIX = "schedctl-run-"
+_GONE = (b"Z", b"X", b"x")  # zombie or dead: no longer runs
+
+
+class Proc(NamedTuple):
+    """One process, named so that a reused pid is never mistaken for it."""
+
+    pid: int
+    start: int  # clock ticks after boot (/proc/PID/stat field 22)
+
+
+class _Stat(NamedTuple):
+    state: bytes
+    ppid: int
+    start: int
+
+
+def _stat(pid: int) -> _Stat | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    # After the parenthesised command name (which may hold anything): state ppid ... starttime.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if len(fields) < 20:
+        return None
+    return _Stat(fields[0], int(fields[1]), int(fields[19]))
+
+
+def identify(pid: int) -> Proc | None:
+    """Return `pid` with its start time, or None if no such process runs (zombies do not)."""
+    st = _stat(pid)
+    return Proc(pid, st.start) if st is not None and st.state not in _GONE else None
+
+
+def alive(proc: Proc) -> bool:
+    """Return whether `proc` (that very process, not a reuse of its pid) still runs."""
+    return identify(proc.pid) == proc
+
+
+def boot_id() -> str:
+    """Return this boot's id: start times count from boot, so records do not cross a reboot."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def children(pid: int) -> list[int]:
+    """Return the pids of `pid`'s children (zombies included)."""
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                found += [int(c) for c in f.read().split()]
+        except FileNotFoundError:
+            if not os.path.exists(f"/proc/{pid}/task/{tid}"):
+                continue  # the thread ended meanwhile
+            return _children_by_scan(pid)  # a kernel without /proc/PID/task/TID/children
+        except OSError:
+            continue
+    return found
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            st = _stat(int(entry))
+            if st is not None and st.ppid == pid:
+                found.append(int(entry))
+    return found
+
+
+def subtree(roots: Iterable[int]) -> dict[int, Proc]:
+    """Return the running processes among `roots` and all their descendants."""
+    found: dict[int, Proc] = {}
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid in found:
+            continue
+        proc = identify(pid)
+        if proc is None:
+            continue  # a zombie has no children left: they were handed on when it died
+        found[pid] = proc
+        todo += children(pid)
+    return found
+
+
+def send(proc: Proc, sig: int) -> bool:
+    """Send `sig` to `proc` unless its pid now names another process; False when not allowed.
+
+    Through a pidfd, checked after opening, so the signal cannot reach a process that took
+    over the pid after `proc` had gone.
+    """
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd on this kernel: the plain kill is the best there is
+        with contextlib.suppress(ProcessLookupError):
+            try:
+                os.kill(proc.pid, sig)
+            except PermissionError:
+                return False
+        return True
+    try:
+        if identify(proc.pid) == proc:
+            signal.pidfd_send_signal(fd, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _prctl() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def set_subreaper(on: bool) -> bool:
+    """Make this process (un)adopt its descendants' orphans; return the previous setting."""
+    import ctypes
+
+    prctl = _prctl()
+    previous = ctypes.c_int(0)
+    prctl(_PR_GET_CHILD_SUBREAPER, ctypes.byref(previous))
+    prctl(_PR_SET_CHILD_SUBREAPER, int(on))
+    return bool(previous.value)
+
+
+def child_setup_hook(cgroup: RunCgroup | None, uid: int | None) -> Callable[[], None]:
+    """Return the job's pre-exec hook: join the run's cgroup, drop to `uid`, die with us.
+
+    The cgroup is joined while still privileged, so the job cannot leave it before it starts.
+    PR_SET_PDEATHSIG is set last: a change of user clears it.
+    """
+    prctl = _prctl()  # resolved here, in the parent, not after fork
+    procs_file = str(cgroup.path / "cgroup.procs") if cgroup is not None else None
+    parent = os.getpid()
+
+    def hook() -> None:
+        if procs_file is not None:
+            with contextlib.suppress(OSError):  # then the parent sees it and goes without
+                fd = os.open(procs_file, os.O_WRONLY)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+        if uid is not None:
+            os.setuid(uid)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)  # schedctl died before the hook ran: never run without it
+
+    return hook
+
+
+# -- the run's cgroup -----------------------------------------------------------------------
+
+
+def _cgroup_of(pid: int | str) -> str | None:
+    """Return the cgroup2 path of `pid` (as /proc/PID/cgroup gives it; zombies too)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    rel = next((line[3:] for line in lines if line.startswith("0::")), None)
+    return rel.rstrip("/") if rel is not None and rel.startswith("/") else None
+
+
+def _own_cgroup_dir() -> tuple[str, Path] | None:
+    """Return this process's cgroup2 cgroup and its directory, if cgroup2 is mounted."""
+    rel = _cgroup_of("self")
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    if rel is None:
+        return None
+    for mount in mounts:
+        head, _, tail = mount.partition(" - ")
+        if not tail.startswith("cgroup2 "):
+            continue
+        fields = head.split()
+        root, point = fields[3].rstrip("/"), fields[4]
+        if rel == root or rel.startswith(root + "/"):
+            return rel, Path(point + rel[len(root) :])
+    return None
+
+
+def cgroup_root() -> Path | None:
+    """Return where cgroup2 is mounted, if it is."""
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for mount in mounts:
+        head, _, tail = mount.partition(" - ")
+        if tail.startswith("cgroup2 "):
+            return Path(head.split()[4])
+    return None
+
+
+class RunCgroup:
+    """A cgroup2 cgroup of the run's own, below schedctl's, that the job is started in."""
+
+    def __init__(self, path: Path, name: str | None = None) -> None:
+        self.path = path
+        self.name = name  # as /proc/PID/cgroup names it
+
+    @classmethod
+    def create(cls) -> RunCgroup | None:
+        """Create the run's cgroup; None where this host does not let schedctl have one."""
+        own = _own_cgroup_dir()
+        if own is None or not os.access(own[1], os.W_OK):
+            return None
+        leaf = f"{CGROUP_PREFIX}{os.getpid()}-{time.monotonic_ns()}"
+        cgroup = cls(own[1] / leaf, f"{own[0].rstrip('/')}/{leaf}")
+        try:
+            cgroup.path.mkdir()
+        except OSError:
+            return None
+        if not (cgroup.path / "cgroup.kill").exists():  # before Linux 5.14: no killing it whole
+            cgroup.remove()
+            return None
+        return cgroup
+
+    def holds(self, pid: int) -> bool:
+        """Return whether `pid` (running or a zombie) is in this cgroup."""
+        return self.name is not None and _cgroup_of(pid) == self.name
+
+    def populated(self) -> bool:
+        """Return whether any process is left in the cgroup (or below it)."""
+        try:
+            text = (self.path / "cgroup.events").read_text()
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        return "populated 1" in text
+
+    def kill(self) -> None:
+        """SIGKILL every process in the cgroup at once (no fork can slip past)."""
+        with contextlib.suppress(OSError):
+            (self.path / "cgroup.kill").write_text("1")
+
+    def remove(self) -> bool:
+        """Remove the (empty) cgroup; return whether it is gone."""
+        try:
+            self.path.rmdir()
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+
+# -- the record a runner leaves --------------------------------------------------------------
+
+
+class ProcRecord:
+    """A private file listing a running job's processes, for whoever comes after a crash.
+
+    Rewritten (atomically) whenever the set changes, and removed once everything is stopped.
+    """
+
+    def __init__(self, path: Path, job: str, run_id: int) -> None:
+        self.path = path
+        self.job = job
+        self.run_id = run_id
+        self.cgroup: str | None = None
+        self._written: tuple[str | None, frozenset[Proc]] | None = None
+        self._runner = identify(os.getpid())
+        self._boot = boot_id()
+
+    def write(self, procs: Iterable[Proc]) -> None:
+        """Store `procs` (and the cgroup) unless that is what the file already says."""
+        current = frozenset(procs)
+        if (self.cgroup, current) == self._written:
+            return
+        data = {
+            "boot": self._boot,
+            "runner": list(self._runner) if self._runner else None,
+            "job": self.job,
+            "run_id": self.run_id,
+            "cgroup": self.cgroup,
+            "procs": sorted(list(p) for p in current),
+        }
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, json.dumps(data).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, self.path)
+        self._written = (self.cgroup, current)
+
+    def remove(self) -> None:
+        """Delete the record: nothing of the job is left."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
