@@ -338,3 +338,167 @@ class ProcRecord:
         """Delete the record: nothing of the job is left."""
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+
+
+def record_dir(path: Path) -> Path:
+    """Create (0700) and return the directory of process records; refuse a foreign one.
+
+    Whatever it says gets killed, so only a directory of our own may say it.
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if not path.is_dir() or path.is_symlink():
+        raise OSError(f"{path} is not a directory")
+    if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise OSError(f"{path} is not owned by this user or is writable by others")
+    return path
+
+
+def record_path(directory: Path, job_id: int, run_id: int) -> Path:
+    """Return the record file of run `run_id` of job `job_id` by this runner."""
+    return directory / f"{job_id}-{run_id}-{os.getpid()}.json"
+
+
+class Leftovers(NamedTuple):
+    """What a dead runner left and what became of it."""
+
+    runs: list[int]  # run ids whose runner died with processes recorded
+    stopped: int  # processes found still running and stopped
+    survivors: int  # processes that could not be stopped
+
+
+def stop_leftovers(directory: Path, job_id: int, grace: float) -> Leftovers:
+    """Stop whatever runners of job `job_id` that died left running; their records go too.
+
+    A record whose runner still runs (the `allow` policy) is left to that runner.
+    """
+    runs: list[int] = []
+    stopped = survivors = 0
+    for path in sorted(directory.glob(f"{job_id}-*.json")):
+        try:
+            data = json.loads(path.read_bytes())
+            runner = Proc(*data["runner"]) if data["runner"] else None
+            if runner is not None and alive(runner):
+                continue
+            if data["boot"] != boot_id():
+                path.unlink()  # processes of an earlier boot are gone
+                continue
+            procs = {Proc(*p) for p in data["procs"]}
+            marks = (f"SCHEDCTL_JOB={data['job']}", f"SCHEDCTL_RUN_ID={data['run_id']}")
+            cgroup = _recorded_cgroup(data["cgroup"])
+            started = runner.start if runner else 0
+        except (ValueError, KeyError, TypeError, OSError):
+            with contextlib.suppress(OSError):
+                path.unlink()  # unreadable: nothing in it can be acted on
+            continue
+
+        find = _finder(procs, marks, started)
+        found = find()
+        if not found and (cgroup is None or not cgroup.populated()):
+            _forget(path, cgroup)
+            continue
+        runs.append(int(data["run_id"]))
+        stopped += len(found)
+        left = _stop(find, cgroup, grace)
+        survivors += left
+        if not left:
+            _forget(path, cgroup)
+    return Leftovers(runs, stopped, survivors)
+
+
+def _finder(
+    procs: set[Proc], marks: tuple[str, str], started: int
+) -> Callable[[], dict[int, Proc]]:
+    """Return a function finding what is left: the recorded processes, the marked ones, below."""
+    marked: list[Proc] = []
+    scanned = -1.0
+
+    def find() -> dict[int, Proc]:
+        nonlocal marked, scanned
+        if time.monotonic() - scanned >= 1.0:  # every process's environment: not too often
+            marked = _marked(marks, started)
+            scanned = time.monotonic()
+        return subtree([p.pid for p in procs | set(marked) if alive(p)])
+
+    return find
+
+
+def _recorded_cgroup(path: str | None) -> RunCgroup | None:
+    """Return the recorded cgroup if it is one schedctl made (never any other cgroup)."""
+    if not path:
+        return None
+    root = cgroup_root()
+    p = Path(path)
+    if root is None or not p.name.startswith(CGROUP_PREFIX) or root not in p.parents:
+        return None
+    return RunCgroup(p)
+
+
+def _forget(path: Path, cgroup: RunCgroup | None) -> None:
+    if cgroup is None or cgroup.remove():
+        path.unlink()
+
+
+def _stop(find: Callable[[], dict[int, Proc]], cgroup: RunCgroup | None, grace: float) -> int:
+    """SIGTERM, then SIGKILL after `grace`; return how many still run after another grace."""
+    signalled: set[Proc] = set()
+    began = time.monotonic()
+    killed_at: float | None = None
+    while True:
+        found = find()
+        if not found and (cgroup is None or not cgroup.populated()):
+            return 0
+        now = time.monotonic()
+        if killed_at is None and now - began >= grace:
+            killed_at = now
+        if killed_at is not None:
+            if now - killed_at >= grace:
+                return len(found)
+            if cgroup is not None:
+                cgroup.kill()
+            for proc in found.values():
+                send(proc, signal.SIGKILL)
+        else:
+            for proc in found.values():
+                if proc not in signalled:
+                    send(proc, signal.SIGTERM)
+                    signalled.add(proc)
+            if cgroup is not None:
+                for pid in _cgroup_pids(cgroup):
+                    member = identify(pid)
+                    if member is not None and member not in signalled:
+                        send(member, signal.SIGTERM)
+                        signalled.add(member)
+        time.sleep(0.05)
+
+
+def _cgroup_pids(cgroup: RunCgroup) -> list[int]:
+    pids: list[int] = []
+    for procs in cgroup.path.rglob("cgroup.procs"):
+        with contextlib.suppress(OSError, ValueError):
+            pids += [int(p) for p in procs.read_text().split()]
+    return pids
+
+
+def _marked(marks: tuple[str, ...], started: int) -> list[Proc]:
+    """Return processes started since `started` whose environment carries all `marks`.
+
+    A job's processes inherit SCHEDCTL_JOB and SCHEDCTL_RUN_ID: this finds those that left the
+    tree after the runner last recorded it (unless they dropped their environment).
+    """
+    wanted = [b"\0" + m.encode() + b"\0" for m in marks]
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        proc = identify(int(entry))
+        if proc is None or proc.start < started:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = b"\0" + f.read()
+        except OSError:
+            continue
+        if all(w in env for w in wanted):
+            found.append(proc)
+    return found

@@ -33,6 +33,7 @@ from schedctl.store.rundb import Claim, RunDB, RunResult
 from schedctl.validate import check_name, validate_spec
 
 if TYPE_CHECKING:
+    from schedctl.proctree import ProcRecord
     from schedctl.runner import RunOutcome, RunRequest
     from schedctl.store.repo import Store
 
@@ -190,6 +191,7 @@ class RunContext:
     host: str
     version: str
     spool_dir: Path
+    procs_dir: Path | None  # where a running job's processes are recorded; None: not at all
     emit: Callable[..., None]  # emit(event, **fields): structured log line, printed by the CLI
     base_env: Mapping[str, str]
     skew_tolerance: timedelta = timedelta(minutes=5)
@@ -439,6 +441,7 @@ def _attempts(
     # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
     from schedctl.runner import RunRequest
 
+    procs_dir = _stop_leftovers(ctx, job, fields)
     spec = job.spec
     argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
     env = {k: v for k, v in ctx.base_env.items() if k not in SECRET_ENV}
@@ -455,7 +458,8 @@ def _attempts(
             output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds,
             user=spec.run_as_user if os.geteuid() == 0 else None, cgroup=ctx.cgroup,
         )  # fmt: skip
-        result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt})
+        record = _record_for(ctx, procs_dir, job, run_id, fields)
+        result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)
         own_session = _record(ctx, run_id, result, fields)
         retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
         if not retryable or attempt > spec.retries:
@@ -472,8 +476,53 @@ def _attempts(
         fields = {**fields, "run_id": run_id}
 
 
+def _stop_leftovers(ctx: RunContext, job: Job, fields: dict[str, Any]) -> Path | None:
+    """Stop what runners of this job that were killed left running; return the record dir.
+
+    Runs once the lock is ours and before the job starts, so the job never overlaps itself
+    on this host even after a `kill -9` of its runner.
+    """
+    from schedctl.proctree import record_dir, stop_leftovers
+
+    if ctx.procs_dir is None:
+        return None
+    try:
+        directory = record_dir(ctx.procs_dir)
+    except OSError as e:
+        ctx.emit("run.procs_unrecorded", **fields, error=str(e))
+        return None
+    left = stop_leftovers(directory, job.id, ctx.grace_seconds)
+    if left.runs:
+        ctx.emit(
+            "run.leftovers_stopped", **fields, runs=",".join(map(str, left.runs)),
+            processes=left.stopped, survivors=left.survivors,
+        )  # fmt: skip
+    return directory
+
+
+def _record_for(
+    ctx: RunContext, directory: Path | None, job: Job, run_id: int, fields: dict[str, Any]
+) -> ProcRecord | None:
+    """Start the record of this run's processes; None (and say so) where it cannot be kept."""
+    from schedctl.proctree import ProcRecord, record_path
+
+    if directory is None:
+        return None
+    record = ProcRecord(record_path(directory, job.id, run_id), job.name, run_id)
+    try:
+        record.write(())
+    except OSError as e:
+        ctx.emit("run.procs_unrecorded", **fields, error=e.strerror or str(e))
+        return None
+    return record
+
+
 def _run_once(
-    ctx: RunContext, request: RunRequest, run_id: int, fields: dict[str, Any]
+    ctx: RunContext,
+    request: RunRequest,
+    run_id: int,
+    fields: dict[str, Any],
+    record: ProcRecord | None = None,
 ) -> tuple[RunResult, int]:
     from schedctl.runner import Supervisor
 
@@ -483,7 +532,7 @@ def _run_once(
     # Also the first heartbeat, stamped by the database after `sent`: the fence counts from it.
     started = ctx.db.mark_started(run_id)
     ctx.emit("run.started", **fields, command=request.argv[0])
-    supervisor = Supervisor(request)
+    supervisor = Supervisor(request, record=record)
     next_beat = sent + interval
     lost = False
 

@@ -180,6 +180,7 @@ def _context(settings: config.Settings) -> RunContext:
         host=config.host_name(os.environ),
         version=__version__,
         spool_dir=settings.data_dir / "spool",
+        procs_dir=settings.data_dir / "procs",
         emit=emit,
         base_env=dict(os.environ),
         heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),

@@ -22,6 +22,7 @@ from cli_helpers import (
     BIN,
     Cli,
     alive,
+    cgroup_usable,
     cli_env,
     make_cli,
     ok,
@@ -737,6 +738,70 @@ def test_a_detached_grandchild_does_not_outlive_its_run(tmp_path: Path, cgroup: 
     ok(cli("run", "detach", "--now"))
     # Recorded succeeded and the lock released only once it is gone.
     assert not alive(int(pid.read_text()))
+    assert not list((tmp_path / "data" / "procs").iterdir())  # its record went with it
+
+
+@CGROUP_MODES
+def test_the_next_run_stops_what_a_killed_runner_left(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path, cgroup: str
+) -> None:
+    cli, url, env = backend
+    env = {**env, "SCHEDCTL_RUN_CGROUP": cgroup}
+    log, gpid, verdict = tmp_path / "log", tmp_path / "gpid", tmp_path / "verdict"
+    where = tmp_path / "cgroup"
+    # The first run leaves a writer in a session of its own; the second says whether it still
+    # runs as it starts, then writes too. Both stamp every line with their run id.
+    script = tmp_path / "writer.sh"
+    script.write_text(f"""
+stamp() {{ echo "$SCHEDCTL_RUN_ID $(date +%s%N)" >> {log}; }}
+if [ ! -e {gpid} ]; then
+  grep -o 'schedctl-run-' /proc/self/cgroup > {where}
+  setsid sh -c 'echo $$ > {gpid}.tmp; mv {gpid}.tmp {gpid}
+    while :; do echo "$SCHEDCTL_RUN_ID $(date +%s%N)" >> {log}; sleep 0.02; done' \\
+    </dev/null >/dev/null 2>&1 &
+  sleep 60
+else
+  g=$(cat {gpid})
+  if [ -e /proc/$g ] && ! grep -q ') Z' /proc/$g/stat; then echo alive; else echo dead; fi > {verdict}
+  for i in 1 2 3 4 5; do stamp; sleep 0.02; done
+fi
+""")
+    ok(cli("add", "writer", "-s", "@daily", "--", "/bin/sh", str(script)))
+    first = start_run(env, "writer", "--now")
+    try:
+        deadline = time.monotonic() + 20
+        while not (gpid.exists() and log.exists() and len(log.read_text().splitlines()) >= 10):
+            assert time.monotonic() < deadline, "the first run never started its writer"
+            time.sleep(0.05)
+        first.kill()  # SIGKILL: none of schedctl's code runs any more
+        first.wait(timeout=10)
+        grandchild = int(gpid.read_text())
+        assert alive(grandchild)  # PR_SET_PDEATHSIG took the job's shell, not the escaped writer
+        in_cgroup = where.read_text() == "schedctl-run-\n"
+        assert in_cgroup is (cgroup == "auto" and cgroup_usable())
+
+        second = subprocess.run(
+            [str(BIN), "run", "writer", "--now"],
+            check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 0, second.stderr
+        assert verdict.read_text() == "dead\n"
+        stamps = [line.split() for line in log.read_text().splitlines()]
+        first_id, second_id = stamps[0][0], stamps[-1][0]
+        assert first_id != second_id
+        last_of_first = max(int(t) for run, t in stamps if run == first_id)
+        first_of_second = min(int(t) for run, t in stamps if run == second_id)
+        assert last_of_first < first_of_second  # never both at once
+        assert not alive(grandchild)
+        assert "event=run.leftovers_stopped" in second.stderr
+        assert [r["status"] for r in run_rows(url, "writer")] == ["lost", "succeeded"]
+    finally:
+        if gpid.exists() and alive(int(gpid.read_text())):
+            os.kill(int(gpid.read_text()), signal.SIGKILL)  # a failed run must not leave it
 
 
 def test_stored_tail_is_bounded_in_bytes(

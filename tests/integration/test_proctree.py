@@ -1,0 +1,141 @@
+"""What a killed runner left behind, found and stopped by the next run: real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import alive
+
+from schedctl import proctree
+from schedctl.proctree import Proc, boot_id, identify, record_dir, stop_leftovers
+
+JOB_ID = 42
+
+
+@pytest.fixture
+def procs_dir(tmp_path: Path) -> Path:
+    return record_dir(tmp_path / "procs")
+
+
+@pytest.fixture
+def started() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; whatever is left of them is killed afterwards."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def sleeper(started: list[subprocess.Popen[bytes]], **env: str) -> Proc:
+    p = subprocess.Popen(["sleep", "60"], env={"PATH": "/usr/bin:/bin", **env})
+    started.append(p)
+    proc = identify(p.pid)
+    assert proc is not None
+    return proc
+
+
+def dead_runner() -> Proc:
+    """A runner identity that no running process has (its process has exited)."""
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return Proc(p.pid, 1)
+
+
+def write_record(directory: Path, run_id: int, **fields: Any) -> Path:
+    data = {
+        "boot": boot_id(),
+        "runner": list(dead_runner()),
+        "job": "nightly",
+        "run_id": run_id,
+        "cgroup": None,
+        "procs": [],
+        **fields,
+    }
+    path = directory / f"{JOB_ID}-{run_id}-1.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_recorded_processes_of_a_dead_runner_are_stopped(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    recorded = sleeper(started)
+    reused = sleeper(started)  # same pid, other start time: a pid taken over since
+    path = write_record(procs_dir, 7, procs=[list(recorded), [reused.pid, reused.start + 1]])
+    left = stop_leftovers(procs_dir, JOB_ID, grace=2)
+    assert left.runs == [7] and left.stopped == 1 and left.survivors == 0
+    started[0].wait(timeout=5)
+    assert not alive(recorded.pid)
+    assert alive(reused.pid)
+    assert not path.exists()
+
+
+def test_unrecorded_ones_are_found_by_the_run_id_in_their_environment(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    # Started after the runner last wrote its record: only the inherited environment says whose.
+    marked = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="7")
+    other_run = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="70")
+    other_job = sleeper(started, SCHEDCTL_JOB="weekly", SCHEDCTL_RUN_ID="7")
+    write_record(procs_dir, 7)
+    left = stop_leftovers(procs_dir, JOB_ID, grace=2)
+    assert left.stopped == 1
+    started[0].wait(timeout=5)
+    assert not alive(marked.pid)
+    assert alive(other_run.pid) and alive(other_job.pid)
+
+
+def test_a_record_of_a_runner_still_running_is_left_to_it(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    # Under the `allow` policy, runs of one job overlap on purpose.
+    job = sleeper(started)
+    me = identify(os.getpid())
+    assert me is not None
+    path = write_record(procs_dir, 8, runner=list(me), procs=[list(job)])
+    assert stop_leftovers(procs_dir, JOB_ID, grace=2).runs == []
+    assert alive(job.pid) and path.exists()
+
+
+def test_a_record_from_an_earlier_boot_is_dropped_untouched(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    job = sleeper(started)
+    path = write_record(procs_dir, 9, boot="an-earlier-boot", procs=[list(job)])
+    assert stop_leftovers(procs_dir, JOB_ID, grace=2).runs == []
+    assert alive(job.pid) and not path.exists()
+
+
+def test_only_cgroups_schedctl_made_are_killed(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    root = proctree.cgroup_root()
+    if root is None or not os.access(root, os.W_OK):
+        pytest.skip("needs a writable cgroup2 hierarchy (root)")
+    other = root / f"not-schedctl-{os.getpid()}"
+    other.mkdir()
+    try:
+        job = sleeper(started)
+        (other / "cgroup.procs").write_text(str(job.pid))
+        write_record(procs_dir, 10, cgroup=str(other))
+        stop_leftovers(procs_dir, JOB_ID, grace=2)
+        assert alive(job.pid)  # a forged record cannot have another cgroup killed
+    finally:
+        started[0].kill()
+        started[0].wait()
+        other.rmdir()
+
+
+def test_a_record_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(OSError, match="writable by others"):
+        record_dir(shared)
