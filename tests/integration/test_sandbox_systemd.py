@@ -191,3 +191,35 @@ def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg:
         assert "schedctl-kept.timer" in listed
     finally:
         box.close()
+
+
+def test_a_job_under_a_systemd_service_runs_in_a_cgroup_of_its_own(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    cli, url = host
+    now = datetime.now(UTC)
+    if now.second >= 50:
+        time.sleep(11)
+        now = datetime.now(UTC)
+    # The job says where it runs and leaves a process in a session of its own behind.
+    script = (
+        "grep '^0::' /proc/self/cgroup > /tmp/where; "
+        'setsid sh -c "echo \\$\\$ > /tmp/escaped; exec sleep 60" </dev/null >/dev/null 2>&1 & '
+        "sleep 0.5"
+    )
+    ok(cli("add", "held", "-s", f"{now.minute} {now.hour} * * *", "--tz", "UTC", "--shell",
+           "--", script))  # fmt: skip
+    box = Sandbox("sd3", "systemd", pg.sockdir, sandbox_files(pg, url), binds())
+    try:
+        box.wait_running()
+        sync(box)
+        box.exec("systemctl", "start", "schedctl-held.service", timeout=60)
+        where = box.path("/tmp/where").read_text().strip()
+        assert where.startswith("0::/system.slice/schedctl-held.service/schedctl-run-"), where
+        escaped = box.path("/tmp/escaped").read_text().strip()
+        assert box.exec("test", "-e", f"/proc/{escaped}", check=False).returncode != 0
+        leaf = where.removeprefix("0::")
+        assert box.exec("test", "-e", f"/sys/fs/cgroup{leaf}", check=False).returncode != 0
+    finally:
+        box.close()
+    assert [r["status"] for r in run_rows(url, "held")] == ["succeeded"]
