@@ -441,7 +441,11 @@ class Supervisor:
 
     def _over(self, sel: selectors.BaseSelector) -> bool:
         """Return whether nothing of the job runs any more and its output is all read."""
-        if self._live or (self._cgroup is not None and self._cgroup.populated()):
+        if self._live:
+            return False
+        if self._cgroup is not None and self._cgroup.populated():
+            # The kernel counts the last exit a moment after it is reaped: look again soon.
+            self._next_sweep = min(self._next_sweep, self._now() + 0.002)
             return False
         # What is still in the pipes is the job's; a pipe still open once that is read is held
         # by a process outside the job (it was handed on), which we do not wait for.
