@@ -367,14 +367,15 @@ class Supervisor:
         pidfd = _pidfd(proc.pid)  # wakes us the moment the main process exits
         if pidfd is not None:
             sel.register(pidfd, selectors.EVENT_READ, 0)
-        next_tick = started + tick_interval
+        next_tick = started + tick_interval if tick is not None else float("inf")
         self._next_sweep = started + SWEEP_INTERVAL
         try:
             while not self._advance(started, sel):
                 if tick is not None and self._now() >= next_tick:
                     next_tick = self._now() + tick_interval
                     tick()
-                self._read(sel, max(0.0, min(self._next_sweep - self._now(), SWEEP_INTERVAL)))
+                due = min(self._next_sweep, next_tick)
+                self._read(sel, max(0.0, min(due - self._now(), SWEEP_INTERVAL)))
         finally:
             sel.close()
             if pidfd is not None:
