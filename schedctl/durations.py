@@ -7,8 +7,11 @@ import re
 from schedctl.errors import ValidationError
 
 _UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_PART = re.compile(r"(\d+)([dhms])")
-_WHOLE = re.compile(r"(?:\d+[dhms])+")
+# ASCII digits only: `\d` and str.isdigit() also take other scripts' digits and superscripts.
+_PART = re.compile(r"([0-9]+)([dhms])")
+_WHOLE = re.compile(r"(?:[0-9]+[dhms])+")
+_SECONDS = re.compile(r"[0-9]+")
+_MAX_DIGITS = 12  # ten years is 9 digits of seconds; longer numbers are never converted
 # Ten years: long enough for any real timeout or retention, small enough to fit every backend.
 MAX_SECONDS = 10 * 365 * 86400
 
@@ -16,7 +19,10 @@ MAX_SECONDS = 10 * 365 * 86400
 def parse_duration(text: str, *, what: str = "duration") -> int:
     """Return the number of whole seconds in `text` (`90`, `90s`, `5m`, `1h30m`, `2d`)."""
     raw = text.strip().lower()
-    if raw.isdigit():
+    shaped = _WHOLE.fullmatch(raw) or _SECONDS.fullmatch(raw)
+    if shaped and any(len(n) > _MAX_DIGITS for n in _SECONDS.findall(raw)):
+        raise ValidationError(f"bad {what} {text!r}: at most 10 years (3650d)")
+    if _SECONDS.fullmatch(raw):
         seconds = int(raw)
     elif _WHOLE.fullmatch(raw):
         units = [unit for _, unit in _PART.findall(raw)]

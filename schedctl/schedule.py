@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import cache
@@ -44,6 +45,12 @@ _FIELDS = (
 )
 _DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _ONE_DAY = timedelta(days=1)
+# What a schedule may hold: printable ASCII and blanks. Debian cron reads bytes and takes no
+# other digits (fullwidth, Arabic-Indic, superscripts), and one line it rejects makes it ignore the whole file.
+_ASCII = re.compile(r"[\x20-\x7e\t]*")
+# Leading zeros aside, no field value or step needs more digits.
+_MAX_DIGITS = 9
+MAX_TEXT_DIGITS = 4096  # int() refuses more than 4300 digits
 # How far to look for the next/previous fire time before concluding there is none. Validation
 # refuses expressions that never fire, so this only bounds pathological zones.
 _SEARCH_DAYS = 366 * 30
@@ -78,10 +85,23 @@ class CronExpr(NamedTuple):
         return d.day in self.days or dow in self.weekdays
 
 
-def _number(token: str, field: int, expr: str) -> int:
+def _digits(token: str, strict: bool) -> bool:
+    if strict:
+        return token.isascii() and token.isdigit()
+    # What an older schedctl stored: any script's decimal digits (int() reads them all; it
+    # fails on other str.isdigit() characters such as superscripts), never 4300 of them.
+    return token.isdecimal() and len(token) <= MAX_TEXT_DIGITS
+
+
+def _number(token: str, field: int, expr: str, strict: bool) -> int:
     name, low, high, names, offset = _FIELDS[field]
-    if token.isdigit():
+    if _digits(token, strict):
         value = int(token)
+        if strict and low <= value <= high and len(token) > _MAX_DIGITS:
+            raise CronError(
+                f"bad cron expression {expr!r}: {name} field has {token!r}; "
+                f"write the number without leading zeros"
+            )
     elif names is not None and token.lower() in names:
         value = names.index(token.lower()) + offset
     else:
@@ -97,7 +117,7 @@ def _number(token: str, field: int, expr: str) -> int:
     return value
 
 
-def _parse_field(text: str, field: int, expr: str) -> frozenset[int]:
+def _parse_field(text: str, field: int, expr: str, strict: bool) -> frozenset[int]:
     name, low, high, _, _ = _FIELDS[field]
     values: set[int] = set()
     for item in text.split(","):
@@ -108,7 +128,7 @@ def _parse_field(text: str, field: int, expr: str) -> frozenset[int]:
             start, end = low, high
         elif "-" in base:
             first, _, last = base.partition("-")
-            start, end = _number(first, field, expr), _number(last, field, expr)
+            start, end = _number(first, field, expr, strict), _number(last, field, expr, strict)
             if start > end:
                 raise CronError(
                     f"bad cron expression {expr!r}: {name} range {base} runs backwards; "
@@ -120,22 +140,39 @@ def _parse_field(text: str, field: int, expr: str) -> frozenset[int]:
                     f"bad cron expression {expr!r}: {name} step {item!r} needs a range; "
                     f"Debian cron rejects N/step, write {base}-{high}/{step_text}"
                 )
-            values.add(_number(base, field, expr))
+            values.add(_number(base, field, expr, strict))
             continue
         step = 1
         if slash:
-            if not step_text.isdigit() or int(step_text) == 0:
+            step = int(step_text) if _digits(step_text, strict) else 0
+            # An older schedctl stored any step of at least 1; now it must fit the field.
+            if step < 1 or (strict and step > high):
                 raise CronError(
                     f"bad cron expression {expr!r}: {name} step {step_text!r} "
-                    f"must be a whole number of at least 1"
+                    f"must be a whole number from 1 to {high}"
                 )
-            step = int(step_text)
+            if strict and len(step_text) > _MAX_DIGITS:
+                raise CronError(
+                    f"bad cron expression {expr!r}: {name} step {step_text!r}; "
+                    f"write the number without leading zeros"
+                )
         values.update(range(start, end + 1, step))
     return frozenset(values)
 
 
-def parse_cron(text: str) -> CronExpr:
-    """Parse `text` with Debian cron's rules, refusing what cron would reject or never fire."""
+def parse_cron(text: str, *, strict: bool = True) -> CronExpr:
+    """Parse `text` with Debian cron's rules, refusing what cron would reject or never fire.
+
+    `strict=False` reads a schedule already stored as an older schedctl did (other scripts'
+    decimal digits, any step): a job that ran keeps running. Validation, and so `add`, `edit`
+    and `sync` before it writes anything, is strict.
+    """
+    if strict and not _ASCII.fullmatch(text):
+        bad = next(c for c in text if not _ASCII.fullmatch(c))
+        raise CronError(
+            f"bad cron expression {text!r}: {bad!r} is not allowed; schedules are ASCII: "
+            f"digits 0-9, names like mon or jan, and * , - /"
+        )
     expr = " ".join(text.split())
     if not expr:
         raise CronError("empty cron expression: give 5 fields, e.g. '*/5 * * * *', or @daily")
@@ -157,7 +194,7 @@ def parse_cron(text: str) -> CronExpr:
             f"(minute hour day-of-month month day-of-week)"
         )
     minutes, hours, days, months, weekdays = (
-        _parse_field(part, i, expr) for i, part in enumerate(parts)
+        _parse_field(part, i, expr, strict) for i, part in enumerate(parts)
     )
     if 7 in weekdays:
         weekdays = (weekdays - {7}) | {0}
@@ -364,7 +401,7 @@ class Schedule(NamedTuple):
 
 @functools.lru_cache(maxsize=4096)
 def _schedule_of(cron: str, zone: str) -> Schedule:
-    return Schedule(parse_cron(cron), load_zone(zone))
+    return Schedule(parse_cron(cron, strict=False), load_zone(zone))
 
 
 def slot_for(

@@ -16,7 +16,12 @@ def test_parse(text: str, seconds: int) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "5x", "-5m", "1.5h", "30m1h", "1h1h", "m", "4000d"])
+@pytest.mark.parametrize(
+    "text",
+    ["", "5x", "-5m", "1.5h", "30m1h", "1h1h", "m", "4000d",
+     # Not ASCII digits (superscript 1 was a ValueError, exit 1), and huge numbers.
+     "\u00b9", "\uff13m", "\u0663", "99999999999999999999999", "1" * 5000, "1" * 5000 + "s"],
+)  # fmt: skip
 def test_refused(text: str) -> None:
     with pytest.raises(ValidationError, match="timeout"):
         parse_duration(text, what="timeout")

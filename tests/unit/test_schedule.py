@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -52,6 +53,22 @@ def iso_list(schedule: str, zone: str, after: datetime, n: int) -> list[str]:
         ("@reboot", "@reboot is not supported"),
         ("@fortnightly", "unknown cron macro"),
         ("", "empty cron expression"),
+        # Debian cron takes ASCII digits only; `str.isdigit()` took these too.
+        ("\uff13 \uff14 * * *", "schedules are ASCII"),  # fullwidth 3 4
+        ("\u0663 * * * *", "schedules are ASCII"),  # Arabic-Indic 3
+        ("\u00b9 * * * *", "schedules are ASCII"),  # superscript 1: was a ValueError
+        ("* * * * \u00b9", "schedules are ASCII"),
+        ("*/\u00b9 * * * *", "schedules are ASCII"),
+        ("0 0\u2028* * * *", "schedules are ASCII"),
+        (
+            "*/99999999999999999999 * * * *",
+            "minute step '99999999999999999999' must be a whole number from 1 to 59",
+        ),
+        ("*/60 * * * *", "minute step '60' must be a whole number from 1 to 59"),
+        ("0 */24 * * *", "hour step '24' must be a whole number from 1 to 23"),
+        ("0 0 * * */8", "day-of-week step '8' must be a whole number from 1 to 7"),
+        ("99999999999999999999 * * * *", "minute value 99999999999999999999 is out of range"),
+        ("0000000000005 * * * *", "without leading zeros"),
     ],
 )
 def test_refused_expressions_name_the_field(expr: str, message: str) -> None:
@@ -206,3 +223,47 @@ def test_latest_in_the_first_pass_of_a_repeated_hour_is_not_the_second() -> None
     assert latest is not None and latest.astimezone(UTC) == first_pass
     after = s.next_after(first_pass, 1)[0]
     assert after.astimezone(UTC) == datetime(2026, 11, 1, 5, 6, tzinfo=UTC)
+
+
+# Pieces of cron syntax, other scripts' digits, separators and huge numbers.
+_TOKENS = ["*", "*/", "-", ",", " ", "/", "0", "1", "5", "7", "9", "59", "60", "mon", "JAN",
+           "\uff13", "\u0663", "\u00b9", "\u00b2", "\u2028", "\x85", "\t", "@", "hourly",
+           "99999999999999999999", "0000000000001"]  # fmt: skip
+_SOUP = st.lists(st.sampled_from(_TOKENS), max_size=20).map("".join)
+_MUTANTS = st.builds(
+    lambda expr, at, junk: expr[:at] + junk + expr[at:],
+    cron_exprs, st.integers(0, 40), st.sampled_from(_TOKENS) | st.text(max_size=3),
+)  # fmt: skip
+
+
+@oracle_settings(3000)
+@given(text=st.one_of(cron_exprs, _MUTANTS, _SOUP, st.text(max_size=40)))
+def test_any_text_is_parsed_or_refused_with_a_cron_error(text: str) -> None:
+    # Never another exception (it was a ValueError, exit 1, for superscript digits), and what
+    # is accepted renders crontab lines that Debian cron's parser takes (render/cronsyntax.py,
+    # itself checked against `crontab -n` in tests/integration/test_cron_syntax.py).
+    from schedctl.render.cronsyntax import entry_problem
+
+    with contextlib.suppress(CronError):  # how stored schedules are read: no other error either
+        Schedule.of(text, "UTC")
+    try:
+        expr = parse_cron(text)
+    except CronError:
+        COUNTS["schedules refused"] += 1
+        return
+    assert expr.text.isascii()
+    assert entry_problem(f"{expr.expanded} root /bin/true", system=True) is None, text
+    COUNTS["schedules accepted"] += 1
+
+
+def test_stored_schedules_an_older_schedctl_accepted_still_run() -> None:
+    # Validation refuses them now (and sync will not render them), but a job an older schedctl
+    # stored keeps its instants: `run`, `list` and `check` read them as they were accepted.
+    after = datetime(2026, 11, 22, tzinfo=UTC)
+    legacy = Schedule.of("\uff13 \uff14 * * *", "UTC").next_after(after, 2)
+    assert legacy == Schedule.of("3 4 * * *", "UTC").next_after(after, 2)
+    assert Schedule.of("*/99999999999999999999 * * * *", "UTC").expr.minutes == frozenset({0})
+    with pytest.raises(CronError):  # never a ValueError (exit 1), as superscripts were
+        Schedule.of("\u00b9 * * * *", "UTC")
+    with pytest.raises(CronError, match="schedules are ASCII"):
+        parse_cron("\uff13 \uff14 * * *")
