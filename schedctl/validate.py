@@ -15,15 +15,22 @@ RESERVED_NAMES = frozenset({"sync", "prune"})
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?")
+# What systemd takes without a warning (its "strict user name rules").
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 # Variables schedctl sets itself for every run; a job may not override them.
 RESERVED_ENV = frozenset({"SCHEDCTL_JOB", "SCHEDCTL_RUN_ID", "SCHEDCTL_SLOT"})
 MAX_RETRIES = 100
 MIN_OUTPUT_LIMIT = 1024
 MAX_OUTPUT_LIMIT = 16 * 1024 * 1024
 MAX_TEXT = 4096
-# Terminal escapes and other C0/DEL controls (tab is fine) could forge log lines or output.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Terminal escapes, other C0 and C1 controls and DEL (tab is fine) could forge log lines or
+# output; U+2028/U+2029 end a line for many readers (Python's splitlines among them).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates: bytes from the command line that are not UTF-8; no database can store them.
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# Linux limits, and what systemd's WorkingDirectory= accepts (path_is_valid).
+MAX_PATH_BYTES = 4095
+MAX_NAME_BYTES = 255
 
 
 def check_name(name: str) -> str:
@@ -46,10 +53,13 @@ def _plain(field: str, value: str) -> str:
     for bad, label in (("\x00", "a NUL byte"), ("\n", "a newline"), ("\r", "a carriage return")):
         if bad in value:
             raise ValidationError(f"{field} contains {label}: remove it and try again")
+    if _SURROGATE.search(value):
+        raise ValidationError(f"{field} contains bytes that are not UTF-8: give it as UTF-8 text")
     control = _CONTROL.search(value)
     if control:
+        what = "line separator" if control.group() in "\u2028\u2029" else "control character"
         raise ValidationError(
-            f"{field} contains control character {control.group()!r}: remove it and try again"
+            f"{field} contains {what} {control.group()!r}: remove it and try again"
         )
     if len(value) > MAX_TEXT:
         raise ValidationError(f"{field} is longer than {MAX_TEXT} characters: shorten it")
@@ -94,8 +104,8 @@ def validate_spec(spec: JobSpec) -> JobSpec:
     if len({k for k, _ in env}) != len(env):
         raise ValidationError("an environment variable is given twice: keep one --env per name")
     workdir = spec.workdir or None
-    if workdir is not None and not _plain("workdir", workdir).startswith("/"):
-        raise ValidationError(f"workdir {workdir!r} must be an absolute path, e.g. /srv/app")
+    if workdir is not None:
+        check_unit_path("workdir", workdir)
     user = spec.run_as_user or None
     if user is not None and not USER_RE.fullmatch(user):
         raise ValidationError(f"invalid user name {user!r}: use a Unix login name, e.g. www-data")
@@ -121,6 +131,40 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         description=_plain("description", spec.description),
         tags=tuple(sorted(set(spec.tags))),
     )
+
+
+def check_unit_path(field: str, path: str) -> str:
+    """Return `path` if a systemd unit setting carries it exactly, else raise saying why.
+
+    systemd strips trailing blanks, joins a line ending in a backslash with the next one,
+    rewrites `//` and `.` parts and refuses `..`; schedctl writes the path as it is, so it
+    must already be in that form.
+    """
+    _plain(field, path)
+    problem = _path_problem(path)
+    if problem:
+        raise ValidationError(
+            f"{field} {path!r} {problem}: give an absolute, normalised path (no //, . or .. "
+            f"parts, no trailing /, \\, space or tab), e.g. /srv/app"
+        )
+    return path
+
+
+def _path_problem(path: str) -> str | None:
+    if not path.startswith("/"):
+        return "is not an absolute path"
+    if path != "/" and path.endswith("/"):
+        return "ends with /"
+    if path.endswith(("\\", " ", "\t")):
+        return "ends with a backslash, space or tab (a unit file joins or drops it)"
+    parts = path.split("/")[1:]
+    if path != "/" and any(p in ("", ".", "..") for p in parts):
+        return "has an empty, . or .. part"
+    if len(path.encode()) > MAX_PATH_BYTES:
+        return f"is longer than {MAX_PATH_BYTES} bytes"
+    if any(len(p.encode()) > MAX_NAME_BYTES for p in parts):
+        return f"has a part longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 def _check_command(command: tuple[str, ...], shell: bool) -> tuple[str, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +58,7 @@ MASKED = [
     "tmp.mount",
     "postgresql.service",
     "postgresql@15-main.service",
+    "pgbouncer.service",
     "cron.service",
     "apt-daily.timer",
     "apt-daily-upgrade.timer",
@@ -183,7 +185,7 @@ class Sandbox:
         self,
         name: str,
         mode: str,
-        pg_sockdir: Path,
+        pg_sockdir: Path | None,
         files: dict[str, str | tuple[str, int]] | None = None,
         binds: list[Path] | None = None,
         faketime_at: str | None = None,
@@ -192,6 +194,7 @@ class Sandbox:
         if why:
             pytest.skip(why)
         self.name, self.mode = name, mode
+        self.checks = 0
         self.work = Path(tempfile.mkdtemp(prefix=f"schedctl-sbx-{name}-"))
         stage = self.work / "stage"
         files = dict(files or {})
@@ -215,6 +218,9 @@ class Sandbox:
                 path.write_text(content)
         root = self.work / "mnt"
         root.mkdir()
+        if pg_sockdir is None:  # no database wanted: an empty directory in its place
+            pg_sockdir = self.work / "no-pg"
+            pg_sockdir.mkdir()
         inner = self.work / "inner.sh"
         inner.write_text(_INNER)
         self.cgroup: Path | None = None
@@ -280,6 +286,49 @@ class Sandbox:
                 f"{done.stdout}\n{done.stderr}"
             )
         return done
+
+    def wait_pivoted(self, timeout: float = 20) -> None:
+        """Wait until PID 1 runs in the new root: before that, `path()` is the host's own."""
+        host = Path("/").stat()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sandbox {self.name} exited: {self.outer_log()}")
+            with contextlib.suppress(OSError):
+                root = self.path("/").stat()
+                if (root.st_dev, root.st_ino) != (host.st_dev, host.st_ino):
+                    return
+            time.sleep(0.02)
+        raise RuntimeError(f"sandbox {self.name} did not start in {timeout}s: {self.outer_log()}")
+
+    def crontab_check(self, lines: list[str]) -> list[str | None]:
+        """Return Debian's `crontab -n` verdict on each line as a one-line crontab.
+
+        None where it loads, else cron's complaint. `crontab -n` writes a temporary file in the
+        spool directory, which is why it runs in here.
+        """
+        self.wait_pivoted()
+        self.checks += 1
+        inside = f"/tmp/crontab-check-{self.checks}"
+        spool = self.path(inside)
+        spool.mkdir()
+        for i, line in enumerate(lines):
+            (spool / str(i)).write_bytes(line.encode() + b"\n")
+        script = (
+            f"cd {inside} && for f in $(ls | sort -n); do "
+            'if out=$(crontab -n "$f" 2>&1); then echo OK; '
+            'else echo "$out" | tr "\\n" " "; echo; fi; done'
+        )
+        out = self.exec("/bin/sh", "-c", script, timeout=300).stdout.split("\n")[:-1]
+        assert len(out) == len(lines), out
+        verdicts: list[str | None] = []
+        for text in out:
+            if text == "OK":
+                verdicts.append(None)
+                continue
+            found = re.search(r"(bad time specifier|bad [a-z-]+|command too long)", text)
+            verdicts.append(found.group(1) if found else text)
+        return verdicts
 
     def wait_running(self, timeout: float = 60) -> None:
         """Wait until systemd reports the system running (or degraded, with the reason)."""

@@ -76,7 +76,15 @@ def unit_name(job_name: str) -> str:
 
 def _text(text: str) -> str:
     """Free text for a unit setting or comment: one line, `%` specifiers escaped."""
-    return one_line(text).replace("%", "%%")
+    return _exact(one_line(text))
+
+
+def _exact(value: str) -> str:
+    """A setting's value as systemd must read it back: only `%` specifiers escaped.
+
+    Validation (validate.check_unit_path) has refused what a unit line cannot carry.
+    """
+    return value.replace("%", "%%")
 
 
 def _systemd_quote(word: str) -> str:
@@ -105,7 +113,7 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     service += ["Wants=network-online.target", "After=network-online.target", "", "[Service]"]
     service += ["Type=oneshot", "ExecStart=" + " ".join(_systemd_quote(a) for a in argv)]
     if target.env_file:
-        service.append(f"EnvironmentFile={_text(target.env_file)}")
+        service.append(f"EnvironmentFile={_exact(target.env_file)}")
     user = spec.run_as_user or "root"
     service.append(f"User={user}")
     if user != "root":
@@ -114,7 +122,7 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
             f"StateDirectory=schedctl-{user}",
             f"Environment=SCHEDCTL_DATA_DIR=%S/schedctl-{user}",
         ]
-    service.append(f"WorkingDirectory={_text(spec.workdir) if spec.workdir else '/'}")
+    service.append(f"WorkingDirectory={_exact(spec.workdir) if spec.workdir else '/'}")
     # schedctl run forwards SIGTERM to the job's process group and records the result; only
     # then may the rest be killed.
     service.append("KillMode=mixed")

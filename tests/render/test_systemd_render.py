@@ -100,13 +100,16 @@ def test_rendered_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
             concurrency=ConcurrencyPolicy.QUEUE, run_as_user="daemon"),
         job("lordhowe", schedule="*/15 * * * *", timezone="Australia/Lord_Howe"),
         job("or-rule", schedule="0 12 13 * 5", timezone="America/New_York", workdir="/"),
+        # Workdirs validation lets through, odd ones included (read back exactly in
+        # tests/integration/test_sandbox_systemd.py).
+        job("wd-odd", workdir="/srv/a\tb  c\\d%e$f'g\"h;i #j \u00e9\u00a0", run_as_user="a-b_c"),
     ]  # fmt: skip
     for j in jobs:
         for name, text in render_systemd(j, Target(str(BIN), env_file="/etc/hostname"), T0).items():
             (tmp_path / name).write_text(text)
-    assert len(list(tmp_path.iterdir())) == 8
+    assert len(list(tmp_path.iterdir())) == 10
     assert verify(tmp_path) == ""
-    COUNTS["units verified"] += 8
+    COUNTS["units verified"] += 10
 
 
 def test_verify_does_report_a_broken_unit(tmp_path: Path) -> None:

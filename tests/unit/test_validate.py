@@ -47,12 +47,29 @@ def test_valid_spec_is_normalised() -> None:
         ({"env": (("A", "1"), ("A", "2"))}, "given twice"),
         ({"workdir": "relative/dir"}, "absolute path"),
         ({"run_as_user": "Root Admin"}, "invalid user name"),
+        ({"run_as_user": "machine$"}, "invalid user name"),  # systemd warns about it
         ({"tags": ("has space",)}, "invalid tag"),
         ({"timeout_seconds": 0}, "timeout must be at least 1s"),
         ({"retries": 101}, "retries must be between"),
         ({"jitter_seconds": -1}, "jitter cannot be negative"),
         ({"output_limit_bytes": 10}, "output limit"),
         ({"retention_seconds": 5}, "retention must be at least"),
+        # What a unit line cannot carry exactly (systemd joins, strips or rewrites it).
+        ({"workdir": "/tmp/a\\"}, "ends with a backslash"),
+        ({"workdir": "/tmp/a "}, "ends with a backslash, space or tab"),
+        ({"workdir": "/tmp/a\t"}, "ends with a backslash, space or tab"),
+        ({"workdir": "/tmp//a"}, "has an empty, . or .. part"),
+        ({"workdir": "/tmp/./a"}, "has an empty, . or .. part"),
+        ({"workdir": "/tmp/../a"}, "has an empty, . or .. part"),
+        ({"workdir": "/tmp/a/"}, "ends with /"),
+        ({"workdir": "/" + "a" * 256}, "a part longer than 255 bytes"),
+        ({"workdir": ("/" + "a" * 255) * 16}, "longer than 4095 bytes"),
+        ({"workdir": "/tmp/a\u2028b"}, "workdir contains line separator"),
+        ({"workdir": "/tmp/a\u0085b"}, "workdir contains control character"),
+        ({"description": "a\x9b[31mb"}, "description contains control character"),
+        ({"description": "a\u2029b"}, "line separator"),
+        ({"env": (("A", "x\x85y"),)}, "--env A contains control character"),
+        ({"command": ("echo", "\udcff")}, "not UTF-8"),
     ],
 )
 def test_refused(change: dict[str, object], message: str) -> None:
@@ -65,3 +82,14 @@ def test_env_pair() -> None:
     assert parse_env_pair("EMPTY=") == ("EMPTY", "")
     with pytest.raises(ValidationError, match="KEY=VALUE"):
         parse_env_pair("NOEQUALS")
+
+
+@pytest.mark.parametrize(
+    "workdir",
+    ["/", "/srv/a b", "/srv/a  b", "/srv/a\tb", "/srv/a\\b", "/srv/100%", "/srv/$HOME",
+     "/srv/'q'", '/srv/"q"', "/srv/a;b #c", "/srv/\u00e9\U0001f600", "/srv/nbsp\u00a0",
+     "/" + "a" * 255],
+)  # fmt: skip
+def test_workdirs_a_unit_carries_exactly_are_kept(workdir: str) -> None:
+    # tests/integration/test_sandbox_systemd.py reads them back from a booted systemd.
+    assert validate_spec(replace(GOOD, workdir=workdir)).workdir == workdir
