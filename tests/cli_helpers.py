@@ -109,3 +109,42 @@ def cgroup_usable() -> bool:
         return False
     cgroup.remove()
     return True
+
+
+def store_as_older_versions_did(url: str, job: str, **values: Any) -> None:
+    """Write job fields straight into the database, past today's validation.
+
+    Stands for a definition stored by an older schedctl (or edited by hand in the database).
+    """
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.store.tables import jobs
+
+    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    try:
+        with engine.begin() as conn:
+            done = conn.execute(sa.update(jobs).where(jobs.c.name == job).values(**values))
+            assert done.rowcount == 1, job
+    finally:
+        engine.dispose()
+
+
+def tty_run(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
+    """Run the binary with stdout on a pseudo-terminal, as in an operator's shell."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(BIN), *args], env=env, stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    return proc.wait(timeout=60), b"".join(chunks)

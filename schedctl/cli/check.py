@@ -98,11 +98,14 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         data = {"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]}
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
+        from schedctl.cli.text import visible
+
         lines = [line]
         for c in checks:
             if c.severity is not Severity.OK:
                 lines += [f"{c.severity.name} {c.name}: {reason}" for reason in c.reasons]
-        sys.stdout.write("\n".join(lines) + "\n")
+        # Reasons quote stored text (host names): one line each, nothing a terminal obeys.
+        sys.stdout.write("\n".join(visible(x) for x in lines) + "\n")
     return int(worst)
 
 
@@ -111,7 +114,9 @@ def _unknown(message: str, as_json: bool, debug: bool) -> int:
         import traceback
 
         traceback.print_exc()
-    line = f"SCHEDCTL UNKNOWN - {message}"
+    from schedctl.cli.text import visible
+
+    line = visible(f"SCHEDCTL UNKNOWN - {message}")
     if as_json:
         sys.stdout.write(json.dumps({"state": "UNKNOWN", "summary": line, "jobs": []}) + "\n")
     else:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from schedctl import services
 from schedctl.cli.context import state
-from schedctl.cli.output import done, iso, local_time, out, print_json, utc_time
+from schedctl.cli.output import cell, done, iso, local_time, out, print_json, utc_time
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobChanges, JobSpec
@@ -275,7 +275,7 @@ def list_(
         print_json([{**j.to_dict(), "next_run": iso(nexts[j.id])} for j in found])
         return
     if not found:
-        out.print("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
+        done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
     table = Table(box=None, header_style="bold")
     for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS"):
@@ -283,13 +283,13 @@ def list_(
     table.add_column("COMMAND", overflow="fold")
     for j in found:
         table.add_row(
-            j.name,
-            j.spec.schedule,
-            j.spec.timezone,
+            cell(j.name),
+            cell(j.spec.schedule),
+            cell(j.spec.timezone),
             local_time(nexts[j.id], j.spec.timezone) if j.spec.enabled else "-",
-            "enabled" if j.spec.enabled else "[yellow]disabled[/yellow]",
-            ",".join(j.spec.tags),
-            _fmt_command(j),
+            "enabled" if j.spec.enabled else cell("disabled", "yellow"),
+            cell(",".join(j.spec.tags)),
+            cell(_fmt_command(j)),
         )
     out.print(table)
 
@@ -332,7 +332,7 @@ def show(
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, cell(value))
     out.print(table)
     out.print("\n[bold]next runs[/bold]" + ("" if s.enabled else " (if enabled)"))
     times = Table(box=None)

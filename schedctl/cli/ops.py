@@ -12,7 +12,7 @@ from rich.table import Table
 
 from schedctl import operate
 from schedctl.cli.context import state
-from schedctl.cli.output import err, iso, out, print_json
+from schedctl.cli.output import cell, done, err, iso, out, print_json
 from schedctl.durations import format_duration, parse_duration
 from schedctl.report import JobReport
 
@@ -70,7 +70,7 @@ def report(
     if html is not None:
         err.print(f"wrote {html}", markup=False)
     if not rep.rows:
-        out.print("no jobs defined" + (f" with tag {tag}" if tag else ""))
+        done("no jobs defined" + (f" with tag {tag}" if tag else ""))
         return
     out.print(_table(rep.rows, rep.until))
 
@@ -83,8 +83,8 @@ def _table(rows: list[JobReport], now: datetime) -> Table:
     for r in rows:
         style = _STATE_STYLE.get(r.state, "white")
         table.add_row(
-            r.name,
-            f"[{style}]{r.state}[/]",
+            cell(r.name),
+            cell(r.state, style),
             str(r.runs),
             str(r.succeeded),
             f"[red]{r.failed}[/]" if r.failed else "0",
@@ -96,7 +96,7 @@ def _table(rows: list[JobReport], now: datetime) -> Table:
             _dur(r.max),
             _ago(r.last_success, now),
             _ago(r.last_failure, now),
-            "-" if r.running_host is None else f"{r.running_host} {_dur(r.running_for)}",
+            "-" if r.running_host is None else cell(f"{r.running_host} {_dur(r.running_for)}"),
             "-" if r.next_fire is None else r.next_fire.strftime("%Y-%m-%d %H:%M %Z"),
         )
     return table

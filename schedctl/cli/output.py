@@ -10,6 +10,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console
+from rich.text import Text
+
+from schedctl.cli.text import visible
 
 # Piped output is for grep/awk: one line per row instead of wrapping at 80 columns.
 _PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 1000
@@ -41,4 +44,14 @@ def utc_time(dt: datetime) -> str:
 
 def done(message: str) -> None:
     """Report a completed change on stdout."""
-    out.print(message, markup=False)
+    out.print(visible(message), markup=False)
+
+
+def note(message: str) -> None:
+    """Write a note on stderr."""
+    err.print(f"note: {visible(message)}", markup=False)
+
+
+def cell(value: object, style: str = "") -> Text:
+    """A table cell for stored text: never read as markup, control characters made visible."""
+    return Text(visible(str(value)), style=style)

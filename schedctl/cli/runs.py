@@ -11,7 +11,8 @@ from rich.table import Table
 
 from schedctl import operate
 from schedctl.cli.context import State, state
-from schedctl.cli.output import err, iso, local_time, out, print_json, utc_time
+from schedctl.cli.output import cell, done, err, iso, local_time, out, print_json, utc_time
+from schedctl.cli.text import csv_cell, visible_lines
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.history import Run
@@ -60,12 +61,14 @@ def history(
         print_json([r.to_dict() for r in found])
         return
     if csv_:
-        writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        # RFC 4180 line ends: a field holding a lone carriage return is then quoted too, so no
+        # stored text can start a row of its own (and a formula with it).
+        writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_FIELDS, lineterminator="\r\n")
         writer.writeheader()
-        writer.writerows(r.to_dict() for r in found)
+        writer.writerows({k: csv_cell(v) for k, v in r.to_dict().items()} for r in found)
         return
     if not found:
-        out.print("no runs recorded" + (f" for {job}" if job else ""))
+        done("no runs recorded" + (f" for {job}" if job else ""))
         return
     table = Table(box=None, header_style="bold")
     for col in (
@@ -84,13 +87,13 @@ def history(
     for r in found:
         table.add_row(
             str(r.id),
-            r.job_name,
+            cell(r.job_name),
             _when(r.slot),
-            r.trigger,
+            cell(r.trigger),
             str(r.attempt),
-            f"[{_STATUS_STYLE.get(r.status, 'white')}]{r.status}[/]",
+            cell(r.status, _STATUS_STYLE.get(r.status, "white")),
             "-" if r.exit_code is None else str(r.exit_code),
-            r.host,
+            cell(r.host),
             _when(r.started_at),
             "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
         )
@@ -107,16 +110,18 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
         print_json([{"job": job, "slot": iso(s)} for s in slots])
         return
     if csv_:
-        sys.stdout.write("job,slot\n" + "".join(f"{job},{iso(s)}\n" for s in slots))
+        writer = csv.writer(sys.stdout, lineterminator="\r\n")
+        writer.writerow(["job", "slot"])
+        writer.writerows([csv_cell(job), iso(s)] for s in slots)
         return
     if not slots:
-        out.print(f"no missed slots for {job}")
+        done(f"no missed slots for {job}")
         return
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "MISSED SLOT", "UTC"):
         table.add_column(col, no_wrap=True)
     for s in slots:
-        table.add_row(job, local_time(s, zone), utc_time(s))
+        table.add_row(cell(job), local_time(s, zone), utc_time(s))
     out.print(table)
 
 
@@ -127,9 +132,17 @@ def _when(dt: object) -> str:
 
 
 def logs(
-    ctx: typer.Context, run_id: Annotated[int, typer.Argument(help="Run id, from history.")]
+    ctx: typer.Context,
+    run_id: Annotated[int, typer.Argument(help="Run id, from history.")],
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Write the output as stored, even to a terminal.")
+    ] = False,
 ) -> None:
-    """Print the output a run left (its stored tail). Example: schedctl logs 42"""
+    """Print the output a run left (its stored tail). Example: schedctl logs 42
+
+    To a terminal, control characters other than newline and tab are shown as \\xNN escapes,
+    so a job's output cannot drive the terminal; piped or redirected, it is written as stored.
+    """
     st = state(ctx)
     run: Run = operate.get_run(st.store(), run_id)
     if run.output_truncated:
@@ -138,7 +151,9 @@ def logs(
             f"(output truncated: the last {kept} of {run.output_bytes} bytes are kept)",
             markup=False,
         )
-    sys.stdout.write(run.output_tail or "")
+    text = run.output_tail or ""
+    # A job's output may hold escape sequences that retitle, recolour or rewrite the screen.
+    sys.stdout.write(text if raw or not sys.stdout.isatty() else visible_lines(text))
 
 
 def locks(
@@ -151,16 +166,16 @@ def locks(
         print_json([h.to_dict() for h in held])
         return
     if not held:
-        out.print("no job locks are held")
+        done("no job locks are held")
         return
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
         table.add_column(col, no_wrap=True)
     for h in held:
         table.add_row(
-            h.job_name or f"(job id {h.job_id})",
+            cell(h.job_name or f"(job id {h.job_id})"),
             "-" if h.run_id is None else str(h.run_id),
-            h.host or "-",
+            cell(h.host or "-"),
             "-" if h.pid is None else str(h.pid),
             _when(h.since),
         )
