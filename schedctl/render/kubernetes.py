@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 
+from schedctl.errors import ConfigError
 from schedctl.models import Job
 from schedctl.render import KILL_GRACE, STOP_GRACE
 
+PREFIX = "schedctl-"
+MAX_NAME = 52  # a CronJob's name: the controller appends 11 characters for its Jobs
+# Job names that are DNS labels as they are: no `.` or `_`, no `--`, no trailing `-`.
+_PLAIN = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_HASH_CHARS = 10  # base32: 50 bits
+
 
 def k8s_name(job_name: str) -> str:
-    """Return a CronJob name (DNS label, at most 52 characters) for a job name."""
-    base = "schedctl-" + "".join(c if c.isalnum() else "-" for c in job_name).strip("-")
-    if len(base) <= 52 and "--" not in base:  # job names are lower case already
-        return base
-    digest = hashlib.sha256(job_name.encode()).hexdigest()[:8]
-    return f"{base[:43].rstrip('-')}-{digest}"
+    """Return the CronJob name for a job: a DNS-1123 label of at most 52 characters.
+
+    A job name that is already a label short enough is kept (`schedctl-NAME`). Any other is
+    mapped lossily (`.` and `_` become `-`, long names are cut), so it gets `--` and a hash of
+    the exact name: `a.b` and `a_b` differ, and no kept name has `--`, so none can equal it.
+    """
+    plain = PREFIX + job_name
+    if _PLAIN.fullmatch(job_name) and len(plain) <= MAX_NAME:
+        return plain
+    digest = hashlib.sha256(job_name.encode()).digest()
+    tag = base64.b32encode(digest).decode().lower()[:_HASH_CHARS]
+    stem = re.sub(r"[^a-z0-9]+", "-", job_name).strip("-")
+    room = MAX_NAME - len(PREFIX) - 2 - _HASH_CHARS
+    stem = stem[:room].rstrip("-")
+    return f"{PREFIX}{stem}--{tag}" if stem else f"{PREFIX}-{tag}"
 
 
 def render_kubernetes(jobs: Sequence[Job], image: str, secret: str, key: str = "url") -> str:
     """Return CronJob manifests (YAML; strings JSON-quoted, which YAML reads as they are)."""
     q = json.dumps
     docs: list[str] = []
+    seen: dict[str, str] = {}
     for job in sorted(jobs, key=lambda j: j.name):
+        name = k8s_name(job.name)
+        if name in seen:  # a 50-bit hash collision: never seen, but never rendered silently
+            raise ConfigError(
+                f"jobs {seen[name]} and {job.name} map to the same CronJob name {name}: "
+                f"rename one of them"
+            )
+        seen[name] = job.name
         spec = job.spec
         deadline = ""
         if spec.timeout_seconds:
@@ -35,7 +61,7 @@ def render_kubernetes(jobs: Sequence[Job], image: str, secret: str, key: str = "
             "apiVersion: batch/v1\n"
             "kind: CronJob\n"
             "metadata:\n"
-            f"  name: {k8s_name(job.name)}\n"
+            f"  name: {name}\n"
             "  labels:\n"
             "    app.kubernetes.io/managed-by: schedctl\n"
             f"  annotations:\n    schedctl/job: {q(job.name)}\n"
