@@ -16,7 +16,9 @@ from schedctl.hostfiles import FileChange
 from schedctl.models import Job
 from schedctl.render import MANAGED_MARK, Target
 from schedctl.render.crontab import crontab_block, replace_block
+from schedctl.render.kubernetes import render_kubernetes
 from schedctl.render.systemd import UNIT_PREFIX, render_systemd
+from schedctl.validate import validate_spec
 
 if TYPE_CHECKING:
     from schedctl.store.repo import Store
@@ -50,6 +52,44 @@ def select_jobs(store: Store, names: Sequence[str]) -> list[Job]:
     return [jobs[n] for n in dict.fromkeys(names)]
 
 
+def renderable(jobs: Sequence[Job]) -> Sequence[Job]:
+    """Return `jobs`, or raise naming the first one that today's validation refuses.
+
+    A definition stored by an older schedctl, or written into the database by hand, may hold
+    what a unit or crontab line cannot carry; one bad crontab line silences every other line.
+    """
+    for job in jobs:
+        try:
+            validate_spec(job.spec)
+        except ValidationError as e:
+            raise ConfigError(
+                f"job {job.name} cannot be rendered: {e}; fix it (`schedctl edit {job.name}`) "
+                f"or disable it (`schedctl disable {job.name}`); nothing was written"
+            ) from None
+    return jobs
+
+
+def user_exists(name: str) -> bool:
+    """Return whether this host knows the Unix user `name`."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+def render_crontab(
+    jobs: Sequence[Job], target: Target, daemon_zone: str, clock: Clock, user: str | None
+) -> tuple[str, list[str]]:
+    """Return the managed crontab block for the jobs and notes on jobs left out."""
+    return crontab_block(renderable(jobs), target, daemon_zone, clock.now(), user)
+
+
+def render_kubernetes_manifests(jobs: Sequence[Job], image: str, secret: str) -> str:
+    """Return CronJob manifests for the jobs."""
+    return render_kubernetes(renderable(jobs), image, secret)
+
+
 def write_units(out_dir: Path, files: dict[str, str]) -> None:
     """Write rendered unit files into `out_dir` (created if missing)."""
     hostfiles.ensure_dir(out_dir)
@@ -61,7 +101,7 @@ def render_systemd_files(jobs: Sequence[Job], target: Target, clock: Clock) -> d
     """Return {unit file name: content} for the jobs."""
     now = clock.now()
     files: dict[str, str] = {}
-    for job in jobs:
+    for job in renderable(jobs):
         files.update(render_systemd(job, target, now))
     return files
 
@@ -153,7 +193,9 @@ def sync_crontab(
             raise ValidationError(problem)
     jobs = select_jobs(store, [])
     owner = user or current_user()
-    block, notes = crontab_block(jobs, target, daemon_zone, clock.now(), None if file else owner)
+    block, notes = crontab_block(
+        renderable(jobs), target, daemon_zone, clock.now(), None if file else owner, user_exists
+    )
     if file is not None:
         old = hostfiles.read_text(file)
         label = file

@@ -12,12 +12,11 @@ import typer
 
 from schedctl import config, deploy
 from schedctl.cli.context import state
-from schedctl.cli.output import done, err
+from schedctl.cli.output import done, note
 from schedctl.errors import ValidationError
 from schedctl.render import DEFAULT_ENV_FILE, Target
-from schedctl.render.crontab import crontab_block
-from schedctl.render.kubernetes import render_kubernetes
 from schedctl.schedule import load_zone
+from schedctl.validate import check_unit_path
 
 render_app = typer.Typer(
     help="Print (or write) what schedctl would install for the jobs.", no_args_is_help=True
@@ -67,6 +66,14 @@ def _target(schedctl: str | None, env_file: str = DEFAULT_ENV_FILE) -> Target:
             f"--schedctl {path!r} is not an absolute path to an executable: give the installed "
             f"binary, e.g. /usr/local/bin/schedctl"
         )
+    # Both land in unit files and crontab lines, which must carry them exactly.
+    check_unit_path("--schedctl", path)
+    if "\\" in path:
+        raise ValidationError(
+            f"--schedctl {path!r} contains a backslash: install schedctl elsewhere"
+        )
+    if env_file != "none":
+        check_unit_path("--env-file", env_file)
     return Target(path, None if env_file == "none" else env_file)
 
 
@@ -114,12 +121,12 @@ def render_crontab(
     """Print the managed crontab block. Example: schedctl render crontab --user backup"""
     st = state(ctx)
     selected = deploy.select_jobs(st.store(), jobs or [])
-    block, notes = crontab_block(
-        selected, _target(schedctl), _cron_zone(cron_zone), st.clock.now(), user
+    block, notes = deploy.render_crontab(
+        selected, _target(schedctl), _cron_zone(cron_zone), st.clock, user
     )
     sys.stdout.write(block)
-    for note in notes:
-        err.print(f"note: {note}", markup=False)
+    for text in notes:
+        note(text)
 
 
 @render_app.command("kubernetes")
@@ -136,13 +143,15 @@ def render_k8s(
     """Print CronJob manifests. Example: schedctl render kubernetes --image registry/schedctl:0.1"""
     st = state(ctx)
     sys.stdout.write(
-        render_kubernetes(deploy.select_jobs(st.store(), jobs or []), image, secret_name)
+        deploy.render_kubernetes_manifests(
+            deploy.select_jobs(st.store(), jobs or []), image, secret_name
+        )
     )
 
 
 def _finish(report: deploy.SyncReport, dry_run: bool, what: str) -> None:
-    for note in report.notes:
-        err.print(f"note: {note}", markup=False)
+    for text in report.notes:
+        note(text)
     if dry_run:
         sys.stdout.write(report.diff())
         for argv in report.commands:

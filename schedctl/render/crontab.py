@@ -9,9 +9,10 @@ relies on `CRON_TZ`.
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
+from schedctl.errors import ConfigError
 from schedctl.models import Job
 from schedctl.render import (
     MANAGED_MARK,
@@ -21,6 +22,7 @@ from schedctl.render import (
     slots_near_offset_changes,
     zone_offsets,
 )  # fmt: skip
+from schedctl.render.cronsyntax import entry_problem
 from schedctl.schedule import Schedule, load_zone
 
 BLOCK_BEGIN = "# BEGIN schedctl"
@@ -91,12 +93,19 @@ def _cron_escape(text: str) -> str:
 
 
 def crontab_block(
-    jobs: Sequence[Job], target: Target, daemon_zone: str, now: datetime, user: str | None
+    jobs: Sequence[Job],
+    target: Target,
+    daemon_zone: str,
+    now: datetime,
+    user: str | None,
+    user_exists: Callable[[str], bool] | None = None,
 ) -> tuple[str, list[str]]:
     """Return the managed block and notes on jobs left out.
 
     `user` None renders /etc/cron.d format (a user field per line); otherwise a user crontab,
-    which can only hold jobs that run as that user.
+    which can only hold jobs that run as that user. `user_exists` (cron.d format only) leaves
+    out a job whose user this host lacks: Debian cron would ignore the whole file for it.
+    Raises ConfigError, naming the job, if Debian cron would reject any line.
     """
     lines = [
         f"{BLOCK_BEGIN} ({MANAGED_MARK[2:]})",
@@ -107,6 +116,13 @@ def crontab_block(
         spec = job.spec
         if user is not None and spec.run_as_user not in (None, user):
             notes.append(f"job {job.name} runs as {spec.run_as_user}: not in {user}'s crontab")
+            continue
+        runs_as = spec.run_as_user or "root"
+        if user is None and user_exists is not None and not user_exists(runs_as):
+            notes.append(
+                f"job {job.name} runs as {runs_as}, who does not exist on this host: left out "
+                f"(cron would ignore the whole file for it)"
+            )
             continue
         schedule = Schedule.of(spec.schedule, spec.timezone)
         all_fields, superset = cron_lines(schedule, spec.timezone, daemon_zone, now)
@@ -119,8 +135,17 @@ def crontab_block(
         if superset:
             comment += f"; fires at a superset of its slots in {daemon_zone}, run skips the others"
         lines.append(f"# {comment}")
-        who = "" if user is not None else f"{spec.run_as_user or 'root'} "
-        lines += [f"{fields} {who}{_cron_escape(command)}" for fields in all_fields]
+        who = "" if user is not None else f"{runs_as} "
+        entries = [f"{fields} {who}{_cron_escape(command)}" for fields in all_fields]
+        for entry in [f"# {comment}", *entries]:
+            problem = entry_problem(entry, system=user is None)
+            if problem:
+                raise ConfigError(
+                    f"job {job.name}: Debian cron would reject its crontab line ({problem}) and "
+                    f"then ignore every line of the file; fix the job (`schedctl edit "
+                    f"{job.name}`) or disable it; nothing was written"
+                )
+        lines += entries
     lines.append(BLOCK_END)
     return "\n".join(lines) + "\n", notes
 

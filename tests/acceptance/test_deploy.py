@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
-from cli_helpers import BIN, Cli, make_cli, ok, one_line_error
+from cli_helpers import BIN, Cli, make_cli, ok, one_line_error, store_as_older_versions_did
 
 
 def setup(tmp_path: Path) -> Cli:
@@ -150,3 +151,44 @@ def test_run_at_slot_does_nothing_off_slot(tmp_path: Path) -> None:
     ok(cli("run", "--at-slot", "every"))
     assert "succeeded" in ok(cli("history", "every")).out
     one_line_error(cli("run", "--at-slot", "--now", "every"), 2, "contradict")
+
+
+def test_a_job_cron_would_reject_stops_sync_and_render_naming_it(tmp_path: Path) -> None:
+    # Debian cron ignores the whole managed file for one line it cannot parse, so a stored
+    # schedule it rejects (an older schedctl accepted fullwidth digits) must not be written.
+    cli = setup(tmp_path)
+    url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+    cron_d = tmp_path / "cron.d"
+    cron_d.mkdir()
+    target = cron_d / "schedctl"
+    ok(cli("sync", "crontab", "--file", str(target), "--cron-zone", "UTC"))
+    before = target.read_bytes()
+    ok(cli("add", "bad", "-s", "@hourly", "--", "true"))
+    store_as_older_versions_did(url, "bad", schedule="\uff13 \uff14 * * *")
+    for args in (["sync", "crontab", "--file", str(target), "--cron-zone", "UTC"],
+                 ["render", "crontab", "--cron-zone", "UTC"], ["render", "systemd"],
+                 ["render", "kubernetes"],
+                 ["sync", "systemd", "--unit-dir", str(tmp_path / "u"), "--no-reload"]):  # fmt: skip
+        failed = cli(*args)
+        one_line_error(failed, 78, "job bad cannot be rendered: bad cron expression")
+        assert "schedules are ASCII" in failed.err and failed.out == ""
+    assert target.read_bytes() == before  # the healthy jobs' block stays in force
+    assert not (tmp_path / "u").exists()
+    # A workdir an older schedctl let through would swallow the unit's next line.
+    ok(cli("edit", "bad", "-s", "@hourly"))
+    store_as_older_versions_did(url, "bad", workdir="/tmp/a\\")
+    one_line_error(cli("render", "systemd", "bad"), 78, "job bad cannot be rendered: workdir")
+    ok(cli("disable", "bad"))  # what the message suggests: the others sync again
+    assert "synced" in ok(cli("sync", "crontab", "--file", str(target), "--cron-zone", "UTC")).out
+
+
+def test_kubernetes_names_of_jobs_differing_in_punctuation_differ(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path, TZ="UTC")
+    for name in ("a-b", "a.b", "a_b"):
+        ok(cli("add", name, "-s", "@daily", "--", "true"))
+    docs = list(yaml.safe_load_all(ok(cli("render", "kubernetes")).out))
+    names = {d["metadata"]["annotations"]["schedctl/job"]: d["metadata"]["name"] for d in docs}
+    assert names["a-b"] == "schedctl-a-b"
+    assert len(set(names.values())) == 3, names
+    assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) and len(n) <= 52
+               for n in names.values()), names  # fmt: skip

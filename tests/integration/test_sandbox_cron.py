@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pwd
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import BIN, Cli, make_cli, ok, run_rows
+from cli_helpers import BIN, Cli, make_cli, ok, run_rows, store_as_older_versions_did
 from pgserver import PgServer
 from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files
 
@@ -78,3 +79,58 @@ def test_synced_cron_d_file_fires_at_the_expected_minute_only(
     slot = rows[0]["slot"].astimezone(UTC)
     assert slot < datetime.now(UTC) and slot > datetime.now(UTC) - timedelta(days=4)
     assert run_rows(pg_url, "saturday9") == [] and run_rows(pg_url, "weekday901") == []
+
+
+def test_a_job_cron_would_reject_never_silences_the_others(
+    pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    # Debian cron ignores a whole /etc/cron.d file for one line it cannot parse (fullwidth
+    # digits, which an older schedctl accepted) or whose user does not exist. Sync refuses the
+    # first, naming the job, and leaves the second out; the healthy job fires all along.
+    if not FAKETIME_LIB.exists():
+        pytest.skip("libfaketime is not installed (apt-get install libfaketime)")
+    with pytest.raises(KeyError):
+        pwd.getpwnam("ghostuser")
+    zone = default_timezone({})
+    cli: Cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, TZ=zone)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "healthy", "-s", "0 9 * * 1-5", "--tz", zone, "--", "/bin/true"))
+    ok(cli("add", "ghost", "-s", "0 9 * * 1-5", "--tz", zone, "--user", "ghostuser", "--", "true"))
+    ok(cli("add", "bad", "-s", "@hourly", "--tz", zone, "--", "/bin/true"))
+    store_as_older_versions_did(pg_url, "bad", schedule="\uff13 \uff14 * * *")
+    engine = sa.create_engine(parse_database_url(pg_url).sqlalchemy_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET created_at = created_at - interval '30 days'"))
+    engine.dispose()
+
+    box = Sandbox(
+        "cron2", "cron", pg.sockdir, sandbox_files(pg, pg_url), binds(),
+        faketime_at="2026-11-23 08:59:47",
+    )  # fmt: skip
+    try:
+        time.sleep(1.2)
+        refused = box.exec(str(BIN), "sync", "crontab", "--schedctl", str(BIN), check=False)
+        assert refused.returncode == 78, refused
+        assert refused.stderr.startswith("schedctl: error: job bad cannot be rendered: bad cron")
+        assert len(refused.stderr.splitlines()) == 1, refused.stderr
+        assert not box.path("/etc/cron.d/schedctl").exists()  # nothing written
+        ok(cli("disable", "bad"))
+        synced = box.exec(str(BIN), "sync", "crontab", "--schedctl", str(BIN))
+        assert "synced: 1 written" in synced.stdout, synced
+        assert "note: job ghost runs as ghostuser, who does not exist" in synced.stderr
+        text = box.path("/etc/cron.d/schedctl").read_text()
+        assert "--trigger cron healthy" in text and "ghostuser" not in text
+        log = box.path("/var/log/cron-sandbox.log")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if log.exists() and "--trigger cron healthy" in log.read_text(errors="replace"):
+                break
+            time.sleep(0.5)
+        time.sleep(2)
+        cron_log = log.read_text(errors="replace")
+    finally:
+        box.close()
+    assert "ignored" not in cron_log and "bad username" not in cron_log, cron_log
+    fired = [ln for ln in cron_log.splitlines() if "CMD (" in ln and "cron healthy" in ln]
+    assert len(fired) == 1, cron_log
+    assert [r["status"] for r in run_rows(pg_url, "healthy")] == ["succeeded"]
