@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from schedctl.clock import Clock
-from schedctl.errors import ValidationError
+from schedctl.errors import NotFoundError, ValidationError
 from schedctl.history import JobChange, LockHolder, Run, WindowStats
 from schedctl.locking import LOCK_NAMESPACE, FileLock
 from schedctl.models import Job, RunStatus
@@ -40,6 +40,8 @@ DEFAULT_WINDOW = 24 * 3600
 DEFAULT_OLDER_THAN = 90 * 86400
 DEFAULT_KEEP_FAILED = 180 * 86400
 PRUNE_BATCH = 5000
+# Fits a 32-bit signed integer on every backend; larger is "all", which nobody can page through.
+MAX_HISTORY_LIMIT = 1_000_000_000
 
 
 class Report(NamedTuple):
@@ -298,14 +300,16 @@ def history(
         raise ValidationError(
             f"unknown status {status!r}: use one of {', '.join(s.value for s in RunStatus)}"
         )
-    if limit < 1:
-        raise ValidationError("--limit must be at least 1")
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise ValidationError(f"--limit must be between 1 and {MAX_HISTORY_LIMIT}")
     since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
     return store.list_runs(check_name(job) if job else None, status, since, host, limit)
 
 
 def get_run(store: Store, run_id: int) -> Run:
     """Return one run with its output tail."""
+    if not 1 <= run_id < 2**63:
+        raise NotFoundError(f"no run with id {run_id}: see `schedctl history` for run ids")
     return store.get_run(run_id)
 
 

@@ -152,10 +152,13 @@ def remove_job(store: Store, name: str, purge: bool) -> RemoveResult:
     return RemoveResult(job, deleted, total - deleted)
 
 
+MAX_NEXT_COUNT = 10_000  # about 30 years of a daily job; the search horizon ends there anyway
+
+
 def next_fires(job: Job, after: datetime, count: int) -> list[datetime]:
     """Return the next `count` fire instants of `job` after `after`, in the job's zone."""
-    if count < 1:
-        raise ValidationError("--count must be at least 1")
+    if not 1 <= count <= MAX_NEXT_COUNT:
+        raise ValidationError(f"--count must be between 1 and {MAX_NEXT_COUNT}")
     return Schedule.of(job.spec.schedule, job.spec.timezone).next_after(after, count)
 
 

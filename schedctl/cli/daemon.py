@@ -37,6 +37,8 @@ def daemon(
 
     Several replicas may run: each slot still runs once. Example: schedctl daemon --health-port 8080
     """
+    if health_port is not None and not 1 <= health_port <= 65535:
+        raise ValidationError(f"--health-port {health_port} is not a TCP port: give 1-65535")
     st = state(ctx)
     store = st.store()
     env = dict(os.environ)

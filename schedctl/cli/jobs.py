@@ -73,7 +73,8 @@ def _duration(value: str | None, what: str) -> int | None:
 
 
 def _timeout(value: str) -> int | None:
-    return None if value.strip().lower() in ("none", "0") else parse_duration(value, what="timeout")
+    # `none` clears; 0 is refused by validation like any timeout under 1s.
+    return None if value.strip().lower() == "none" else parse_duration(value, what="timeout")
 
 
 def _env(values: list[str] | None) -> tuple[tuple[str, str], ...]:

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import Cli, make_cli, ok, one_line_error
+from cron_oracle import COUNTS, cron_exprs, oracle_settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pgserver import PgServer, free_port
 
 
@@ -166,7 +169,64 @@ BAD_INPUT = [
     (["remove", "ghost", "--yes"], 3, "no job named 'ghost'"),
     (["remove", "existing"], 2, "pass --yes"),
     (["next", "existing", "--after", "tomorrow"], 2, "bad --after"),
-    (["next", "existing", "--count", "0"], 2, "--count must be at least 1"),
+    (["next", "existing", "--count", "0"], 2, "--count must be between 1 and 10000"),
+    # Schedules are ASCII: other scripts' digits passed str.isdigit(); superscripts were exit 1.
+    (["add", "x", "-s", "\uff13 \uff14 * * *", "--", "true"], 2, "schedules are ASCII"),
+    (["add", "x", "-s", "\u0663 * * * *", "--", "true"], 2, "schedules are ASCII"),
+    (["add", "x", "-s", "\u00b9 * * * *", "--", "true"], 2, "schedules are ASCII"),
+    (["edit", "existing", "-s", "* \u00b9 * * *"], 2, "schedules are ASCII"),
+    (
+        ["add", "x", "-s", "*/99999999999999999999 * * * *", "--", "true"],
+        2,
+        "minute step '99999999999999999999' must be a whole number from 1 to 59",
+    ),
+    # Numbers out of bounds: exit 2 and one line, never an internal error.
+    (
+        ["add", "x", "-s", "@daily", "--timeout", "0", "--", "true"],
+        2,
+        "timeout must be at least 1s",
+    ),
+    (["edit", "existing", "--timeout", "0"], 2, "timeout must be at least 1s"),
+    (["add", "x", "-s", "@daily", "--timeout", "\u00b9", "--", "true"], 2, "bad timeout"),
+    (["add", "x", "-s", "@daily", "--retries", "9" * 23, "--", "true"], 2, "retries must be"),
+    (["edit", "existing", "--retries", "9" * 23], 2, "retries must be"),
+    (["add", "x", "-s", "@daily", "--output-limit", "9" * 23, "--", "true"], 2, "output limit"),
+    (["add", "x", "-s", "@daily", "--jitter", "9" * 23, "--", "true"], 2, "at most 10 years"),
+    (["add", "x", "-s", "@daily", "--keep", "9" * 5000, "--", "true"], 2, "at most 10 years"),
+    (["next", "existing", "--count", "9" * 23], 2, "--count must be between 1 and 10000"),
+    (["history", "--limit", "9" * 20], 2, "--limit must be between 1 and 1000000000"),
+    (["logs", "9" * 20], 3, "no run with id"),
+    (["daemon", "--health-port", "70000"], 2, "--health-port 70000 is not a TCP port"),
+    (["daemon", "--health-port", "9" * 20], 2, "is not a TCP port"),
+    # What a unit line cannot carry exactly (systemd joined `/tmp/a\` with the next line).
+    (
+        ["add", "x", "-s", "@daily", "--workdir", "/tmp/a\\", "--", "true"],
+        2,
+        "ends with a backslash, space or tab",
+    ),
+    (
+        ["add", "x", "-s", "@daily", "--workdir", "/tmp//a", "--", "true"],
+        2,
+        "has an empty, . or ..",
+    ),
+    (
+        ["add", "x", "-s", "@daily", "--workdir", "/tmp/a\u2028b", "--", "true"],
+        2,
+        "workdir contains line separator",
+    ),
+    (
+        ["add", "x", "-s", "@daily", "--workdir", "/tmp/a\x85b", "--", "true"],
+        2,
+        "workdir contains control character",
+    ),
+    (["edit", "existing", "--workdir", "/tmp/a "], 2, "ends with a backslash, space or tab"),
+    (
+        ["add", "x", "-s", "@daily", "--description", "a\x1b[2Jb", "--", "true"],
+        2,
+        "description contains control character",
+    ),
+    (["add", "x", "-s", "@daily", "--env", "A=\x9b31m", "--", "true"], 2, "--env A contains"),
+    (["add", "x", "-s", "@daily", "--user", "machine$", "--", "true"], 2, "invalid user name"),
 ]
 
 
@@ -232,3 +292,42 @@ def test_every_command_has_help_with_an_example(tmp_path: Path, command: str) ->
 
 def test_version(tmp_path: Path) -> None:
     assert ok(make_cli(tmp_path)("--version")).out.startswith("schedctl ")
+
+
+_TOKENS = ["*", "*/", "-", ",", " ", "/", "0", "1", "5", "7", "59", "60", "mon", "JAN", "@",
+           "hourly", "\uff13", "\u0663", "\u00b9", "\u00b2", "\u2028", "\x85", "\t",
+           "99999999999999999999"]  # fmt: skip
+_SCHEDULES = st.one_of(
+    cron_exprs,
+    st.builds(lambda e, at, junk: e[:at] + junk + e[at:], cron_exprs, st.integers(0, 30),
+              st.sampled_from(_TOKENS) | st.text(min_size=1, max_size=2)),
+    st.lists(st.sampled_from(_TOKENS), min_size=1, max_size=12).map("".join),
+    st.text(min_size=1, max_size=20),
+)  # fmt: skip
+
+
+@settings(oracle_settings(4), suppress_health_check=list(HealthCheck))
+@given(schedules=st.lists(_SCHEDULES, min_size=8, max_size=8))
+def test_any_schedule_is_accepted_or_refused_in_one_line(
+    tmp_path_factory: pytest.TempPathFactory, schedules: list[str]
+) -> None:
+    # Through the installed binary: exit 0 or 2, never 1 or a traceback; whatever is accepted
+    # renders crontab lines Debian cron's parser takes (the same rules, checked against
+    # `crontab -n` in tests/integration/test_cron_syntax.py).
+    cli = make_cli(tmp_path_factory.mktemp("prop"))
+    for i, schedule in enumerate(schedules):
+        if "\x00" in schedule or any(0xD800 <= ord(c) < 0xE000 for c in schedule):
+            continue  # cannot be a command-line argument at all
+        added = cli("add", f"j{i}", "-s", schedule, "--tz", "UTC", "--", "true")
+        assert added.rc in (0, 2), (schedule, added.rc, added.err)
+        if added.rc == 2:
+            one_line_error(added, 2, "")
+            COUNTS["cli schedules refused"] += 1
+            continue
+        COUNTS["cli schedules accepted"] += 1
+        from schedctl.render.cronsyntax import entry_problem
+
+        for zone in ("UTC", "Europe/Berlin"):
+            block = ok(cli("render", "crontab", f"j{i}", "--cron-zone", zone)).out
+            for line in block.splitlines():
+                assert entry_problem(line, system=True) is None, (schedule, line)
