@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from schedctl.clock import Clock
 from schedctl.models import CatchUpPolicy, Job, iso
-from schedctl.schedule import Schedule
+from schedctl.schedule import Schedule, pick_slot
 
 
 class Child(Protocol):
@@ -142,7 +142,8 @@ class Daemon:
         for e in entries:
             if e.job.spec.catch_up is not CatchUpPolicy.LATEST:
                 continue
-            slot = e.schedule.latest_at_or_before(now)
+            # The slot the child's run will pick: it fires by the database clock, as this loop.
+            slot = pick_slot(e.schedule, now, now).slot
             if slot is not None and slot >= e.job.created_at:
                 latest[e.job.id] = slot
         done = self.hooks.ran(latest.items())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -404,22 +405,92 @@ def _schedule_of(cron: str, zone: str) -> Schedule:
     return Schedule(parse_cron(cron, strict=False), load_zone(zone))
 
 
-def slot_for(
-    schedule: Schedule, now: datetime, skew: timedelta, jitter: timedelta
-) -> datetime | None:
-    """Return the slot a firing at database time `now` serves.
+# A scheduler fires at or after its slot by its own clock; this absorbs a clock read a moment
+# before the slot (cron and systemd start jobs within a second of it).
+FIRING_EARLY = timedelta(seconds=5)
+# The most two clocks may differ and still name the same slot for every schedule.
+MAX_TOLERANCE = timedelta(minutes=5)
+# The earliest, by the database clock, a host ahead of it may claim a slot beyond the tolerance.
+MAX_EARLY = 2 * MAX_TOLERANCE
 
-    Normally the latest slot at or before `now`. A host whose clock runs ahead fires early, so
-    the next slot is chosen when it is at most `skew` away and the latest one is too old to be
-    this firing's own (a firing can be late by up to `jitter` plus `skew`).
+
+def tolerance(expr: CronExpr) -> timedelta:
+    """Return how far apart two clocks may be and still agree on every slot of `expr`.
+
+    Half the shortest gap between two slots on a day without a DST change, at most
+    MAX_TOLERANCE. The gap into the next day assumes the next day fires too, so the
+    tolerance is never more than half a real gap.
     """
-    latest = schedule.latest_at_or_before(now)
-    upcoming = schedule.next_after(now)
-    if upcoming:
-        ahead = upcoming[0] - now
-        if ahead <= skew and (latest is None or now - latest > jitter + skew):
-            return upcoming[0]
-    return latest
+    mods = expr.minutes_of_day
+    gaps = [b - a for a, b in itertools.pairwise(mods)]
+    gaps.append(24 * 60 - mods[-1] + mods[0])
+    return min(MAX_TOLERANCE, timedelta(minutes=min(gaps)) / 2)
+
+
+class ClaimWindow(NamedTuple):
+    """The slots a firing may claim at one database instant, oldest and newest (UTC)."""
+
+    oldest: datetime | None
+    newest: datetime | None
+
+    def holds(self, slot: datetime) -> bool:
+        """Return whether `slot` lies in the window."""
+        at = slot.astimezone(UTC)
+        return (self.oldest is None or at >= self.oldest) and (
+            self.newest is None or at <= self.newest
+        )
+
+
+def claim_window(schedule: Schedule, db_now: datetime) -> ClaimWindow:
+    """Return the window of slots a firing at database time `db_now` may claim.
+
+    From the slot that was the latest one tolerance ago (a host behind the database by up to
+    the tolerance still serves its own slot; a late firing serves the latest slot, however
+    old) to the latest one a tolerance ahead, or the first slot after `db_now` if that is
+    later but at most MAX_EARLY away (a host ahead fires before the database reaches its
+    slot).
+    """
+    tol = tolerance(schedule.expr)
+    db_now = db_now.astimezone(UTC)  # arithmetic in a zone's repeated hour loses the pass
+    oldest = schedule.latest_at_or_before(db_now - tol)
+    ahead = [x.astimezone(UTC) for x in schedule.next_after(db_now)]
+    soon = schedule.latest_at_or_before(db_now + tol)
+    newest = max(
+        [x for x in ahead if x - db_now <= MAX_EARLY] + ([soon.astimezone(UTC)] if soon else []),
+        default=None,
+    )
+    return ClaimWindow(None if oldest is None else oldest.astimezone(UTC), newest)
+
+
+class SlotPick(NamedTuple):
+    """The slot a firing serves, and how it was found."""
+
+    slot: datetime | None
+    fired_for: datetime | None  # the slot by the clock that fired, claimed or not
+    lateness: timedelta  # how long after `slot` the firing came, by the clock that chose it
+    tolerance: timedelta
+    in_window: bool  # False: the firing clock's slot was outside the window, the database chose
+
+
+def pick_slot(schedule: Schedule, fired: datetime, db_now: datetime) -> SlotPick:
+    """Return the slot a firing serves; `fired` is the clock that fired it, read now.
+
+    The firing serves the latest slot at or before `fired` (plus FIRING_EARLY): a scheduler
+    fires at or after its slot by its own clock, so every host names the same slot for the
+    same firing, whatever its skew, and lateness measured on that clock is real delay, not
+    skew. Within the tolerance this is the slot nearest the database clock at the instant
+    the scheduler fired. A slot outside the claim window at `db_now` is never claimed (a
+    clock that far off could take a slot whose row prune already deleted, or one several
+    slots ahead); the database clock's own slot is taken instead.
+    """
+    tol = tolerance(schedule.expr)
+    fired, db_now = fired.astimezone(UTC), db_now.astimezone(UTC)
+    own = schedule.latest_at_or_before(fired + FIRING_EARLY)
+    if own is not None and claim_window(schedule, db_now).holds(own):
+        return SlotPick(own, own, fired - own, tol, True)
+    slot = schedule.latest_at_or_before(db_now + FIRING_EARLY)
+    late = timedelta(0) if slot is None else db_now - slot
+    return SlotPick(slot, own, late, tol, False)
 
 
 def _sec_of_day(local: datetime) -> float:

@@ -27,7 +27,7 @@ from schedctl.models import (
     fence_seconds,
     heartbeat_reply_seconds,
 )
-from schedctl.schedule import Schedule, slot_for
+from schedctl.schedule import FIRING_EARLY, MAX_TOLERANCE, Schedule, pick_slot
 from schedctl.store import spool
 from schedctl.store.rundb import Claim, RunDB, RunResult
 from schedctl.validate import check_name, validate_spec
@@ -38,9 +38,11 @@ if TYPE_CHECKING:
     from schedctl.store.repo import Store
 
 T = TypeVar("T")
-# Never handed to jobs: the database URL holds a password.
 AT_SLOT_DELAY = timedelta(minutes=2)
-AT_SLOT_EARLY = timedelta(seconds=5)
+# A firing this much later than its slot (plus the job's jitter), by the clock that fired it,
+# follows downtime: `--catch-up skip` skips it.
+START_GRACE = timedelta(minutes=5)
+# Never handed to jobs: the database URL holds a password.
 SECRET_ENV = frozenset({"SCHEDCTL_DATABASE_URL"})
 
 
@@ -205,7 +207,6 @@ class RunContext:
     procs_dir: Path | None  # where a running job's processes are recorded; None: not at all
     emit: Callable[..., None]  # emit(event, **fields): structured log line, printed by the CLI
     base_env: Mapping[str, str]
-    skew_tolerance: timedelta = timedelta(minutes=5)
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     grace_seconds: float = float(KILL_GRACE_SECONDS)
     cgroup: bool = True  # hold each job in a cgroup of its own where the host allows it
@@ -228,15 +229,40 @@ def _status_of(outcome: RunOutcome) -> RunStatus:
     return RunStatus.SUCCEEDED if outcome.exit_code == 0 else RunStatus.FAILED
 
 
-def _pick_slot(ctx: RunContext, job: Job, schedule: Schedule, db_now: datetime) -> datetime | None:
-    jitter = timedelta(seconds=job.spec.jitter_seconds)
-    slot = slot_for(schedule, db_now, ctx.skew_tolerance, jitter)
-    if slot is None or slot < job.created_at - ctx.skew_tolerance:
+def _pick_slot(
+    ctx: RunContext,
+    job: Job,
+    schedule: Schedule,
+    clocks: tuple[datetime, datetime],
+    trigger: Trigger,
+    fields: dict[str, Any],
+) -> datetime | None:
+    """Return the slot this firing serves (README "How `run` works", step 2), or None."""
+    db_now, host_now = clocks
+    # The daemon fires by the database clock; timers, cron and catch-up by the host's.
+    pick = pick_slot(schedule, db_now if trigger is Trigger.DAEMON else host_now, db_now)
+    skew = host_now - db_now
+    if abs(skew) > pick.tolerance:
+        ctx.emit(
+            "run.clock_skew", level="warning" if pick.in_window else "error", **fields,
+            skew_seconds=round(skew.total_seconds(), 3),
+            tolerance_seconds=pick.tolerance.total_seconds(),
+            slot=_iso(pick.slot), fired_for=_iso(pick.fired_for),
+            hint="this host's clock is off the database's: fix its time sync (chrony, "
+            "systemd-timesyncd)",
+        )  # fmt: skip
+    slot = pick.slot
+    if slot is None or slot < job.created_at - MAX_TOLERANCE:
         return None  # nothing scheduled since the job was defined
-    late = db_now - slot > jitter + ctx.skew_tolerance
+    # Measured on the clock that fired: lateness from clock skew alone is not downtime.
+    late = pick.lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE
     if late and job.spec.catch_up is CatchUpPolicy.SKIP:
         return None
     return slot
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def _fired_at_slot(schedule: Schedule, host_now: datetime) -> bool:
@@ -246,7 +272,7 @@ def _fired_at_slot(schedule: Schedule, host_now: datetime) -> bool:
     AT_SLOT_DELAY old still counts: cron starts jobs a second into the minute, and a busy
     host can take a while to start Python.
     """
-    latest = schedule.latest_at_or_before(host_now + AT_SLOT_EARLY)
+    latest = schedule.latest_at_or_before(host_now + FIRING_EARLY)
     return latest is not None and host_now - latest <= AT_SLOT_DELAY
 
 
@@ -287,14 +313,16 @@ def run_job(
         return 0  # a superset crontab line's other instants: expected, so silent
     _check_user(job)
     db_now = db.now()
-    skew = (ctx.clock.now() - db_now).total_seconds() if db.backend == "postgresql" else 0.0
+    # SQLite's clock is the host's own: no skew to measure.
+    host_now = ctx.clock.now() if db.backend == "postgresql" else db_now
+    skew = (host_now - db_now).total_seconds()
     fields: dict[str, Any] = {"job": job.name, "host": ctx.host}
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
         return 0
     # Before the claim: through a transaction pooler the lock would not be ours to hold.
     db.require_own_session()
-    slot = None if manual else _pick_slot(ctx, job, schedule, db_now)
+    slot = None if manual else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields)
     if slot is None and not manual:
         ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
         return 0

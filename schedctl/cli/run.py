@@ -49,11 +49,11 @@ def _value(text: Any) -> str:
     return json.dumps(s) if not s or any(c in s for c in ' ="\\') else s
 
 
-def emit(event: str, **fields: Any) -> None:
+def emit(event: str, level: str = "info", **fields: Any) -> None:
     """Write one structured event line to stderr (key=value, like structlog's KeyValueRenderer)."""
     # Logging is the CLI's job and the one place the real clock is read for a timestamp.
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    parts = [f"timestamp={stamp}", "level=info", f"event={event}"]
+    parts = [f"timestamp={stamp}", f"level={level}", f"event={event}"]
     parts += [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
     sys.stderr.write(" ".join(parts) + "\n")
     sys.stderr.flush()

@@ -5,20 +5,21 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import sqlalchemy as sa
 
 from schedctl.history import JobChange, Run, WindowStats
 from schedctl.models import FAILURE_STATUSES
+from schedctl.schedule import MAX_EARLY
 from schedctl.store.checkdb import percentile
 from schedctl.store.repo import RUN_COLUMNS, Store
 from schedctl.store.tables import UTCDateTime, job_changes, jobs, prune_marks, runs
 
 _FAILED = runs.c.status.in_(sorted(FAILURE_STATUSES))
 _FAILED_SQL = "status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")"
-# A run is claimed at or after its slot, less `run`'s clock tolerance (5 minutes).
-CLAIM_MARGIN = timedelta(minutes=10)
+# A run is claimed at or after its slot, less what a host ahead of the database may claim early.
+CLAIM_MARGIN = MAX_EARLY
 _DECIDED = sa.and_(runs.c.duration_seconds.is_not(None), runs.c.status != "skipped_overlap")
 
 
@@ -66,7 +67,6 @@ def window_stats(store: Store, since: datetime, slots_to: datetime) -> dict[int,
 
     `slots_present` counts first attempts whose slot lies in [since, slots_to].
     """
-    # A run is claimed at or after its slot, less the clock tolerance of `run`.
     scan_from = since - CLAIM_MARGIN
     out = {}
     if store.url.backend == "postgresql":

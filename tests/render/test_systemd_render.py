@@ -24,7 +24,7 @@ from systemd_tools import calendar, verify
 from schedctl.models import ConcurrencyPolicy, Job, JobSpec
 from schedctl.render import Target
 from schedctl.render.systemd import on_calendar, render_systemd
-from schedctl.schedule import Schedule
+from schedctl.schedule import Schedule, pick_slot
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -69,6 +69,23 @@ def test_fixed_slot_in_spring_gap_gets_a_dated_line() -> None:
     # 2027-03-28 02:30 does not exist in Berlin; Debian cron runs it at 03:00 CEST = 01:00 UTC.
     assert "2027-03-28 01:00:00 UTC" in lines
     assert lines[0] == "*-*-* 02:30:00 Europe/Berlin"
+
+
+def test_a_timer_started_in_a_repeated_hour_fires_once_off_slot_and_run_skips_it() -> None:
+    """systemd does not only drop instants near a DST change: it can add one.
+
+    Started (boot, daemon-reload after a sync) during Berlin's second 02:xx of 2026-10-25,
+    the timer of `30 2 * * *` elapses at that pass's 02:30 (01:30 UTC), which is no slot:
+    Debian cron ran the job once, in the first pass (00:30 UTC). `run` picks the slot that
+    firing is for, the first pass's, whose row makes it a duplicate.
+    """
+    s = Schedule.of("30 2 * * *", "Europe/Berlin")
+    started = datetime(2026, 10, 25, 1, 17, tzinfo=UTC)
+    stray = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    assert calendar(on_calendar(s, "Europe/Berlin", started), started, 1) == [stray]
+    assert not s.fires_at(stray)
+    pick = pick_slot(s, stray, stray)
+    assert pick.slot is not None and pick.slot.astimezone(UTC) == stray - timedelta(hours=1)
 
 
 def test_units_carry_the_job_settings(tmp_path: Path) -> None:

@@ -19,7 +19,14 @@ from cron_oracle import (
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schedctl.schedule import CronError, Schedule, parse_cron
+from schedctl.schedule import (
+    CronError,
+    Schedule,
+    claim_window,
+    parse_cron,
+    pick_slot,
+    tolerance,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -199,19 +206,148 @@ def test_one_value_range_with_step_is_that_value() -> None:
     assert parse_cron("* * * * mon-mon/1").weekdays == {1}
 
 
-def test_slot_for_agrees_across_skewed_hosts() -> None:
-    from schedctl.schedule import slot_for
+def utc(x: datetime | None) -> datetime | None:
+    return None if x is None else x.astimezone(UTC)
 
-    s = Schedule.of("0 * * * *", "UTC")
-    five = timedelta(minutes=5)
-    noon = at("UTC", 2026, 11, 22, 12)
-    # Hosts 5 minutes ahead, exact, and 5 minutes behind all fire for their 12:00.
-    for db_now in (noon - five + timedelta(seconds=1), noon, noon + five):
-        assert slot_for(s, db_now, five, timedelta(0)) == noon
-    # A late firing (jitter) still serves its own slot, not the next one.
+
+@pytest.mark.parametrize(
+    ("expr", "seconds"),
+    [
+        ("* * * * *", 30),
+        ("*/2 * * * *", 60),
+        ("*/5 * * * *", 150),
+        ("0 * * * *", 300),
+        ("@daily", 300),
+        ("0,1 * * * *", 30),
+        ("0,55 0,23 * * *", 150),  # 23:55 to 00:00 the next day is the shortest gap
+    ],
+)
+def test_tolerance_is_half_the_shortest_gap_at_most_five_minutes(expr: str, seconds: int) -> None:
+    assert tolerance(parse_cron(expr)) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("expr", ["* * * * *", "*/5 * * * *"])
+@pytest.mark.parametrize("skew", [-30, -2, 2, 30])
+def test_a_skewed_host_serves_the_slot_its_timer_fired_for(expr: str, skew: int) -> None:
+    s = Schedule.of(expr, "UTC")
+    slot = at("UTC", 2026, 11, 22, 12, 5)
+    fired = slot + timedelta(seconds=0.3)  # the timer fired at its slot by the host's clock
+    db_now = fired - timedelta(seconds=skew)
+    pick = pick_slot(s, fired, db_now)
+    assert (pick.slot, pick.in_window) == (slot, True)
+    assert pick.lateness == timedelta(seconds=0.3)  # skew is not lateness
+
+
+@oracle_settings(300)
+@given(
+    expr=cron_exprs,
+    zone=st.sampled_from(ZONES),
+    base=st.sampled_from(BASES),
+    shift=st.integers(-180, 180),
+    share=st.floats(-1, 1),
+    delay=st.floats(0, 2),
+)
+def test_within_the_tolerance_every_host_names_the_slot_nearest_the_database_clock(
+    expr: str, zone: str, base: datetime, shift: int, share: float, delay: float
+) -> None:
+    schedule = schedule_or_reject(expr, zone)
+    # In UTC: arithmetic on a zone's wall time loses which pass of a repeated hour it is.
+    slot = schedule.next_after(base + timedelta(minutes=shift))[0].astimezone(UTC)
+    skew = tolerance(schedule.expr) * share
+    fired = slot + timedelta(seconds=delay)
+    db_now = fired - skew
+    pick = pick_slot(schedule, fired, db_now)
+    assert (utc(pick.slot), pick.in_window) == (utc(slot), True)
+    # Where no DST change shortens the gaps around it, that is the slot nearest the database
+    # clock when the host fired (a tie goes to the host's).
+    previous = schedule.latest_at_or_before(slot - timedelta(microseconds=1))
+    following = schedule.next_after(slot)[0]
+    gaps = [slot - previous if previous else None, following - slot]
+    if all(g is None or g >= 2 * tolerance(schedule.expr) for g in gaps):
+        at_firing = slot - skew
+        nearest = [schedule.latest_at_or_before(at_firing), schedule.next_after(at_firing)[0]]
+        distance = min(abs(at_firing - x) for x in nearest if x is not None)
+        assert abs(at_firing - slot) == distance
+        COUNTS["slot picks nearest the database clock"] += 1
+    # The claim window holds the slot, and only moves forward.
+    window = claim_window(schedule, db_now)
+    assert window.holds(slot)
+    later = claim_window(schedule, db_now + timedelta(minutes=3))
+    assert later.oldest is None or window.oldest is None or later.oldest >= window.oldest
+
+
+def test_a_late_firing_serves_its_own_slot_and_says_how_late() -> None:
     every5 = Schedule.of("*/5 * * * *", "UTC")
-    four_late = noon + timedelta(minutes=4)
-    assert slot_for(every5, four_late, timedelta(seconds=30), timedelta(minutes=4)) == noon
+    noon = at("UTC", 2026, 11, 22, 12)
+    # Jitter: fired 4 minutes after its slot; a host 30 s ahead.
+    fired = noon + timedelta(minutes=4)
+    pick = pick_slot(every5, fired, fired - timedelta(seconds=30))
+    assert (pick.slot, pick.lateness) == (noon, timedelta(minutes=4))
+    # Downtime: a monthly job's timer catching up 20 days late takes that slot, however old.
+    monthly = Schedule.of("0 3 1 * *", "UTC")
+    first = at("UTC", 2026, 11, 1, 3)
+    late = first + timedelta(days=20)
+    pick = pick_slot(monthly, late, late)
+    assert (pick.slot, pick.lateness) == (first, timedelta(days=20))
+    assert claim_window(monthly, late).oldest == first
+
+
+@pytest.mark.parametrize("skew", [-6, 6])
+def test_a_daily_job_on_a_host_six_minutes_off_keeps_its_slot(skew: int) -> None:
+    daily = Schedule.of("30 4 * * *", "UTC")
+    slot = at("UTC", 2026, 11, 22, 4, 30)
+    fired = slot + timedelta(seconds=0.5)
+    pick = pick_slot(daily, fired, fired - timedelta(minutes=skew))
+    # Beyond the 5-minute tolerance, the host's timer still fired for today's slot: not
+    # yesterday's (host ahead), and not late (host behind).
+    assert (pick.slot, pick.in_window, pick.lateness) == (slot, True, timedelta(seconds=0.5))
+    assert pick.tolerance == timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("expr", "skew"), [("*/5 * * * *", -12), ("*/5 * * * *", 12), ("0 12 * * *", 11)]
+)
+def test_a_clock_too_far_off_gets_the_database_clocks_slot(expr: str, skew: int) -> None:
+    s = Schedule.of(expr, "UTC")
+    slot = at("UTC", 2026, 11, 22, 12)
+    fired = slot + timedelta(seconds=0.5)
+    db_now = fired - timedelta(minutes=skew)
+    pick = pick_slot(s, fired, db_now)
+    # Its own slot is outside the claim window: older than the slot a tolerance ago (prune
+    # may have deleted its row), or more than 10 minutes ahead of the database. The
+    # database clock's latest slot is taken instead.
+    assert (pick.fired_for, pick.in_window) == (slot, False)
+    assert pick.slot == s.latest_at_or_before(db_now)
+
+
+def test_both_passes_of_a_repeated_hour_are_told_apart_under_skew() -> None:
+    # Berlin 2026-10-25: 02:00-03:00 runs twice (00:00-01:00 and 01:00-02:00 UTC).
+    every5 = Schedule.of("*/5 * * * *", "Europe/Berlin")
+    second_pass = datetime(2026, 10, 25, 1, 5, tzinfo=UTC)  # 02:05 CET
+    for skew in (-30, -2, 2, 30):
+        fired = second_pass + timedelta(seconds=0.3)
+        pick = pick_slot(every5, fired, fired - timedelta(seconds=skew))
+        assert utc(pick.slot) == second_pass, skew
+    # A fixed-time slot moved out of the spring gap (02:30 -> 03:00 CEST = 01:00 UTC).
+    fixed = Schedule.of("30 2 * * *", "Europe/Berlin")
+    moved = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    for skew in (-30, -2, 2, 30):
+        fired = moved + timedelta(seconds=0.3)
+        assert utc(pick_slot(fixed, fired, fired - timedelta(seconds=skew)).slot) == moved
+
+
+def test_a_timer_started_in_the_second_pass_fires_for_the_first_passs_slot() -> None:
+    # systemd started at 01:17 UTC, in Berlin's second 02:xx, elapses `*-*-* 02:30:00
+    # Europe/Berlin` at 01:30 UTC (tests/render checks that with systemd-analyze). That is no
+    # slot: Debian cron runs a fixed-time job once in a repeated hour, at 00:30 UTC.
+    fixed = Schedule.of("30 2 * * *", "Europe/Berlin")
+    stray = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)
+    first_pass = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert not fixed.fires_at(stray)
+    for skew in (-30, 0, 30):
+        pick = pick_slot(fixed, stray, stray - timedelta(seconds=skew))
+        # The slot the first pass already claimed: its row makes this firing a duplicate.
+        assert (utc(pick.slot), pick.in_window) == (first_pass, True)
 
 
 def test_latest_in_the_first_pass_of_a_repeated_hour_is_not_the_second() -> None:
