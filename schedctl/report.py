@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from schedctl.history import JobChange, Run, WindowStats
 from schedctl.models import FAILURE_STATUSES, Job, iso
-from schedctl.schedule import Schedule
+from schedctl.schedule import Schedule, tolerance
 
 # A slot counts as missed once its jitter plus this much has passed without a run row.
 MISS_GRACE = timedelta(minutes=1)
@@ -247,10 +247,7 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
     if last is not None and last.attempt > 1:
         warn.append(f"run {last.id} is attempt {last.attempt}: a retry happened")
     if last is not None and last.slot is not None and last.started_at is not None:
-        grace = timedelta(seconds=job.spec.jitter_seconds) + MISS_GRACE
-        delay = last.started_at - last.slot
-        if delay > grace:
-            warn.append(f"run {last.id} started {_ago(delay)} after its slot (late)")
+        warn += _timing(job, last)
     if last is not None and last.status == "skipped_overlap":
         warn.append(f"slot {iso(last.slot) or '-'} skipped: the previous run still held the lock")
     running = facts.running
@@ -273,6 +270,27 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
     if warn:
         return JobCheck(job.name, Severity.WARNING, tuple(warn))
     return JobCheck(job.name, Severity.OK, ())
+
+
+def _timing(job: Job, run: Run) -> list[str]:
+    """Judge when `run` started, by the clock that chose its slot, and its host's clock skew."""
+    assert run.slot is not None and run.started_at is not None
+    tol = tolerance(Schedule.of(job.spec.schedule, job.spec.timezone).expr)
+    skew = timedelta(seconds=run.clock_skew_seconds or 0.0)
+    if abs(skew) > tol:
+        # `run` chose the slot by the host's clock (or, that far off, by the database's):
+        # a delay measured on either clock would be the skew, not lateness.
+        way = "ahead of" if skew > timedelta(0) else "behind"
+        return [
+            f"run {run.id} on {run.host}: its clock was {_ago(abs(skew))} {way} the "
+            f"database's, beyond the job's {int(tol.total_seconds())}s tolerance (fix its time sync)"
+        ]
+    # A timer or cron fires by the host's clock: time spent behind the database is not delay.
+    fired = run.started_at + (skew if run.trigger != "daemon" else timedelta(0))
+    delay = fired - run.slot
+    if delay > timedelta(seconds=job.spec.jitter_seconds) + MISS_GRACE:
+        return [f"run {run.id} started {_ago(delay)} after its slot (late)"]
+    return []
 
 
 def latest_due(spans: Sequence[Period], deadline: datetime) -> datetime | None:

@@ -38,6 +38,8 @@ def record(
     host: str = "h1",
     heartbeat: datetime | None = None,
     exit_code: int | None = None,
+    skew: float | None = None,
+    trigger: str = "timer",
 ) -> int:
     """Insert a run row as `schedctl run` would have left it."""
     base = slot or T0
@@ -45,12 +47,12 @@ def record(
     finished = None if status == "running" else started + timedelta(seconds=duration or 0)
     values = dict(
         job_id=job.id, job_name=job.name, job_revision=job.revision, slot=slot,
-        trigger="timer", attempt=attempt, status=status, host=host, pid=4242,
+        trigger=trigger, attempt=attempt, status=status, host=host, pid=4242,
         claimed_at=started - timedelta(seconds=0.1), started_at=started,
         finished_at=finished, heartbeat_at=heartbeat or finished or started,
         exit_code=(0 if status == "succeeded" else 1) if exit_code is None else exit_code,
         duration_seconds=None if status in ("running", "skipped_overlap") else duration,
-        output_bytes=0, output_truncated=False, schedctl_version="test",
+        output_bytes=0, output_truncated=False, clock_skew_seconds=skew, schedctl_version="test",
     )  # fmt: skip
     with store.tx() as conn:
         return int(conn.execute(runs.insert().values(values).returning(runs.c.id)).scalar_one())
@@ -196,6 +198,38 @@ def test_check_gives_each_state_its_monitoring_code(store: Store) -> None:
         assert reason in " ".join(checks[name].reasons), (name, checks[name])
     only = check(store, FixedClock(now), ["good", "late"])
     assert [c.name for c in only] == ["good", "late"]
+
+
+def test_check_judges_lateness_by_the_clock_that_fired_the_run(store: Store) -> None:
+    now = T0 + 5 * H + timedelta(minutes=30)
+    slot = T0 + 5 * H
+    four = timedelta(minutes=4).total_seconds()
+
+    def last_run(name: str, schedule: str = "0 * * * *", **kw: Any) -> JobCheck:
+        job = add(store, name, schedule, T0)
+        for hour in range(5):
+            record(store, job, T0 + hour * H)
+        record(store, job, slot, **kw)
+        (found,) = check(store, FixedClock(now), [name])
+        return found
+
+    # A timer on a host 4 minutes behind the database fired at its slot by its own clock:
+    # started 4 minutes after the slot by the database's, on time all the same.
+    assert last_run("behind", delay=four, skew=-four).severity is Severity.OK
+    # The daemon fires by the database clock: 4 minutes after the slot is late.
+    daemon = last_run("daemon", delay=four, skew=-four, trigger="daemon")
+    assert daemon.severity is Severity.WARNING and "(late)" in daemon.reasons[0]
+    # Late by its own clock is late.
+    slow = last_run("slow-start", delay=four + 120, skew=-120)
+    assert slow.severity is Severity.WARNING and "4m after its slot (late)" in slow.reasons[0]
+    # Beyond the job's tolerance (30 s for a minutely job): the host's clock is the problem.
+    minutely = add(store, "offclock", "* * * * *", now - timedelta(minutes=3))
+    for minutes in (3, 2):
+        record(store, minutely, now - timedelta(minutes=minutes))
+    record(store, minutely, now - timedelta(minutes=1), delay=-40, skew=40)
+    (off,) = check(store, FixedClock(now), ["offclock"])
+    assert off.severity is Severity.WARNING, off
+    assert "40s ahead of the database's, beyond the job's 30s tolerance" in off.reasons[0]
 
 
 def test_metrics_parse_with_the_official_parser(store: Store) -> None:
