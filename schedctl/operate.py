@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -30,6 +30,7 @@ from schedctl.report import (
     periods,
     single_schedule,
 )
+from schedctl.schedule import Schedule, claim_window
 from schedctl.validate import check_name
 
 if TYPE_CHECKING:
@@ -229,15 +230,30 @@ def metrics(store: Store, db: RunDB, clock: Clock) -> str:
 
 
 class PruneResult(NamedTuple):
-    """What `prune` deleted (or would delete), by job name."""
+    """What `prune` deleted (or would delete), by job name, and what it kept for claims."""
 
     deleted: Counter[str]
     dry_run: bool
+    # Past their retention but kept: a firing may still pick their slot (see _claimable_from).
+    kept_claimable: Counter[str]
 
     @property
     def total(self) -> int:
         """Return the number of runs deleted."""
         return sum(self.deleted.values())
+
+
+def _claimable_from(job: Job, db_now: datetime) -> datetime:
+    """Return the oldest slot of `job` a firing may still claim, now or later.
+
+    Every firing from `db_now` on claims a slot of the claim window at its own time, whose
+    oldest slot only moves forward (README "How `run` works", step 2).
+    """
+    schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
+    return claim_window(schedule, db_now).oldest or _EPOCH
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def prune(
@@ -250,30 +266,39 @@ def prune(
     progress: Callable[[int], None] = lambda n: None,
     batch: int = PRUNE_BATCH,
 ) -> PruneResult:
-    """Delete runs past their retention; failures kept for `keep_failed` (or longer)."""
+    """Delete runs past their retention; failures kept for `keep_failed` (or longer).
+
+    The first attempt of every slot a firing may still claim stays, whatever the retention:
+    without its row that slot could be claimed, and run, a second time.
+    """
     from schedctl.store import retention
 
     if older_than < 60 or keep_failed < 60:
         raise ValidationError("--older-than and --keep-failed must be at least 1m")
     now = clock.now()
+    db_now = store.db_now()  # claims are judged by the database's clock, so is what they need
     jobs = store.list_jobs()
 
-    def cut(job_id: int | None, keep: int) -> retention.Cutoffs:
+    def cut(job: Job | None, keep: int) -> retention.Cutoffs:
         # Failures stay for --keep-failed, or for the job's own retention when that is longer.
         return retention.Cutoffs(
-            job_id, now - timedelta(seconds=keep), now - timedelta(seconds=max(keep, keep_failed))
+            None if job is None else job.id,
+            now - timedelta(seconds=keep),
+            now - timedelta(seconds=max(keep, keep_failed)),
+            None if job is None else _claimable_from(job, db_now),
         )
 
     plan = [cut(None, older_than)]  # runs of removed jobs follow the default
-    plan += [cut(j.id, j.spec.retention_seconds or older_than) for j in jobs]
+    plan += [cut(j, j.spec.retention_seconds or older_than) for j in jobs]
     counts = retention.count(store, plan)
+    kept = retention.count_claimable(store, plan)
     if dry_run:
-        return PruneResult(counts, True)
+        return PruneResult(counts, True, kept)
     on_plan(sum(counts.values()))
     deleted = retention.delete(store, plan, batch, progress)
     keep_of = {j.id: j.spec.retention_seconds or older_than for j in jobs}
     retention.mark(store, {j: now - timedelta(seconds=k) for j, k in keep_of.items()})
-    return PruneResult(deleted, False)
+    return PruneResult(deleted, False, kept)
 
 
 def ran_slots(store: Store, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:

@@ -163,13 +163,30 @@ def prune(
     finally:
         if task is not None:
             bar.stop()
+    kept = result.kept_claimable
     if json_:
-        print_json({"dry_run": result.dry_run, "total": result.total, "jobs": dict(result.deleted)})
+        print_json(
+            {
+                "dry_run": result.dry_run,
+                "total": result.total,
+                "jobs": dict(result.deleted),
+                "kept_claimable": sum(kept.values()),
+                "kept_claimable_jobs": dict(kept),
+            }
+        )
         return
     verb = "would delete" if result.dry_run else "deleted"
     out.print(f"{verb} {result.total} runs", markup=False)
     for name, n in sorted(result.deleted.items()):
         out.print(f"  {name}: {n}", markup=False)
+    if kept:
+        out.print(
+            f"kept {sum(kept.values())} runs past retention whose slots a firing could still "
+            "claim (their rows stop a second run)",
+            markup=False,
+        )
+        for name, n in sorted(kept.items()):
+            out.print(f"  {name}: {n}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

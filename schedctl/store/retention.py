@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -17,14 +18,19 @@ from schedctl.store.tables import prune_marks, runs
 
 @dataclass(frozen=True)
 class Cutoffs:
-    """One job's runs claimed before these instants may go (job_id None: removed jobs')."""
+    """One job's runs claimed before these instants may go (job_id None: removed jobs').
+
+    First attempts of slots from `claimable_from` on stay whatever their age: a firing may
+    still pick those slots, and only that row stops it from running one twice.
+    """
 
     job_id: int | None
     others_before: datetime
     failures_before: datetime
+    claimable_from: datetime | None = None
 
 
-def _doomed(c: Cutoffs) -> sa.ColumnElement[bool]:
+def _expired(c: Cutoffs) -> sa.ColumnElement[bool]:
     failed = runs.c.status.in_(sorted(FAILURE_STATUSES))
     # Job by job on (job_id, claimed_at): each batch is a short index range scan.
     which = runs.c.job_id.is_(None) if c.job_id is None else runs.c.job_id == c.job_id
@@ -39,18 +45,38 @@ def _doomed(c: Cutoffs) -> sa.ColumnElement[bool]:
     )
 
 
-def count(store: Store, plan: list[Cutoffs]) -> Counter[str]:
-    """Return how many runs each job would lose, by job name."""
+def _claimable(c: Cutoffs) -> sa.ColumnElement[bool]:
+    if c.claimable_from is None:
+        return sa.false()
+    # Only a first attempt blocks a claim (the unique index is on attempt 1).
+    return sa.and_(runs.c.attempt == 1, runs.c.slot.is_not(None), runs.c.slot >= c.claimable_from)
+
+
+def _doomed(c: Cutoffs) -> sa.ColumnElement[bool]:
+    return sa.and_(_expired(c), sa.not_(_claimable(c)))
+
+
+def _count(store: Store, plan: list[Cutoffs], which: Callable[[Cutoffs], Any]) -> Counter[str]:
     out: Counter[str] = Counter()
     with store.tx() as conn:
         for c in plan:
             query = (
                 sa.select(runs.c.job_name, sa.func.count())
-                .where(_doomed(c))
+                .where(which(c))
                 .group_by(runs.c.job_name)
             )
             out.update({name: n for name, n in conn.execute(query)})
     return out
+
+
+def count(store: Store, plan: list[Cutoffs]) -> Counter[str]:
+    """Return how many runs each job would lose, by job name."""
+    return _count(store, plan, _doomed)
+
+
+def count_claimable(store: Store, plan: list[Cutoffs]) -> Counter[str]:
+    """Return how many runs past their retention stay because a firing may still claim their slot."""
+    return _count(store, plan, lambda c: sa.and_(_expired(c), _claimable(c)))
 
 
 def delete(

@@ -13,6 +13,7 @@ from schedctl import operate, services
 from schedctl.clock import FixedClock
 from schedctl.models import Job, JobChanges, JobSpec
 from schedctl.report import JobCheck, Severity
+from schedctl.schedule import Schedule, claim_window
 from schedctl.store.repo import Store
 from schedctl.store.rundb import open_rundb
 from schedctl.store.tables import runs
@@ -230,6 +231,39 @@ def test_check_judges_lateness_by_the_clock_that_fired_the_run(store: Store) -> 
     (off,) = check(store, FixedClock(now), ["offclock"])
     assert off.severity is Severity.WARNING, off
     assert "40s ahead of the database's, beyond the job's 30s tolerance" in off.reasons[0]
+
+
+def test_prune_keeps_the_first_attempts_of_slots_a_firing_could_still_claim(
+    store: Store,
+) -> None:
+    db_now = store.db_now()
+    kept: dict[str, int] = {}
+    for name, schedule in (("daily", "0 3 * * *"), ("monthly", "0 3 1 * *")):
+        job = add(store, name, schedule, db_now - 100 * 24 * H, retention_seconds=60)
+        sched = Schedule.of(schedule, "UTC")
+        slots: list[datetime] = []
+        for _ in range(3):
+            found = sched.latest_at_or_before(slots[-1] - timedelta(seconds=1) if slots else db_now)
+            assert found is not None
+            slots.append(found)
+        for slot in slots:
+            record(store, job, slot)
+        record(store, job, slots[0], "failed", attempt=2)  # retries never block a claim
+        record(store, job, None)  # nor do manual runs
+        # The oldest slot a firing may claim now: even a late one takes the latest slot.
+        oldest = claim_window(sched, db_now).oldest
+        assert oldest is not None
+        kept[name] = sum(1 for x in slots if x >= oldest)
+        assert kept[name] >= 1
+    later = FixedClock(db_now + 24 * H)  # every row is past its one-minute retention
+    dry = operate.prune(store, later, 90 * 86400, 60, dry_run=True)
+    done = operate.prune(store, later, 90 * 86400, 60)
+    assert dict(done.kept_claimable) == dict(dry.kept_claimable) == kept
+    for name in ("daily", "monthly"):
+        left = [(r.attempt, r.slot) for r in store.list_runs(name, None, None, None, 50)]
+        assert len(left) == kept[name] and all(a == 1 and s is not None for a, s in left)
+        assert done.deleted[name] == 3 + 2 - kept[name]
+    assert operate.prune(store, later, 90 * 86400, 60).total == 0  # converged
 
 
 def test_metrics_parse_with_the_official_parser(store: Store) -> None:
