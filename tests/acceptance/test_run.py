@@ -446,35 +446,6 @@ def test_history_logs_and_locks(backend: tuple[Cli, str, dict[str, str]]) -> Non
     assert json.loads(ok(cli("locks", "--json")).out) == []
 
 
-FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
-
-
-def test_hosts_with_skewed_clocks_agree_on_the_slot(pg_url: str, tmp_path: Path) -> None:
-    if not FAKETIME_LIBS:
-        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
-        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
-    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
-    ok(cli("db", "upgrade"))
-    ok(cli("add", "skewed", "-s", this_minute_daily(), "--tz", "UTC", "--", "true"))
-    env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, LD_PRELOAD=str(FAKETIME_LIBS[0]))
-    slots = []
-    for offset, host in (("+5m", "ahead"), ("-5m", "behind")):
-        p = subprocess.run(
-            [str(BIN), "run", "skewed"],
-            env={**env, "FAKETIME": offset, "SCHEDCTL_HOST": host},
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert p.returncode == 0, p.stderr
-        slots.append(re.search(r"event=run\.\S+ .*?slot=(\S+)", p.stderr).group(1))  # type: ignore[union-attr]
-    assert slots[0] == slots[1]  # the database clock decided, not the hosts'
-    (row,) = run_rows(pg_url)
-    assert row["host"] == "ahead"
-    assert 295 < row["clock_skew_seconds"] < 305
-
-
 def test_database_down_when_the_job_ends_spools_its_result(tmp_path: Path) -> None:
     # Heartbeats far apart: the job ends before any heartbeat can notice the outage.
     job = ("short", "-s", "@daily", "--", "sleep", "3")
@@ -624,6 +595,9 @@ def test_a_silent_database_session_still_stops_the_job_within_the_fence(tmp_path
         # The job's last tick came before its fence ran out, counted from its last heartbeat.
         (last_tick,) = [max(t) for t in _ticks(ticks).values()]
         assert last_tick < float(str(beat)) + fence, (last_tick - float(str(beat)), fence)
+
+
+FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 
 
 def _faketime_or_skip() -> Path:
