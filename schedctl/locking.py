@@ -7,13 +7,16 @@ runner that dies cannot leave a job locked. Kept free of heavy imports: `schedct
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from schedctl.errors import TransactionPoolerError
+from schedctl.datadir import private_dir
+from schedctl.errors import ConfigError, TransactionPoolerError
 
 # First key of pg_try_advisory_lock(int4, int4); the second is the job id. Applications that
 # share the database must not use this first key for their own advisory locks.
@@ -35,6 +38,10 @@ class SqlSession(Protocol):
 
 class JobLock(Protocol):
     """A lock on one job, held until released or its holder dies."""
+
+    def prepare(self) -> None:
+        """Get ready to lock, refusing (ConfigError) what is unsafe; done before the claim."""
+        ...
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free; return whether we hold it."""
@@ -71,6 +78,9 @@ class PgAdvisoryLock:
         self.pooled_pid = pooled_pid
         self.held = False
 
+    def prepare(self) -> None:
+        """Nothing to do: the lock lives on the run's session."""
+
     def try_acquire(self) -> bool:
         """Take the lock without waiting."""
         if self.pooled_pid is None:
@@ -106,21 +116,45 @@ class FileLock:
     def __init__(self, lock_dir: Path, job_id: int) -> None:
         self.path = lock_dir / f"{job_id}.lock"
         self._fd: int | None = None
+        self._held = False
+
+    def prepare(self) -> None:
+        """Open (creating) the lock file; ConfigError if it or its directory is not safe."""
+        if self._fd is not None:
+            return
+        private_dir(self.path.parent, "lock directory", create=True)
+        try:
+            # Never through a symlink: it would make us truncate and write whatever it names.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise ConfigError(
+                f"unsafe lock file {self.path}: it is a symlink; remove it (`rm {self.path}`)"
+            ) from None
+        st = os.fstat(fd)
+        # Another owner or a second name (a hard link) means it is someone else's file.
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1:
+            os.close(fd)
+            raise ConfigError(
+                f"unsafe lock file {self.path}: not a plain file of this user's; check what it "
+                f"is, then remove it (`rm {self.path}`)"
+            )
+        self._fd = fd
 
     def try_acquire(self) -> bool:
-        """Take the lock without waiting."""
-        if self._fd is not None:
+        """Take the lock without waiting; ConfigError if the lock file is not safe."""
+        if self._held:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.prepare()
+        assert self._fd is not None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+        self._held = True
         return True
 
     def release(self) -> None:
@@ -128,13 +162,14 @@ class FileLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self._held = False
 
     def holder_pid(self) -> int | None:
         """Return the pid of the process holding the lock, or None if it is free."""
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            return None  # no lock file, or not one schedctl made
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)

@@ -335,8 +335,11 @@ def run_job(
                   ctx.fence_seconds)
         )  # fmt: skip
 
+    lock = ctx.lock_for(job)
+    lock.prepare()  # a lock file that is not safe is refused before the slot is taken
     run_id = claim(1)
     if run_id is None:
+        lock.release()
         ctx.emit("run.skipped.duplicate", **fields)
         return 0
     fields["run_id"] = run_id
@@ -344,7 +347,6 @@ def run_job(
     # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
     # at once (at the top of the hour, every round trip before the exit is paid per host).
     ctx.db.reconcile_lost(ctx.host)
-    lock = ctx.lock_for(job)
     try:
         stopped = _take_lock(ctx, job, lock, run_id, fields)
         if stopped is not None:

@@ -63,11 +63,12 @@ class _Usage(Exception):
 
 
 def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
-    from schedctl import operate
+    from schedctl import datadir, operate
     from schedctl.store import spool
     from schedctl.store.rundb import open_rundb
 
     settings = config.resolve(os.environ, db_flag)
+    datadir.check(settings.data_dir)  # before anything in it is opened
     db = open_rundb(settings.database, SystemClock(), "schedctl check")
     try:
         db.check_schema()

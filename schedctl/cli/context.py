@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from schedctl import config
+from schedctl import config, datadir
 from schedctl.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -38,6 +38,7 @@ class State:
             # Imported here so --help and --version never load SQLAlchemy.
             from schedctl.store.repo import Store
 
+            datadir.check(self.settings.data_dir)  # before anything in it is opened
             self._store = Store.open(self.settings.database)
             _flush_spool(self.settings)
         return self._store

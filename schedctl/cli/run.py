@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schedctl import __version__, config
+from schedctl import __version__, config, datadir
 from schedctl.clock import SystemClock
 from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationError
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
@@ -110,6 +110,7 @@ def main(args: list[str], db_flag: str | None = None) -> int:
     try:
         name, manual, trigger, own_db, at_slot = _parse(args)
         settings = config.resolve(os.environ, own_db or db_flag)
+        datadir.check(settings.data_dir)  # before anything in it is opened
         from schedctl import services
 
         ctx = _context(settings)
