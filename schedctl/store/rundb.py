@@ -79,6 +79,10 @@ class RunResult(NamedTuple):
     output_truncated: bool
 
 
+class RecordRefusedError(Exception):
+    """The database will never take this result as it is: no such run, or a value it rejects."""
+
+
 class RunDB(Protocol):
     """What `schedctl run` needs from the database."""
 
@@ -124,7 +128,7 @@ class RunDB(Protocol):
         ...
 
     def finish(self, run_id: int, result: RunResult) -> None:
-        """Record the outcome."""
+        """Record the outcome; RecordRefusedError when no retry could ever store it."""
         ...
 
     def reconcile_lost(self, host: str) -> int:
@@ -138,6 +142,10 @@ class RunDB(Protocol):
     def close(self) -> None:
         """Close the session (which also drops any advisory lock it holds)."""
         ...
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "refused")
 
 
 def _not_found(name: str) -> NotFoundError:
@@ -350,11 +358,22 @@ class PgRunDB:
         return None if row is None or row[0] is None else float(row[0])
 
     def finish(self, run_id: int, result: RunResult) -> None:
-        """Record the outcome."""
-        self._sql(
-            f"UPDATE runs SET {_FINISH_SET.format(p='%s')} WHERE id = %s",
-            (*_finish_values(result, lambda v: v), run_id),
-        )
+        """Record the outcome; RecordRefusedError when no retry could ever store it."""
+        from schedctl.store import libpq
+
+        try:
+            cur = self._sql(
+                f"UPDATE runs SET {_FINISH_SET.format(p='%s')} WHERE id = %s",
+                (*_finish_values(result, lambda v: v), run_id),
+            )
+        except libpq.PgError as e:
+            # Data exceptions and constraint violations: the values are at fault, not the
+            # session, so trying again later would fail the same way.
+            if e.sqlstate is not None and e.sqlstate[:2] in ("22", "23"):
+                raise RecordRefusedError(_first_line(str(e))) from e
+            raise
+        if cur.rowcount == 0:
+            raise RecordRefusedError(f"the database has no run {run_id}")
 
     def reconcile_lost(self, host: str = "") -> int:
         """Mark `running` rows whose session has ended as `lost`, from any host."""
@@ -503,11 +522,23 @@ class SqliteRunDB:
         return None
 
     def finish(self, run_id: int, result: RunResult) -> None:
-        """Record the outcome."""
-        self._sql(
-            f"UPDATE runs SET {_FINISH_SET.format(p='?')} WHERE id = ?",
-            (*_finish_values(result, _sqlite_ts), run_id),
-        )
+        """Record the outcome; RecordRefusedError when no retry could ever store it."""
+        import sqlite3
+
+        try:
+            cur = self._sql(
+                f"UPDATE runs SET {_FINISH_SET.format(p='?')} WHERE id = ?",
+                (*_finish_values(result, _sqlite_ts), run_id),
+            )
+        except (
+            sqlite3.IntegrityError,
+            sqlite3.DataError,
+            sqlite3.InterfaceError,
+            OverflowError,  # an integer wider than SQLite's 64 bits
+        ) as e:
+            raise RecordRefusedError(_first_line(str(e))) from e
+        if cur.rowcount == 0:
+            raise RecordRefusedError(f"the database has no run {run_id}")
 
     def reconcile_lost(self, host: str) -> int:
         """Mark this host's `running` rows whose runner process is gone as `lost`."""
