@@ -29,7 +29,7 @@ from schedctl.models import (
 )
 from schedctl.schedule import FIRING_EARLY, MAX_TOLERANCE, Schedule, pick_slot
 from schedctl.store import spool
-from schedctl.store.rundb import Claim, RunDB, RunResult
+from schedctl.store.rundb import Claim, RecordRefusedError, RunDB, RunResult
 from schedctl.validate import check_name, validate_spec
 
 if TYPE_CHECKING:
@@ -205,7 +205,8 @@ class RunContext:
     version: str
     spool_dir: Path
     procs_dir: Path | None  # where a running job's processes are recorded; None: not at all
-    emit: Callable[..., None]  # emit(event, **fields): structured log line, printed by the CLI
+    emit: Callable[..., None]  # emit(event, level=..., **fields): a log line, printed by the CLI
+    error: Callable[[str], None]  # one line saying what went wrong and what to do
     base_env: Mapping[str, str]
     heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS
     grace_seconds: float = float(KILL_GRACE_SECONDS)
@@ -280,7 +281,9 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
     """Write the result; on a dead session reconnect once; failing that, spool it locally.
 
     Return whether the run's own session wrote it: if not, that session (and on PostgreSQL
-    the job's lock with it) is gone.
+    the job's lock with it) is gone. When even the spool fails, say so in one line: the run
+    then ends `lost` in history, and only this line and the job's own exit status tell how
+    it went.
     """
     error = ""
     for attempt in range(2):
@@ -289,11 +292,49 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
                 ctx.db = ctx.reconnect()
             ctx.db.finish(run_id, result)
             return attempt == 0
+        except RecordRefusedError as e:
+            # The session is fine; the spool keeps the result, and the next flush sets it
+            # aside with a warning saying why.
+            error = str(e)
+            if attempt == 0:
+                _spool(ctx, run_id, result, fields, error)
+                return True
+            break
         except Exception as e:  # any failure here means "not recorded yet"
             error = (str(e).splitlines() or [type(e).__name__])[0]
-    path = spool.write(ctx.spool_dir, run_id, result)
-    ctx.emit("run.spooled", **fields, status=result.status.value, path=str(path), error=error)
+    _spool(ctx, run_id, result, fields, error)
     return False
+
+
+def _spool(
+    ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any], error: str
+) -> None:
+    status = result.status.value
+    try:
+        path = spool.write(ctx.spool_dir, run_id, result)
+    except spool.SpoolWriteError as e:
+        code = "" if result.exit_code is None else f", exit {result.exit_code}"
+        ctx.error(
+            f"the result of run {run_id} of job {fields['job']} ({status}{code}) could not be "
+            f"recorded: the database failed ({error}) and {e}; history will show the run as lost"
+        )
+        return
+    ctx.emit("run.spooled", level="warning", **fields, status=status, path=str(path), error=error)
+
+
+def settle_spool(db: RunDB, spool_dir: Path, emit: Callable[..., None]) -> None:
+    """Write the results spooled on this host; set aside, with a warning, what never can be.
+
+    Every command that touches the database does this first (`run`, `check` and the rest),
+    and one spool file, however broken, stops none of them.
+    """
+    report = spool.flush(spool_dir, db)
+    for bad in report.set_aside:
+        emit("spool.bad_record", level="warning", path=str(bad.path), reason=bad.reason)
+    if report.stored:
+        emit("spool.flushed", count=report.stored)
+    if report.kept:
+        emit("spool.kept", level="warning", count=report.kept, error=report.error)
 
 
 def run_job(
@@ -305,8 +346,7 @@ def run_job(
     `ctx.db` must already be checked to have the current schema.
     """
     db = ctx.db
-    if spool.pending(ctx.spool_dir):
-        ctx.emit("spool.flushed", count=spool.flush(ctx.spool_dir, db))
+    settle_spool(db, ctx.spool_dir, ctx.emit)
     job = db.load_job(check_name(name))
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):

@@ -64,7 +64,8 @@ class _Usage(Exception):
 
 def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
-    from schedctl.store import spool
+    from schedctl.cli.run import emit
+    from schedctl.services import settle_spool
     from schedctl.store.rundb import open_rundb
 
     settings = config.resolve(os.environ, db_flag)
@@ -73,7 +74,7 @@ def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     try:
         db.check_schema()
         # Like every command: write spooled results and mark dead runners lost before judging.
-        spool.flush(settings.data_dir / "spool", db)
+        settle_spool(db, settings.data_dir / "spool", emit)
         db.reconcile_lost(config.host_name(os.environ))
         return operate.check(db, SystemClock(), names or None)
     finally:

@@ -69,13 +69,17 @@ def _flush_spool(settings: config.Settings, reconcile: bool = False) -> None:
     from schedctl.store import spool
 
     spool_dir = settings.data_dir / "spool"
-    if not reconcile and not spool.pending(spool_dir):
+    waiting = spool.waiting(spool_dir)
+    if not reconcile and not waiting:
         return
+    from schedctl.cli.run import emit
+    from schedctl.services import settle_spool
     from schedctl.store.rundb import open_rundb
 
     db = open_rundb(settings.database, SystemClock(), "schedctl")
     try:
-        spool.flush(spool_dir, db)
+        if waiting:
+            settle_spool(db, spool_dir, emit)
         if reconcile:
             db.reconcile_lost(config.host_name(os.environ))
     finally:

@@ -59,6 +59,12 @@ def emit(event: str, level: str = "info", **fields: Any) -> None:
     sys.stderr.flush()
 
 
+def error(message: str) -> None:
+    """Write one `schedctl: error:` line to stderr."""
+    sys.stderr.write(f"schedctl: error: {message}\n")
+    sys.stderr.flush()
+
+
 def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
     job: str | None = None
     now = False
@@ -183,6 +189,7 @@ def _context(settings: config.Settings) -> RunContext:
         spool_dir=settings.data_dir / "spool",
         procs_dir=settings.data_dir / "procs",
         emit=emit,
+        error=error,
         base_env=dict(os.environ),
         heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),
         cgroup=os.environ.get("SCHEDCTL_RUN_CGROUP", "auto") != "off",
