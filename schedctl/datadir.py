@@ -14,11 +14,15 @@ from pathlib import Path
 
 from schedctl.errors import ConfigError
 
-SUBDIRS = {"spool": "spool directory", "locks": "lock directory"}
+SUBDIRS = {
+    "spool": "spool directory",
+    "locks": "lock directory",
+    "procs": "process record directory",  # what it lists, the next run kills
+}
 
 
 def check(data_dir: Path) -> None:
-    """Refuse a data, spool or lock directory that exists and someone else could change."""
+    """Refuse a data directory, or one of its own, that exists and someone else could change."""
     if private_dir(data_dir, "data directory"):
         for name, what in SUBDIRS.items():
             private_dir(data_dir / name, what)

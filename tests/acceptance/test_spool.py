@@ -579,3 +579,20 @@ def test_a_data_directory_others_can_write_is_refused(tmp_path: Path, mode: int)
     assert run_rows(url) == []
     data.chmod(0o700)
     assert cli("run", "job", "--now").rc == 3  # fixed as the message says: it runs
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("spool", "spool"), ("locks", "lock"), ("procs", "process record")]
+)
+def test_a_subdirectory_another_user_owns_is_refused(tmp_path: Path, name: str, what: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    url, _ = sqlite_setup(tmp_path)
+    sub = tmp_path / "data" / name
+    sub.mkdir(parents=True, mode=0o700)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(sub, nobody.pw_uid, nobody.pw_gid)
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    for args in (("run", "job", "--now"), ("list",)):
+        one_line_error(cli(*args), 78, f"unsafe {what} directory {sub}: it belongs to user nobody")
+    assert run_rows(url) == []
