@@ -58,9 +58,10 @@ def load(url: str, hours: int) -> tuple[int, float]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
+    from schedctl.store.engine import make_engine
     from schedctl.store.tables import runs
 
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(url))
     start = time.perf_counter()
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     base = now - timedelta(hours=hours - 1)

@@ -5,80 +5,163 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, NamedTuple
+from urllib.parse import quote
 
+from schedctl import redact
 from schedctl.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import url as sa_url
 
 SYSTEM_CONFIG = Path("/etc/schedctl/schedctl.env")
 SYSTEM_DATA_DIR = Path("/var/lib/schedctl")
 URL_VAR = "SCHEDCTL_DATABASE_URL"
 _PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+SECRET_KEYWORDS = ("password", "sslpassword")  # libpq keywords never shown
 
 
 @dataclass(frozen=True)
 class DatabaseURL:
-    """A validated database URL; `str()` and `repr()` never show the password."""
+    """A validated database URL; `str()` and `repr()` never show the password.
 
-    raw: str
+    A PostgreSQL URL is parsed once, by libpq itself (PQconninfoParse): `params` are the
+    keywords it yields, and they are what every connection uses and every message shows.
+    """
+
+    raw: str = field(repr=False)
     backend: str  # "postgresql" or "sqlite"
     sqlite_path: Path | None = None
+    params: tuple[tuple[str, str], ...] = ()  # libpq keywords (PostgreSQL)
 
     def __str__(self) -> str:
-        return mask_url(self.raw)
+        if self.backend == "sqlite":
+            return self.raw
+        return display_url(dict(self.params))
 
     def __repr__(self) -> str:
-        return f"DatabaseURL({mask_url(self.raw)!r})"
+        return f"DatabaseURL({str(self)!r})"
 
     @property
     def password(self) -> str | None:
         """Return the password, for scrubbing it from messages."""
-        if self.backend != "postgresql":
-            return None
-        pw = urlsplit(self.raw).password
-        return unquote(pw) if pw else None
+        return dict(self.params).get("password")
+
+    def libpq_params(self) -> dict[str, str]:
+        """Return the libpq connection keywords the URL sets (nothing from the environment)."""
+        return dict(self.params)
 
     @property
-    def sqlalchemy_url(self) -> str:
-        """Return the URL in the dialect+driver form SQLAlchemy wants."""
+    def sqlalchemy_url(self) -> sa_url.URL:
+        """Return the URL for SQLAlchemy: every libpq keyword passed on as it was parsed.
+
+        Not a string for SQLAlchemy to parse again: its rules read some passwords differently.
+        """
+        from sqlalchemy.engine import URL
+
         if self.backend == "sqlite":
-            return f"sqlite:///{self.sqlite_path}"  # sqlite_path is absolute: 4 slashes
-        parts = urlsplit(self.raw)
-        return urlunsplit(parts._replace(scheme="postgresql+psycopg"))
+            return URL.create("sqlite", database=str(self.sqlite_path))
+        return URL.create("postgresql+psycopg", query=self.libpq_params())
+
+
+def display_url(params: Mapping[str, str]) -> str:
+    """Write libpq keywords back as a URL for messages, secrets shown as ***."""
+    rest = dict(params)
+    user, password = rest.pop("user", ""), rest.pop("password", None)
+    hosts = [h for h in rest.pop("host", "").split(",") if h]
+    ports = [p for p in rest.pop("port", "").split(",") if p]
+    dbname = rest.pop("dbname", "")
+    query: list[tuple[str, str]] = []
+    netloc = ""
+    if hosts and not any(h.startswith(("/", "@")) for h in hosts):  # no Unix socket paths
+        names = [f"[{h}]" if ":" in h else quote(h, safe="") for h in hosts]
+        if len(ports) == len(hosts):
+            names = [f"{h}:{p}" for h, p in zip(names, ports, strict=True)]
+        elif ports:
+            query.append(("port", ",".join(ports)))
+        netloc = ",".join(names)
+    else:
+        query += [("host", ",".join(hosts))] if hosts else []
+        query += [("port", ",".join(ports))] if ports else []
+    userinfo = quote(user, safe="") + (":***" if password is not None else "")
+    query += [(k, "***" if k in SECRET_KEYWORDS else v) for k, v in rest.items()]
+    text = "postgresql://" + (f"{userinfo}@" if userinfo else "") + netloc
+    text += "/" + quote(dbname, safe="")
+    if query:
+        text += "?" + "&".join(f"{k}={quote(v, safe='/:,')}" for k, v in query)
+    return text
 
 
 def mask_url(url: str) -> str:
-    """Return `url` with any password replaced by `***`."""
+    """Return `url` as messages show it: parsed, the password as ***; unparseable, hidden."""
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = quote(unquote(parts.username or ""), safe="")
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"
-        port = f":{parts.port}" if parts.port else ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
-    except ValueError:
-        # Unparseable: hide everything between "://" and "@" rather than risk a leak.
-        return re.sub(r"://[^@/]*@", "://***@", url)
+        return str(parse_database_url(url))
+    except ConfigError:
+        return url.split("://", 1)[0] + "://***" if "://" in url else "***"
 
 
-def parse_database_url(raw: str) -> DatabaseURL:
-    """Validate `raw` as a PostgreSQL or SQLite URL."""
+def _where(source: str | None) -> str:
+    """Return ` given with --db`, ` in $VAR` or ` in FILE` for messages, or nothing."""
+    if not source:
+        return ""
+    return {"--db": " given with --db", URL_VAR: f" in ${URL_VAR}"}.get(source, f" in {source}")
+
+
+def _credentials_end(rest: str) -> int:
+    """Return where libpq ends the user:password part of a URI (after `scheme://`), or -1.
+
+    libpq takes the first `@` as its end, unless a `/` comes before it (fe-connect.c,
+    conninfo_uri_parse_options).
+    """
+    cut = next((i for i, c in enumerate(rest) if c in "@/"), -1)
+    return cut if cut >= 0 and rest[cut] == "@" else -1
+
+
+def _parse_postgresql(raw: str, source: str | None) -> DatabaseURL:
+    uri = "postgresql://" + raw.split("://", 1)[1]
+    rest = uri.split("://", 1)[1]
+    end = _credentials_end(rest)
+    # The password as written, percent-escapes and all (the form a traceback would show), and
+    # what the user may have meant by it when libpq reads the URL otherwise.
+    redact.remember(rest[:end].partition(":")[2] if end >= 0 else None)
+    redact.remember(rest.rpartition("@")[0].partition(":")[2])
+    where = _where(source)
+    hint = (
+        "percent-encode special characters in the user name and password (@ as %40, / as "
+        "%2F, : as %3A, ? as %3F, # as %23, % as %25, space as %20)"
+    )
+    if "@" in rest[end + 1 :].split("?", 1)[0]:
+        # libpq would take part of the password for the host, port or database name, and
+        # print it in every connection error.
+        raise ConfigError(f"the database URL{where} has an '@' after the user and password: {hint}")
+    from schedctl.store import libpq
+
+    try:
+        params = libpq.conninfo_parse(uri)
+    except libpq.LibpqMissingError as e:
+        raise ConfigError(
+            f"cannot load libpq, PostgreSQL's client library ({e}); reinstall schedctl "
+            "(install.sh) or install the libpq5 package"
+        ) from None
+    except libpq.PgError as e:
+        # libpq quotes the offending part of the URL, which may be the password (itself
+        # perhaps holding a quote): keep only what comes before the first quote.
+        head, quoted, _ = str(e).partition('"')
+        reason = (head + ('"…"' if quoted else "")).strip() or "not a libpq URI"
+        raise ConfigError(f"cannot read the database URL{where} ({reason}): {hint}") from None
+    redact.remember(*(params.get(k) for k in SECRET_KEYWORDS))
+    if not all(re.fullmatch(r"[0-9]*", p) for p in params.get("port", "").split(",")):
+        raise ConfigError(f"the database URL{where} has a port that is not a number: {hint}")
+    return DatabaseURL(raw=raw, backend="postgresql", params=tuple(params.items()))
+
+
+def parse_database_url(raw: str, source: str | None = None) -> DatabaseURL:
+    """Validate `raw` as a PostgreSQL or SQLite URL; `source` (where it came from) is for messages."""
     scheme = raw.split("://", 1)[0].lower() if "://" in raw else ""
     if scheme in _PG_SCHEMES:
-        try:
-            parts = urlsplit(raw)
-            _ = parts.port
-        except ValueError:
-            raise ConfigError(
-                f"malformed database URL {mask_url(raw)}: use "
-                f"postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
-            ) from None
-        return DatabaseURL(raw=raw, backend="postgresql")
+        return _parse_postgresql(raw, source)
     if scheme == "sqlite":
         path = raw.split("://", 1)[1]
         # SQLAlchemy's convention: sqlite:////abs/path (four slashes) is absolute.
@@ -89,9 +172,21 @@ def parse_database_url(raw: str) -> DatabaseURL:
             )
         return DatabaseURL(raw=raw, backend="sqlite", sqlite_path=Path(path[1:]))
     kind = scheme or "without a scheme"
+    # The rest is not shown: an unknown kind of URL may still hold a password.
     raise ConfigError(
-        f"unsupported database URL kind {kind!r} ({mask_url(raw)}): use "
+        f"unsupported database URL kind {kind!r}{_where(source)}: use "
         f"postgresql://USER:PASSWORD@HOST/DB or sqlite:////PATH/TO/FILE.db"
+    )
+
+
+def db_flag_warning(settings: Settings) -> str | None:
+    """Return a warning when the password came on the command line, where `ps` shows it."""
+    if settings.source != "--db" or not settings.database.password:
+        return None
+    return (
+        "--db puts the database password on the command line, where every user on this host "
+        f"(and every job) can read it with ps: set ${URL_VAR} or write it to {SYSTEM_CONFIG} "
+        "(0600) instead"
     )
 
 
@@ -152,14 +247,14 @@ def resolve(env: Mapping[str, str], db_flag: str | None = None) -> Settings:
     """Resolve settings: `--db`, then $SCHEDCTL_DATABASE_URL, then the config file, then SQLite."""
     ddir = data_dir(env)
     if db_flag:
-        return Settings(parse_database_url(db_flag), "--db", ddir)
+        return Settings(parse_database_url(db_flag, "--db"), "--db", ddir)
     if env.get(URL_VAR):
-        return Settings(parse_database_url(env[URL_VAR]), URL_VAR, ddir)
+        return Settings(parse_database_url(env[URL_VAR], URL_VAR), URL_VAR, ddir)
     path = config_file(env)
     if path is not None:
         url = read_env_file(path).get(URL_VAR)
         if url:
-            return Settings(parse_database_url(url), str(path), ddir)
+            return Settings(parse_database_url(url, str(path)), str(path), ddir)
     default = DatabaseURL(
         raw=f"sqlite:///{ddir / 'schedctl.db'}", backend="sqlite", sqlite_path=ddir / "schedctl.db"
     )

@@ -7,33 +7,8 @@ import gc
 import os
 import sys
 
+from schedctl import redact
 from schedctl.errors import ExitCode, SchedctlError
-
-
-def _scrub(text: str) -> str:
-    """Remove a database password that might sit in a debug traceback."""
-    from schedctl.config import URL_VAR, parse_database_url
-
-    for raw in (os.environ.get(URL_VAR), *_db_flags(sys.argv[1:])):
-        if not raw:
-            continue
-        try:
-            pw = parse_database_url(raw).password
-        except SchedctlError:
-            continue
-        if pw:
-            text = text.replace(pw, "***")
-    return text
-
-
-def _db_flags(args: list[str]) -> list[str]:
-    found = []
-    for i, arg in enumerate(args):
-        if arg == "--db" and i + 1 < len(args):
-            found.append(args[i + 1])
-        elif arg.startswith("--db="):
-            found.append(arg.split("=", 1)[1])
-    return found
 
 
 def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
@@ -57,14 +32,8 @@ def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
     return None
 
 
-def _traceback() -> str:
-    import traceback  # only on errors with --debug: it costs every start ~5 ms
-
-    return traceback.format_exc()
-
-
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"schedctl: error: {message}\n")
+    sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
     return code
 
 
@@ -97,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
     except SchedctlError as e:
         if debug:
-            sys.stderr.write(_scrub(_traceback()))
+            sys.stderr.write(redact.traceback_text())
         return _fail(str(e), e.exit_code)
     except click.UsageError as e:
         path = e.ctx.command_path if e.ctx else "schedctl"
@@ -113,10 +82,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except Exception as e:
         if debug:
-            sys.stderr.write(_scrub(_traceback()))
-        detail = _scrub(f"{type(e).__name__}: {e}".splitlines()[0])
+            sys.stderr.write(redact.traceback_text())
         return _fail(
-            f"unexpected internal error ({detail}); rerun with --debug and report it",
+            f"unexpected internal error ({redact.describe(e)}); rerun with --debug and report it",
             ExitCode.INTERNAL,
         )
     return result if isinstance(result, int) else 0

@@ -78,9 +78,10 @@ def run_rows(url: str, job: str | None = None) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
+    from schedctl.store.engine import make_engine
     from schedctl.store.tables import runs
 
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(url))
     query = sa.select(runs).order_by(runs.c.id)
     if job is not None:
         query = query.where(runs.c.job_name == job)

@@ -35,7 +35,8 @@ def root(
         typer.Option(
             "--db",
             help="Database URL (postgresql://... or sqlite:////path); "
-            "default: $SCHEDCTL_DATABASE_URL, the config file, or the embedded SQLite file.",
+            "default: $SCHEDCTL_DATABASE_URL, the config file, or the embedded SQLite file. "
+            "Visible to all users in ps: keep passwords in $SCHEDCTL_DATABASE_URL.",
             show_default=False,
         ),
     ] = None,

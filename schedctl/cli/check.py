@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from schedctl import config
+from schedctl import config, redact
 from schedctl.clock import SystemClock
 from schedctl.errors import SchedctlError
 from schedctl.report import JobCheck, Severity, summary
@@ -27,7 +27,7 @@ Usage: schedctl check [OPTIONS] [JOB]...
 Options:
   --json        Print JSON.
   --db URL      Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
-                embedded SQLite file].
+                embedded SQLite file]; visible to all users in ps.
   -h, --help    Show this message and exit.
 
 Example: schedctl check nightly-backup
@@ -64,11 +64,12 @@ class _Usage(Exception):
 
 def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
-    from schedctl.cli.run import emit
+    from schedctl.cli.run import emit, warn_db_flag
     from schedctl.services import settle_spool
     from schedctl.store.rundb import open_rundb
 
     settings = config.resolve(os.environ, db_flag)
+    warn_db_flag(settings)
     datadir.check(settings.data_dir)  # before anything in it is opened
     db = open_rundb(settings.database, SystemClock(), "schedctl check")
     try:
@@ -93,8 +94,7 @@ def main(args: list[str], db_flag: str | None = None) -> int:
     except (SchedctlError, _Usage) as e:
         return _unknown(str(e), as_json, "--debug" in args)
     except Exception as e:  # still a monitoring answer, never a bare traceback
-        first = (str(e).splitlines() or [""])[0]
-        return _unknown(f"internal error ({type(e).__name__}: {first})", as_json, "--debug" in args)
+        return _unknown(f"internal error ({redact.describe(e)})", as_json, "--debug" in args)
     worst, line = summary(checks)
     if as_json:
         data = {"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]}
@@ -113,12 +113,11 @@ def main(args: list[str], db_flag: str | None = None) -> int:
 
 def _unknown(message: str, as_json: bool, debug: bool) -> int:
     if debug:
-        import traceback
-
-        traceback.print_exc()
+        sys.stderr.write(redact.traceback_text())
     from schedctl.cli.text import visible
 
-    line = visible(f"SCHEDCTL UNKNOWN - {message}")
+    # On stdout, which monitoring systems store: never a password.
+    line = visible(f"SCHEDCTL UNKNOWN - {redact.scrub(message)}")
     if as_json:
         sys.stdout.write(json.dumps({"state": "UNKNOWN", "summary": line, "jobs": []}) + "\n")
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,9 @@ class State:
         """Resolve settings on first use (so `--help` never touches the environment)."""
         if self._settings is None:
             self._settings = config.resolve(os.environ, self.db_flag)
+            warning = config.db_flag_warning(self._settings)
+            if warning:
+                sys.stderr.write(f"schedctl: warning: {warning}\n")
         return self._settings
 
     def store(self) -> Store:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schedctl import __version__, config, datadir
+from schedctl import __version__, config, datadir, redact
 from schedctl.clock import SystemClock
 from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationError
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
@@ -35,7 +35,7 @@ Options:
   --trigger KIND   What started it: timer, cron, daemon or catch-up
                    [default: timer under systemd, else cron].
   --db URL         Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
-                   or the embedded SQLite file].
+                   or the embedded SQLite file]; visible to all users in ps.
   --debug          Show tracebacks on errors.
   -h, --help       Show this message and exit.
 
@@ -55,7 +55,7 @@ def emit(event: str, level: str = "info", **fields: Any) -> None:
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
     parts = [f"timestamp={stamp}", f"level={level}", f"event={event}"]
     parts += [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
-    sys.stderr.write(" ".join(parts) + "\n")
+    sys.stderr.write(redact.scrub(" ".join(parts)) + "\n")
     sys.stderr.flush()
 
 
@@ -116,6 +116,7 @@ def main(args: list[str], db_flag: str | None = None) -> int:
     try:
         name, manual, trigger, own_db, at_slot = _parse(args)
         settings = config.resolve(os.environ, own_db or db_flag)
+        warn_db_flag(settings)
         datadir.check(settings.data_dir)  # before anything in it is opened
         from schedctl import services
 
@@ -128,27 +129,29 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         return services.run_job(ctx, name, trigger, manual, at_slot)
     except SchedctlError as e:
         if "--debug" in args:
-            import traceback
-
-            traceback.print_exc()
-        sys.stderr.write(f"schedctl: error: {e}\n")
+            sys.stderr.write(redact.traceback_text())
+        sys.stderr.write(f"schedctl: error: {redact.scrub(str(e))}\n")
         return int(e.exit_code)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if "--debug" in args:
-            import traceback
-
-            traceback.print_exc()
-        first = (str(e).splitlines() or [""])[0]
+            sys.stderr.write(redact.traceback_text())
         sys.stderr.write(
-            f"schedctl: error: unexpected internal error ({type(e).__name__}: {first}); "
+            f"schedctl: error: unexpected internal error ({redact.describe(e)}); "
             f"rerun with --debug and report it\n"
         )
         return int(ExitCode.INTERNAL)
     finally:
         if db is not None:
             db.close()
+
+
+def warn_db_flag(settings: config.Settings) -> None:
+    """Say on stderr when --db carries a password, which `ps` shows to every user."""
+    warning = config.db_flag_warning(settings)
+    if warning:
+        sys.stderr.write(f"schedctl: warning: {warning}\n")
 
 
 def _context(settings: config.Settings) -> RunContext:

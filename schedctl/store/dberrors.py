@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from schedctl import redact
 from schedctl.config import DatabaseURL
 from schedctl.errors import (
     ConfigError,
@@ -13,9 +14,8 @@ from schedctl.errors import (
 
 def _first_line(text: str, url: DatabaseURL) -> str:
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "unknown error")
-    pw = url.password
-    if pw:
-        line = line.replace(pw, "***")
+    redact.remember(url.password)
+    line = redact.scrub(line)
     return line.removeprefix("connection failed: ").removeprefix("FATAL:  ")
 
 

@@ -27,6 +27,7 @@ def make_engine(url: DatabaseURL) -> Engine:
         engine = sa.create_engine(url.sqlalchemy_url)
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    # The URL's keywords as libpq parsed them (config.py); schedctl's own on top.
     return sa.create_engine(
         url.sqlalchemy_url,
         connect_args={**PG_CONNECT_ARGS, "application_name": "schedctl"},

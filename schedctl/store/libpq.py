@@ -95,6 +95,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         "PQconsumeInput": (i, [p]),
         "PQisBusy": (i, [p]),
         "PQgetResult": (p, [p]),
+        "PQconninfoParse": (p, [s, ctypes.POINTER(p)]),
+        "PQconninfoFree": (None, [p]),
+        "PQfreemem": (None, [p]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -106,6 +109,47 @@ def _declare(lib: ctypes.CDLL) -> None:
 def lib() -> ctypes.CDLL:
     """Return libpq (psycopg's, else the system's), loaded on first use."""
     return load([*_bundled(), "libpq.so.5"])
+
+
+class _ConninfoOption(ctypes.Structure):
+    _fields_ = [
+        ("keyword", ctypes.c_char_p),
+        ("envvar", ctypes.c_char_p),
+        ("compiled", ctypes.c_char_p),
+        ("val", ctypes.c_char_p),
+        ("label", ctypes.c_char_p),
+        ("dispchar", ctypes.c_char_p),
+        ("dispsize", ctypes.c_int),
+    ]
+
+
+def conninfo_parse(conninfo: str) -> dict[str, str]:
+    """Return the keywords libpq reads from a URI or `key=value` string (PQconninfoParse).
+
+    Only what the string itself sets: no environment variables, service files or defaults.
+    Raise PgError with libpq's own message when it does not parse; that message may quote
+    the string, password and all.
+    """
+    pq = lib()
+    error = ctypes.c_void_p()
+    options = pq.PQconninfoParse(conninfo.encode(), ctypes.byref(error))
+    if not options:
+        raw = ctypes.cast(error, ctypes.c_char_p).value if error.value else None
+        message = raw.decode("utf-8", "replace") if raw else ""
+        if error.value:
+            pq.PQfreemem(error)
+        raise PgError(message.strip() or "out of memory parsing a connection string")
+    try:
+        found: dict[str, str] = {}
+        array = ctypes.cast(options, ctypes.POINTER(_ConninfoOption))
+        i = 0
+        while array[i].keyword is not None:
+            if array[i].val is not None:
+                found[array[i].keyword.decode()] = array[i].val.decode("utf-8", "replace")
+            i += 1
+        return found
+    finally:
+        pq.PQconninfoFree(options)
 
 
 def _decimal(text: str) -> Any:
@@ -179,15 +223,15 @@ class Result:
 class Connection:
     """One autocommit session: each execute() is its own transaction, as with psycopg autocommit."""
 
-    def __init__(self, params: Mapping[str, object]) -> None:
-        """Connect with libpq keywords (values as text); a URL in `dbname` is expanded."""
+    def __init__(self, params: Mapping[str, object], expand_dbname: bool = True) -> None:
+        """Connect with libpq keywords (values as text); a URL in `dbname` is expanded if asked."""
         pq = lib()
         # expand_dbname=1: a URL in `dbname` is parsed; keywords after it override it.
         n = len(params) + 1
         keys = (ctypes.c_char_p * n)(*[k.encode() for k in params], None)
         values = (ctypes.c_char_p * n)(*[str(v).encode() for v in params.values()], None)
         self._pq = pq
-        self._conn: int | None = pq.PQconnectdbParams(keys, values, 1)
+        self._conn: int | None = pq.PQconnectdbParams(keys, values, int(expand_dbname))
         if self._conn is None:
             raise PgOperationalError("out of memory allocating a PostgreSQL connection")
         if pq.PQstatus(self._conn) != _CONNECTION_OK:

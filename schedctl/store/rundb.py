@@ -195,10 +195,9 @@ class PgRunDB:
         from schedctl.store import libpq
 
         self.url = url
-        # The URL first: libpq applies keywords in order, so the rest override what the URL
-        # says, as psycopg.connect(url, **kwargs) does.
+        # The keywords libpq parsed from the URL (config.py), then schedctl's own on top.
         params = {
-            "dbname": url.raw.replace("postgresql+psycopg://", "postgresql://", 1),
+            **url.libpq_params(),
             **PG_CONNECT_ARGS,
             "application_name": application_name,
             "client_encoding": "UTF8",
@@ -207,7 +206,7 @@ class PgRunDB:
         # The server's own pid for this session (pg_backend_pid()); libpq's can be a pooler's.
         self.server_pid: int | None = None
         try:
-            self.conn = libpq.Connection(params)
+            self.conn = libpq.Connection(params, expand_dbname=False)
         except libpq.LibpqMissingError as e:
             raise ConfigError(
                 f"cannot load libpq, PostgreSQL's client library ({e}); reinstall schedctl "

@@ -250,9 +250,9 @@ def test_unreachable_database(tmp_path: Path) -> None:
 def test_wrong_password(tmp_path: Path, pg: PgServer, pg_url: str) -> None:
     dbname = pg_url.rsplit("/", 1)[1]
     wrong = pg.url(dbname, password="not-the-password-42")
-    run = make_cli(tmp_path)
-    one_line_error(run("--db", wrong, "list"), 77, "fix the user or password")
-    debug = run("--db", wrong, "--debug", "list")
+    run = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=wrong)
+    one_line_error(run("list"), 77, "fix the user or password")
+    debug = run("--debug", "list")
     assert debug.rc == 77
     assert "Traceback" in debug.err  # --debug shows where it failed...
     assert debug.err.rstrip().splitlines()[-1].startswith("schedctl: error: ")

@@ -12,6 +12,7 @@ from alembic.script import ScriptDirectory
 from schedctl.config import parse_database_url
 from schedctl.errors import SchemaError
 from schedctl.store import schema
+from schedctl.store.engine import make_engine
 from schedctl.store.repo import Store
 from schedctl.store.tables import metadata
 
@@ -52,7 +53,7 @@ def test_postgres_schema_missing_or_behind_says_what_to_run(pg_url: str) -> None
         Store.open(url)
     Store.connect(url).upgrade()
     Store.open(url).close()
-    engine = sa.create_engine(url.sqlalchemy_url)
+    engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(SchemaError, match="is at revision 0000, this schedctl needs"):

@@ -14,6 +14,7 @@ from pgserver import PgServer
 from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files
 
 from schedctl.config import default_timezone, parse_database_url
+from schedctl.store.engine import make_engine
 
 pytestmark = pytest.mark.postgres
 
@@ -32,7 +33,7 @@ def test_synced_cron_d_file_fires_at_the_expected_minute_only(
     ok(cli("add", "weekday901", "-s", "1 9 * * 1-5", "--tz", zone, "--", "/bin/true"))
     # Runs see the real clock, so weekday9's run serves its latest real 09:00 slot as a late
     # (catch-up) run: let the jobs have been defined a month ago.
-    engine = sa.create_engine(parse_database_url(pg_url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(pg_url))
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE jobs SET created_at = created_at - interval '30 days'"))
     engine.dispose()

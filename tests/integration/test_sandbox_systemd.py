@@ -141,16 +141,15 @@ def test_two_hosts_with_the_same_units_run_each_slot_once(
 
 def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg: PgServer) -> None:
     """units/ as install.sh --system puts them: sync converges the host, prune applies retention."""
-    import sqlalchemy as sa
-
     from schedctl.config import parse_database_url
+    from schedctl.store.engine import make_engine
     from schedctl.store.tables import runs
 
     cli, url = host
     ok(cli("add", "kept", "-s", "0 4 * * *", "--tz", "UTC", "--", "/bin/true"))
     job_id = json.loads(ok(cli("show", "kept", "--json")).out)["id"]
     old = datetime(2025, 1, 1, tzinfo=UTC)
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(url))
     with engine.begin() as conn:
         for i, status in enumerate(["succeeded", "failed", "succeeded"]):
             conn.execute(runs.insert().values(
