@@ -104,13 +104,13 @@ if [ "$mode" = system ]; then
   if [ -n "$db" ]; then
     umask 077
     tmp=$(mktemp /etc/schedctl/.schedctl.env.XXXXXX)
-    printf '# schedctl settings; read by schedctl and by its units (EnvironmentFile=).\nSCHEDCTL_DATABASE_URL=%s\n' "$db" >"$tmp"
+    printf '# schedctl settings, read by schedctl itself (as root; keep this file 0600).\nSCHEDCTL_DATABASE_URL=%s\n' "$db" >"$tmp"
     chmod 0600 "$tmp"
     mv -f "$tmp" "$envfile"
     say "wrote the database URL to $envfile (mode 0600)"
   elif [ ! -e "$envfile" ]; then
     umask 077
-    printf '# schedctl settings; read by schedctl and by its units (EnvironmentFile=).\n# SCHEDCTL_DATABASE_URL=postgresql://schedctl:PASSWORD@db.example:5432/schedctl\n' >"$envfile"
+    printf '# schedctl settings, read by schedctl itself (as root; keep this file 0600).\n# SCHEDCTL_DATABASE_URL=postgresql://schedctl:PASSWORD@db.example:5432/schedctl\n' >"$envfile"
     chmod 0600 "$envfile"
     say "created $envfile (mode 0600); put SCHEDCTL_DATABASE_URL there for a shared PostgreSQL"
   fi

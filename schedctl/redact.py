@@ -1,8 +1,9 @@
-"""Keep the database password out of every message: one registry, one scrub.
+"""Keep the database password out of every message, and out of reach of jobs.
 
 Parsing a database URL registers its password here (config.parse_database_url); whatever
 schedctl prints on an error path (the one-line error, `--debug` tracebacks, `check`'s
-UNKNOWN line, run events) goes through `scrub` first.
+UNKNOWN line, run events) goes through `scrub` first. `hide_from_same_user` closes the
+process holding the password to jobs that run as the same user.
 """
 
 from __future__ import annotations
@@ -37,3 +38,17 @@ def traceback_text() -> str:
     import traceback  # only on errors with --debug: it costs every start a few ms
 
     return scrub(traceback.format_exc())
+
+
+_PR_SET_DUMPABLE = 4
+
+
+def hide_from_same_user() -> None:
+    """Close this process's memory and environment (/proc/PID/mem, environ) to its own user.
+
+    Without it, a job running as the same user as schedctl could read the database URL
+    there. Root keeps access; a job is dumpable again once it has exec'd.
+    """
+    import ctypes
+
+    ctypes.CDLL(None).prctl(_PR_SET_DUMPABLE, 0)

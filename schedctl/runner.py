@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
+from schedctl import redact
 from schedctl.proctree import (
     Proc,
     ProcRecord,
@@ -47,7 +48,7 @@ class RunRequest(NamedTuple):
     timeout: float | None = None
     output_limit: int = 64 * 1024
     grace: float = DEFAULT_GRACE
-    user: str | None = None  # run as this user (needs root)
+    user: str | None = None  # run as this user, with its groups (needs root)
     cgroup: bool = True  # also hold the job in a cgroup of its own where the host allows it
 
 
@@ -255,13 +256,14 @@ class Supervisor:
         of the job has ended (or survived SIGKILL for a grace period: see `survivors`).
         """
         req = self.request
+        who = identity(req.user) if req.user else None
+        redact.hide_from_same_user()  # before the job exists, whoever started schedctl
         started = self._now()
         was_subreaper = set_subreaper(True)
         try:
             self._foreign = set(children(os.getpid()))
             self._cgroup = RunCgroup.create() if req.cgroup else None
             self._save_record(cgroup_changed=True)  # a crash from here on leaves it on record
-            uid, gid = _ids(req.user)
             self._proc = subprocess.Popen(
                 list(req.argv),
                 stdin=subprocess.DEVNULL,
@@ -271,10 +273,11 @@ class Supervisor:
                 cwd=req.cwd,
                 start_new_session=True,  # own session and process group
                 close_fds=True,
-                group=gid,
-                extra_groups=[] if req.user else None,
+                # The user's own groups (initgroups), none of schedctl's.
+                group=who.gid if who else None,
+                extra_groups=who.groups if who else None,
                 # schedctl run is single-threaded, and the hook makes no imports.
-                preexec_fn=child_setup_hook(self._cgroup, uid),  # noqa: PLW1509
+                preexec_fn=child_setup_hook(self._cgroup, who.uid if who else None),  # noqa: PLW1509
             )
             if self._cgroup is not None and not self._cgroup.holds(self._proc.pid):
                 self._drop_cgroup()  # the host would not let the job join it: do without
@@ -493,11 +496,21 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def _ids(user: str | None) -> tuple[int | None, int | None]:
-    """Return the uid and primary gid of `user` (None, None without one)."""
-    if user is None:
-        return None, None
+class Identity(NamedTuple):
+    """Who a job runs as: what setuid needs, and what its environment should say."""
+
+    name: str
+    uid: int
+    gid: int
+    groups: list[int]  # supplementary groups, as initgroups() would set them
+    home: str
+    shell: str
+
+
+def identity(user: str) -> Identity:
+    """Look `user` up in the host's user and group databases; raise KeyError if unknown."""
     import pwd
 
-    entry = pwd.getpwnam(user)
-    return entry.pw_uid, entry.pw_gid
+    pw = pwd.getpwnam(user)
+    groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
+    return Identity(pw.pw_name, pw.pw_uid, pw.pw_gid, groups, pw.pw_dir, pw.pw_shell or "/bin/sh")

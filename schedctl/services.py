@@ -42,8 +42,19 @@ AT_SLOT_DELAY = timedelta(minutes=2)
 # A firing this much later than its slot (plus the job's jitter), by the clock that fired it,
 # follows downtime: `--catch-up skip` skips it.
 START_GRACE = timedelta(minutes=5)
-# Never handed to jobs: the database URL holds a password.
+# Never handed down to jobs from schedctl's own environment: the database URL holds the
+# fleet's password, and libpq reads PG* variables (PGPASSWORD, PGPASSFILE, PGSERVICE,
+# PGSERVICEFILE, PGSYSCONFDIR, PGHOST, PGUSER, ...) to find and prove who connects where.
+# A job that needs any of them gets them from its own --env.
 SECRET_ENV = frozenset({"SCHEDCTL_DATABASE_URL"})
+LIBPQ_ENV_PREFIX = "PG"
+
+
+def inherited_env(base: Mapping[str, str]) -> dict[str, str]:
+    """Return what a job inherits of schedctl's environment: all but the database secrets."""
+    return {
+        k: v for k, v in base.items() if k not in SECRET_ENV and not k.startswith(LIBPQ_ENV_PREFIX)
+    }
 
 
 def add_job(store: Store, spec: JobSpec, clock: Clock) -> Job:
@@ -402,6 +413,14 @@ def _check_user(job: Job) -> None:
         raise ConfigError(
             f"job {job.name!r} runs as user {user!r}: start `schedctl run` as root or as {user}"
         )
+    if user and os.geteuid() == 0:
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            raise ConfigError(
+                f"job {job.name!r} runs as user {user!r}, who does not exist on this host: "
+                f"create the user or change the job's --user"
+            ) from None
 
 
 def _take_lock(
@@ -520,12 +539,21 @@ def _attempts(
 ) -> int:
     # Imported only by a run that won its claim: subprocess and its imports cost every racer
     # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
-    from schedctl.runner import RunRequest
+    from schedctl.runner import RunRequest, identity
 
     procs_dir = _stop_leftovers(ctx, job, fields)
     spec = job.spec
     argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
-    env = {k: v for k, v in ctx.base_env.items() if k not in SECRET_ENV}
+    env = inherited_env(ctx.base_env)
+    # Root starts the job as its user; the environment then says who it is, as systemd's
+    # User= and cron do, unless the job's own --env says otherwise.
+    user = spec.run_as_user if os.geteuid() == 0 else None
+    cwd = spec.workdir
+    if user:
+        who = identity(user)
+        env.update(HOME=who.home, USER=who.name, LOGNAME=who.name, SHELL=who.shell)
+        if cwd is None:
+            cwd = who.home if os.path.isdir(who.home) else "/"
     env.update(spec.env)
     attempt, exit_code = 1, 0
     while True:
@@ -535,9 +563,9 @@ def _attempts(
             SCHEDCTL_SLOT=slot.isoformat() if slot else "",
         )
         request = RunRequest(
-            argv, env, cwd=spec.workdir, timeout=spec.timeout_seconds,
-            output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds,
-            user=spec.run_as_user if os.geteuid() == 0 else None, cgroup=ctx.cgroup,
+            argv, env, cwd=cwd, timeout=spec.timeout_seconds,
+            output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds, user=user,
+            cgroup=ctx.cgroup,
         )  # fmt: skip
         record = _record_for(ctx, procs_dir, job, run_id, fields)
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from schedctl import operate
+from schedctl import operate, redact
 from schedctl.cli.context import state
 from schedctl.cli.run import emit
 from schedctl.config import URL_VAR
@@ -39,11 +39,15 @@ def daemon(
     """
     if health_port is not None and not 1 <= health_port <= 65535:
         raise ValidationError(f"--health-port {health_port} is not a TCP port: give 1-65535")
+    # Jobs run as this same user in a container; the database URL is in this process.
+    redact.hide_from_same_user()
     st = state(ctx)
     store = st.store()
     env = dict(os.environ)
-    # A --db given to the daemon must reach its runs too; run never hands it to the job.
-    env[URL_VAR] = st.settings.database.raw
+    if st.settings.source == "--db":
+        # A --db given to the daemon must reach its runs too; run never hands it to the job.
+        # From the environment or a config file, the runs find it themselves.
+        env[URL_VAR] = st.settings.database.raw
     argv = [sys.executable, "-m", "schedctl", "run", "--trigger", "daemon"]
 
     def spawn(job: Job) -> subprocess.Popen[bytes]:

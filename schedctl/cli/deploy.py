@@ -37,7 +37,9 @@ SchedctlPath = Annotated[
 EnvFile = Annotated[
     str,
     typer.Option(
-        "--env-file", help="EnvironmentFile= holding SCHEDCTL_DATABASE_URL; 'none' for none."
+        "--env-file",
+        help="File holding SCHEDCTL_DATABASE_URL, which units point schedctl at "
+        "(SCHEDCTL_CONFIG=); 'none' for none.",
     ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the diff; change nothing.")]

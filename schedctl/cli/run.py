@@ -117,6 +117,11 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         name, manual, trigger, own_db, at_slot = _parse(args)
         settings = config.resolve(os.environ, own_db or db_flag)
         warn_db_flag(settings)
+        if settings.database.backend == "postgresql":
+            # Other jobs of this user may be running (a daemon's, a container's): close this
+            # process, which holds the password, to them from the start. (libpq loads ctypes
+            # anyway; an SQLite run closes itself before its job starts, in the runner.)
+            redact.hide_from_same_user()
         datadir.check(settings.data_dir)  # before anything in it is opened
         from schedctl import services
 

@@ -102,9 +102,12 @@ def crontab_block(
 ) -> tuple[str, list[str]]:
     """Return the managed block and notes on jobs left out.
 
-    `user` None renders /etc/cron.d format (a user field per line); otherwise a user crontab,
-    which can only hold jobs that run as that user. `user_exists` (cron.d format only) leaves
-    out a job whose user this host lacks: Debian cron would ignore the whole file for it.
+    `user` None renders /etc/cron.d format; otherwise a user crontab. Every line starts
+    schedctl as root (cron.d user field `root`, or root's own crontab), and schedctl starts
+    the job as its --user: run as that user itself, schedctl would hold the database password
+    where the job could read it. A non-root user's crontab therefore holds only jobs without
+    --user (they run as that user, with that user's own configuration). `user_exists`
+    (cron.d format only) leaves out a job whose user this host lacks: its runs would fail.
     Raises ConfigError, naming the job, if Debian cron would reject any line.
     """
     lines = [
@@ -114,14 +117,21 @@ def crontab_block(
     notes: list[str] = []
     for job in sorted(jobs, key=lambda j: j.name):
         spec = job.spec
-        if user is not None and spec.run_as_user not in (None, user):
-            notes.append(f"job {job.name} runs as {spec.run_as_user}: not in {user}'s crontab")
+        runs_as = spec.run_as_user
+        if user not in (None, "root") and runs_as == user:
+            notes.append(
+                f"job {job.name} runs as {runs_as}: left out of {user}'s crontab, where schedctl "
+                f"would run as {user} too and the job could read its database password; install "
+                f"it as root instead (sudo schedctl sync crontab writes /etc/cron.d/schedctl)"
+            )
             continue
-        runs_as = spec.run_as_user or "root"
-        if user is None and user_exists is not None and not user_exists(runs_as):
+        if user not in (None, "root") and runs_as is not None:
+            notes.append(f"job {job.name} runs as {runs_as}: not in {user}'s crontab")
+            continue
+        if user is None and runs_as and user_exists is not None and not user_exists(runs_as):
             notes.append(
                 f"job {job.name} runs as {runs_as}, who does not exist on this host: left out "
-                f"(cron would ignore the whole file for it)"
+                f"(its runs would fail)"
             )
             continue
         schedule = Schedule.of(spec.schedule, spec.timezone)
@@ -134,8 +144,10 @@ def crontab_block(
         comment = one_line(f"job {job.name}: {spec.schedule} ({spec.timezone})")
         if superset:
             comment += f"; fires at a superset of its slots in {daemon_zone}, run skips the others"
+        if runs_as and runs_as != "root":
+            comment += f"; schedctl starts it as {runs_as}"
         lines.append(f"# {comment}")
-        who = "" if user is not None else f"{runs_as} "
+        who = "" if user is not None else "root "
         entries = [f"{fields} {who}{_cron_escape(command)}" for fields in all_fields]
         for entry in [f"# {comment}", *entries]:
             problem = entry_problem(entry, system=user is None)

@@ -93,6 +93,11 @@ def _systemd_quote(word: str) -> str:
     return f'"{escaped}"'
 
 
+def _env_value(text: str) -> str:
+    """Escape a value for a double-quoted Environment= assignment (no $ expansion there)."""
+    return _text(text).replace("\\", "\\\\").replace('"', '\\"')
+
+
 def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     """Return {file name: content} for the job's .timer and .service."""
     spec = job.spec
@@ -113,15 +118,15 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     service += ["Wants=network-online.target", "After=network-online.target", "", "[Service]"]
     service += ["Type=oneshot", "ExecStart=" + " ".join(_systemd_quote(a) for a in argv)]
     if target.env_file:
-        service.append(f"EnvironmentFile={_exact(target.env_file)}")
-    user = spec.run_as_user or "root"
-    service.append(f"User={user}")
-    if user != "root":
-        # Spool files and file locks of this runner live in a directory the user owns.
-        service += [
-            f"StateDirectory=schedctl-{user}",
-            f"Environment=SCHEDCTL_DATA_DIR=%S/schedctl-{user}",
-        ]
+        # schedctl reads the URL from the file itself: loaded with EnvironmentFile= it would
+        # sit in the process environment, where the job's user could look for it.
+        service.append(f'Environment="SCHEDCTL_CONFIG={_env_value(target.env_file)}"')
+    # schedctl runs as root whatever the job's user: with User= the job would share the
+    # runner's user and could read the database password from its memory (/proc/PID/environ).
+    # `schedctl run` starts the job itself as the job's user, with that user's groups.
+    service.append("User=root")
+    if spec.run_as_user and spec.run_as_user != "root":
+        service.append(f"# The job runs as {spec.run_as_user}.")
     service.append(f"WorkingDirectory={_exact(spec.workdir) if spec.workdir else '/'}")
     # schedctl run forwards SIGTERM to the job's process group and records the result; only
     # then may the rest be killed.

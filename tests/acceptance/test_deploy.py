@@ -36,7 +36,8 @@ def test_render_prints_units_crontab_and_kubernetes(tmp_path: Path) -> None:
         "schedctl-report.service", "schedctl-report.timer",
     ]  # fmt: skip
     cron = ok(cli("render", "crontab", "--cron-zone", "UTC")).out
-    assert "30 8 * * mon-fri daemon PATH=" in cron
+    # schedctl runs as root and starts the job as daemon.
+    assert "30 8 * * mon-fri root PATH=" in cron and "schedctl starts it as daemon" in cron
     assert "0 1,2 * * * root PATH=" in cron and "--at-slot backup" in cron
     docs = list(
         yaml.safe_load_all(ok(cli("render", "kubernetes", "--image", "reg/schedctl:1")).out)
@@ -112,7 +113,7 @@ def test_sync_crontab_replaces_only_its_block(tmp_path: Path) -> None:
         f.write("0 0 * * * root /bin/after\n")
     ok(cli("remove", "report", "--yes"))
     dry = ok(cli("sync", "crontab", "--file", str(target), "--cron-zone", "UTC", "--dry-run")).out
-    assert "-30 8 * * mon-fri daemon" in dry and "nothing written" in dry
+    assert "-30 8 * * mon-fri root" in dry and "nothing written" in dry
     ok(cli("sync", "crontab", "--file", str(target), "--cron-zone", "UTC"))
     final = target.read_bytes().decode()
     assert final.startswith(mine) and final.endswith("# END schedctl\n0 0 * * * root /bin/after\n")

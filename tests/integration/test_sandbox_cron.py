@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import pwd
+import secrets
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from cli_helpers import BIN, Cli, make_cli, ok, run_rows, store_as_older_versions_did
 from pgserver import PgServer
-from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files
+from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files, socket_url
 
 from schedctl.config import default_timezone, parse_database_url
 from schedctl.store.engine import make_engine
 
 pytestmark = pytest.mark.postgres
+PROBE = Path(__file__).resolve().parents[1] / "secret_probe.py"
 
 
 def test_synced_cron_d_file_fires_at_the_expected_minute_only(
@@ -99,7 +102,7 @@ def test_a_job_cron_would_reject_never_silences_the_others(
     ok(cli("add", "ghost", "-s", "0 9 * * 1-5", "--tz", zone, "--user", "ghostuser", "--", "true"))
     ok(cli("add", "bad", "-s", "@hourly", "--tz", zone, "--", "/bin/true"))
     store_as_older_versions_did(pg_url, "bad", schedule="\uff13 \uff14 * * *")
-    engine = sa.create_engine(parse_database_url(pg_url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(pg_url))
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE jobs SET created_at = created_at - interval '30 days'"))
     engine.dispose()
@@ -135,3 +138,49 @@ def test_a_job_cron_would_reject_never_silences_the_others(
     fired = [ln for ln in cron_log.splitlines() if "CMD (" in ln and "cron healthy" in ln]
     assert len(fired) == 1, cron_log
     assert [r["status"] for r in run_rows(pg_url, "healthy")] == ["succeeded"]
+
+
+def test_cron_user_job_cannot_read_the_database_password(
+    pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    """The synced line starts schedctl as root; the job runs as nobody and finds no password."""
+    if not FAKETIME_LIB.exists():
+        pytest.skip("libfaketime is not installed (apt-get install libfaketime)")
+    zone = default_timezone({})
+    cli: Cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, TZ=zone)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "peek", "-s", "* * * * *", "--tz", zone, "--user", "nobody", "--",
+           "/usr/bin/python3", "/usr/local/lib/secret_probe.py"))  # fmt: skip
+    secret = "Sc" + secrets.token_hex(12)
+    # The socket trusts, so the password is never used; it is in the 0600 env file only.
+    box_url = socket_url(pg, pg_url).replace(f"{pg.user}@", f"{pg.user}:{secret}@", 1)
+    files: dict[str, str | tuple[str, int]] = {
+        "etc/schedctl/schedctl.env": (f"SCHEDCTL_DATABASE_URL={box_url}\n", 0o600),
+        "usr/local/lib/secret_probe.py": (PROBE.read_text(), 0o644),
+    }
+    # Cron's clock starts 8 s before a minute: the line fires once while we watch.
+    box = Sandbox(
+        "cronsecret", "cron", pg.sockdir, files, binds(), faketime_at="2026-11-23 08:59:52"
+    )
+    try:
+        time.sleep(1.2)  # cron ignores a file written in the second it loaded its tables
+        ok_sync = box.exec(str(BIN), "sync", "crontab", "--schedctl", str(BIN)).stdout
+        assert "synced: 1 written" in ok_sync, ok_sync
+        text = box.path("/etc/cron.d/schedctl").read_text()
+        assert "* * * * * root PATH=" in text and " nobody PATH=" not in text
+        deadline = time.monotonic() + 40
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline and not any(r["finished_at"] for r in rows):
+            time.sleep(0.5)
+            rows = run_rows(pg_url, "peek")
+        cron_log = box.path("/var/log/cron-sandbox.log").read_text(errors="replace")
+    finally:
+        box.close()
+    assert rows and rows[0]["status"] == "succeeded", (rows, cron_log)
+    output = rows[0]["output_tail"]
+    assert "probe done" in output and secret not in output and secret not in cron_log
+    nobody = pwd.getpwnam("nobody")
+    assert f"uid={nobody.pw_uid} gid={nobody.pw_gid} groups=[{nobody.pw_gid}]" in output
+    assert "parent environ: 'unreadable (Permission denied)'" in output
+    assert "parent memory: unreadable (Permission denied)" in output
+    assert "config file: 'unreadable (Permission denied)'" in output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import pwd
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -12,7 +14,9 @@ from pathlib import Path
 import pytest
 from cli_helpers import BIN, Cli, make_cli, ok, run_rows
 from pgserver import PgServer
-from sandbox import Sandbox, binds, sandbox_files
+from sandbox import Sandbox, binds, sandbox_files, socket_url
+
+PROBE = Path(__file__).resolve().parents[1] / "secret_probe.py"
 
 pytestmark = pytest.mark.postgres
 
@@ -222,3 +226,45 @@ def test_a_job_under_a_systemd_service_runs_in_a_cgroup_of_its_own(
     finally:
         box.close()
     assert [r["status"] for r in run_rows(url, "held")] == ["succeeded"]
+
+
+def test_user_job_cannot_read_the_database_password(host: tuple[Cli, str], pg: PgServer) -> None:
+    """The runner is root's; the job runs as nobody and finds the password nowhere."""
+    cli, url = host
+    secret = "Sb" + secrets.token_hex(12)
+    # The sandbox reaches the server over its socket, which trusts: the password is never
+    # used, but it is in the URL in the env file, where an old unit would hand it on.
+    box_url = socket_url(pg, url).replace(f"{pg.user}@", f"{pg.user}:{secret}@", 1)
+    files: dict[str, str | tuple[str, int]] = {
+        "etc/schedctl/schedctl.env": (f"SCHEDCTL_DATABASE_URL={box_url}\n", 0o600),
+        "usr/local/lib/secret_probe.py": (PROBE.read_text(), 0o644),
+        # nobody gets a supplementary group, which the job must carry.
+        "etc/group": Path("/etc/group").read_text() + "schedctl-probe:x:4711:nobody\n",
+    }
+    probe = ["--", "/usr/bin/python3", "/usr/local/lib/secret_probe.py"]
+    ok(cli("add", "peek", "-s", "* * * * *", "--tz", "UTC", "--user", "nobody", *probe))
+    # The same probe as root: it does find the password where it may look (the control).
+    ok(cli("add", "peek-root", "-s", "* * * * *", "--tz", "UTC", *probe))
+    box = Sandbox("sdsecret", "systemd", pg.sockdir, files, binds())
+    try:
+        box.wait_running()
+        assert "4 written" in sync(box)
+        for job in ("peek", "peek-root"):
+            box.exec("systemctl", "start", f"schedctl-{job}.service", timeout=60)
+        journal = box.exec("journalctl", "-u", "schedctl-peek.service", "--no-pager").stdout
+        control = box.exec("journalctl", "-u", "schedctl-peek-root.service", "--no-pager").stdout
+    finally:
+        box.close()
+    rows = run_rows(url, "peek")
+    assert rows and all(r["status"] == "succeeded" for r in rows), rows
+    outputs = [journal, *(r["output_tail"] for r in rows)]
+    assert all("probe done" in text for text in outputs), journal
+    assert not any(secret in text for text in outputs), journal
+    nobody = pwd.getpwnam("nobody")
+    assert f"uid={nobody.pw_uid} gid={nobody.pw_gid} groups=[4711, {nobody.pw_gid}]" in journal
+    assert "parent environ: 'unreadable (Permission denied)'" in journal
+    assert "parent memory: unreadable (Permission denied)" in journal
+    assert "config file: 'unreadable (Permission denied)'" in journal
+    (root_row, *_) = run_rows(url, "peek-root")
+    assert secret in control and secret in root_row["output_tail"]
+    assert "parent memory: read" in control

@@ -69,14 +69,17 @@ def test_other_zone_is_a_shifted_superset() -> None:
     assert superset and lines[0] == "30 0,1 * * *" and "0 1 28 3 *" in lines
 
 
-def test_block_escapes_percent_and_names_the_user() -> None:
+def test_block_escapes_percent_and_starts_schedctl_as_root() -> None:
     block, notes = crontab_block(
         [job("a", "0 1 * * *", "UTC", "backup"), job("b", "0 2 * * *", "UTC")],
         Target("/usr/local/bin/schedctl"), "UTC", T0, user=None,
     )  # fmt: skip
     lines = block.splitlines()
     assert lines[0].startswith("# BEGIN schedctl") and lines[-1] == "# END schedctl"
-    assert "0 1 * * * backup PATH=" in block and "0 2 * * * root PATH=" in block
+    # schedctl itself always runs as root and starts job a as backup: as backup, it would
+    # hold the database password where the job could read it.
+    assert "0 1 * * * root PATH=" in block and "0 2 * * * root PATH=" in block
+    assert " backup PATH=" not in block and "schedctl starts it as backup" in block
     assert "/usr/local/bin/schedctl run --trigger cron a" in block
     assert notes == [] and block.endswith("\n")
     pct, _ = crontab_block([job("c", "0 1 * * *", "UTC")], Target("/opt/100%/schedctl"), "UTC",
@@ -84,14 +87,21 @@ def test_block_escapes_percent_and_names_the_user() -> None:
     assert "/opt/100\\%/schedctl" in pct and "100%/" not in pct
 
 
-def test_user_crontab_leaves_out_other_users_jobs() -> None:
-    block, notes = crontab_block(
-        [job("mine", "0 1 * * *", "UTC"), job("theirs", "0 1 * * *", "UTC", "backup")],
-        Target("/s"), "UTC", T0, user="alice",
-    )  # fmt: skip
-    assert "mine" in block and "theirs" not in block.split("# job theirs")[0][-1:]
-    assert "0 1 * * * PATH=" in block
-    assert notes == ["job theirs runs as backup: not in alice's crontab"]
+def test_user_crontab_leaves_out_jobs_with_a_user() -> None:
+    jobs = [
+        job("mine", "0 1 * * *", "UTC"),
+        job("theirs", "0 1 * * *", "UTC", "backup"),
+        job("as-alice", "0 1 * * *", "UTC", "alice"),
+    ]
+    block, notes = crontab_block(jobs, Target("/s"), "UTC", T0, user="alice")
+    assert "run --trigger cron mine" in block and "0 1 * * * PATH=" in block
+    assert "theirs" not in block and "as-alice" not in block
+    assert notes[0].startswith("job as-alice runs as alice: left out of alice's crontab, where")
+    assert "sudo schedctl sync crontab" in notes[0]
+    assert notes[1] == "job theirs runs as backup: not in alice's crontab"
+    # Root's own crontab holds every job: schedctl starts each as its user.
+    block, notes = crontab_block(jobs, Target("/s"), "UTC", T0, user="root")
+    assert notes == [] and block.count("0 1 * * * PATH=/") == 3
 
 
 def test_replace_block_keeps_every_other_byte() -> None:
@@ -119,13 +129,12 @@ def test_a_line_debian_cron_would_reject_stops_the_block_naming_the_job() -> Non
 
 
 def test_cron_d_block_leaves_out_jobs_whose_user_this_host_lacks() -> None:
-    # Debian cron ignores the whole /etc/cron.d file for a line naming an unknown user.
+    # Its runs would fail on this host (the line itself names root, whom cron knows).
     block, notes = crontab_block(
         [job("a", "0 1 * * *", "UTC", "ghost"), job("b", "0 2 * * *", "UTC")],
         Target("/s"), "UTC", T0, user=None, user_exists=lambda name: name != "ghost",
     )  # fmt: skip
     assert "0 2 * * * root" in block and "ghost" not in block
     assert notes == [
-        "job a runs as ghost, who does not exist on this host: left out (cron would ignore "
-        "the whole file for it)"
+        "job a runs as ghost, who does not exist on this host: left out (its runs would fail)"
     ]

@@ -100,8 +100,11 @@ def test_units_carry_the_job_settings(tmp_path: Path) -> None:
     lines = service.splitlines()
     assert "Type=oneshot" in lines
     assert f'ExecStart="{BIN}" "run" "--trigger" "timer" "backup"' in lines
-    assert "EnvironmentFile=/etc/schedctl/schedctl.env" in lines
-    assert "User=nobody" in lines
+    # schedctl reads the URL from the file itself and runs as root; the job runs as nobody.
+    assert 'Environment="SCHEDCTL_CONFIG=/etc/schedctl/schedctl.env"' in lines
+    assert not any(ln.startswith("EnvironmentFile=") for ln in lines)
+    assert "User=root" in lines and "User=nobody" not in lines
+    assert not any(ln.startswith(("StateDirectory=", "DynamicUser=")) for ln in lines)
     assert "WorkingDirectory=/srv/a b" in lines
     # Stop timeout above the job's own timeout plus schedctl's kill grace.
     assert "TimeoutStopSec=640s" in lines
