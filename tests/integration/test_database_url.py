@@ -113,3 +113,17 @@ def test_connections_go_where_libpq_reads_the_url(pg: PgServer) -> None:
         finally:
             store.close()
         assert password not in str(url) and quote(password, safe="") not in str(url)
+
+
+def test_no_libpq_environment_variable_reaches_a_job() -> None:
+    # libpq's own list of the variables it reads (PQconndefaults) is the oracle for the rule.
+    from psycopg import pq
+
+    from schedctl.services import inherited_env
+
+    names = {o.envvar.decode() for o in pq.Conninfo.get_defaults() if o.envvar}
+    assert {"PGPASSWORD", "PGPASSFILE", "PGSERVICE", "PGHOST", "PGUSER"} <= names
+    # Read outside that list: where service files are.
+    names |= {"PGSERVICEFILE", "PGSYSCONFDIR"}
+    env = {name: "x" for name in names} | {"SCHEDCTL_DATABASE_URL": "x"}
+    assert inherited_env(env | {"HOME": "/root"}) == {"HOME": "/root"}
