@@ -285,7 +285,8 @@ class PgRunDB:
             raise TransactionPoolerError()
         try:
             with libpq.Connection(
-                {**self._params, "application_name": "schedctl run (pool check)"}
+                {**self._params, "application_name": "schedctl run (pool check)"},
+                expand_dbname=False,
             ) as other:
                 theirs = other.execute("SELECT pg_backend_pid()").fetchone()
         except libpq.PgError as e:
