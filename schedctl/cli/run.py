@@ -61,7 +61,7 @@ def emit(event: str, level: str = "info", **fields: Any) -> None:
 
 def error(message: str) -> None:
     """Write one `schedctl: error:` line to stderr."""
-    sys.stderr.write(f"schedctl: error: {message}\n")
+    sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
     sys.stderr.flush()
 
 
