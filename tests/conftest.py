@@ -10,6 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from cli_helpers import Cli, cli_env, make_cli, ok
 from pgserver import PgServer, destroy, start_server
 
 from schedctl.config import DatabaseURL, parse_database_url
@@ -44,6 +45,23 @@ def db_url(request: pytest.FixtureRequest) -> str:
     if request.param == "sqlite":
         return str(request.getfixturevalue("sqlite_url"))
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Cli, str, dict[str, str]]:
+    """The installed binary on each backend: (cli, database URL, its environment).
+
+    SQLite lives in the data directory, where `run` would create it.
+    """
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+        env = cli_env(tmp_path)
+    else:
+        url = str(request.getfixturevalue("pg_url"))
+        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})
+    ok(cli("db", "upgrade"))
+    return cli, url, env
 
 
 @pytest.fixture

@@ -3,35 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import pty
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error
+from cli_helpers import Cli, cli_env, make_cli, ok, one_line_error, tty_run
 from PIL import Image, ImageStat
 from prometheus_client.parser import text_string_to_metric_families
 
 
 def _tty_output(args: list[str], env: dict[str, str]) -> str:
-    """Run the binary with stdout on a pseudo-terminal, as in an operator's shell."""
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([str(BIN), *args], env=env, stdout=slave, stderr=subprocess.PIPE)
-    os.close(slave)
-    chunks = []
-    while True:
-        try:
-            data = os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(master)
-    assert proc.wait(timeout=60) == 0
-    return b"".join(chunks).decode()
+    """Run the binary on a pseudo-terminal; return what it showed."""
+    rc, shown = tty_run(args, env)
+    assert rc == 0
+    return shown.decode()
 
 
 @pytest.fixture

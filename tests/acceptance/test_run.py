@@ -68,20 +68,6 @@ def own_server(
         destroy(server)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Cli, str, dict[str, str]]:
-    """(cli, database URL, environment) on each backend."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
-        env = cli_env(tmp_path)
-    else:
-        url = str(request.getfixturevalue("pg_url"))
-        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url)
-    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})
-    ok(cli("db", "upgrade"))
-    return cli, url, env
-
-
 def test_run_claims_the_slot_once_and_records_it(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:

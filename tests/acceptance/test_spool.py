@@ -28,20 +28,6 @@ from pgserver import PgServer, destroy, start_server
 SPOOLED = "spooled-"  # output tail of the results these tests spool
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Cli, str, dict[str, str]]:
-    """(cli, database URL, environment) on each backend; SQLite in the data directory."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
-        env = cli_env(tmp_path)
-    else:
-        url = str(request.getfixturevalue("pg_url"))
-        env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url)
-    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})
-    ok(cli("db", "upgrade"))
-    return cli, url, env
-
-
 def spooled_result(run_id: int, **change: Any) -> dict[str, Any]:
     """A result as `run` spools it, for run `run_id`."""
     result = {
