@@ -247,7 +247,7 @@ def _claimable_from(job: Job, db_now: datetime) -> datetime:
     """Return the oldest slot of `job` a firing may still claim, now or later.
 
     Every firing from `db_now` on claims a slot of the claim window at its own time, whose
-    oldest slot only moves forward (README "How `run` works", step 2).
+    oldest slot only moves forward (docs/how-run-works.md, step 2).
     """
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     return claim_window(schedule, db_now).oldest or _EPOCH

@@ -229,7 +229,7 @@ def _ago(delta: timedelta) -> str:
 
 
 def check_job(facts: JobFacts, now: datetime) -> JobCheck:
-    """Judge one job by monitoring rules (see the README's `check` section)."""
+    """Judge one job by monitoring rules (see docs/monitoring.md, `check`)."""
     job = facts.job
     if not job.spec.enabled:
         return JobCheck(job.name, Severity.OK, ("disabled",))

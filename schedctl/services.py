@@ -249,7 +249,7 @@ def _pick_slot(
     trigger: Trigger,
     fields: dict[str, Any],
 ) -> datetime | None:
-    """Return the slot this firing serves (README "How `run` works", step 2), or None."""
+    """Return the slot this firing serves (docs/how-run-works.md, step 2), or None."""
     db_now, host_now = clocks
     # The daemon fires by the database clock; timers, cron and catch-up by the host's.
     pick = pick_slot(schedule, db_now if trigger is Trigger.DAEMON else host_now, db_now)
