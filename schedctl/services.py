@@ -388,7 +388,10 @@ def run_job(
 
     lock = ctx.lock_for(job)
     lock.prepare()  # a lock file that is not safe is refused before the slot is taken
-    run_id = claim(1)
+    # Only a slot from before the job was (re)defined can have run under an earlier job of
+    # the same name; checking just then keeps the common claim to one round trip.
+    ran = slot is not None and slot < job.created_at and ctx.db.ran_before_readded(job.name, slot)
+    run_id = None if ran else claim(1)
     if run_id is None:
         lock.release()
         ctx.emit("run.skipped.duplicate", **fields)

@@ -112,6 +112,10 @@ class RunDB(Protocol):
         """Insert the run row; return its id, or None when the slot is already claimed."""
         ...
 
+    def ran_before_readded(self, name: str, slot: datetime) -> bool:
+        """Return whether a removed job of the same name already ran `slot`."""
+        ...
+
     def mark_started(self, run_id: int) -> datetime:
         """Record that the job process starts now (also its first heartbeat); return when."""
         ...
@@ -180,6 +184,14 @@ def _finish_values(r: RunResult, ts: Any) -> tuple[Any, ...]:
         r.status.value, r.exit_code, r.signal, ts(r.started_at), ts(r.finished_at),
         r.duration_seconds, tail, r.output_bytes, r.output_truncated,
     )  # fmt: skip
+
+
+# A removed job's runs keep its name with job_id NULL: a job added again under that name must
+# not run a slot its predecessor already ran.
+_RAN_BEFORE_READDED = (
+    "SELECT 1 FROM runs WHERE job_name = %s AND slot = %s AND attempt = 1 AND job_id IS NULL "
+    "LIMIT 1"
+)
 
 
 class PgRunDB:
@@ -315,6 +327,10 @@ class PgRunDB:
             _claim_values(claim, self.backend_pid(), lambda v: v),
         ).fetchone()
         return None if row is None else int(row[0])
+
+    def ran_before_readded(self, name: str, slot: datetime) -> bool:
+        """Return whether a removed job of the same name already ran `slot`."""
+        return bool(self._sql(_RAN_BEFORE_READDED, (name, slot)).fetchone())
 
     def mark_started(self, run_id: int) -> datetime:
         """Record the start, by the server's clock: it is the run's first heartbeat too."""
@@ -505,6 +521,11 @@ class SqliteRunDB:
             _claim_values(claim, None, _sqlite_ts),
         ).fetchone()
         return None if row is None else int(row[0])
+
+    def ran_before_readded(self, name: str, slot: datetime) -> bool:
+        """Return whether a removed job of the same name already ran `slot`."""
+        sql = _RAN_BEFORE_READDED.replace("%s", "?")
+        return bool(self._sql(sql, (name, _sqlite_ts(slot))).fetchone())
 
     def mark_started(self, run_id: int) -> datetime:
         """Record the start."""

@@ -117,6 +117,26 @@ def test_run_claims_the_slot_once_and_records_it(
     assert row["started_at"] <= row["finished_at"]
 
 
+def test_a_job_removed_and_added_again_does_not_run_the_same_slot_twice(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    side = tmp_path / "side"
+    schedule = this_minute_daily()
+    job = ["add", "again", "-s", schedule, "--tz", "UTC", "--shell", "--"]
+    ok(cli(*job, f'echo "$SCHEDCTL_SLOT" >> {side}'))
+    ok(cli("run", "again", "--trigger", "cron"))
+    ok(cli("remove", "again", "--yes"))
+    ok(cli(*job, f'echo "$SCHEDCTL_SLOT" >> {side}'))
+
+    second = cli("run", "again", "--trigger", "cron")
+
+    assert second.rc == 0, second.err
+    assert "event=run.skipped.duplicate" in second.err, second.err
+    assert len(side.read_text().splitlines()) == 1
+    assert [r["status"] for r in run_rows(url, "again")] == ["succeeded"]
+
+
 def test_manual_runs_exit_codes_timeout_and_retries(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:
