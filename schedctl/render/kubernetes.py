@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Sequence
 
-from schedctl.errors import ConfigError
+from schedctl.errors import ConfigError, ValidationError
 from schedctl.models import Job
 from schedctl.render import KILL_GRACE, STOP_GRACE
 
@@ -37,8 +37,29 @@ def k8s_name(job_name: str) -> str:
     return f"{PREFIX}{stem}--{tag}" if stem else f"{PREFIX}-{tag}"
 
 
+# What the API server accepts: a Secret's name is a DNS-1123 subdomain, its key a config key.
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+
+
+def _check_refs(image: str, secret: str, key: str) -> None:
+    """Refuse an image, Secret name or key the cluster would reject when applied."""
+    if not image or image != image.strip() or any(c.isspace() or ord(c) < 32 for c in image):
+        raise ValidationError(
+            f"--image {image!r} is not an image reference: give one like registry/schedctl:0.1"
+        )
+    if len(secret) > 253 or not _SUBDOMAIN.fullmatch(secret):
+        raise ValidationError(
+            f"--secret {secret!r} is not a Kubernetes Secret name: use lower-case letters, "
+            f"digits, '-' and '.' (at most 253), e.g. schedctl-db"
+        )
+    if len(key) > 253 or not _SECRET_KEY.fullmatch(key):
+        raise ValidationError(f"Secret key {key!r} may hold only letters, digits, '-', '_', '.'")
+
+
 def render_kubernetes(jobs: Sequence[Job], image: str, secret: str, key: str = "url") -> str:
     """Return CronJob manifests (YAML; strings JSON-quoted, which YAML reads as they are)."""
+    _check_refs(image, secret, key)
     q = json.dumps
     docs: list[str] = []
     seen: dict[str, str] = {}

@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 from cli_helpers import BIN, Cli, make_cli, ok, one_line_error, store_as_older_versions_did
 
@@ -193,3 +194,20 @@ def test_kubernetes_names_of_jobs_differing_in_punctuation_differ(tmp_path: Path
     assert len(set(names.values())) == 3, names
     assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", n) and len(n) <= 52
                for n in names.values()), names  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "fragment"),
+    [
+        ("--image", "", "not an image reference"),
+        ("--image", "reg/schedctl:1 --privileged", "not an image reference"),
+        ("--secret", "Bad Name!", "not a Kubernetes Secret name"),
+        ("--secret", "-db", "not a Kubernetes Secret name"),
+    ],
+)
+def test_kubernetes_references_the_cluster_would_reject_are_refused(
+    tmp_path: Path, option: str, value: str, fragment: str
+) -> None:
+    cli = make_cli(tmp_path, TZ="UTC")
+    ok(cli("add", "k", "-s", "@daily", "--", "true"))
+    one_line_error(cli("render", "kubernetes", option, value), 2, fragment)
