@@ -141,10 +141,7 @@ def _parse_postgresql(raw: str, source: str | None) -> DatabaseURL:
     try:
         params = libpq.conninfo_parse(uri)
     except libpq.LibpqMissingError as e:
-        raise ConfigError(
-            f"cannot load libpq, PostgreSQL's client library ({e}); reinstall schedctl "
-            "(install.sh) or install the libpq5 package"
-        ) from None
+        raise ConfigError(e.advice()) from None
     except libpq.PgError as e:
         # libpq quotes the offending part of the URL, which may be the password (itself
         # perhaps holding a quote): keep only what comes before the first quote.

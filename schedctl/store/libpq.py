@@ -44,6 +44,13 @@ class PgOperationalError(PgError):
 class LibpqMissingError(Exception):
     """Neither psycopg's libpq nor the system's could be loaded."""
 
+    def advice(self) -> str:
+        """Return the one-line error for the user: what is missing and how to get it."""
+        return (
+            f"cannot load libpq, PostgreSQL's client library ({self}); reinstall schedctl "
+            "(install.sh) or install the libpq5 package"
+        )
+
 
 def _bundled() -> list[str]:
     """Return psycopg[binary]'s own libpq, if installed next to schedctl's dependencies."""

@@ -220,10 +220,7 @@ class PgRunDB:
         try:
             self.conn = libpq.Connection(params, expand_dbname=False)
         except libpq.LibpqMissingError as e:
-            raise ConfigError(
-                f"cannot load libpq, PostgreSQL's client library ({e}); reinstall schedctl "
-                "(install.sh) or install the libpq5 package"
-            ) from None
+            raise ConfigError(e.advice()) from None
         except libpq.PgError as e:
             raise translate(e, url) from None
 
