@@ -13,7 +13,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from schedctl import redact
 from schedctl.proctree import (
@@ -148,16 +148,28 @@ class _Ring:
         return str(memoryview(clean)[start:], "utf-8"), truncated
 
 
+class CannotStart(Exception):
+    """The job's process could not be started (missing, not executable, no fork)."""
+
+    def __init__(self, error: OSError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def _write_all(fd: int, data: bytes) -> bool:
-    """Write `data` to `fd`; return False once the reader has gone (EPIPE), so we stop trying."""
+    """Write `data` to `fd`; return False once it cannot take more, so we stop trying.
+
+    A reader gone (EPIPE), a full disk, a closed or failing descriptor: the job's output is
+    still kept in the tail, and the job itself must not notice.
+    """
     view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)
-        except BrokenPipeError:
-            return False
         except InterruptedError:
             continue
+        except OSError:
+            return False
         view = view[n:]
     return True
 
@@ -264,7 +276,7 @@ class Supervisor:
             self._foreign = set(children(os.getpid()))
             self._cgroup = RunCgroup.create() if req.cgroup else None
             self._save_record(cgroup_changed=True)  # a crash from here on leaves it on record
-            self._proc = subprocess.Popen(
+            self._proc = _start(
                 list(req.argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -277,7 +289,7 @@ class Supervisor:
                 group=who.gid if who else None,
                 extra_groups=who.groups if who else None,
                 # schedctl run is single-threaded, and the hook makes no imports.
-                preexec_fn=child_setup_hook(self._cgroup, who.uid if who else None),  # noqa: PLW1509
+                preexec_fn=child_setup_hook(self._cgroup, who.uid if who else None),
             )
             if self._cgroup is not None and not self._cgroup.holds(self._proc.pid):
                 self._drop_cgroup()  # the host would not let the job join it: do without
@@ -487,6 +499,14 @@ class Supervisor:
             in_cgroup=self._cgroup is not None,
             survivors=self._survivors,
         )
+
+
+def _start(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start the job's process; raise CannotStart when it cannot be started."""
+    try:
+        return subprocess.Popen(argv, **kwargs)
+    except OSError as e:
+        raise CannotStart(e) from e
 
 
 def _pidfd(pid: int) -> int | None:

@@ -172,7 +172,13 @@ def next_fires(job: Job, after: datetime, count: int) -> list[datetime]:
     """Return the next `count` fire instants of `job` after `after`, in the job's zone."""
     if not 1 <= count <= MAX_NEXT_COUNT:
         raise ValidationError(f"--count must be between 1 and {MAX_NEXT_COUNT}")
-    return Schedule.of(job.spec.schedule, job.spec.timezone).next_after(after, count)
+    try:
+        return Schedule.of(job.spec.schedule, job.spec.timezone).next_after(after, count)
+    except OverflowError:
+        raise ValidationError(
+            f"no {count} fire times after {after.isoformat()} within the years 1 to 9999: "
+            f"choose another --after or a smaller --count"
+        ) from None
 
 
 SAMPLE_JOB = "hello"
@@ -636,7 +642,7 @@ def _run_once(
     fields: dict[str, Any],
     record: ProcRecord | None = None,
 ) -> tuple[RunResult, int]:
-    from schedctl.runner import Supervisor
+    from schedctl.runner import CannotStart, Supervisor
 
     interval = ctx.heartbeat_seconds
     reply = heartbeat_reply_seconds(interval)
@@ -665,10 +671,10 @@ def _run_once(
 
     try:
         outcome = supervisor.run(tick=heartbeat, tick_interval=_TICK_SECONDS)
-    except OSError as e:
+    except CannotStart as e:
         # Could not start it at all: report like a shell does (127 missing, 126 not executable).
-        code = 127 if isinstance(e, FileNotFoundError) else 126
-        message = f"schedctl: cannot execute {request.argv[0]}: {e.strerror}\n"
+        code = 127 if isinstance(e.error, FileNotFoundError) else 126
+        message = f"schedctl: cannot execute {request.argv[0]}: {e.error.strerror}\n"
         finished = _now_or(ctx, started)
         ctx.emit("run.finished", **fields, status="failed", exit_code=code)
         return RunResult(
