@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import os
 import sys
+from typing import Any
 
 from schedctl import redact
-from schedctl.errors import ExitCode, SchedctlError
+from schedctl.errors import ExitCode, OutputError, SchedctlError
 
 
 def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
@@ -33,13 +35,79 @@ def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
 
 
 def _fail(message: str, code: int) -> int:
-    sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
+        sys.stderr.flush()
     return code
+
+
+def _standard_streams() -> bool:
+    """Give a closed stdin, stdout or stderr /dev/null; return whether stdout was closed.
+
+    Otherwise the next file opened (a database, a lock) would get its number, and the job's
+    output or an event line would be written into it.
+    """
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+            # The lowest free number: this one, as those below it are open by now.
+            os.open(os.devnull, os.O_RDWR)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    stdout_closed = sys.stdout is None
+    if stdout_closed:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return stdout_closed or 1 in closed
+
+
+class _Stdout(io.RawIOBase):
+    """File descriptor 1 for the main CLI: a write that fails raises OutputError.
+
+    A full disk, a closed or failing descriptor then ends the command with one line and its own
+    exit code, and what is left unwritten is dropped so that exiting does not try again.
+    """
+
+    failed = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def isatty(self) -> bool:
+        return os.isatty(1)
+
+    def write(self, data: Any) -> int:
+        if self.failed:
+            return len(data)
+        try:
+            return os.write(1, data)
+        except BrokenPipeError:
+            self.failed = True
+            raise
+        except OSError as e:
+            self.failed = True
+            raise OutputError(f"cannot write output: {e.strerror}") from None
+
+
+def _guard_stdout() -> None:
+    old = sys.stdout
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(_Stdout()),
+        encoding=old.encoding,
+        errors=old.errors,
+        line_buffering=bool(old.line_buffering),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
     args = sys.argv[1:] if argv is None else argv
+    stdout_closed = _standard_streams()
     fast = _fast_args(args)
     if fast is not None:
         # Hot paths: timers start `run` and monitoring starts `check` on every host, again and
@@ -56,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
 
         return check_main(own, db)
     debug = "--debug" in args or os.environ.get("SCHEDCTL_DEBUG") == "1"
+    if stdout_closed:
+        return _fail(
+            "cannot write output: standard output is closed; give the command somewhere to "
+            "write (e.g. >/dev/null)",
+            ExitCode.OUTPUT,
+        )
+    _guard_stdout()
     import click
     import typer
 
@@ -64,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     command = typer.main.get_command(app)
     try:
         result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
+        sys.stdout.flush()  # here, where a failure still gets its line and exit code
     except SchedctlError as e:
         if debug:
             sys.stderr.write(redact.traceback_text())
@@ -103,6 +179,6 @@ def run() -> None:
 def _flush_and_exit(code: int) -> None:
     for stream in (sys.stdout, sys.stderr):
         # Reader gone or stream closed: nothing left to deliver.
-        with contextlib.suppress(BrokenPipeError, ValueError):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
             stream.flush()
     os._exit(code)

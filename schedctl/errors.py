@@ -14,6 +14,7 @@ class ExitCode(IntEnum):
     NOT_FOUND = 3
     CONFLICT = 4
     SCHEMA = 5
+    OUTPUT = 74
     DB_UNAVAILABLE = 75
     DB_AUTH = 77
     CONFIG = 78
@@ -59,6 +60,12 @@ class DatabaseAuthError(SchedctlError):
     """The database refused our credentials."""
 
     exit_code = ExitCode.DB_AUTH
+
+
+class OutputError(SchedctlError):
+    """Standard output cannot be written: closed, disk full, an I/O error."""
+
+    exit_code = ExitCode.OUTPUT
 
 
 class ConfigError(SchedctlError):

@@ -105,7 +105,13 @@ def apply(changes: Sequence[FileChange], mode: int = 0o644) -> None:
             if ch.new is not None:
                 staged.append((_stage(ch.path, ch.new, mode), ch.path))
         for tmp, path in staged:
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:  # a directory there, say
+                raise ConfigError(
+                    f"cannot write {path}: {exc.strerror}; give the path of a file "
+                    f"(no file was replaced)"
+                ) from None
             renamed += 1
     finally:
         for tmp, _ in staged[renamed:]:

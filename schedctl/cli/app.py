@@ -12,6 +12,7 @@ from schedctl.cli.context import State, state
 from schedctl.cli.quickstart import quickstart
 
 app = typer.Typer(
+    suggest_commands=False,  # click already says "Did you mean"
     name="schedctl",
     help="Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot.",
     no_args_is_help=True,

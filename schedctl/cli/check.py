@@ -83,7 +83,32 @@ def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
 
 
 def main(args: list[str], db_flag: str | None = None) -> int:
-    """Run `schedctl check ARGS`; return the monitoring exit code."""
+    """Run `schedctl check ARGS`; return the monitoring exit code, UNKNOWN whatever goes wrong."""
+    try:
+        code = _main(args, db_flag)
+        sys.stdout.flush()  # the answer is delivered here, or this check is UNKNOWN
+        return code
+    except Exception as e:
+        # Nothing could be said on stdout (disk full, closed, I/O error): say it on stderr.
+        if "--debug" in args:
+            _stderr(redact.traceback_text())
+        if isinstance(e, OSError):
+            why = f"cannot write the check's output: {e.strerror or e}"
+        else:
+            why = f"internal error ({redact.describe(e)})"
+        _stderr(f"schedctl: error: {why}\n")
+        return int(Severity.UNKNOWN)
+
+
+def _stderr(text: str) -> None:
+    try:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def _main(args: list[str], db_flag: str | None) -> int:
     if "-h" in args or "--help" in args:
         sys.stdout.write(USAGE)
         return 0

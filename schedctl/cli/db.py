@@ -10,7 +10,9 @@ from schedctl.cli.context import state
 from schedctl.cli.output import done, out, print_json
 from schedctl.errors import SchemaError
 
-app = typer.Typer(help="Database schema: status and upgrade.", no_args_is_help=True)
+app = typer.Typer(
+    suggest_commands=False, help="Database schema: status and upgrade.", no_args_is_help=True
+)
 
 
 @app.command()

@@ -19,10 +19,14 @@ from schedctl.schedule import load_zone
 from schedctl.validate import check_unit_path
 
 render_app = typer.Typer(
-    help="Print (or write) what schedctl would install for the jobs.", no_args_is_help=True
+    suggest_commands=False,
+    help="Print (or write) what schedctl would install for the jobs.",
+    no_args_is_help=True,
 )
 sync_app = typer.Typer(
-    help="Make this host's timers or crontab match the database.", no_args_is_help=True
+    suggest_commands=False,
+    help="Make this host's timers or crontab match the database.",
+    no_args_is_help=True,
 )
 
 Jobs = Annotated[list[str] | None, typer.Argument(help="Only these jobs [default: all enabled].")]

@@ -44,9 +44,29 @@ Example: schedctl run nightly-backup --now
 _TRIGGERS = {t.value: t for t in Trigger if t is not Trigger.MANUAL}
 
 
+# What a bare value may not hold: the separators, and every control character (C0 with TAB and
+# CR, DEL, C1, the Unicode line and paragraph separators), which a terminal or a log pipeline
+# would obey or split on.
+_QUOTED = frozenset(
+    ' ="\\\x7f\u2028\u2029' + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x80, 0xA0)))
+)
+
+
 def _value(text: Any) -> str:
     s = str(text)
-    return json.dumps(s) if not s or any(c in s for c in ' ="\\') else s
+    if s and _QUOTED.isdisjoint(s):
+        return s
+    # JSON escapes C0 and, ASCII only, C1 and U+2028/2029; DEL is ASCII and left to us.
+    return json.dumps(s).replace("\x7f", "\\u007f")
+
+
+def _say(line: str) -> None:
+    """Write one line to stderr; a closed or failing stderr loses the line, never the run."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def emit(event: str, level: str = "info", **fields: Any) -> None:
@@ -55,14 +75,12 @@ def emit(event: str, level: str = "info", **fields: Any) -> None:
     stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
     parts = [f"timestamp={stamp}", f"level={level}", f"event={event}"]
     parts += [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
-    sys.stderr.write(redact.scrub(" ".join(parts)) + "\n")
-    sys.stderr.flush()
+    _say(redact.scrub(" ".join(parts)) + "\n")
 
 
 def error(message: str) -> None:
     """Write one `schedctl: error:` line to stderr."""
-    sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
-    sys.stderr.flush()
+    _say(f"schedctl: error: {redact.scrub(message)}\n")
 
 
 def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
@@ -134,18 +152,15 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         return services.run_job(ctx, name, trigger, manual, at_slot)
     except SchedctlError as e:
         if "--debug" in args:
-            sys.stderr.write(redact.traceback_text())
-        sys.stderr.write(f"schedctl: error: {redact.scrub(str(e))}\n")
+            _say(redact.traceback_text())
+        error(str(e))
         return int(e.exit_code)
     except KeyboardInterrupt:
         return 130
     except Exception as e:
         if "--debug" in args:
-            sys.stderr.write(redact.traceback_text())
-        sys.stderr.write(
-            f"schedctl: error: unexpected internal error ({redact.describe(e)}); "
-            f"rerun with --debug and report it\n"
-        )
+            _say(redact.traceback_text())
+        error(f"unexpected internal error ({redact.describe(e)}); rerun with --debug and report it")
         return int(ExitCode.INTERNAL)
     finally:
         if db is not None:
@@ -156,7 +171,7 @@ def warn_db_flag(settings: config.Settings) -> None:
     """Say on stderr when --db carries a password, which `ps` shows to every user."""
     warning = config.db_flag_warning(settings)
     if warning:
-        sys.stderr.write(f"schedctl: warning: {warning}\n")
+        _say(f"schedctl: warning: {warning}\n")
 
 
 def _context(settings: config.Settings) -> RunContext:
