@@ -18,6 +18,8 @@ import pytest
 from cli_helpers import BIN, cli_env, make_cli, ok, run_rows
 from pgserver import PgServer
 
+import schedctl
+
 pytestmark = [
     pytest.mark.postgres,
     pytest.mark.skipif(os.geteuid() != 0, reason="starting jobs as other users needs root"),
@@ -47,6 +49,27 @@ def shared_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def schedctl_for_nobody(runuser: str, shared_dir: Path, env: dict[str, str]) -> list[str]:
+    """Return a command that starts the installed schedctl as `nobody`.
+
+    A virtualenv under root's home (CI's) is closed to other users: then run the installed
+    package itself (what `run` loads: schedctl and psycopg's libpq) from a copy they can read,
+    with the system interpreter the virtualenv was built from.
+    """
+    probe = [runuser, "-u", "nobody", "--", "test", "-x", str(BIN)]
+    if subprocess.run(probe, check=False).returncode == 0:
+        return [str(BIN)]
+    site = Path(schedctl.__file__).parent.parent
+    copy = shared_dir / "site"
+    shutil.copytree(Path(schedctl.__file__).parent, copy / "schedctl")
+    if (site / "psycopg_binary.libs").is_dir():
+        shutil.copytree(site / "psycopg_binary.libs", copy / "psycopg_binary.libs")
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    env["PYTHONPATH"] = str(copy)
+    return [PYTHON, "-m", "schedctl"]
 
 
 def job_user() -> pwd.struct_passwd:
@@ -119,7 +142,8 @@ def test_a_job_of_the_runners_own_user_cannot_read_the_runner(
     env["SCHEDCTL_CONFIG"] = "/dev/null"
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
     done = subprocess.run(
-        [runuser, "-u", "nobody", "--", str(BIN), "run", "peek", "--now"],
+        [runuser, "-u", "nobody", "--", *schedctl_for_nobody(runuser, shared_dir, env),
+         "run", "peek", "--now"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
