@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,32 @@ def run_rows(url: str, job: str | None = None) -> list[dict[str, Any]]:
     try:
         with engine.connect() as conn:
             return [dict(r) for r in conn.execute(query).mappings()]
+    finally:
+        engine.dispose()
+
+
+def age_runs(url: str, job: str, seconds: float) -> None:
+    """Move the recorded times of `job`'s runs `seconds` into the past, as if they ran then.
+
+    Stands for waiting that long, where only the runs' age matters (retention).
+    """
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.store.engine import make_engine
+    from schedctl.store.tables import runs
+
+    times = ("claimed_at", "started_at", "finished_at", "heartbeat_at")
+    engine = make_engine(parse_database_url(url))
+    try:
+        with engine.begin() as conn:
+            rows = conn.execute(sa.select(runs.c.id, *(runs.c[c] for c in times))
+                                .where(runs.c.job_name == job)).all()  # fmt: skip
+            assert rows, job
+            for row in rows:
+                moved = {c: v - timedelta(seconds=seconds) for c, v in zip(times, row[1:],
+                         strict=True) if v is not None}  # fmt: skip
+                conn.execute(sa.update(runs).where(runs.c.id == row[0]).values(**moved))
     finally:
         engine.dispose()
 
