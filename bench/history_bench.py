@@ -58,8 +58,8 @@ def load(url: str, hours: int) -> tuple[int, float]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.store.engine import make_engine
-    from schedctl.store.tables import runs
+    from schedctl.db.engine import make_engine
+    from schedctl.db.tables import runs
 
     engine = make_engine(parse_database_url(url))
     start = time.perf_counter()
@@ -125,8 +125,8 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     from schedctl import operate
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
-    from schedctl.store import reporting
-    from schedctl.store.repo import Store
+    from schedctl.db import reporting
+    from schedctl.db.repo import Store
 
     store = Store.open(parse_database_url(url))
     clock = SystemClock()
@@ -190,7 +190,7 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
 
 def _global_window() -> str:
     """The shipped window query's aggregates, over one scan of the window instead of per job."""
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     text = str(reporting._PG_WINDOW)
     select = text[text.index(" SELECT count(*) AS runs") : text.index(" FROM runs r WHERE")]
@@ -204,8 +204,8 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.store import reporting
-    from schedctl.store.repo import Store
+    from schedctl.db import reporting
+    from schedctl.db.repo import Store
 
     store = Store.open(parse_database_url(url))
     since = datetime.now(UTC) - timedelta(days=7)

@@ -332,8 +332,8 @@ def sync(env: dict[str, str], work: Path, jobs: int) -> list[list[str]]:
     from schedctl import services
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
+    from schedctl.db.repo import Store
     from schedctl.models import JobSpec
-    from schedctl.store.repo import Store
 
     store = Store.open(parse_database_url(env["SCHEDCTL_DATABASE_URL"]))
     try:

@@ -136,7 +136,7 @@ def _parse_postgresql(raw: str, source: str | None) -> DatabaseURL:
         # libpq would take part of the password for the host, port or database name, and
         # print it in every connection error.
         raise ConfigError(f"the database URL{where} has an '@' after the user and password: {hint}")
-    from schedctl.store import libpq
+    from schedctl.db import libpq
 
     try:
         params = libpq.conninfo_parse(uri)

@@ -21,7 +21,7 @@ from schedctl.render.systemd import UNIT_PREFIX, render_systemd
 from schedctl.validate import validate_spec
 
 if TYPE_CHECKING:
-    from schedctl.store.repo import Store
+    from schedctl.db.repo import Store
 
 _RELOAD_HINT = "check `journalctl -xe`, or pass --no-reload to only write the files"
 _CRONTAB_HINT = "is Debian's cron package installed (apt-get install cron)?"

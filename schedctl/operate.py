@@ -34,8 +34,8 @@ from schedctl.schedule import Schedule, claim_window
 from schedctl.validate import check_name
 
 if TYPE_CHECKING:
-    from schedctl.store.repo import Store
-    from schedctl.store.rundb import RunDB
+    from schedctl.db.repo import Store
+    from schedctl.db.rundb import RunDB
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_OLDER_THAN = 90 * 86400
@@ -63,7 +63,7 @@ def _spans(job: Job, changes: dict[int, list[JobChange]]) -> list[Period]:
 
 
 def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> list[JobFacts]:
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     changes = reporting.changes_by_job(store)
     marks = reporting.pruned_before(store)
@@ -130,7 +130,7 @@ def report(
 
 
 def _missed_in(store: Store, f: JobFacts, since: datetime, now: datetime) -> list[datetime]:
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     start = judged_from(since, f.spans, f.pruned_before)
     end = miss_deadline(f.job, now)
@@ -144,7 +144,7 @@ def missed_slots(
     store: Store, clock: Clock, name: str, since_seconds: int = 7 * 86400
 ) -> list[datetime]:
     """Return the slots of `name` in the window that no host ran, oldest first."""
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     job = store.get_job(check_name(name))
     spans = _spans(job, reporting.changes_by_job(store))
@@ -159,8 +159,8 @@ HTML_MAX_RUNS = 20_000
 
 def html_report(store: Store, rep: Report) -> str:
     """Return the report as one self-contained HTML page with a run timeline."""
+    from schedctl.db import reporting
     from schedctl.render.html import render_html
-    from schedctl.store import reporting
 
     runs = reporting.runs_since(store, rep.since, [f.job.id for f in rep.facts], HTML_MAX_RUNS)
     note = (
@@ -176,7 +176,7 @@ def html_report(store: Store, rep: Report) -> str:
 
 def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
     """Judge every job (or the named ones) by monitoring rules."""
-    from schedctl.store import checkdb
+    from schedctl.db import checkdb
 
     wanted = None if not names else [check_name(n) for n in names]
     now = clock.now()
@@ -218,7 +218,7 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
 
 def metrics(store: Store, db: RunDB, clock: Clock) -> str:
     """Return Prometheus metrics for every job (missed slots over the last 24 h)."""
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     rep = report(store, clock)
     checks = check(db, clock)
@@ -271,7 +271,7 @@ def prune(
     The first attempt of every slot a firing may still claim stays, whatever the retention:
     without its row that slot could be claimed, and run, a second time.
     """
-    from schedctl.store import retention
+    from schedctl.db import retention
 
     if older_than < 60 or keep_failed < 60:
         raise ValidationError("--older-than and --keep-failed must be at least 1m")
@@ -303,7 +303,7 @@ def prune(
 
 def ran_slots(store: Store, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:
     """Return which (job id, slot) pairs already have a run (as job id, POSIX time)."""
-    from schedctl.store import reporting
+    from schedctl.db import reporting
 
     return reporting.slots_that_ran(store, pairs)
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
+from schedctl.db import spool
+from schedctl.db.rundb import Claim, RecordRefusedError, RunDB, RunResult
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
 from schedctl.locking import JobLock
 from schedctl.models import (
@@ -28,14 +30,12 @@ from schedctl.models import (
     heartbeat_reply_seconds,
 )
 from schedctl.schedule import FIRING_EARLY, MAX_TOLERANCE, Schedule, pick_slot
-from schedctl.store import spool
-from schedctl.store.rundb import Claim, RecordRefusedError, RunDB, RunResult
 from schedctl.validate import check_name, validate_spec
 
 if TYPE_CHECKING:
+    from schedctl.db.repo import Store
     from schedctl.proctree import ProcRecord
     from schedctl.runner import RunOutcome, RunRequest
-    from schedctl.store.repo import Store
 
 T = TypeVar("T")
 AT_SLOT_DELAY = timedelta(minutes=2)

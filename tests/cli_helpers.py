@@ -79,8 +79,8 @@ def run_rows(url: str, job: str | None = None) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.store.engine import make_engine
-    from schedctl.store.tables import runs
+    from schedctl.db.engine import make_engine
+    from schedctl.db.tables import runs
 
     engine = make_engine(parse_database_url(url))
     query = sa.select(runs).order_by(runs.c.id)
@@ -101,8 +101,8 @@ def age_runs(url: str, job: str, seconds: float) -> None:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.store.engine import make_engine
-    from schedctl.store.tables import runs
+    from schedctl.db.engine import make_engine
+    from schedctl.db.tables import runs
 
     times = ("claimed_at", "started_at", "finished_at", "heartbeat_at")
     engine = make_engine(parse_database_url(url))
@@ -147,7 +147,7 @@ def store_as_older_versions_did(url: str, job: str, **values: Any) -> None:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.store.tables import jobs
+    from schedctl.db.tables import jobs
 
     engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
     try:

@@ -14,7 +14,7 @@ from cli_helpers import Cli, cli_env, make_cli, ok
 from pgserver import PgServer, destroy, start_server
 
 from schedctl.config import DatabaseURL, parse_database_url
-from schedctl.store.repo import Store
+from schedctl.db.repo import Store
 
 
 @pytest.fixture(scope="session")

@@ -65,8 +65,8 @@ class _Usage(Exception):
 def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
     from schedctl.cli.run import emit, warn_db_flag
+    from schedctl.db.rundb import open_rundb
     from schedctl.services import settle_spool
-    from schedctl.store.rundb import open_rundb
 
     settings = config.resolve(os.environ, db_flag)
     warn_db_flag(settings)

@@ -13,7 +13,7 @@ from schedctl import config, datadir
 from schedctl.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from schedctl.store.repo import Store
+    from schedctl.db.repo import Store
 
 
 @dataclass
@@ -40,7 +40,7 @@ class State:
         """Open the store once, checking (or, for SQLite, creating) the schema."""
         if self._store is None:
             # Imported here so --help and --version never load SQLAlchemy.
-            from schedctl.store.repo import Store
+            from schedctl.db.repo import Store
 
             datadir.check(self.settings.data_dir)  # before anything in it is opened
             self._store = Store.open(self.settings.database)
@@ -70,15 +70,15 @@ def _flush_spool(settings: config.Settings, reconcile: bool = False) -> None:
 
     With `reconcile`, also mark runs whose runner is gone as `lost` (history, locks).
     """
-    from schedctl.store import spool
+    from schedctl.db import spool
 
     spool_dir = settings.data_dir / "spool"
     waiting = spool.waiting(spool_dir)
     if not reconcile and not waiting:
         return
     from schedctl.cli.run import emit
+    from schedctl.db.rundb import open_rundb
     from schedctl.services import settle_spool
-    from schedctl.store.rundb import open_rundb
 
     db = open_rundb(settings.database, SystemClock(), "schedctl")
     try:

@@ -18,7 +18,7 @@ app = typer.Typer(
 @app.command()
 def upgrade(ctx: typer.Context) -> None:
     """Create or migrate the schema to this schedctl's version. Example: schedctl db upgrade"""
-    from schedctl.store.repo import Store
+    from schedctl.db.repo import Store
 
     st = state(ctx)
     store = Store.connect(st.settings.database)
@@ -40,7 +40,7 @@ def status(
 
     Example: schedctl db status
     """
-    from schedctl.store.repo import Store
+    from schedctl.db.repo import Store
 
     st = state(ctx)
     store = Store.connect(st.settings.database)

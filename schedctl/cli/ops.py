@@ -110,7 +110,7 @@ def metrics(
     ] = None,
 ) -> None:
     """Print Prometheus metrics for every job. Example: schedctl metrics -o /var/lib/node_exporter/schedctl.prom"""
-    from schedctl.store.rundb import open_rundb
+    from schedctl.db.rundb import open_rundb
 
     st = state(ctx)
     store = st.settled_store()

@@ -16,9 +16,9 @@ from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationErro
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
 
 if TYPE_CHECKING:
+    from schedctl.db.rundb import RunDB
     from schedctl.locking import JobLock
     from schedctl.services import RunContext
-    from schedctl.store.rundb import RunDB
 
 USAGE = """\
 Usage: schedctl run [OPTIONS] JOB
@@ -176,8 +176,8 @@ def warn_db_flag(settings: config.Settings) -> None:
 
 def _context(settings: config.Settings) -> RunContext:
     """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
+    from schedctl.db.rundb import open_rundb
     from schedctl.services import RunContext
-    from schedctl.store.rundb import open_rundb
 
     url = settings.database
     clock = SystemClock()
@@ -186,8 +186,8 @@ def _context(settings: config.Settings) -> RunContext:
         return open_rundb(url, clock)
 
     if url.backend == "postgresql":
+        from schedctl.db.rundb import PgRunDB
         from schedctl.locking import PgAdvisoryLock
-        from schedctl.store.rundb import PgRunDB
 
         def lock_for(job: Job) -> JobLock:
             # On the run's own session: the lock lives exactly as long as that session.
@@ -236,6 +236,6 @@ def _with_current_schema(settings: config.Settings, connect: Callable[[], RunDB]
 
 def _create_sqlite(settings: config.Settings) -> None:
     """Create (0600, in a 0700 directory) and migrate the embedded database."""
-    from schedctl.store.repo import Store
+    from schedctl.db.repo import Store
 
     Store.open(settings.database).close()

@@ -346,9 +346,9 @@ def test_run_loads_no_cli_framework_or_orm(backend: tuple[Cli, str, dict[str, st
     # One driver per run: the other backend's is not loaded either, and PostgreSQL is spoken
     # to through libpq directly: loading psycopg would cost more than all the rest.
     unwanted = {"psycopg", "psycopg_binary"}
-    unwanted |= {"sqlite3"} if url.startswith("postgresql") else {"schedctl.store.libpq"}
+    unwanted |= {"sqlite3"} if url.startswith("postgresql") else {"schedctl.db.libpq"}
     assert unwanted & imported == set()
-    assert ("schedctl.store.libpq" in imported) == url.startswith("postgresql")
+    assert ("schedctl.db.libpq" in imported) == url.startswith("postgresql")
     assert "schedctl.runner" in imported  # the measurement saw the run path
 
 

@@ -58,8 +58,8 @@ def claim_runs(url: str, job: str, count: int) -> list[int]:
     from schedctl import __version__
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
+    from schedctl.db.rundb import Claim, open_rundb
     from schedctl.models import Trigger
-    from schedctl.store.rundb import Claim, open_rundb
 
     db = open_rundb(parse_database_url(url), SystemClock(), "test")
     try:

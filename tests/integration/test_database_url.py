@@ -15,9 +15,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from schedctl.config import parse_database_url
+from schedctl.db.repo import Store
+from schedctl.db.rundb import PgRunDB
 from schedctl.errors import ConfigError
-from schedctl.store.repo import Store
-from schedctl.store.rundb import PgRunDB
 
 pytestmark = pytest.mark.postgres
 

@@ -12,9 +12,9 @@ import pytest
 from pgserver import free_port
 
 from schedctl.config import parse_database_url
+from schedctl.db import libpq
+from schedctl.db.rundb import PG_CONNECT_ARGS, PgRunDB
 from schedctl.errors import ConfigError, ExitCode
-from schedctl.store import libpq
-from schedctl.store.rundb import PG_CONNECT_ARGS, PgRunDB
 
 
 def session(url: str, **extra: str) -> libpq.Connection:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from schedctl.config import parse_database_url
+from schedctl.db import libpq
+from schedctl.db.repo import Store
 from schedctl.locking import LOCK_NAMESPACE, FileLock, PgAdvisoryLock, acquire_within
-from schedctl.store import libpq
-from schedctl.store.repo import Store
 
 
 def connect(url: str) -> libpq.Connection:

@@ -10,11 +10,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from schedctl.config import parse_database_url
+from schedctl.db import schema
+from schedctl.db.engine import make_engine
+from schedctl.db.repo import Store
+from schedctl.db.tables import metadata
 from schedctl.errors import SchemaError
-from schedctl.store import schema
-from schedctl.store.engine import make_engine
-from schedctl.store.repo import Store
-from schedctl.store.tables import metadata
 
 
 def test_head_constant_is_alembic_head() -> None:

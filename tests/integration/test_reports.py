@@ -11,12 +11,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from schedctl import operate, services
 from schedctl.clock import FixedClock
+from schedctl.db.repo import Store
+from schedctl.db.rundb import open_rundb
+from schedctl.db.tables import runs
 from schedctl.models import Job, JobChanges, JobSpec
 from schedctl.report import JobCheck, Severity
 from schedctl.schedule import Schedule, claim_window
-from schedctl.store.repo import Store
-from schedctl.store.rundb import open_rundb
-from schedctl.store.tables import runs
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday, away from DST changes
 H = timedelta(hours=1)

@@ -14,11 +14,11 @@ from pgserver import PgServer, free_port
 from schedctl import services
 from schedctl.clock import FixedClock, SystemClock
 from schedctl.config import parse_database_url
+from schedctl.db.repo import Store
+from schedctl.db.rundb import Claim, PgRunDB, RunDB, RunResult, SqliteRunDB
+from schedctl.db.tables import runs
 from schedctl.errors import DatabaseAuthError, DatabaseUnavailableError, NotFoundError, SchemaError
 from schedctl.models import JobSpec, RunStatus, Trigger
-from schedctl.store.repo import Store
-from schedctl.store.rundb import Claim, PgRunDB, RunDB, RunResult, SqliteRunDB
-from schedctl.store.tables import runs
 
 SLOT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 SPEC = JobSpec(
@@ -202,8 +202,8 @@ def test_schema_missing_and_connection_errors(pg: PgServer, pg_url: str) -> None
 
 
 def test_job_columns_follow_the_table() -> None:
-    from schedctl.store.rundb import JOB_COLUMNS
-    from schedctl.store.tables import jobs
+    from schedctl.db.rundb import JOB_COLUMNS
+    from schedctl.db.tables import jobs
 
     assert list(JOB_COLUMNS) == [c.name for c in jobs.columns]
 
@@ -211,7 +211,7 @@ def test_job_columns_follow_the_table() -> None:
 def test_run_path_modules_load_no_heavy_framework() -> None:
     code = (
         "import sys\n"
-        "import schedctl.store.rundb, schedctl.runner, schedctl.locking, schedctl.services\n"
+        "import schedctl.db.rundb, schedctl.runner, schedctl.locking, schedctl.services\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('sqlalchemy', 'typer', 'rich', 'click', 'alembic'))\n"
         "print(','.join(heavy))\n"

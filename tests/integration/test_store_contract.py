@@ -10,10 +10,10 @@ import sqlalchemy as sa
 
 from schedctl import services
 from schedctl.clock import FixedClock
+from schedctl.db.repo import Store
+from schedctl.db.tables import runs
 from schedctl.errors import ConflictError, NotFoundError, ValidationError
 from schedctl.models import ConcurrencyPolicy, JobChanges, JobSpec
-from schedctl.store.repo import Store
-from schedctl.store.tables import runs
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 CLOCK = FixedClock(T0)

@@ -12,13 +12,13 @@ from sqlalchemy import exc
 from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
+from schedctl.db import schema
+from schedctl.db.engine import make_engine, translated
+from schedctl.db.rundb import JSON_COLUMNS, job_from_json_text
+from schedctl.db.tables import job_changes, jobs, runs
 from schedctl.errors import ConflictError, NotFoundError
 from schedctl.history import Run
 from schedctl.models import Job, JobSpec
-from schedctl.store import schema
-from schedctl.store.engine import make_engine, translated
-from schedctl.store.rundb import JSON_COLUMNS, job_from_json_text
-from schedctl.store.tables import job_changes, jobs, runs
 
 # Jobs are read with their JSON columns as text and decoded like the run path's: the driver's
 # per-value JSON loader took ~10 ms for the 3,000 small values of 1,000 jobs, json.loads ~5 ms.

@@ -9,12 +9,12 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from schedctl.db.checkdb import percentile
+from schedctl.db.repo import RUN_COLUMNS, Store
+from schedctl.db.tables import UTCDateTime, job_changes, jobs, prune_marks, runs
 from schedctl.history import JobChange, Run, WindowStats
 from schedctl.models import FAILURE_STATUSES
 from schedctl.schedule import MAX_EARLY
-from schedctl.store.checkdb import percentile
-from schedctl.store.repo import RUN_COLUMNS, Store
-from schedctl.store.tables import UTCDateTime, job_changes, jobs, prune_marks, runs
 
 _FAILED = runs.c.status.in_(sorted(FAILURE_STATUSES))
 _FAILED_SQL = "status IN (" + ", ".join(f"'{s}'" for s in sorted(FAILURE_STATUSES)) + ")"

@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from schedctl.store.tables import metadata
+from schedctl.db.tables import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(

@@ -11,9 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from schedctl.db.repo import Store
+from schedctl.db.tables import prune_marks, runs
 from schedctl.models import FAILURE_STATUSES
-from schedctl.store.repo import Store
-from schedctl.store.tables import prune_marks, runs
 
 
 @dataclass(frozen=True)

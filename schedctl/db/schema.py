@@ -7,7 +7,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from schedctl.store.version import HEAD, SchemaStatus, require_current
+from schedctl.db.version import HEAD, SchemaStatus, require_current
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `db upgrade` runs from several hosts (PostgreSQL advisory lock key).

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from schedctl.datadir import private_dir
+from schedctl.db.rundb import RecordRefusedError, RunDB, RunResult
 from schedctl.errors import SchedctlError
 from schedctl.models import RunStatus
-from schedctl.store.rundb import RecordRefusedError, RunDB, RunResult
 
 BAD_DIR = "bad"
 _TAKEN = ".taken."

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from schedctl.db.rundb import RunDB, as_time, time_param
 from schedctl.history import JobChange, Run
 from schedctl.models import Job, JobSpec
-from schedctl.store.rundb import RunDB, as_time, time_param
 
 _RUN_COLUMNS = (
     "id", "job_id", "job_name", "slot", "trigger", "attempt", "status", "host", "pid",

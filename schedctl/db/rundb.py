@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schedctl.clock import Clock
 from schedctl.config import DatabaseURL
+from schedctl.db.dberrors import translate
+from schedctl.db.version import SchemaStatus, require_current
 from schedctl.errors import ConfigError, NotFoundError, TransactionPoolerError
 from schedctl.models import DEFAULT_FENCE_SECONDS, Job, RunStatus, Trigger, job_from_row
-from schedctl.store.dberrors import translate
-from schedctl.store.version import SchemaStatus, require_current
 
 if TYPE_CHECKING:
     import sqlite3
 
-    from schedctl.store import libpq
+    from schedctl.db import libpq
 
 # Shared with the SQLAlchemy engine (store/engine.py).
 PG_CONNECT_ARGS: dict[str, Any] = {
@@ -204,7 +204,7 @@ class PgRunDB:
     backend = "postgresql"
 
     def __init__(self, url: DatabaseURL, application_name: str = "schedctl run") -> None:
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         self.url = url
         # The keywords libpq parsed from the URL (config.py), then schedctl's own on top.
@@ -226,7 +226,7 @@ class PgRunDB:
 
     def _sql(self, sql: str, params: Sequence[Any] = ()) -> libpq.Result:
         """Execute on the run's session; a lost connection becomes a one-line schedctl error."""
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         try:
             return self.conn.execute(sql, params)
@@ -235,7 +235,7 @@ class PgRunDB:
 
     def check_schema(self) -> None:
         """Raise SchemaError unless the schema is at HEAD."""
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         # One round trip in the usual case; a missing table is the rare, first-use case. The
         # server's pid comes along: compared with libpq's, it tells whether a pooler is between.
@@ -281,7 +281,7 @@ class PgRunDB:
         one idle longest (server_round_robin), which our second statement gets when there are
         several, and the other client when ours is the only one.
         """
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         if self.server_pid is None:
             row = self._sql("SELECT pg_backend_pid()").fetchone()
@@ -346,7 +346,7 @@ class PgRunDB:
         The row names the server backend that claimed it: a statement that lands on another
         backend (a transaction pooler moved us) updates nothing, which counts as lost too.
         """
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         sql = (
             "UPDATE runs SET heartbeat_at = clock_timestamp() "
@@ -372,7 +372,7 @@ class PgRunDB:
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome; RecordRefusedError when no retry could ever store it."""
-        from schedctl.store import libpq
+        from schedctl.db import libpq
 
         try:
             cur = self._sql(

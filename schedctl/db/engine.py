@@ -12,9 +12,9 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Engine
 
 from schedctl.config import DatabaseURL
+from schedctl.db.dberrors import translate
+from schedctl.db.rundb import PG_CONNECT_ARGS
 from schedctl.errors import DatabaseUnavailableError
-from schedctl.store.dberrors import translate
-from schedctl.store.rundb import PG_CONNECT_ARGS
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
