@@ -27,6 +27,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
+from dbtools import engine_of  # noqa: E402
 from pgserver import destroy, start_server  # noqa: E402
 
 PY = sys.executable
@@ -58,7 +59,7 @@ def load(url: str, hours: int) -> tuple[int, float]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.db.engine import make_engine
+    from schedctl.db.schema import make_engine
     from schedctl.db.tables import runs
 
     engine = make_engine(parse_database_url(url))
@@ -125,10 +126,9 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     from schedctl import operate
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
-    from schedctl.db import reporting
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import open_current
 
-    store = Store.open(parse_database_url(url))
+    store = open_current(parse_database_url(url), SystemClock())
     clock = SystemClock()
     now = clock.now()
     since = now - timedelta(days=7)
@@ -139,15 +139,13 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     slots_to = now - timedelta(minutes=1)
     parts = {
         "jobs": store.list_jobs,
-        "window: counts, p50/p95/max, slots present": lambda: reporting.window_stats(
-            store, since, slots_to
-        ),
-        "last success/failure": lambda: reporting.last_outcomes(store),
+        "window: counts, p50/p95/max, slots present": lambda: store.window_stats(since, slots_to),
+        "last success/failure": store.last_outcomes,
         "changes + prune marks": lambda: (
-            reporting.changes_by_job(store),
-            reporting.pruned_before(store),
+            store.changes_by_job(),
+            store.pruned_before(),
         ),
-        "running + heartbeats": lambda: (store.running_by_job(), reporting.heartbeats(store)),
+        "running + heartbeats": lambda: (store.running_by_job(), store.heartbeats()),
     }
     total = 0.0
     for name, fn in parts.items():
@@ -170,7 +168,7 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
         Console(file=io.StringIO(), width=1000).print(_table(rep.rows, rep.until))
 
     rows.append(["report: printing the 1,000-row table", "call", f"{median_ms(render, 3):.1f}", ""])
-    totals = median_ms(lambda: reporting.status_totals(store), 3)
+    totals = median_ms(store.status_totals, 3)
     rows.append(["metrics: runs by job and status (all history)", "query", f"{totals:.1f}", ""])
 
     def cli(*args: str) -> Callable[[], Any]:
@@ -190,9 +188,11 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
 
 def _global_window() -> str:
     """The shipped window query's aggregates, over one scan of the window instead of per job."""
-    from schedctl.db import reporting
+    from schedctl.db import queries
 
-    text = str(reporting._PG_WINDOW)
+    with open(queries.PATH, encoding="utf-8") as f:
+        raw = queries.parse(f.read())[("window_stats", "postgresql")]
+    text = " " + " ".join(raw.split())
     select = text[text.index(" SELECT count(*) AS runs") : text.index(" FROM runs r WHERE")]
     return select.replace(" SELECT ", "SELECT job_id, ", 1) + (
         " FROM runs WHERE claimed_at >= :since GROUP BY job_id"
@@ -203,16 +203,16 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
     """Time the report window: job by job (what ships) against one scan of the window."""
     import sqlalchemy as sa
 
+    from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
-    from schedctl.db import reporting
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import open_current
 
-    store = Store.open(parse_database_url(url))
+    store = open_current(parse_database_url(url), SystemClock())
     since = datetime.now(UTC) - timedelta(days=7)
     to = datetime.now(UTC) - timedelta(minutes=1)
 
     def size(name: str) -> str:
-        with store.tx() as conn:
+        with engine_of(store).begin() as conn:
             query = sa.text("SELECT pg_size_pretty(pg_relation_size(:i))")
             return str(conn.execute(query, {"i": name}).scalar_one())
 
@@ -220,13 +220,13 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
     params = {"since": since, "slots_to": to, "scan_from": since - timedelta(minutes=10)}
 
     def global_scan() -> None:
-        with store.tx() as conn:
+        with engine_of(store).begin() as conn:
             conn.execute(query, params).all()
 
     out = [[
         "per job: (job_id, claimed_at) INCLUDE (status, attempt, slot, duration) [ships]",
         size("ix_runs_job_claimed"),
-        f"{median_ms(lambda: reporting.window_stats(store, since, to), repeat):.1f}",
+        f"{median_ms(lambda: store.window_stats(since, to), repeat):.1f}",
     ]]  # fmt: skip
     candidates = {
         "one scan: claimed_at INCLUDE (job_id, status, attempt, slot, duration) + sort":
@@ -235,12 +235,12 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
         "one scan: BRIN on claimed_at + sort": "CREATE INDEX ix_alt ON runs USING brin (claimed_at)",
     }  # fmt: skip
     for name, ddl in candidates.items():
-        with store.tx() as conn:
+        with engine_of(store).begin() as conn:
             conn.execute(sa.text("DROP INDEX IF EXISTS ix_alt"))
             conn.execute(sa.text(ddl))
             conn.execute(sa.text("ANALYZE runs"))
         out.append([name, size("ix_alt"), f"{median_ms(global_scan, repeat):.1f}"])
-    with store.tx() as conn:
+    with engine_of(store).begin() as conn:
         conn.execute(sa.text("DROP INDEX IF EXISTS ix_alt"))
     store.close()
     return out

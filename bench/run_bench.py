@@ -332,10 +332,10 @@ def sync(env: dict[str, str], work: Path, jobs: int) -> list[list[str]]:
     from schedctl import services
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import open_current
     from schedctl.models import JobSpec
 
-    store = Store.open(parse_database_url(env["SCHEDCTL_DATABASE_URL"]))
+    store = open_current(parse_database_url(env["SCHEDCTL_DATABASE_URL"]), SystemClock())
     try:
         for i in range(jobs):  # validated and stored as `schedctl add` does, without 1,000 starts
             spec = JobSpec(f"sync-{i:04d}", f"{i % 60} {i % 24} * * *", "UTC", ("true",))

@@ -7,14 +7,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 from urllib.parse import quote
 
 from schedctl import redact
 from schedctl.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import url as sa_url
 
 SYSTEM_CONFIG = Path("/etc/schedctl/schedctl.env")
 SYSTEM_DATA_DIR = Path("/var/lib/schedctl")
@@ -52,18 +49,6 @@ class DatabaseURL:
     def libpq_params(self) -> dict[str, str]:
         """Return the libpq connection keywords the URL sets (nothing from the environment)."""
         return dict(self.params)
-
-    @property
-    def sqlalchemy_url(self) -> sa_url.URL:
-        """Return the URL for SQLAlchemy: every libpq keyword passed on as it was parsed.
-
-        Not a string for SQLAlchemy to parse again: its rules read some passwords differently.
-        """
-        from sqlalchemy.engine import URL
-
-        if self.backend == "sqlite":
-            return URL.create("sqlite", database=str(self.sqlite_path))
-        return URL.create("postgresql+psycopg", query=self.libpq_params())
 
 
 def display_url(params: Mapping[str, str]) -> str:

@@ -21,7 +21,7 @@ from schedctl.render.systemd import UNIT_PREFIX, render_systemd
 from schedctl.validate import validate_spec
 
 if TYPE_CHECKING:
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import Repository
 
 _RELOAD_HINT = "check `journalctl -xe`, or pass --no-reload to only write the files"
 _CRONTAB_HINT = "is Debian's cron package installed (apt-get install cron)?"
@@ -41,7 +41,7 @@ class SyncReport:
         return "".join(c.diff() for c in self.changes)
 
 
-def select_jobs(store: Store, names: Sequence[str]) -> list[Job]:
+def select_jobs(store: Repository, names: Sequence[str]) -> list[Job]:
     """Return the named jobs (all must exist), or every enabled job when none are named."""
     if not names:
         return [j for j in store.list_jobs() if j.spec.enabled]
@@ -107,7 +107,7 @@ def render_systemd_files(jobs: Sequence[Job], target: Target, clock: Clock) -> d
 
 
 def sync_systemd(
-    store: Store,
+    store: Repository,
     clock: Clock,
     target: Target,
     unit_dir: Path,
@@ -177,7 +177,7 @@ def current_user() -> str:
 
 
 def sync_crontab(
-    store: Store,
+    store: Repository,
     clock: Clock,
     target: Target,
     daemon_zone: str,

@@ -25,14 +25,14 @@ _QUEUE_POLL_SECONDS = 0.5
 
 
 class _Rows(Protocol):
-    def fetchone(self) -> Any: ...
+    def one(self) -> Any: ...
 
 
-class SqlSession(Protocol):
-    """An autocommit PostgreSQL session with `execute(query, params)`, as the run's libpq one."""
+class Statements(Protocol):
+    """An autocommit PostgreSQL session that runs the named statements of db/queries.sql."""
 
-    def execute(self, query: str, params: tuple[int, ...], /) -> _Rows:
-        """Run one statement with `%s` placeholders."""
+    def run(self, name: str, params: dict[str, Any], /) -> _Rows:
+        """Execute the named statement."""
         ...
 
 
@@ -72,7 +72,7 @@ class PgAdvisoryLock:
     already: a backend a transaction pool shares would hand another client's lock to us.
     """
 
-    def __init__(self, conn: SqlSession, job_id: int, pooled_pid: int | None = None) -> None:
+    def __init__(self, conn: Statements, job_id: int, pooled_pid: int | None = None) -> None:
         self.conn = conn
         self.job_id = job_id
         self.pooled_pid = pooled_pid
@@ -83,19 +83,12 @@ class PgAdvisoryLock:
 
     def try_acquire(self) -> bool:
         """Take the lock without waiting."""
+        key = {"namespace": LOCK_NAMESPACE, "job_id": self.job_id}
         if self.pooled_pid is None:
-            row = self.conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (LOCK_NAMESPACE, self.job_id)
-            ).fetchone()
+            row = self.conn.run("try_lock", key).one()
             self.held = bool(row and row[0])
             return self.held
-        row = self.conn.execute(
-            "SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() <> %s THEN false"
-            " WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
-            " AND pid = pg_backend_pid() AND classid = %s AND objid = %s AND objsubid = 2)"
-            " THEN false ELSE pg_try_advisory_lock(%s, %s) END",
-            (self.pooled_pid, LOCK_NAMESPACE, self.job_id, LOCK_NAMESPACE, self.job_id),
-        ).fetchone()
+        row = self.conn.run("try_lock_pinned", {**key, "pinned_pid": self.pooled_pid}).one()
         if row is None or row[0] != self.pooled_pid:
             raise TransactionPoolerError()
         self.held = bool(row[1])
@@ -107,7 +100,7 @@ class PgAdvisoryLock:
             return
         self.held = False
         with contextlib.suppress(Exception):
-            self.conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_NAMESPACE, self.job_id))
+            self.conn.run("unlock", {"namespace": LOCK_NAMESPACE, "job_id": self.job_id})
 
 
 class FileLock:

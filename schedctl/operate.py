@@ -34,8 +34,7 @@ from schedctl.schedule import Schedule, claim_window
 from schedctl.validate import check_name
 
 if TYPE_CHECKING:
-    from schedctl.db.repo import Store
-    from schedctl.db.rundb import RunDB
+    from schedctl.db.repository import Repository
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_OLDER_THAN = 90 * 86400
@@ -62,15 +61,13 @@ def _spans(job: Job, changes: dict[int, list[JobChange]]) -> list[Period]:
     return periods(found)
 
 
-def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> list[JobFacts]:
-    from schedctl.db import reporting
-
-    changes = reporting.changes_by_job(store)
-    marks = reporting.pruned_before(store)
-    stats = reporting.window_stats(store, since, now - MISS_GRACE)
-    last = reporting.last_outcomes(store)
+def _facts(store: Repository, jobs: list[Job], since: datetime, now: datetime) -> list[JobFacts]:
+    changes = store.changes_by_job()
+    marks = store.pruned_before()
+    stats = store.window_stats(since, now - MISS_GRACE)
+    last = store.last_outcomes()
     running = store.running_by_job()
-    beats = reporting.heartbeats(store)
+    beats = store.heartbeats()
     out = []
     for job in jobs:
         success, failure = last.get(job.id, (None, None))
@@ -93,7 +90,7 @@ def _facts(store: Store, jobs: list[Job], since: datetime, now: datetime) -> lis
 
 
 def _missed_counts(
-    store: Store, facts: list[JobFacts], since: datetime, now: datetime
+    store: Repository, facts: list[JobFacts], since: datetime, now: datetime
 ) -> dict[int, int]:
     """Count missed slots per job: from the window's row counts where those are exact."""
     common_end = now - MISS_GRACE  # the deadline of every job without jitter
@@ -115,7 +112,7 @@ def _missed_counts(
 
 
 def report(
-    store: Store, clock: Clock, since_seconds: int = DEFAULT_WINDOW, tag: str | None = None
+    store: Repository, clock: Clock, since_seconds: int = DEFAULT_WINDOW, tag: str | None = None
 ) -> Report:
     """Return the per-job report for the last `since_seconds`."""
     if since_seconds < 60:
@@ -129,26 +126,22 @@ def report(
     return Report(since, now, rows, facts)
 
 
-def _missed_in(store: Store, f: JobFacts, since: datetime, now: datetime) -> list[datetime]:
-    from schedctl.db import reporting
-
+def _missed_in(store: Repository, f: JobFacts, since: datetime, now: datetime) -> list[datetime]:
     start = judged_from(since, f.spans, f.pruned_before)
     end = miss_deadline(f.job, now)
     if start > end:
         return []
-    present = reporting.slots_between(store, f.job.id, start, end)
+    present = store.slots_between(f.job.id, start, end)
     return missing(expected_slots(f.spans, start, end), present)
 
 
 def missed_slots(
-    store: Store, clock: Clock, name: str, since_seconds: int = 7 * 86400
+    store: Repository, clock: Clock, name: str, since_seconds: int = 7 * 86400
 ) -> list[datetime]:
     """Return the slots of `name` in the window that no host ran, oldest first."""
-    from schedctl.db import reporting
-
-    job = store.get_job(check_name(name))
-    spans = _spans(job, reporting.changes_by_job(store))
-    pruned = reporting.pruned_before(store).get(job.id)
+    job = store.load_job(check_name(name))
+    spans = _spans(job, store.changes_by_job())
+    pruned = store.pruned_before().get(job.id)
     facts = JobFacts(job, spans, pruned)
     now = clock.now()
     return _missed_in(store, facts, now - timedelta(seconds=since_seconds), now)
@@ -157,12 +150,11 @@ def missed_slots(
 HTML_MAX_RUNS = 20_000
 
 
-def html_report(store: Store, rep: Report) -> str:
+def html_report(store: Repository, rep: Report) -> str:
     """Return the report as one self-contained HTML page with a run timeline."""
-    from schedctl.db import reporting
     from schedctl.render.html import render_html
 
-    runs = reporting.runs_since(store, rep.since, [f.job.id for f in rep.facts], HTML_MAX_RUNS)
+    runs = store.runs_since(rep.since, [f.job.id for f in rep.facts], HTML_MAX_RUNS)
     note = (
         f"the timeline shows the newest {HTML_MAX_RUNS} runs" if len(runs) >= HTML_MAX_RUNS else ""
     )
@@ -174,14 +166,12 @@ def html_report(store: Store, rep: Report) -> str:
     return render_html(rep.rows, runs, missed, rep.since, rep.until, "schedctl report", note)
 
 
-def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
+def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[JobCheck]:
     """Judge every job (or the named ones) by monitoring rules."""
-    from schedctl.db import checkdb
-
     wanted = None if not names else [check_name(n) for n in names]
     now = clock.now()
     # p95 of the last week is what "running unusually long" is measured against.
-    data = checkdb.read(db, wanted, now - timedelta(days=7))
+    data = db.check_data(wanted, now - timedelta(days=7))
     if wanted is not None:
         known = {j.name for j in data.jobs}
         for n in wanted:
@@ -196,7 +186,7 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
         if key not in memo:
             memo[key] = latest_due(*key)
         dues[j.id] = memo[key]
-    ran = checkdb.slots_that_ran(db, [(j, d) for j, d in dues.items() if d is not None])
+    ran = db.slots_that_ran([(j, d) for j, d in dues.items() if d is not None])
     out = []
     for job in data.jobs:
         run = data.running.get(job.id)
@@ -216,14 +206,12 @@ def check(db: RunDB, clock: Clock, names: list[str] | None = None) -> list[JobCh
     return out
 
 
-def metrics(store: Store, db: RunDB, clock: Clock) -> str:
+def metrics(store: Repository, clock: Clock) -> str:
     """Return Prometheus metrics for every job (missed slots over the last 24 h)."""
-    from schedctl.db import reporting
-
     rep = report(store, clock)
-    checks = check(db, clock)
+    checks = check(store, clock)
     durations = {f.job.name: f.last_duration for f in rep.facts if f.last_duration is not None}
-    return metrics_text(rep.rows, reporting.status_totals(store), durations, checks)
+    return metrics_text(rep.rows, store.status_totals(), durations, checks)
 
 
 # -- prune -------------------------------------------------------------------------------------
@@ -257,7 +245,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def prune(
-    store: Store,
+    store: Repository,
     clock: Clock,
     older_than: int = DEFAULT_OLDER_THAN,
     keep_failed: int = DEFAULT_KEEP_FAILED,
@@ -271,17 +259,17 @@ def prune(
     The first attempt of every slot a firing may still claim stays, whatever the retention:
     without its row that slot could be claimed, and run, a second time.
     """
-    from schedctl.db import retention
+    from schedctl.db.repository import Cutoffs
 
     if older_than < 60 or keep_failed < 60:
         raise ValidationError("--older-than and --keep-failed must be at least 1m")
     now = clock.now()
-    db_now = store.db_now()  # claims are judged by the database's clock, so is what they need
+    db_now = store.now()  # claims are judged by the database's clock, so is what they need
     jobs = store.list_jobs()
 
-    def cut(job: Job | None, keep: int) -> retention.Cutoffs:
+    def cut(job: Job | None, keep: int) -> Cutoffs:
         # Failures stay for --keep-failed, or for the job's own retention when that is longer.
-        return retention.Cutoffs(
+        return Cutoffs(
             None if job is None else job.id,
             now - timedelta(seconds=keep),
             now - timedelta(seconds=max(keep, keep_failed)),
@@ -290,29 +278,27 @@ def prune(
 
     plan = [cut(None, older_than)]  # runs of removed jobs follow the default
     plan += [cut(j, j.spec.retention_seconds or older_than) for j in jobs]
-    counts = retention.count(store, plan)
-    kept = retention.count_claimable(store, plan)
+    counts = store.prune_count(plan)
+    kept = store.prune_kept(plan)
     if dry_run:
         return PruneResult(counts, True, kept)
     on_plan(sum(counts.values()))
-    deleted = retention.delete(store, plan, batch, progress)
+    deleted = store.prune_delete(plan, batch, progress)
     keep_of = {j.id: j.spec.retention_seconds or older_than for j in jobs}
-    retention.mark(store, {j: now - timedelta(seconds=k) for j, k in keep_of.items()})
+    store.prune_mark({j: now - timedelta(seconds=k) for j, k in keep_of.items()})
     return PruneResult(deleted, False, kept)
 
 
-def ran_slots(store: Store, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:
+def ran_slots(store: Repository, pairs: Iterable[tuple[int, datetime]]) -> set[tuple[int, float]]:
     """Return which (job id, slot) pairs already have a run (as job id, POSIX time)."""
-    from schedctl.db import reporting
-
-    return reporting.slots_that_ran(store, pairs)
+    return store.slots_that_ran(pairs)
 
 
 # -- runs and locks -------------------------------------------------------------------------
 
 
 def history(
-    store: Store,
+    store: Repository,
     clock: Clock,
     job: str | None = None,
     status: str | None = None,
@@ -331,19 +317,19 @@ def history(
     return store.list_runs(check_name(job) if job else None, status, since, host, limit)
 
 
-def get_run(store: Store, run_id: int) -> Run:
+def get_run(store: Repository, run_id: int) -> Run:
     """Return one run with its output tail."""
     if not 1 <= run_id < 2**63:
         raise NotFoundError(f"no run with id {run_id}: see `schedctl history` for run ids")
     return store.get_run(run_id)
 
 
-def lock_holders(store: Store, lock_dir: Path) -> list[LockHolder]:
+def lock_holders(store: Repository, lock_dir: Path) -> list[LockHolder]:
     """Return which job locks are held now, with the run holding each where known."""
     names = store.job_names()
     running = store.running_by_job()
     if store.url.backend == "postgresql":
-        held = [job_id for job_id, _ in store.pg_lock_holders(LOCK_NAMESPACE)]
+        held = [job_id for job_id, _ in store.lock_holders(LOCK_NAMESPACE)]
     else:
         held = [j for j in sorted(names) if FileLock(lock_dir, j).holder_pid() is not None]
     out = []

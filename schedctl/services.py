@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.db import spool
-from schedctl.db.rundb import Claim, RecordRefusedError, RunDB, RunResult
+from schedctl.db.repository import Claim, RecordRefusedError, RunDB, RunResult
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
 from schedctl.locking import JobLock
 from schedctl.models import (
@@ -33,7 +33,7 @@ from schedctl.schedule import FIRING_EARLY, MAX_TOLERANCE, Schedule, pick_slot
 from schedctl.validate import check_name, validate_spec
 
 if TYPE_CHECKING:
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import Repository
     from schedctl.proctree import ProcRecord
     from schedctl.runner import RunOutcome, RunRequest
 
@@ -57,17 +57,17 @@ def inherited_env(base: Mapping[str, str]) -> dict[str, str]:
     }
 
 
-def add_job(store: Store, spec: JobSpec, clock: Clock) -> Job:
+def add_job(store: Repository, spec: JobSpec, clock: Clock) -> Job:
     """Validate and store a new job."""
     return store.add_job(validate_spec(spec), clock.now())
 
 
-def get_job(store: Store, name: str) -> Job:
+def get_job(store: Repository, name: str) -> Job:
     """Return the job called `name`."""
-    return store.get_job(check_name(name))
+    return store.load_job(check_name(name))
 
 
-def list_jobs(store: Store, tag: str | None = None) -> list[Job]:
+def list_jobs(store: Repository, tag: str | None = None) -> list[Job]:
     """Return all jobs, or those carrying `tag`."""
     found = store.list_jobs()
     return [j for j in found if tag is None or tag in j.spec.tags]
@@ -127,7 +127,7 @@ class EditResult(NamedTuple):
     changed: bool
 
 
-def edit_job(store: Store, name: str, changes: JobChanges, clock: Clock) -> EditResult:
+def edit_job(store: Repository, name: str, changes: JobChanges, clock: Clock) -> EditResult:
     """Apply `changes` to the job; bump its revision only if something changed."""
     job = get_job(store, name)
     new_spec = validate_spec(apply_changes(job.spec, changes))
@@ -136,7 +136,7 @@ def edit_job(store: Store, name: str, changes: JobChanges, clock: Clock) -> Edit
     return EditResult(store.update_job(job, new_spec, clock.now()), changed=True)
 
 
-def set_enabled(store: Store, name: str, enabled: bool, clock: Clock) -> EditResult:
+def set_enabled(store: Repository, name: str, enabled: bool, clock: Clock) -> EditResult:
     """Enable or disable a job."""
     if enabled:
         return edit_job(store, name, JobChanges(enabled=True), clock)
@@ -157,7 +157,7 @@ class RemoveResult(NamedTuple):
     runs_kept: int
 
 
-def remove_job(store: Store, name: str, purge: bool) -> RemoveResult:
+def remove_job(store: Repository, name: str, purge: bool) -> RemoveResult:
     """Delete a job; keep its history unless `purge`."""
     job = get_job(store, name)
     total = store.count_runs(job.id)
@@ -184,10 +184,10 @@ def next_fires(job: Job, after: datetime, count: int) -> list[datetime]:
 SAMPLE_JOB = "hello"
 
 
-def ensure_sample_job(store: Store, timezone: str, clock: Clock) -> tuple[Job, bool]:
+def ensure_sample_job(store: Repository, timezone: str, clock: Clock) -> tuple[Job, bool]:
     """Create the quickstart sample job unless it exists; return it and whether it was added."""
     try:
-        return store.get_job(SAMPLE_JOB), False
+        return store.load_job(SAMPLE_JOB), False
     except NotFoundError:
         pass
     spec = JobSpec(

@@ -79,7 +79,7 @@ def run_rows(url: str, job: str | None = None) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.db.engine import make_engine
+    from schedctl.db.schema import make_engine
     from schedctl.db.tables import runs
 
     engine = make_engine(parse_database_url(url))
@@ -101,7 +101,7 @@ def age_runs(url: str, job: str, seconds: float) -> None:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
-    from schedctl.db.engine import make_engine
+    from schedctl.db.schema import make_engine
     from schedctl.db.tables import runs
 
     times = ("claimed_at", "started_at", "finished_at", "heartbeat_at")
@@ -147,9 +147,10 @@ def store_as_older_versions_did(url: str, job: str, **values: Any) -> None:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
     from schedctl.db.tables import jobs
 
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(url))
     try:
         with engine.begin() as conn:
             done = conn.execute(sa.update(jobs).where(jobs.c.name == job).values(**values))

@@ -13,8 +13,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from cli_helpers import Cli, cli_env, make_cli, ok
 from pgserver import PgServer, destroy, start_server
 
+from schedctl.clock import SystemClock
 from schedctl.config import DatabaseURL, parse_database_url
-from schedctl.db.repo import Store
+from schedctl.db import schema
+from schedctl.db.repository import Repository, open_current
 
 
 @pytest.fixture(scope="session")
@@ -65,11 +67,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Cli, str, d
 
 
 @pytest.fixture
-def store(db_url: str) -> Iterator[Store]:
-    """A Store with the schema at head, on each backend."""
+def store(db_url: str) -> Iterator[Repository]:
+    """A Repository with the schema at head, on each backend."""
     url: DatabaseURL = parse_database_url(db_url)
-    Store.connect(url).upgrade()
-    s = Store.open(url)
+    schema.upgrade(url)
+    s = open_current(url, SystemClock())
     try:
         yield s
     finally:

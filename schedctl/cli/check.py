@@ -65,13 +65,13 @@ class _Usage(Exception):
 def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
     from schedctl.cli.run import emit, warn_db_flag
-    from schedctl.db.rundb import open_rundb
+    from schedctl.db.repository import open_repository
     from schedctl.services import settle_spool
 
     settings = config.resolve(os.environ, db_flag)
     warn_db_flag(settings)
     datadir.check(settings.data_dir)  # before anything in it is opened
-    db = open_rundb(settings.database, SystemClock(), "schedctl check")
+    db = open_repository(settings.database, SystemClock(), "schedctl check")
     try:
         db.check_schema()
         # Like every command: write spooled results and mark dead runners lost before judging.

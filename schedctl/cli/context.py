@@ -13,7 +13,7 @@ from schedctl import config, datadir
 from schedctl.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import Repository
 
 
 @dataclass
@@ -24,7 +24,7 @@ class State:
     debug: bool = False
     clock: Clock = field(default_factory=SystemClock)
     _settings: config.Settings | None = None
-    _store: Store | None = None
+    _store: Repository | None = None
 
     @property
     def settings(self) -> config.Settings:
@@ -36,21 +36,25 @@ class State:
                 sys.stderr.write(f"schedctl: warning: {warning}\n")
         return self._settings
 
-    def store(self) -> Store:
-        """Open the store once, checking (or, for SQLite, creating) the schema."""
+    def store(self) -> Repository:
+        """Open the database once, checking (or, for SQLite, creating) the schema.
+
+        Results spooled by a `run` that lost the database are written first, as every
+        command does.
+        """
         if self._store is None:
-            # Imported here so --help and --version never load SQLAlchemy.
-            from schedctl.db.repo import Store
+            # Imported here so --help and --version never open a database driver.
+            from schedctl.db.repository import open_current
 
             datadir.check(self.settings.data_dir)  # before anything in it is opened
-            self._store = Store.open(self.settings.database)
-            _flush_spool(self.settings)
+            self._store = open_current(self.settings.database, self.clock)
+            _settle(self._store, self.settings)
         return self._store
 
-    def settled_store(self) -> Store:
-        """Open the store after flushing the spool and reconciling dead runners."""
+    def settled_store(self) -> Repository:
+        """Open the database, then also mark runs whose runner is gone as `lost`."""
         store = self.store()
-        _flush_spool(self.settings, reconcile=True)
+        store.reconcile_lost(config.host_name(os.environ))
         return store
 
     def default_timezone(self) -> str:
@@ -65,26 +69,14 @@ def state(ctx: typer.Context) -> State:
     return obj
 
 
-def _flush_spool(settings: config.Settings, reconcile: bool = False) -> None:
-    """Write results spooled by a `run` that lost the database (any command does this).
-
-    With `reconcile`, also mark runs whose runner is gone as `lost` (history, locks).
-    """
+def _settle(store: Repository, settings: config.Settings) -> None:
+    """Write results spooled by a `run` that lost the database."""
     from schedctl.db import spool
 
     spool_dir = settings.data_dir / "spool"
-    waiting = spool.waiting(spool_dir)
-    if not reconcile and not waiting:
+    if not spool.waiting(spool_dir):
         return
     from schedctl.cli.run import emit
-    from schedctl.db.rundb import open_rundb
     from schedctl.services import settle_spool
 
-    db = open_rundb(settings.database, SystemClock(), "schedctl")
-    try:
-        if waiting:
-            settle_spool(db, spool_dir, emit)
-        if reconcile:
-            db.reconcile_lost(config.host_name(os.environ))
-    finally:
-        db.close()
+    settle_spool(store, spool_dir, emit)

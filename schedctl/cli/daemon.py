@@ -56,7 +56,7 @@ def daemon(
 
     hooks = Hooks(
         load_jobs=store.list_jobs,
-        db_now=store.db_now,
+        db_now=store.now,
         ran=lambda pairs: operate.ran_slots(store, pairs),
         spawn=spawn,
         emit=emit,

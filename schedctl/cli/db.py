@@ -18,11 +18,10 @@ app = typer.Typer(
 @app.command()
 def upgrade(ctx: typer.Context) -> None:
     """Create or migrate the schema to this schedctl's version. Example: schedctl db upgrade"""
-    from schedctl.db.repo import Store
+    from schedctl.db.schema import upgrade as migrate
 
     st = state(ctx)
-    store = Store.connect(st.settings.database)
-    before, after = store.upgrade()
+    before, after = migrate(st.settings.database)
     if before == after:
         done(f"schema already at revision {after} ({st.settings.database})")
     else:
@@ -40,16 +39,20 @@ def status(
 
     Example: schedctl db status
     """
-    from schedctl.db.repo import Store
+    from schedctl.db.repository import open_repository
 
     st = state(ctx)
-    store = Store.connect(st.settings.database)
-    schema = store.schema_status()
+    store = open_repository(st.settings.database, st.clock, "schedctl db")
+    try:
+        schema = store.schema_status()
+        server = store.server_version()
+    finally:
+        store.close()
     info = {
         "url": str(st.settings.database),
         "source": st.settings.source,
         "backend": st.settings.database.backend,
-        "server": store.server_version(),
+        "server": server,
         "schema_revision": schema.current,
         "schema_head": schema.head,
         "schema_state": schema.state,

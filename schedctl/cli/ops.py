@@ -110,15 +110,8 @@ def metrics(
     ] = None,
 ) -> None:
     """Print Prometheus metrics for every job. Example: schedctl metrics -o /var/lib/node_exporter/schedctl.prom"""
-    from schedctl.db.rundb import open_rundb
-
     st = state(ctx)
-    store = st.settled_store()
-    db = open_rundb(st.settings.database, st.clock, "schedctl metrics")
-    try:
-        text = operate.metrics(store, db, st.clock)
-    finally:
-        db.close()
+    text = operate.metrics(st.settled_store(), st.clock)
     if output is None:
         sys.stdout.write(text)
         return

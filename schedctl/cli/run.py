@@ -16,7 +16,7 @@ from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationErro
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
 
 if TYPE_CHECKING:
-    from schedctl.db.rundb import RunDB
+    from schedctl.db.repository import Repository
     from schedctl.locking import JobLock
     from schedctl.services import RunContext
 
@@ -176,31 +176,29 @@ def warn_db_flag(settings: config.Settings) -> None:
 
 def _context(settings: config.Settings) -> RunContext:
     """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
-    from schedctl.db.rundb import open_rundb
+    from schedctl.db.connector import SQLITE_BUSY_RUN
+    from schedctl.db.repository import Repository, open_repository
     from schedctl.services import RunContext
 
     url = settings.database
     clock = SystemClock()
 
-    def connect() -> RunDB:
-        return open_rundb(url, clock)
+    def connect() -> Repository:
+        return open_repository(url, clock, "schedctl run", SQLITE_BUSY_RUN)
 
     if url.backend == "postgresql":
-        from schedctl.db.rundb import PgRunDB
         from schedctl.locking import PgAdvisoryLock
 
         def lock_for(job: Job) -> JobLock:
             # On the run's own session: the lock lives exactly as long as that session.
-            assert isinstance(ctx.db, PgRunDB)
-            return PgAdvisoryLock(ctx.db.conn, job.id, ctx.db.pooled_pid)
+            assert isinstance(ctx.db, Repository)
+            return PgAdvisoryLock(ctx.db.session, job.id, ctx.db.pooled_pid)
     else:
         from schedctl.locking import FileLock
 
         def lock_for(job: Job) -> JobLock:
             return FileLock(settings.data_dir / "locks", job.id)
 
-    if url.backend == "sqlite" and url.sqlite_path is not None and not url.sqlite_path.exists():
-        _create_sqlite(settings)  # sqlite3 would create it 0644, and not its directory
     db = _with_current_schema(settings, connect)
     ctx = RunContext(
         db=db,
@@ -220,7 +218,9 @@ def _context(settings: config.Settings) -> RunContext:
     return ctx
 
 
-def _with_current_schema(settings: config.Settings, connect: Callable[[], RunDB]) -> RunDB:
+def _with_current_schema(
+    settings: config.Settings, connect: Callable[[], Repository]
+) -> Repository:
     """Connect and check the schema once; the embedded database is upgraded on first use."""
     db = connect()
     try:
@@ -235,7 +235,7 @@ def _with_current_schema(settings: config.Settings, connect: Callable[[], RunDB]
 
 
 def _create_sqlite(settings: config.Settings) -> None:
-    """Create (0600, in a 0700 directory) and migrate the embedded database."""
-    from schedctl.db.repo import Store
+    """Migrate the embedded database (created 0600, in a 0700 directory, on connecting)."""
+    from schedctl.db.repository import open_current
 
-    Store.open(settings.database).close()
+    open_current(settings.database, SystemClock()).close()

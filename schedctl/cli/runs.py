@@ -105,7 +105,7 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
         raise ValidationError("--missed needs a JOB: schedctl history JOB --missed")
     store = st.settled_store()
     slots = operate.missed_slots(store, st.clock, job, since_seconds or 7 * 86400)
-    zone = store.get_job(job).spec.timezone
+    zone = store.load_job(job).spec.timezone
     if json_:
         print_json([{"job": job, "slot": iso(s)} for s in slots])
         return

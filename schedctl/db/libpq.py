@@ -92,6 +92,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "PQntuples": (i, [p]),
         "PQnfields": (i, [p]),
         "PQftype": (ctypes.c_uint, [p, i]),
+        "PQfname": (s, [p, i]),
         "PQgetisnull": (i, [p, i, i]),
         "PQgetvalue": (s, [p, i, i]),
         "PQcmdTuples": (s, [p]),
@@ -214,9 +215,12 @@ def _numbered(sql: str) -> str:
 class Result:
     """The rows and row count of one statement, decoded from text."""
 
-    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+    def __init__(
+        self, rows: list[tuple[Any, ...]], rowcount: int, columns: tuple[str, ...] = ()
+    ) -> None:
         self.rows = rows
         self.rowcount = rowcount
+        self.columns = columns
 
     def fetchone(self) -> tuple[Any, ...] | None:
         """Return the first row, or None."""
@@ -314,7 +318,8 @@ class Connection:
             status = pq.PQresultStatus(res)
             if status == _TUPLES_OK:
                 rows = self._rows(res)
-                return Result(rows, len(rows))
+                names = tuple(bytes(pq.PQfname(res, c)).decode() for c in range(pq.PQnfields(res)))
+                return Result(rows, len(rows), names)
             if status == _COMMAND_OK:
                 count = pq.PQcmdTuples(res) or b""
                 return Result([], int(count) if count else -1)

@@ -1,19 +1,51 @@
-"""Schema status through SQLAlchemy, and Alembic upgrades."""
+"""Alembic migrations, on SQLAlchemy: the only place besides tables.py that loads it."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 
+from schedctl.config import DatabaseURL
+from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, pg_params
+from schedctl.db.dberrors import translate
 from schedctl.db.version import HEAD, SchemaStatus, require_current
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `db upgrade` runs from several hosts (PostgreSQL advisory lock key).
 UPGRADE_LOCK_KEY = 0x5C4ED0
 
-__all__ = ["HEAD", "SchemaStatus", "current_revision", "require_current", "status", "upgrade"]
+__all__ = ["HEAD", "SchemaStatus", "current_revision", "make_engine", "status", "upgrade"]
+
+
+def make_engine(url: DatabaseURL) -> Engine:
+    """Create an engine for `url` with the session settings schedctl relies on."""
+    if url.backend == "sqlite":
+        from schedctl.db.connector import _create_private
+
+        _create_private(url)
+        engine = sa.create_engine(sa.engine.URL.create("sqlite", database=str(url.sqlite_path)))
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # Every libpq keyword as libpq parsed it (config.py), not a string for SQLAlchemy to parse
+    # again: its rules read some passwords differently.
+    params = pg_params(url, "schedctl db")
+    keywords = {k: v for k, v in params.items() if k not in PG_CONNECT_ARGS}
+    return sa.create_engine(
+        sa.engine.URL.create("postgresql+psycopg", query=keywords),
+        connect_args={k: params[k] for k in PG_CONNECT_ARGS},
+    )
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY * 1000)}")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -28,20 +60,26 @@ def status(conn: Connection) -> SchemaStatus:
     return SchemaStatus(current_revision(conn), HEAD)
 
 
-def upgrade(engine: Engine) -> tuple[str | None, str]:
+def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
     """Migrate the database to HEAD; return (before, after) revisions."""
     from alembic import command
     from alembic.config import Config
 
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
-        before = current_revision(conn)
-        if before is not None and before > HEAD:
-            require_current(SchemaStatus(before, HEAD))
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
-        after = current_revision(conn)
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
+            before = current_revision(conn)
+            if before is not None and before > HEAD:
+                require_current(SchemaStatus(before, HEAD))
+            cfg = Config()
+            cfg.set_main_option("script_location", str(MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            after = current_revision(conn)
+    except (exc.OperationalError, exc.InterfaceError) as e:
+        raise translate(e, url) from e
+    finally:
+        engine.dispose()
     return before, after or HEAD

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from schedctl.datadir import private_dir
-from schedctl.db.rundb import RecordRefusedError, RunDB, RunResult
+from schedctl.db.repository import RecordRefusedError, RunDB, RunResult
 from schedctl.errors import SchedctlError
 from schedctl.models import RunStatus
 

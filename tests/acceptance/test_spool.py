@@ -58,10 +58,10 @@ def claim_runs(url: str, job: str, count: int) -> list[int]:
     from schedctl import __version__
     from schedctl.clock import SystemClock
     from schedctl.config import parse_database_url
-    from schedctl.db.rundb import Claim, open_rundb
+    from schedctl.db.repository import Claim, open_repository
     from schedctl.models import Trigger
 
-    db = open_rundb(parse_database_url(url), SystemClock(), "test")
+    db = open_repository(parse_database_url(url), SystemClock(), "test")
     try:
         found = db.load_job(job)
         claim = Claim(found, None, Trigger.MANUAL, 1, "elsewhere", 1, db.now(), 0.0, __version__)

@@ -10,13 +10,15 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+from dbtools import engine_of
 from pgserver import PgServer
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from schedctl.clock import SystemClock
 from schedctl.config import parse_database_url
-from schedctl.db.repo import Store
-from schedctl.db.rundb import PgRunDB
+from schedctl.db.connector import PgConnector
+from schedctl.db.repository import open_repository
 from schedctl.errors import ConfigError
 
 pytestmark = pytest.mark.postgres
@@ -101,14 +103,17 @@ def test_connections_go_where_libpq_reads_the_url(pg: PgServer) -> None:
         # psycopg hands the URL to libpq as it is: the reference.
         with psycopg.connect(raw.replace("postgresql+psycopg://", "postgresql://", 1)) as theirs:
             assert theirs.execute(query).fetchone() == want
-        run_db = PgRunDB(url)  # the run path, on libpq directly
+        run_db = open_repository(url, SystemClock(), "schedctl run")  # the run path, on libpq
+        assert isinstance(run_db.conn, PgConnector)
         try:
-            assert run_db.conn.execute(query).fetchone() == want
+            assert run_db.conn.session.execute(query, ()).fetchone() == want
         finally:
             run_db.close()
-        store = Store.connect(url)  # every other command, on psycopg through SQLAlchemy
+        store = open_repository(
+            url, SystemClock()
+        )  # every other command, on psycopg through SQLAlchemy
         try:
-            with store.engine.connect() as conn:
+            with engine_of(store).connect() as conn:
                 assert tuple(conn.exec_driver_sql(query).one()) == want
         finally:
             store.close()

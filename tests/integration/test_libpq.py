@@ -11,18 +11,23 @@ import psycopg
 import pytest
 from pgserver import free_port
 
+from schedctl.clock import SystemClock
 from schedctl.config import parse_database_url
 from schedctl.db import libpq
-from schedctl.db.rundb import PG_CONNECT_ARGS, PgRunDB
+from schedctl.db.connector import PG_CONNECT_ARGS, PG_SESSION_OPTIONS
+from schedctl.db.repository import open_repository
 from schedctl.errors import ConfigError, ExitCode
 
 
 def session(url: str, **extra: str) -> libpq.Connection:
-    return libpq.Connection({"dbname": url, **PG_CONNECT_ARGS, "client_encoding": "UTF8", **extra})
+    return libpq.Connection(
+        {"dbname": url, **PG_CONNECT_ARGS, "options": PG_SESSION_OPTIONS,
+         "client_encoding": "UTF8", **extra}
+    )  # fmt: skip
 
 
 def oracle(url: str) -> psycopg.Connection[tuple[Any, ...]]:
-    return psycopg.connect(url, autocommit=True, **PG_CONNECT_ARGS)
+    return psycopg.connect(url, autocommit=True, **PG_CONNECT_ARGS, options=PG_SESSION_OPTIONS)
 
 
 # Every type the decoder knows, NULLs among them, read by both clients.
@@ -170,5 +175,5 @@ def test_a_missing_libpq_is_a_config_error_with_the_fix(
 
     monkeypatch.setattr(libpq, "lib", missing)
     with pytest.raises(ConfigError, match="install the libpq5 package") as info:
-        PgRunDB(parse_database_url(pg_url))
+        open_repository(parse_database_url(pg_url), SystemClock(), "schedctl run")
     assert info.value.exit_code == ExitCode.CONFIG

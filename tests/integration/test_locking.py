@@ -11,15 +11,33 @@ from pathlib import Path
 
 import pytest
 
+from schedctl.clock import SystemClock
 from schedctl.config import parse_database_url
 from schedctl.db import libpq
-from schedctl.db.repo import Store
+from schedctl.db.connector import PgConnector
+from schedctl.db.repository import open_repository
 from schedctl.locking import LOCK_NAMESPACE, FileLock, PgAdvisoryLock, acquire_within
 
 
-def connect(url: str) -> libpq.Connection:
+class Session(PgConnector):
     """A session like the one `schedctl run` holds its lock on."""
-    return libpq.Connection({"dbname": url})
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def backend_pid(self) -> int:  # type: ignore[override]
+        return self.session.backend_pid
+
+    def execute(self, sql: str, params: tuple[object, ...] = ()) -> libpq.Result:
+        return self.session.execute(sql, params)
+
+
+def connect(url: str) -> Session:
+    return Session(parse_database_url(url))
 
 
 def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
@@ -28,9 +46,9 @@ def test_pg_lock_is_exclusive_per_job_and_released(pg_url: str) -> None:
         assert first.try_acquire()
         assert not second.try_acquire()
         assert PgAdvisoryLock(b, 8).try_acquire()  # another job is independent
-        store = Store.connect(parse_database_url(pg_url))
+        store = open_repository(parse_database_url(pg_url), SystemClock())
         try:
-            holders = dict(store.pg_lock_holders(LOCK_NAMESPACE))
+            holders = dict(store.lock_holders(LOCK_NAMESPACE))
         finally:
             store.close()
         assert holders[7] == a.backend_pid

@@ -8,11 +8,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from dbtools import engine_of
 
+from schedctl.clock import SystemClock
 from schedctl.config import parse_database_url
 from schedctl.db import schema
-from schedctl.db.engine import make_engine
-from schedctl.db.repo import Store
+from schedctl.db.repository import open_current, open_repository
+from schedctl.db.schema import make_engine
 from schedctl.db.tables import metadata
 from schedctl.errors import SchemaError
 
@@ -24,11 +26,11 @@ def test_head_constant_is_alembic_head() -> None:
 
 
 def test_upgrade_empty_database_gives_exactly_the_code_tables(db_url: str) -> None:
-    store = Store.connect(parse_database_url(db_url))
+    store = open_repository(parse_database_url(db_url), SystemClock())
     assert store.schema_status().state == "missing"
     before, after = store.upgrade()
     assert (before, after) == (None, schema.HEAD)
-    with store.engine.connect() as conn:
+    with engine_of(store).connect() as conn:
         inspector = sa.inspect(conn)
         assert set(inspector.get_table_names()) == set(metadata.tables) | {"alembic_version"}
         for table in metadata.sorted_tables:
@@ -50,21 +52,21 @@ def test_upgrade_empty_database_gives_exactly_the_code_tables(db_url: str) -> No
 def test_postgres_schema_missing_or_behind_says_what_to_run(pg_url: str) -> None:
     url = parse_database_url(pg_url)
     with pytest.raises(SchemaError, match="run `schedctl db upgrade`"):
-        Store.open(url)
-    Store.connect(url).upgrade()
-    Store.open(url).close()
+        open_current(url, SystemClock())
+    schema.upgrade(url)
+    open_current(url, SystemClock()).close()
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0000'"))
     with pytest.raises(SchemaError, match="is at revision 0000, this schedctl needs"):
-        Store.open(url)
+        open_current(url, SystemClock())
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
     with pytest.raises(SchemaError, match="newer than this schedctl"):
-        Store.open(url)
+        open_current(url, SystemClock())
     engine.dispose()
 
 
 def test_sqlite_creates_its_own_schema(sqlite_url: str) -> None:
-    store = Store.open(parse_database_url(sqlite_url))
+    store = open_current(parse_database_url(sqlite_url), SystemClock())
     assert store.schema_status().state == "current"

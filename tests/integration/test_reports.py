@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from dbtools import engine_of
 from prometheus_client.parser import text_string_to_metric_families
 
 from schedctl import operate, services
 from schedctl.clock import FixedClock
-from schedctl.db.repo import Store
-from schedctl.db.rundb import open_rundb
+from schedctl.db.repository import Repository, open_repository
 from schedctl.db.tables import runs
 from schedctl.models import Job, JobChanges, JobSpec
 from schedctl.report import JobCheck, Severity
@@ -22,13 +22,15 @@ T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)  # a Monday, away from DST changes
 H = timedelta(hours=1)
 
 
-def add(store: Store, name: str, schedule: str, at: datetime, tz: str = "UTC", **kw: Any) -> Job:
+def add(
+    store: Repository, name: str, schedule: str, at: datetime, tz: str = "UTC", **kw: Any
+) -> Job:
     spec = JobSpec(name=name, schedule=schedule, timezone=tz, command=("true",), **kw)
     return services.add_job(store, spec, FixedClock(at))
 
 
 def record(
-    store: Store,
+    store: Repository,
     job: Job,
     slot: datetime | None,
     status: str = "succeeded",
@@ -55,13 +57,13 @@ def record(
         duration_seconds=None if status in ("running", "skipped_overlap") else duration,
         output_bytes=0, output_truncated=False, clock_skew_seconds=skew, schedctl_version="test",
     )  # fmt: skip
-    with store.tx() as conn:
+    with engine_of(store).begin() as conn:
         return int(conn.execute(runs.insert().values(values).returning(runs.c.id)).scalar_one())
 
 
-def check(store: Store, clock: FixedClock, names: list[str] | None = None) -> list[JobCheck]:
+def check(store: Repository, clock: FixedClock, names: list[str] | None = None) -> list[JobCheck]:
     """Run `check` as the CLI does: on the run path's plain driver."""
-    db = open_rundb(store.url, clock)
+    db = open_repository(store.url, clock)
     try:
         return operate.check(db, clock, names)
     finally:
@@ -72,7 +74,7 @@ def row(rep: operate.Report, name: str) -> Any:
     return next(r for r in rep.rows if r.name == name)
 
 
-def test_report_counts_every_state_and_the_missed_slots(store: Store) -> None:
+def test_report_counts_every_state_and_the_missed_slots(store: Repository) -> None:
     job = add(store, "hourly", "0 * * * *", T0)
     statuses = {0: "succeeded", 1: "succeeded", 2: "failed", 4: "timed_out", 5: "lost",
                 6: "lock_lost", 8: "skipped_overlap", 9: "killed", 10: "succeeded"}  # fmt: skip
@@ -105,7 +107,7 @@ def test_report_counts_every_state_and_the_missed_slots(store: Store) -> None:
     assert row(operate.report(store, FixedClock(now), 4 * 3600), "hourly").missed == 1
 
 
-def test_missed_slots_follow_dst_in_the_jobs_zone(store: Store) -> None:
+def test_missed_slots_follow_dst_in_the_jobs_zone(store: Repository) -> None:
     created = datetime(2026, 3, 25, tzinfo=UTC)
     job = add(store, "berlin", "30 2 * * *", created, tz="Europe/Berlin")
     now = datetime(2026, 4, 1, 12, tzinfo=UTC)
@@ -128,7 +130,7 @@ def test_missed_slots_follow_dst_in_the_jobs_zone(store: Store) -> None:
     assert operate.missed_slots(store, FixedClock(later), "fall", 7 * 86400) == []
 
 
-def test_disabled_periods_are_not_missed(store: Store) -> None:
+def test_disabled_periods_are_not_missed(store: Repository) -> None:
     add(store, "pausable", "0 * * * *", T0)
     services.set_enabled(store, "pausable", False, FixedClock(T0 + 3 * H + timedelta(minutes=5)))
     services.set_enabled(store, "pausable", True, FixedClock(T0 + 6 * H + timedelta(minutes=5)))
@@ -145,7 +147,7 @@ def test_disabled_periods_are_not_missed(store: Store) -> None:
     assert check(store, FixedClock(later), ["pausable"])[0].severity is Severity.OK
 
 
-def test_an_edited_schedule_judges_each_slot_by_the_schedule_then(store: Store) -> None:
+def test_an_edited_schedule_judges_each_slot_by_the_schedule_then(store: Repository) -> None:
     add(store, "moved", "0 * * * *", T0)
     services.edit_job(store, "moved", JobChanges(schedule="30 * * * *"), FixedClock(T0 + 2 * H + timedelta(minutes=10)))  # fmt: skip
     job = services.get_job(store, "moved")
@@ -159,7 +161,7 @@ def test_an_edited_schedule_judges_each_slot_by_the_schedule_then(store: Store) 
     assert row(operate.report(store, FixedClock(now), 86400), "moved").missed == 1
 
 
-def test_check_gives_each_state_its_monitoring_code(store: Store) -> None:
+def test_check_gives_each_state_its_monitoring_code(store: Repository) -> None:
     now = T0 + 5 * H + timedelta(minutes=10)
     cases: dict[str, tuple[Severity, str]] = {}
 
@@ -201,7 +203,7 @@ def test_check_gives_each_state_its_monitoring_code(store: Store) -> None:
     assert [c.name for c in only] == ["good", "late"]
 
 
-def test_check_judges_lateness_by_the_clock_that_fired_the_run(store: Store) -> None:
+def test_check_judges_lateness_by_the_clock_that_fired_the_run(store: Repository) -> None:
     now = T0 + 5 * H + timedelta(minutes=30)
     slot = T0 + 5 * H
     four = timedelta(minutes=4).total_seconds()
@@ -234,9 +236,9 @@ def test_check_judges_lateness_by_the_clock_that_fired_the_run(store: Store) -> 
 
 
 def test_prune_keeps_the_first_attempts_of_slots_a_firing_could_still_claim(
-    store: Store,
+    store: Repository,
 ) -> None:
-    db_now = store.db_now()
+    db_now = store.now()
     kept: dict[str, int] = {}
     for name, schedule in (("daily", "0 3 * * *"), ("monthly", "0 3 1 * *")):
         job = add(store, name, schedule, db_now - 100 * 24 * H, retention_seconds=60)
@@ -266,17 +268,13 @@ def test_prune_keeps_the_first_attempts_of_slots_a_firing_could_still_claim(
     assert operate.prune(store, later, 90 * 86400, 60).total == 0  # converged
 
 
-def test_metrics_parse_with_the_official_parser(store: Store) -> None:
+def test_metrics_parse_with_the_official_parser(store: Repository) -> None:
     job = add(store, "nightly", "0 * * * *", T0)
     for hour in range(3):
         record(store, job, T0 + hour * H, duration=4.5)
     record(store, job, T0 + 3 * H, "failed", duration=1.25)
     now = T0 + 5 * H + timedelta(minutes=10)
-    db = open_rundb(store.url, FixedClock(now))
-    try:
-        text = operate.metrics(store, db, FixedClock(now))
-    finally:
-        db.close()
+    text = operate.metrics(store, FixedClock(now))
     families = {f.name: f for f in text_string_to_metric_families(text)}
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
@@ -298,13 +296,13 @@ def test_metrics_parse_with_the_official_parser(store: Store) -> None:
     assert samples[("schedctl_check_state", key)] == 2
 
 
-def _count(store: Store, job: str) -> dict[str, int]:
-    with store.tx() as conn:
+def _count(store: Repository, job: str) -> dict[str, int]:
+    with engine_of(store).begin() as conn:
         query = sa.select(runs.c.status, sa.func.count()).where(runs.c.job_name == job)
         return dict(conn.execute(query.group_by(runs.c.status)).all())
 
 
-def test_prune_deletes_in_batches_keeps_failures_longer_and_honours_keep(store: Store) -> None:
+def test_prune_deletes_in_batches_keeps_failures_longer_and_honours_keep(store: Repository) -> None:
     now = datetime(2026, 11, 1, tzinfo=UTC)
     default = add(store, "default", "0 0 * * *", now - timedelta(days=400))
     short = add(store, "short", "0 0 * * *", now - timedelta(days=400), retention_seconds=7 * 86400)
@@ -335,6 +333,6 @@ def test_prune_deletes_in_batches_keeps_failures_longer_and_honours_keep(store: 
     assert operate.missed_slots(store, clock, "short", 200 * 86400) != []  # every 3rd day ran
     gone = {s.date() for s in operate.missed_slots(store, clock, "short", 200 * 86400)}
     assert min(gone) >= (now - timedelta(days=7)).date()
-    with store.tx() as conn:
+    with engine_of(store).begin() as conn:
         assert conn.execute(sa.select(runs.c.id).where(runs.c.id == old_running)).first()
     assert operate.prune(store, clock, 90 * 86400, 180 * 86400).total == 0  # converged

@@ -9,13 +9,21 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from dbtools import engine_of
 from pgserver import PgServer, free_port
 
 from schedctl import services
 from schedctl.clock import FixedClock, SystemClock
 from schedctl.config import parse_database_url
-from schedctl.db.repo import Store
-from schedctl.db.rundb import Claim, PgRunDB, RunDB, RunResult, SqliteRunDB
+from schedctl.db import schema
+from schedctl.db.connector import PgConnector
+from schedctl.db.repository import (
+    Claim,
+    Repository,
+    RunResult,
+    open_current,
+    open_repository,
+)
 from schedctl.db.tables import runs
 from schedctl.errors import DatabaseAuthError, DatabaseUnavailableError, NotFoundError, SchemaError
 from schedctl.models import JobSpec, RunStatus, Trigger
@@ -31,14 +39,15 @@ SPEC = JobSpec(
 )
 
 
-def open_rundb(store: Store) -> RunDB:
-    if store.url.backend == "sqlite":
-        return SqliteRunDB(store.url, SystemClock())
-    return PgRunDB(store.url)
+def run_db(store: Repository) -> Repository:
+    """Open a session of its own on the store's database, as `schedctl run` does."""
+    return open_repository(store.url, SystemClock(), "schedctl run")
 
 
-def claim_for(store: Store, host: str, slot: datetime | None = SLOT, attempt: int = 1) -> Claim:
-    job = store.get_job("report")
+def claim_for(
+    store: Repository, host: str, slot: datetime | None = SLOT, attempt: int = 1
+) -> Claim:
+    job = store.load_job("report")
     return Claim(
         job=job, slot=slot, trigger=Trigger.TIMER, attempt=attempt, host=host, pid=4242,
         claimed_at=datetime.now(UTC), clock_skew_seconds=0.5, version="test",
@@ -46,24 +55,24 @@ def claim_for(store: Store, host: str, slot: datetime | None = SLOT, attempt: in
 
 
 @pytest.fixture
-def job_store(store: Store) -> Store:
+def job_store(store: Repository) -> Repository:
     services.add_job(store, SPEC, FixedClock(datetime(2026, 11, 1, 9, 30, 15, 123456, tzinfo=UTC)))
     return store
 
 
-def test_load_job_matches_the_store(job_store: Store) -> None:
-    db = open_rundb(job_store)
+def test_load_job_matches_the_store(job_store: Repository) -> None:
+    db = run_db(job_store)
     try:
         db.check_schema()
-        assert db.load_job("report") == job_store.get_job("report")
+        assert db.load_job("report") == job_store.load_job("report")
         with pytest.raises(NotFoundError, match="no job named 'ghost'"):
             db.load_job("ghost")
     finally:
         db.close()
 
 
-def test_claim_once_per_slot_then_retries_and_manual_runs(job_store: Store) -> None:
-    db = open_rundb(job_store)
+def test_claim_once_per_slot_then_retries_and_manual_runs(job_store: Repository) -> None:
+    db = run_db(job_store)
     try:
         first = db.claim(claim_for(job_store, "h1"))
         assert first is not None
@@ -74,22 +83,23 @@ def test_claim_once_per_slot_then_retries_and_manual_runs(job_store: Store) -> N
         assert db.claim(claim_for(job_store, "h2", slot=None)) is not None  # manual, again
     finally:
         db.close()
-    with job_store.engine.connect() as conn:
+    with engine_of(job_store).connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one() == 5
 
 
-def test_thirty_concurrent_claims_of_one_slot_yield_one_row(job_store: Store) -> None:
+def test_thirty_concurrent_claims_of_one_slot_yield_one_row(job_store: Repository) -> None:
     results: list[int | None] = []
     errors: list[BaseException] = []
     barrier = threading.Barrier(30)
     lock = threading.Lock()
+    claims = [claim_for(job_store, f"host-{i}") for i in range(30)]
 
     def racer(i: int) -> None:
         try:
-            db = open_rundb(job_store)  # each racer has its own session, like a host
+            db = run_db(job_store)  # each racer has its own session, like a host
             try:
                 barrier.wait()
-                got = db.claim(claim_for(job_store, f"host-{i}"))
+                got = db.claim(claims[i])
             finally:
                 db.close()
             with lock:
@@ -105,12 +115,12 @@ def test_thirty_concurrent_claims_of_one_slot_yield_one_row(job_store: Store) ->
     assert errors == []
     assert len(results) == 30
     assert len([r for r in results if r is not None]) == 1
-    with job_store.engine.connect() as conn:
+    with engine_of(job_store).connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(runs)).scalar_one() == 1
 
 
-def test_results_read_back_through_the_store(job_store: Store) -> None:
-    db = open_rundb(job_store)
+def test_results_read_back_through_the_store(job_store: Repository) -> None:
+    db = run_db(job_store)
     try:
         run_id = db.claim(claim_for(job_store, "h1"))
         assert run_id is not None
@@ -126,7 +136,7 @@ def test_results_read_back_through_the_store(job_store: Store) -> None:
         )  # fmt: skip
     finally:
         db.close()
-    with job_store.engine.connect() as conn:
+    with engine_of(job_store).connect() as conn:
         row = conn.execute(sa.select(runs)).mappings().one()
     assert row["slot"] == SLOT
     assert row["started_at"] == started
@@ -138,10 +148,13 @@ def test_results_read_back_through_the_store(job_store: Store) -> None:
 
 def test_postgres_clock_and_lost_runner_reconciliation(pg_url: str) -> None:
     url = parse_database_url(pg_url)
-    Store.connect(url).upgrade()
-    store = Store.open(url)
+    schema.upgrade(url)
+    store = open_current(url, SystemClock())
     services.add_job(store, SPEC, SystemClock())
-    runner, other = PgRunDB(url), PgRunDB(url)
+    runner, other = (
+        open_repository(url, SystemClock(), "schedctl run"),
+        open_repository(url, SystemClock(), "schedctl run"),
+    )
     try:
         assert abs((runner.now() - datetime.now(UTC)).total_seconds()) < 5
         run_id = runner.claim(claim_for(store, "h1"))
@@ -151,7 +164,7 @@ def test_postgres_clock_and_lost_runner_reconciliation(pg_url: str) -> None:
         deadline = datetime.now(UTC) + timedelta(seconds=5)
         while other.reconcile_lost("h2") == 0:
             assert datetime.now(UTC) < deadline, "dead session never reconciled"
-        with store.engine.connect() as conn:
+        with engine_of(store).connect() as conn:
             assert conn.execute(sa.select(runs.c.status)).scalar_one() == "lost"
     finally:
         other.close()
@@ -160,11 +173,11 @@ def test_postgres_clock_and_lost_runner_reconciliation(pg_url: str) -> None:
 
 def test_sqlite_lost_runner_reconciliation(sqlite_url: str) -> None:
     url = parse_database_url(sqlite_url)
-    store = Store.open(url)
+    store = open_current(url, SystemClock())
     services.add_job(store, SPEC, SystemClock())
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)  # fmt: skip
-    db = SqliteRunDB(url, SystemClock())
+    db = open_repository(url, SystemClock())
     try:
         claim = claim_for(store, "h1")
         gone = claim._replace(pid=int(dead.stdout))
@@ -182,36 +195,40 @@ def test_sqlite_lost_runner_reconciliation(sqlite_url: str) -> None:
             stranger.wait()
     finally:
         db.close()
-    with store.engine.connect() as conn:
+    with engine_of(store).connect() as conn:
         assert conn.execute(sa.select(runs.c.status)).scalars().all() == ["lost", "lost"]
 
 
 def test_schema_missing_and_connection_errors(pg: PgServer, pg_url: str) -> None:
-    db = PgRunDB(parse_database_url(pg_url))
+    db = open_repository(parse_database_url(pg_url), SystemClock(), "schedctl run")
     try:
         with pytest.raises(SchemaError, match="schedctl db upgrade"):
             db.check_schema()
     finally:
         db.close()
     with pytest.raises(DatabaseUnavailableError, match="cannot reach the database"):
-        PgRunDB(parse_database_url(f"postgresql://u:pw@127.0.0.1:{free_port()}/x"))
+        open_repository(
+            parse_database_url(f"postgresql://u:pw@127.0.0.1:{free_port()}/x"), SystemClock()
+        )
     wrong = pg.url(pg_url.rsplit("/", 1)[1], password="wrong-password-7")
     with pytest.raises(DatabaseAuthError) as info:
-        PgRunDB(parse_database_url(wrong))
+        open_repository(parse_database_url(wrong), SystemClock(), "schedctl run")
     assert "wrong-password-7" not in str(info.value)
 
 
 def test_job_columns_follow_the_table() -> None:
-    from schedctl.db.rundb import JOB_COLUMNS
+    from schedctl.db import queries
     from schedctl.db.tables import jobs
 
-    assert list(JOB_COLUMNS) == [c.name for c in jobs.columns]
+    with open(queries.PATH, encoding="utf-8") as f:
+        fragment = queries.parse(f.read())[("{job_columns}", None)]
+    assert [c.strip() for c in fragment.split(",")] == [c.name for c in jobs.columns]
 
 
 def test_run_path_modules_load_no_heavy_framework() -> None:
     code = (
         "import sys\n"
-        "import schedctl.db.rundb, schedctl.runner, schedctl.locking, schedctl.services\n"
+        "import schedctl.db.repository, schedctl.runner, schedctl.locking, schedctl.services\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('sqlalchemy', 'typer', 'rich', 'click', 'alembic'))\n"
         "print(','.join(heavy))\n"
@@ -221,10 +238,12 @@ def test_run_path_modules_load_no_heavy_framework() -> None:
 
 
 def test_run_sessions_ask_the_server_for_keepalives(pg_url: str) -> None:
-    db = PgRunDB(parse_database_url(pg_url))
+    db = open_repository(parse_database_url(pg_url), SystemClock(), "schedctl run")
+    assert isinstance(db.conn, PgConnector)
+    session = db.conn.session
     try:
         settings = {
-            name: db.conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+            name: session.execute(f"SHOW {name}", ()).fetchone()[0]  # type: ignore[index]
             for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count")
         }
     finally:

@@ -16,7 +16,7 @@ from pgserver import PgServer
 from sandbox import FAKETIME_LIB, Sandbox, binds, sandbox_files, socket_url
 
 from schedctl.config import default_timezone, parse_database_url
-from schedctl.db.engine import make_engine
+from schedctl.db.schema import make_engine
 
 pytestmark = pytest.mark.postgres
 PROBE = Path(__file__).resolve().parents[1] / "secret_probe.py"

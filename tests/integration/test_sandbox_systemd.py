@@ -146,7 +146,7 @@ def test_two_hosts_with_the_same_units_run_each_slot_once(
 def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg: PgServer) -> None:
     """units/ as install.sh --system puts them: sync converges the host, prune applies retention."""
     from schedctl.config import parse_database_url
-    from schedctl.db.engine import make_engine
+    from schedctl.db.schema import make_engine
     from schedctl.db.tables import runs
 
     cli, url = host

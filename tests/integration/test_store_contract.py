@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from dbtools import engine_of
 
 from schedctl import services
 from schedctl.clock import FixedClock
-from schedctl.db.repo import Store
+from schedctl.db.repository import Repository
 from schedctl.db.tables import runs
 from schedctl.errors import ConflictError, NotFoundError, ValidationError
 from schedctl.models import ConcurrencyPolicy, JobChanges, JobSpec
@@ -28,8 +29,8 @@ SPEC = JobSpec(
 )
 
 
-def _add_run(store: Store, job_id: int, name: str) -> None:
-    with store.engine.begin() as conn:
+def _add_run(store: Repository, job_id: int, name: str) -> None:
+    with engine_of(store).begin() as conn:
         conn.execute(
             runs.insert().values(
                 job_id=job_id,
@@ -46,7 +47,7 @@ def _add_run(store: Store, job_id: int, name: str) -> None:
         )
 
 
-def test_add_get_roundtrip(store: Store) -> None:
+def test_add_get_roundtrip(store: Repository) -> None:
     added = services.add_job(store, SPEC, CLOCK)
     got = services.get_job(store, "backup")
     assert got == added
@@ -55,20 +56,20 @@ def test_add_get_roundtrip(store: Store) -> None:
     assert got.created_at == T0 and got.created_at.tzinfo is not None
 
 
-def test_duplicate_name_is_a_conflict_and_changes_nothing(store: Store) -> None:
+def test_duplicate_name_is_a_conflict_and_changes_nothing(store: Repository) -> None:
     services.add_job(store, SPEC, CLOCK)
     with pytest.raises(ConflictError, match="already exists"):
         services.add_job(store, replace(SPEC, schedule="@hourly"), CLOCK)
     assert [j.spec.schedule for j in store.list_jobs()] == ["30 2 * * *"]
 
 
-def test_invalid_spec_is_not_stored(store: Store) -> None:
+def test_invalid_spec_is_not_stored(store: Repository) -> None:
     with pytest.raises(ValidationError):
         services.add_job(store, replace(SPEC, schedule="0 0 30 2 *"), CLOCK)
     assert store.list_jobs() == []
 
 
-def test_edit_bumps_revision_only_on_change(store: Store) -> None:
+def test_edit_bumps_revision_only_on_change(store: Repository) -> None:
     services.add_job(store, SPEC, CLOCK)
     later = FixedClock(T0 + timedelta(minutes=5))
     same = services.edit_job(store, "backup", JobChanges(schedule="30  2 * * *"), later)
@@ -98,7 +99,7 @@ def test_edit_bumps_revision_only_on_change(store: Store) -> None:
     assert job.updated_at == T0 + timedelta(minutes=5)
 
 
-def test_stale_update_is_refused(store: Store) -> None:
+def test_stale_update_is_refused(store: Repository) -> None:
     job = services.add_job(store, SPEC, CLOCK)
     store.update_job(job, replace(job.spec, description="first"), T0)
     with pytest.raises(ConflictError, match="changed or removed by someone else"):
@@ -106,26 +107,26 @@ def test_stale_update_is_refused(store: Store) -> None:
     assert services.get_job(store, "backup").spec.description == "first"
 
 
-def test_enable_disable(store: Store) -> None:
+def test_enable_disable(store: Repository) -> None:
     services.add_job(store, SPEC, CLOCK)
     assert services.set_enabled(store, "backup", False, CLOCK).changed
     assert not services.set_enabled(store, "backup", False, CLOCK).changed
     assert services.get_job(store, "backup").spec.enabled is False
 
 
-def test_list_filters_by_tag(store: Store) -> None:
+def test_list_filters_by_tag(store: Repository) -> None:
     services.add_job(store, SPEC, CLOCK)
     services.add_job(store, replace(SPEC, name="cleanup", tags=("hourly",)), CLOCK)
     assert [j.name for j in services.list_jobs(store)] == ["backup", "cleanup"]
     assert [j.name for j in services.list_jobs(store, "hourly")] == ["cleanup"]
 
 
-def test_remove_keeps_history_unless_purged(store: Store) -> None:
+def test_remove_keeps_history_unless_purged(store: Repository) -> None:
     kept = services.add_job(store, SPEC, CLOCK)
     _add_run(store, kept.id, kept.name)
     result = services.remove_job(store, "backup", purge=False)
     assert (result.runs_kept, result.runs_deleted) == (1, 0)
-    with store.engine.connect() as conn:
+    with engine_of(store).connect() as conn:
         row = conn.execute(sa.select(runs.c.job_id, runs.c.job_name)).one()
     assert tuple(row) == (None, "backup")
 
@@ -136,14 +137,14 @@ def test_remove_keeps_history_unless_purged(store: Store) -> None:
         services.get_job(store, "other")
 
 
-def test_unknown_job(store: Store) -> None:
+def test_unknown_job(store: Repository) -> None:
     with pytest.raises(NotFoundError, match="no job named 'ghost'"):
         services.get_job(store, "ghost")
     with pytest.raises(NotFoundError):
         services.edit_job(store, "ghost", JobChanges(schedule="@daily"), CLOCK)
 
 
-def test_slot_claim_is_unique_per_job_and_slot(store: Store) -> None:
+def test_slot_claim_is_unique_per_job_and_slot(store: Repository) -> None:
     job = services.add_job(store, SPEC, CLOCK)
     values = {
         "job_id": job.id,
@@ -158,9 +159,9 @@ def test_slot_claim_is_unique_per_job_and_slot(store: Store) -> None:
         "output_truncated": False,
         "schedctl_version": "test",
     }
-    with store.engine.begin() as conn:
+    with engine_of(store).begin() as conn:
         conn.execute(runs.insert().values(values))
-    with pytest.raises(sa.exc.IntegrityError), store.engine.begin() as conn:
+    with pytest.raises(sa.exc.IntegrityError), engine_of(store).begin() as conn:
         conn.execute(runs.insert().values({**values, "host": "h2"}))
-    with store.engine.begin() as conn:  # a retry of the same slot is attempt 2
+    with engine_of(store).begin() as conn:  # a retry of the same slot is attempt 2
         conn.execute(runs.insert().values({**values, "attempt": 2}))

@@ -1,0 +1,320 @@
+"""Connections to schedctl's database: a libpq session (PostgreSQL) or sqlite3, one protocol.
+
+Neither SQLAlchemy nor psycopg: importing either costs more than a whole `schedctl run`
+(README, "Where schedctl does not use a chosen library"). Both connections run in autocommit,
+so each statement is its own transaction unless `transaction()` groups several.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+
+from schedctl.config import DatabaseURL
+from schedctl.db import queries
+from schedctl.db.dberrors import translate
+from schedctl.errors import ConfigError, DatabaseUnavailableError, TransactionPoolerError
+
+if TYPE_CHECKING:
+    pass
+
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    # Client side: notice a dead server quickly.
+    "keepalives": 1,
+    "keepalives_idle": 20,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# Server side: end the session of a host that died (and free its advisory lock) within a
+# minute, instead of the kernel default of two hours. Sessions in UTC: timestamps arrive
+# already in the zone schedctl computes in. Appended to the URL's own `options`.
+PG_SESSION_OPTIONS = (
+    "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+    " -c TimeZone=UTC"
+)
+# `run` waits long for the write lock: hundreds of runs starting in the same second on one host
+# queue for it, and giving up would mean a slot not run. Other commands give up sooner.
+SQLITE_BUSY_RUN = 60.0
+SQLITE_BUSY = 10.0
+SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"  # the text form of SQLite timestamps (SQLAlchemy's too)
+
+
+class Rows(NamedTuple):
+    """What a statement returned: column names, rows, and how many rows it touched."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    rowcount: int
+
+    def one(self) -> tuple[Any, ...] | None:
+        """Return the first row, or None."""
+        return self.rows[0] if self.rows else None
+
+    def dicts(self) -> list[dict[str, Any]]:
+        """Return the rows as column -> value mappings."""
+        return [dict(zip(self.columns, r, strict=True)) for r in self.rows]
+
+
+class RefusedError(Exception):
+    """The database refused the values (a constraint, a data error): retrying cannot help."""
+
+    def __init__(self, message: str, unique: bool = False) -> None:
+        super().__init__(message)
+        self.unique = unique  # a unique constraint: the row exists already
+
+
+class Connector(Protocol):
+    """A session on schedctl's database."""
+
+    backend: str
+    url: DatabaseURL
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        """Execute the named statement of queries.sql; raise RefusedError or a schedctl error."""
+        ...
+
+    def transaction(self) -> Any:
+        """Return a context manager that runs its statements as one transaction."""
+        ...
+
+    def close(self) -> None:
+        """Close the session (which also drops any advisory lock it holds)."""
+        ...
+
+
+def _first_line(text: str) -> str:
+    return next((ln.strip() for ln in text.splitlines() if ln.strip()), "refused")
+
+
+def pg_params(url: DatabaseURL, application_name: str) -> dict[str, str]:
+    """Return the libpq keywords for a session: the URL's, schedctl's on top, options merged."""
+    params = {**url.libpq_params(), **{k: str(v) for k, v in PG_CONNECT_ARGS.items()}}
+    own = url.libpq_params().get("options", "").strip()
+    # The URL's own options (a search_path, say) stay; schedctl's come after, so they win.
+    params["options"] = f"{own} {PG_SESSION_OPTIONS}".strip()
+    params["application_name"] = application_name
+    params["client_encoding"] = "UTF8"
+    return params
+
+
+class PgConnector:
+    """An autocommit libpq session; the run's advisory locks live on it too."""
+
+    backend = "postgresql"
+
+    def __init__(self, url: DatabaseURL, application_name: str = "schedctl") -> None:
+        from schedctl.db import libpq
+
+        self.url = url
+        self.params = pg_params(url, application_name)
+        # The server's own pid for this session (pg_backend_pid()); libpq's can be a pooler's.
+        self.server_pid: int | None = None
+        try:
+            self.session = libpq.Connection(self.params, expand_dbname=False)
+        except libpq.LibpqMissingError as e:
+            raise ConfigError(e.advice()) from None
+        except libpq.PgError as e:
+            raise translate(e, url) from None
+
+    def run(
+        self, name: str, params: Mapping[str, Any] | None = None, timeout: float | None = None
+    ) -> Rows:
+        """Execute a named statement; a lost session becomes a one-line schedctl error."""
+        from schedctl.db import libpq
+
+        q = queries.get(name, "postgresql")
+        given = params or {}
+        try:
+            res = self.session.execute(q.sql, [given[p] for p in q.params], timeout=timeout)
+        except libpq.PgOperationalError as e:
+            raise translate(e, self.url) from e
+        except libpq.PgError as e:
+            # Data exceptions and constraint violations: the values are at fault, not the
+            # session, so trying again later would fail the same way.
+            if e.sqlstate is not None and e.sqlstate[:2] in ("22", "23"):
+                raise RefusedError(_first_line(str(e)), unique=e.sqlstate == "23505") from e
+            raise
+        return Rows(res.columns, res.rows, res.rowcount)
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block's statements as one transaction."""
+        self._plain("BEGIN")
+        try:
+            yield
+        except BaseException:
+            if not self.session.closed:
+                self._plain("ROLLBACK")
+            raise
+        self._plain("COMMIT")
+
+    def _plain(self, sql: str) -> None:
+        from schedctl.db import libpq
+
+        try:
+            self.session.execute(sql)
+        except libpq.PgOperationalError as e:
+            raise translate(e, self.url) from e
+
+    def backend_pid(self) -> int | None:
+        """Return this session's server backend pid (the server's, not a pooler's)."""
+        return self.session.backend_pid if self.server_pid is None else self.server_pid
+
+    @property
+    def pooled_pid(self) -> int | None:
+        """Return the server backend pid when a pooler stands between, else None."""
+        if self.server_pid is None or self.server_pid == self.session.backend_pid:
+            return None
+        return self.server_pid
+
+    def require_own_session(self) -> None:
+        """Refuse a pooler that may hand this session's server backend to other clients.
+
+        libpq's backend pid comes from the server's BackendKeyData, which PgBouncer replaces
+        with its own; when it equals pg_backend_pid() nothing is in between and nothing more
+        is sent. Through a pooler, a session pool keeps one backend ours for the whole
+        connection: two statements in a row run on it, and another client never gets it. A
+        transaction pool hands an idle backend to the next statement of any client: the one
+        used last (PgBouncer's default), which the other client's statement then gets, or the
+        one idle longest (server_round_robin), which our second statement gets when there are
+        several, and the other client when ours is the only one.
+        """
+        if self.server_pid is None:
+            self.server_pid = self._server_pid(self)
+        if self.pooled_pid is None:
+            return
+        if any(self._server_pid(self) != self.server_pid for _ in range(2)):
+            raise TransactionPoolerError()
+        other = PgConnector(self.url, "schedctl run (pool check)")
+        try:
+            theirs = self._server_pid(other)
+        finally:
+            other.close()
+        if theirs == self.server_pid:
+            raise TransactionPoolerError()
+
+    @staticmethod
+    def _server_pid(conn: PgConnector) -> int:
+        row = conn.run("backend_pid").one()
+        assert row is not None
+        return int(row[0])
+
+    def close(self) -> None:
+        """End the session."""
+        self.session.close()
+
+
+def sqlite_ts(value: datetime) -> str:
+    """Return an aware datetime as SQLite stores instants: naive UTC text, sortable."""
+    return value.astimezone(UTC).strftime(SQLITE_TS)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return sqlite_ts(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _sqlite_value(value: Any) -> Any:
+    # Lists travel as JSON text, read back with json_each.
+    return json.dumps(_plain(value)) if isinstance(value, (list, tuple)) else _plain(value)
+
+
+class SqliteConnector:
+    """The embedded database (autocommit sqlite3, WAL); created private on first use."""
+
+    backend = "sqlite"
+
+    def __init__(self, url: DatabaseURL, busy_seconds: float = SQLITE_BUSY) -> None:
+        # Imported here, like libpq: each command loads one driver only.
+        import sqlite3
+
+        assert url.sqlite_path is not None
+        self.url = url
+        _create_private(url)
+        try:
+            self.conn = sqlite3.connect(url.sqlite_path, timeout=busy_seconds, isolation_level=None)
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.Error as e:
+            raise translate(e, url) from None
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        """Execute a named statement; a locked or unreadable file becomes a schedctl error."""
+        import sqlite3
+
+        q = queries.get(name, "sqlite")
+        values = {k: _sqlite_value(v) for k, v in (params or {}).items()}
+        try:
+            cur = self.conn.execute(q.sql, values)
+            rows = cur.fetchall()
+        except sqlite3.OperationalError as e:
+            raise translate(e, self.url) from e
+        except sqlite3.IntegrityError as e:
+            raise RefusedError(_first_line(str(e)), unique="UNIQUE" in str(e)) from e
+        except (sqlite3.DataError, sqlite3.InterfaceError, OverflowError) as e:
+            # OverflowError: an integer wider than SQLite's 64 bits.
+            raise RefusedError(_first_line(str(e))) from e
+        columns = tuple(d[0] for d in cur.description or ())
+        return Rows(columns, rows, cur.rowcount if cur.rowcount >= 0 else len(rows))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the block's statements as one transaction, holding the write lock from the start."""
+        self._plain("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        self._plain("COMMIT")
+
+    def _plain(self, sql: str) -> None:
+        import sqlite3
+
+        try:
+            self.conn.execute(sql)
+        except sqlite3.OperationalError as e:
+            raise translate(e, self.url) from e
+
+    def close(self) -> None:
+        """Close the file."""
+        self.conn.close()
+
+
+def _create_private(url: DatabaseURL) -> None:
+    """Create the database file 0600 in a 0700 directory: job definitions can hold secrets."""
+    path = url.sqlite_path
+    assert path is not None
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as e:
+        raise DatabaseUnavailableError(
+            f"cannot create the SQLite database {path}: {e.strerror}; make its directory "
+            f"writable or point SCHEDCTL_DATABASE_URL elsewhere"
+        ) from None
+
+
+def connect(
+    url: DatabaseURL, application_name: str = "schedctl", busy_seconds: float = SQLITE_BUSY
+) -> PgConnector | SqliteConnector:
+    """Open a session on `url` with the driver of its backend."""
+    if url.backend == "postgresql":
+        return PgConnector(url, application_name)
+    return SqliteConnector(url, busy_seconds)
+
+
+def from_sqlite_ts(text: str) -> datetime:
+    """Read a timestamp SQLite stored as text back as an aware UTC datetime."""
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)

@@ -1,0 +1,375 @@
+-- Every statement schedctl sends to its database, each written once.
+--
+-- `-- name: NAME` starts a statement; `-- name: NAME [postgresql]` or `[sqlite]` is that
+-- dialect's own version where the two cannot share one text. Parameters are `:name`;
+-- `{name}` includes a fragment (a `-- fragment: NAME` entry). Other `--` lines are comments.
+-- schedctl/db/queries.py reads this file; schedctl/db/repository.py is the only caller.
+
+-- fragment: job_columns
+id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
+jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
+enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision
+
+-- fragment: run_columns
+-- What history shows of a run (history.Run); the output tail is read only by `logs`.
+id, job_id, job_name, slot, trigger, attempt, status, host, pid, claimed_at, started_at,
+finished_at, exit_code, signal, duration_seconds, output_bytes, output_truncated,
+clock_skew_seconds
+
+-- fragment: failed
+-- models.FAILURE_STATUSES (a test keeps the two equal); the partial index ix_runs_job_failure
+-- has the same predicate.
+status IN ('failed', 'killed', 'lock_lost', 'lost', 'timed_out')
+
+
+-- ===== schema and session ===================================================================
+
+-- name: schema_version [postgresql]
+-- One round trip in the usual case; the server's pid comes along: compared with libpq's, it
+-- tells whether a pooler is in between.
+SELECT version_num, pg_backend_pid() FROM alembic_version
+
+-- name: schema_version [sqlite]
+SELECT version_num, NULL FROM alembic_version
+
+-- name: has_schema [sqlite]
+SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'
+
+-- name: server_version [postgresql]
+SELECT current_setting('server_version')
+
+-- name: server_version [sqlite]
+SELECT 'SQLite ' || sqlite_version()
+
+-- name: now [postgresql]
+SELECT clock_timestamp()
+
+-- name: backend_pid [postgresql]
+SELECT pg_backend_pid()
+
+-- name: try_lock [postgresql]
+SELECT pg_try_advisory_lock(:namespace, :job_id)
+
+-- name: try_lock_pinned [postgresql]
+-- Through a pooler: also prove the statement ran on the backend the session was pinned to,
+-- and that this backend did not hold the lock already (another client's, on a shared backend).
+-- The comparisons with pg_locks make the keys oids: cast back for the lock function.
+SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() <> :pinned_pid THEN false
+WHEN EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()
+  AND classid = :namespace AND objid = :job_id AND objsubid = 2)
+THEN false ELSE pg_try_advisory_lock(:namespace::int, :job_id::int) END
+
+-- name: unlock [postgresql]
+SELECT pg_advisory_unlock(:namespace, :job_id)
+
+-- name: lock_holders [postgresql]
+-- Every granted schedctl job lock (pg_try_advisory_lock(namespace, job id)).
+SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
+AND classid = :namespace ORDER BY objid
+
+
+-- ===== jobs =================================================================================
+
+-- name: load_job
+SELECT {job_columns} FROM jobs WHERE name = :name
+
+-- name: list_jobs
+SELECT {job_columns} FROM jobs ORDER BY name
+
+-- name: job_names
+SELECT id, name FROM jobs
+
+-- name: check_jobs
+-- Only what `check` judges a job by: decoding every job's command and environment was a
+-- tenth of its time with a thousand jobs.
+SELECT id, name, schedule, timezone, timeout_seconds, jitter_seconds, enabled, created_at,
+updated_at, revision FROM jobs ORDER BY name
+
+-- name: job_id_by_name
+SELECT id FROM jobs WHERE name = :name
+
+-- name: insert_job
+INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, concurrency,
+catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
+description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
+revision)
+VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
+:catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
+:description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1)
+RETURNING id
+
+-- name: update_job
+-- Compare-and-set on the revision: an edit made meanwhile by someone else is never lost.
+UPDATE jobs SET name = :name, command = :command, shell = :shell, schedule = :schedule,
+timezone = :timezone, timeout_seconds = :timeout_seconds, concurrency = :concurrency,
+catch_up = :catch_up, jitter_seconds = :jitter_seconds, retries = :retries,
+retry_delay_seconds = :retry_delay_seconds, env = :env, workdir = :workdir,
+run_as_user = :run_as_user, description = :description, tags = :tags, enabled = :enabled,
+output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
+updated_at = :now, revision = :revision + 1
+WHERE id = :id AND revision = :revision
+
+-- name: delete_job
+DELETE FROM jobs WHERE id = :id
+
+-- name: delete_job_runs
+DELETE FROM runs WHERE job_id = :job_id
+
+-- name: count_job_runs
+SELECT count(*) FROM runs WHERE job_id = :job_id
+
+-- name: insert_job_change
+-- The schedule-relevant state from `at` on: missed slots are judged by the rules then.
+INSERT INTO job_changes (job_id, at, enabled, schedule, timezone)
+VALUES (:job_id, :at, :enabled, :schedule, :timezone)
+
+-- name: job_changes
+SELECT job_id, at, enabled, schedule, timezone FROM job_changes ORDER BY job_id, at
+
+-- name: prune_marks
+SELECT job_id, pruned_before FROM prune_marks
+
+
+-- ===== schedctl run =========================================================================
+
+-- name: claim_slot
+-- The fleet-wide claim: one first attempt per (job, slot), whoever inserts it first. Retries
+-- (attempt 2, 3, ...) and manual runs (no slot) are outside the unique index: always inserted.
+INSERT INTO runs (job_id, job_name, job_revision, slot, trigger, attempt, status, host, pid,
+db_backend_pid, claimed_at, output_bytes, output_truncated, clock_skew_seconds,
+schedctl_version, fence_seconds)
+VALUES (:job_id, :job_name, :job_revision, :slot, :trigger, :attempt, 'running', :host, :pid,
+:backend_pid, :claimed_at, 0, false, :clock_skew_seconds, :version, :fence_seconds)
+ON CONFLICT (job_id, slot) WHERE attempt = 1 DO NOTHING RETURNING id
+
+-- name: ran_before_readded
+-- A removed job's runs keep its name with job_id NULL: a job added again under that name
+-- must not run a slot its predecessor already ran.
+SELECT 1 FROM runs WHERE job_name = :name AND slot = :slot AND attempt = 1 AND job_id IS NULL
+LIMIT 1
+
+-- name: mark_started [postgresql]
+-- By the server's clock: it is the run's first heartbeat too.
+UPDATE runs SET started_at = clock_timestamp(), heartbeat_at = clock_timestamp()
+WHERE id = :run_id RETURNING started_at
+
+-- name: mark_started [sqlite]
+UPDATE runs SET started_at = :now, heartbeat_at = :now WHERE id = :run_id RETURNING started_at
+
+-- name: heartbeat [postgresql]
+-- The row names the server backend that claimed it: a statement that lands on another backend
+-- (a transaction pooler moved us) updates nothing, which counts as a lost session too.
+UPDATE runs SET heartbeat_at = clock_timestamp()
+WHERE id = :run_id AND db_backend_pid = pg_backend_pid()
+
+-- name: heartbeat [sqlite]
+UPDATE runs SET heartbeat_at = :now WHERE id = :run_id
+
+-- name: fence_left [postgresql]
+-- Seconds until every other started run of the job has surely stopped its job.
+SELECT extract(epoch FROM max(coalesce(heartbeat_at, started_at)
+  + coalesce(fence_seconds, :default_fence) * interval '1 second') - clock_timestamp())::float8
+FROM runs WHERE job_id = :job_id AND status = 'running' AND started_at IS NOT NULL
+AND id <> :run_id
+
+-- name: finish_run
+UPDATE runs SET status = :status, exit_code = :exit_code, signal = :signal,
+started_at = :started_at, finished_at = :finished_at, duration_seconds = :duration_seconds,
+output_tail = :output_tail, output_bytes = :output_bytes, output_truncated = :output_truncated
+WHERE id = :run_id
+
+-- name: reconcile_lost [postgresql]
+-- Runs whose session has ended, from any host. The function, not the pg_stat_activity view:
+-- planning the view's joins in a fresh session costs more than the rest of this statement.
+-- A runner outlives its session (a restarted server) until its fence has passed: until then
+-- its job may still be running, so the row is not final yet.
+UPDATE runs SET status = 'lost', finished_at = clock_timestamp()
+WHERE status = 'running' AND db_backend_pid IS NOT NULL
+AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(runs.db_backend_pid))
+AND (started_at IS NULL OR coalesce(heartbeat_at, started_at)
+  + coalesce(fence_seconds, :default_fence) * interval '1 second' < clock_timestamp())
+
+-- name: running_on_host [sqlite]
+SELECT id, pid FROM runs WHERE status = 'running' AND host = :host
+
+-- name: mark_lost [sqlite]
+UPDATE runs SET status = 'lost', finished_at = :now WHERE id = :run_id AND status = 'running'
+
+
+-- ===== history ==============================================================================
+
+-- fragment: history_filters
+-- Each filter applies unless its any_ flag is set; a flag, not `:x IS NULL`, so that the
+-- server knows every parameter's type.
+(:any_status OR status = :status) AND (:any_since OR claimed_at >= :since)
+AND (:any_host OR host = :host)
+
+-- name: history
+-- Newest first.
+SELECT {run_columns} FROM runs WHERE {history_filters} ORDER BY id DESC LIMIT :limit
+
+-- name: history_of_job
+-- On ix_runs_job_name_id: history outlives a removed job's id.
+SELECT {run_columns} FROM runs WHERE job_name = :job AND {history_filters}
+ORDER BY id DESC LIMIT :limit
+
+-- name: get_run
+SELECT {run_columns}, output_tail FROM runs WHERE id = :run_id
+
+-- name: running_runs
+SELECT {run_columns}, heartbeat_at FROM runs WHERE status = 'running' ORDER BY id
+
+-- name: runs_since [postgresql]
+SELECT {run_columns} FROM runs WHERE claimed_at >= :since AND job_id = ANY(:job_ids)
+ORDER BY id DESC LIMIT :limit
+
+-- name: runs_since [sqlite]
+SELECT {run_columns} FROM runs
+WHERE claimed_at >= :since AND job_id IN (SELECT value FROM json_each(:job_ids))
+ORDER BY id DESC LIMIT :limit
+
+
+-- ===== report, check, metrics ===============================================================
+
+-- name: newest_runs [postgresql]
+-- Each job's newest run, in one round trip: an index probe per job on (job_id, id).
+SELECT r.id, r.job_id, r.job_name, r.slot, r.trigger, r.attempt, r.status, r.host, r.pid,
+r.claimed_at, r.started_at, r.finished_at, r.exit_code, r.signal, r.duration_seconds,
+r.output_bytes, r.output_truncated, r.clock_skew_seconds
+FROM jobs j CROSS JOIN LATERAL (SELECT * FROM runs WHERE job_id = j.id ORDER BY id DESC
+LIMIT 1) r
+
+-- name: newest_runs [sqlite]
+SELECT {run_columns} FROM runs WHERE id IN (SELECT (SELECT id FROM runs x
+WHERE x.job_id = j.id ORDER BY id DESC LIMIT 1) FROM jobs j)
+
+-- name: window_stats [postgresql]
+-- Job by job on ix_runs_job_claimed (job_id, claimed_at) INCLUDE (...): measured faster than
+-- one scan of the whole window and a sort on job_id (bench/history_bench.py). A first attempt
+-- claimed a little before `since` for a slot after it (a host ahead of the database) is
+-- counted by `early`.
+SELECT j.id AS job_id, w.runs, w.succeeded, w.skipped, w.running, w.pct[1] AS p50,
+w.pct[2] AS p95, w.max, w.present,
+(SELECT count(*) FROM runs e WHERE e.job_id = j.id AND e.claimed_at >= :scan_from
+  AND e.claimed_at < :since AND e.attempt = 1 AND e.slot >= :since AND e.slot <= :slots_to)
+  AS early
+FROM jobs j CROSS JOIN LATERAL (
+  SELECT count(*) AS runs,
+  count(*) FILTER (WHERE status = 'succeeded') AS succeeded,
+  count(*) FILTER (WHERE status = 'skipped_overlap') AS skipped,
+  count(*) FILTER (WHERE status = 'running') AS running,
+  percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_seconds)
+    FILTER (WHERE status <> 'skipped_overlap') AS pct,
+  max(duration_seconds) FILTER (WHERE status <> 'skipped_overlap') AS max,
+  count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to) AS present
+  FROM runs r WHERE r.job_id = j.id AND r.claimed_at >= :since) w
+
+-- name: window_stats [sqlite]
+SELECT job_id,
+count(*) FILTER (WHERE claimed_at >= :since) AS runs,
+count(*) FILTER (WHERE claimed_at >= :since AND status = 'succeeded') AS succeeded,
+count(*) FILTER (WHERE claimed_at >= :since AND status = 'skipped_overlap') AS skipped,
+count(*) FILTER (WHERE claimed_at >= :since AND status = 'running') AS running,
+NULL AS p50, NULL AS p95,
+max(duration_seconds) FILTER (WHERE claimed_at >= :since AND status <> 'skipped_overlap')
+  AS max,
+count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to) AS present,
+0 AS early
+FROM runs WHERE claimed_at >= :scan_from AND job_id IS NOT NULL GROUP BY job_id
+
+-- name: window_durations [sqlite]
+-- SQLite has no percentile aggregate: the durations, sorted, for percentiles in Python.
+SELECT job_id, duration_seconds FROM runs WHERE claimed_at >= :since
+AND duration_seconds IS NOT NULL AND status <> 'skipped_overlap'
+ORDER BY job_id, duration_seconds
+
+-- name: last_outcomes [postgresql]
+-- Each job's newest success and newest failure: two probes per job on the partial indexes.
+SELECT j.id, s.id, s.finished_at, s.duration_seconds,
+f.id, f.status, f.finished_at, f.claimed_at, f.duration_seconds FROM jobs j
+LEFT JOIN LATERAL (SELECT id, finished_at, duration_seconds FROM runs
+  WHERE job_id = j.id AND status = 'succeeded' ORDER BY id DESC LIMIT 1) s ON true
+LEFT JOIN LATERAL (SELECT id, status, finished_at, claimed_at, duration_seconds FROM runs
+  WHERE job_id = j.id AND {failed} ORDER BY id DESC LIMIT 1) f ON true
+
+-- name: last_outcomes [sqlite]
+SELECT j.id, s.id, s.finished_at, s.duration_seconds,
+f.id, f.status, f.finished_at, f.claimed_at, f.duration_seconds FROM jobs j
+LEFT JOIN runs s ON s.id = (SELECT id FROM runs WHERE job_id = j.id AND status = 'succeeded'
+  ORDER BY id DESC LIMIT 1)
+LEFT JOIN runs f ON f.id = (SELECT id FROM runs WHERE job_id = j.id AND {failed}
+  ORDER BY id DESC LIMIT 1)
+
+-- name: p95_of_jobs [postgresql]
+-- What "running unusually long" compares to, for the jobs running now.
+SELECT job_id, percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds), count(*)
+FROM runs WHERE job_id = ANY(:job_ids) AND claimed_at >= :since AND status = 'succeeded'
+AND duration_seconds IS NOT NULL GROUP BY job_id
+
+-- name: durations_of_jobs [sqlite]
+SELECT job_id, duration_seconds FROM runs
+WHERE job_id IN (SELECT value FROM json_each(:job_ids)) AND claimed_at >= :since
+AND status = 'succeeded' AND duration_seconds IS NOT NULL ORDER BY job_id, duration_seconds
+
+-- name: slots_that_ran [postgresql]
+-- Which (job, slot) pairs have a first attempt: an index probe on (job_id, slot) per pair.
+-- Slots are whole seconds, so POSIX times as float8 are exact and cheaper than timestamps.
+SELECT job_id, slot FROM runs WHERE attempt = 1 AND (job_id, slot) IN
+(SELECT j, to_timestamp(e) FROM unnest(:job_ids::int[], :epochs::float8[]) AS u(j, e))
+
+-- name: slots_that_ran [sqlite]
+SELECT job_id, slot FROM runs WHERE attempt = 1 AND (job_id, slot) IN
+(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs))
+
+-- name: slots_between
+-- The slots of a job's first attempts in [start, end].
+SELECT slot FROM runs WHERE job_id = :job_id AND attempt = 1 AND slot >= :start
+AND slot <= :end
+
+-- name: status_totals
+SELECT job_name, status, count(*) FROM runs GROUP BY job_name, status
+
+
+-- ===== prune ================================================================================
+-- Job by job on ix_runs_job_claimed (job_id, claimed_at): each batch is a short range scan.
+-- A live run is never deleted under its runner; failures are kept until their own cutoff.
+-- First attempts of slots from :claimable_from on stay whatever their age: a firing may still
+-- pick those slots, and only that row stops it from running one twice.
+
+-- fragment: expired
+claimed_at < :older_cutoff AND status <> 'running'
+AND ((({failed}) AND claimed_at < :failures_before)
+  OR (NOT ({failed}) AND claimed_at < :others_before))
+
+-- fragment: claimable
+(attempt = 1 AND slot IS NOT NULL AND slot >= :claimable_from)
+
+-- name: prune_count
+SELECT job_name, count(*) FROM runs WHERE job_id = :job_id AND {expired} AND NOT {claimable}
+GROUP BY job_name
+
+-- name: prune_count_removed
+SELECT job_name, count(*) FROM runs WHERE job_id IS NULL AND {expired} GROUP BY job_name
+
+-- name: prune_count_claimable
+SELECT job_name, count(*) FROM runs WHERE job_id = :job_id AND {expired} AND {claimable}
+GROUP BY job_name
+
+-- name: prune_delete
+DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id = :job_id AND {expired}
+AND NOT {claimable} LIMIT :batch) RETURNING job_name
+
+-- name: prune_delete_removed
+DELETE FROM runs WHERE id IN (SELECT id FROM runs WHERE job_id IS NULL AND {expired}
+LIMIT :batch) RETURNING job_name
+
+-- name: prune_mark [postgresql]
+-- Runs claimed before `pruned_before` may be gone: slots before it are not judged.
+INSERT INTO prune_marks (job_id, pruned_before) VALUES (:job_id, :pruned_before)
+ON CONFLICT (job_id) DO UPDATE
+SET pruned_before = greatest(prune_marks.pruned_before, excluded.pruned_before)
+
+-- name: prune_mark [sqlite]
+INSERT INTO prune_marks (job_id, pruned_before) VALUES (:job_id, :pruned_before)
+ON CONFLICT (job_id) DO UPDATE
+SET pruned_before = max(prune_marks.pruned_before, excluded.pruned_before)
