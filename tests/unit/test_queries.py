@@ -24,8 +24,7 @@ def test_named_parameters_become_numbered_outside_quotes_comments_and_casts() ->
     text, names = queries.positional(sql)
     assert names == ("a", "b_2")
     assert text == (
-        "SELECT ':not', \"col:x\", a::int, $1, $2, $1 -- :c\n"
-        "FROM t WHERE x = 'it''s :d' AND y = $2"
+        "SELECT ':not', \"col:x\", a::int, $1, $2, $1 -- :c\nFROM t WHERE x = 'it''s :d' AND y = $2"
     )
 
 
@@ -99,7 +98,7 @@ def test_no_statement_is_written_outside_queries_sql() -> None:
         if rel in SCHEMA_MODULES or rel.startswith("db/migrations/"):
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                if _SQL.search(node.value) and not node.value.startswith(("--", "PRAGMA")):
-                    found.append(f"{rel}: {node.value[:60]!r}")
+            text = node.value if isinstance(node, ast.Constant) else None
+            if isinstance(text, str) and _SQL.search(text) and not text.startswith("PRAGMA"):
+                found.append(f"{rel}: {text[:60]!r}")
     assert found == []
