@@ -42,7 +42,11 @@ def daemon(
     # Jobs run as this same user in a container; the database URL is in this process.
     redact.hide_from_same_user()
     st = state(ctx)
+    from schedctl.db.connector import connect
+
     store = st.store()
+    # The daemon outlives database restarts: a lost session is replaced at the next statement.
+    store.reopen = lambda: connect(st.settings.database, "schedctl daemon")
     env = dict(os.environ)
     if st.settings.source == "--db":
         # A --db given to the daemon must reach its runs too; run never hands it to the job.

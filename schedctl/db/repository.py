@@ -6,6 +6,7 @@ as much as `report`: no command has a data layer of its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -24,7 +25,12 @@ from schedctl.db.connector import (
     from_sqlite_ts,
 )
 from schedctl.db.version import SchemaStatus, require_current
-from schedctl.errors import ConflictError, NotFoundError, TransactionPoolerError
+from schedctl.errors import (
+    ConflictError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    TransactionPoolerError,
+)
 from schedctl.models import DEFAULT_FENCE_SECONDS, Job, JobSpec, RunStatus, Trigger, job_from_row
 
 if TYPE_CHECKING:
@@ -271,13 +277,29 @@ def _timing(spec: JobSpec) -> tuple[bool, str, str]:
 class Repository:
     """Job definitions and run history in one database, for every command."""
 
-    def __init__(self, conn: PgConnector | SqliteConnector, clock: Clock) -> None:
+    def __init__(
+        self,
+        conn: PgConnector | SqliteConnector,
+        clock: Clock,
+        reopen: Callable[[], PgConnector | SqliteConnector] | None = None,
+    ) -> None:
         self.conn = conn
         self.url: DatabaseURL = conn.url
         self.backend = conn.backend
         self.clock = clock
+        # Set by a long-lived process (the daemon): a statement that finds the session gone
+        # opens a new one and runs once more. Never on the run path, whose lock lives on it.
+        self.reopen = reopen
 
     def _q(self, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        try:
+            return self.conn.run(name, params)
+        except DatabaseUnavailableError:
+            if self.reopen is None:
+                raise
+        with contextlib.suppress(Exception):
+            self.conn.close()
+        self.conn = self.reopen()
         return self.conn.run(name, params)
 
     def close(self) -> None:

@@ -10,7 +10,6 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
-from dbtools import engine_of
 from pgserver import PgServer
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
@@ -19,6 +18,7 @@ from schedctl.clock import SystemClock
 from schedctl.config import parse_database_url
 from schedctl.db.connector import PgConnector
 from schedctl.db.repository import open_repository
+from schedctl.db.schema import make_engine
 from schedctl.errors import ConfigError
 
 pytestmark = pytest.mark.postgres
@@ -109,15 +109,33 @@ def test_connections_go_where_libpq_reads_the_url(pg: PgServer) -> None:
             assert run_db.conn.session.execute(query, ()).fetchone() == want
         finally:
             run_db.close()
-        store = open_repository(
-            url, SystemClock()
-        )  # every other command, on psycopg through SQLAlchemy
-        try:
-            with engine_of(store).connect() as conn:
-                assert tuple(conn.exec_driver_sql(query).one()) == want
-        finally:
-            store.close()
+        # `db upgrade`, the one command on SQLAlchemy and psycopg
+        with make_engine(url).connect() as conn:
+            assert tuple(conn.exec_driver_sql(query).one()) == want
         assert password not in str(url) and quote(password, safe="") not in str(url)
+
+
+def test_a_urls_own_options_are_kept_beside_schedctls(pg: PgServer, pg_url: str) -> None:
+    with pg.admin() as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS elsewhere")
+    raw = pg_url + "?options=" + quote("-csearch_path=elsewhere -cstatement_timeout=4567")
+    query = (
+        "SELECT current_setting('search_path'), current_setting('statement_timeout'),"
+        " current_setting('TimeZone'), current_setting('tcp_keepalives_idle')"
+    )
+    want = ("elsewhere", "4567ms", "UTC", "20")
+    repo = open_repository(parse_database_url(raw), SystemClock())
+    assert isinstance(repo.conn, PgConnector)
+    try:
+        assert repo.conn.session.execute(query, ()).fetchone() == want
+    finally:
+        repo.close()
+    engine = make_engine(parse_database_url(raw))
+    try:
+        with engine.connect() as conn:
+            assert tuple(conn.exec_driver_sql(query).one()) == want
+    finally:
+        engine.dispose()
 
 
 def test_no_libpq_environment_variable_reaches_a_job() -> None:
