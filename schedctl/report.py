@@ -294,18 +294,20 @@ def _timing(job: Job, run: Run) -> list[str]:
 
 
 def latest_due(spans: Sequence[Period], deadline: datetime) -> datetime | None:
-    """Return the newest slot at or before `deadline` of the period in force then, if enabled."""
+    """Return the newest slot at or before `deadline` that an enabled period was due for.
+
+    The slots `expected_slots` judges: an edit or a disabled period since then does not
+    hide the latest due slot, so `check` names the slot `report` and `history --missed` do.
+    """
     starts = [p.start for p in spans]
-    i = bisect.bisect_right(starts, deadline) - 1
-    if i < 0:
-        return None
-    p = spans[i]
-    if not p.enabled:
-        return None
-    slot = Schedule.of(p.schedule, p.timezone).latest_at_or_before(deadline)
-    if slot is None or slot < p.start:
-        return None
-    return slot.astimezone(UTC)
+    for p in reversed(spans[: bisect.bisect_right(starts, deadline)]):
+        if not p.enabled:
+            continue
+        hi = deadline if p.end is None or p.end > deadline else p.end - timedelta(microseconds=1)
+        slot = Schedule.of(p.schedule, p.timezone).latest_at_or_before(hi)
+        if slot is not None and slot >= p.start:
+            return slot.astimezone(UTC)
+    return None
 
 
 def summary(checks: Sequence[JobCheck]) -> tuple[Severity, str]:

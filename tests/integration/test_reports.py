@@ -161,6 +161,32 @@ def test_an_edited_schedule_judges_each_slot_by_the_schedule_then(store: Reposit
     assert row(operate.report(store, FixedClock(now), 86400), "moved").missed == 1
 
 
+def test_check_names_the_latest_due_slot_across_an_edit_and_a_disabled_period(
+    store: Repository,
+) -> None:
+    """The slot `check` calls missed is the newest one `history --missed` lists."""
+    job = add(store, "moved", "0 * * * *", T0)
+    record(store, job, T0)  # 01:00 is missed
+    m = timedelta(minutes=1)
+    services.edit_job(store, "moved", JobChanges(schedule="30 * * * *"), FixedClock(T0 + H + 10 * m))  # fmt: skip
+    services.set_enabled(store, "moved", False, FixedClock(T0 + H + 25 * m))
+    services.set_enabled(store, "moved", True, FixedClock(T0 + 3 * H + 5 * m))
+
+    def missed_now(now: datetime) -> tuple[list[str], list[datetime]]:
+        reasons = check(store, FixedClock(now), ["moved"])[0].reasons
+        return [r for r in reasons if "missed slot" in r], operate.missed_slots(
+            store, FixedClock(now), "moved", 86400
+        )
+
+    crit = ["missed slot 2026-03-02T01:00:00+00:00: no host ran it"]
+    # After the edit, no slot of the new schedule is due yet; after the disabled period,
+    # none of the enabled one: 01:00 is still the latest due slot, and it was missed.
+    assert missed_now(T0 + H + 20 * m) == (crit, [T0 + H])
+    assert missed_now(T0 + 3 * H + 15 * m) == (crit, [T0 + H])
+    record(store, job, T0 + 3 * H + 30 * m)
+    assert missed_now(T0 + 3 * H + 35 * m) == ([], [T0 + H])
+
+
 def test_check_gives_each_state_its_monitoring_code(store: Repository) -> None:
     now = T0 + 5 * H + timedelta(minutes=10)
     cases: dict[str, tuple[Severity, str]] = {}
