@@ -6,6 +6,12 @@ library it wraps takes a few milliseconds to load. This module speaks to libpq d
 text parameters and text results, for the handful of plain statements those commands send.
 Everything else (the ORM store, migrations, pools) stays on psycopg.
 
+Statements use psycopg's `%s` placeholders (`%%` for a `%` outside literals); parameters must
+be a list or tuple. `bytes` travel as bytea and bytea reads back as bytes. PostgreSQL's
+`infinity` and `-infinity` dates and timestamps read as the ends of Python's range (date.max,
+datetime.max, in UTC for timestamptz); other values Python cannot hold (BC, after 9999) raise
+PgError with SQLSTATE 22008.
+
 libpq is the copy psycopg[binary] ships, else the system's libpq.so.5.
 """
 
@@ -17,7 +23,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 # Result statuses (libpq-fe.h).
@@ -26,7 +32,12 @@ _CONNECTION_OK = 0
 _PG_DIAG_SQLSTATE, _PG_DIAG_MESSAGE_PRIMARY = ord("C"), ord("M")
 # SQLSTATE classes psycopg also reports as OperationalError: the session or server, not the SQL.
 _OPERATIONAL = ("08", "53", "54", "55", "57", "58")
+# Except a protocol violation on a session that is still up: the client sent something wrong
+# (a statement's parameters and placeholders disagree), which no reconnect would cure.
+_PROTOCOL_VIOLATION = "08P01"
 UNDEFINED_TABLE = "42P01"
+_DATETIME_OVERFLOW = "22008"
+_BYTEA = 17
 
 
 class PgError(Exception):
@@ -170,17 +181,79 @@ def _bool(text: str) -> bool:
     return text == "t"
 
 
+def _bytea(text: str) -> bytes:
+    if text.startswith("\\x"):
+        return bytes.fromhex(text[2:])
+    # bytea_output = 'escape': printable bytes as themselves, \\ and \ooo for the rest.
+    out, i = bytearray(), 0
+    raw = text.encode("latin-1")
+    while i < len(raw):
+        if raw[i] == 0x5C and raw[i + 1 : i + 2] == b"\\":
+            out.append(0x5C)
+            i += 2
+        elif raw[i] == 0x5C:
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return bytes(out)
+
+
+def _out_of_range(kind: str, text: str) -> PgError:
+    return PgError(
+        f"{kind} {text!r} is outside what Python can hold (years 1 to 9999)", _DATETIME_OVERFLOW
+    )
+
+
+def _date(text: str) -> date:
+    # PostgreSQL's infinities become the ends of Python's range, which sort the same way
+    # (psycopg documents this adaptation; by default it refuses them).
+    if text == "infinity":
+        return date.max
+    if text == "-infinity":
+        return date.min
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _out_of_range("date", text) from None
+
+
+def _timestamp(text: str) -> datetime:
+    # `timestamp` has no zone, and Python's naive datetimes are its counterpart.
+    if text == "infinity":
+        return datetime.max  # noqa: DTZ901 - a `timestamp` is naive
+    if text == "-infinity":
+        return datetime.min  # noqa: DTZ901 - a `timestamp` is naive
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _out_of_range("timestamp", text) from None
+
+
+def _timestamptz(text: str) -> datetime:
+    if text == "infinity":
+        return datetime.max.replace(tzinfo=UTC)
+    if text == "-infinity":
+        return datetime.min.replace(tzinfo=UTC)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _out_of_range("timestamp", text) from None
+
+
 # Text output of the types these commands read, by type OID (pg_type.dat). Sessions run with
 # TimeZone=UTC and DateStyle ISO (libpq's default), so timestamps parse with fromisoformat.
 _DECODERS: dict[int, Callable[[str], Any]] = {
     16: _bool,
+    _BYTEA: _bytea,
     18: str, 19: str, 25: str, 1042: str, 1043: str,  # char, name, text, bpchar, varchar
     20: int, 21: int, 23: int, 26: int,  # int8, int2, int4, oid
     700: float, 701: float,  # float4, float8
     1700: _decimal,
     114: json.loads, 3802: json.loads,  # json, jsonb: decoded, as psycopg does
-    1082: date.fromisoformat,
-    1114: datetime.fromisoformat, 1184: datetime.fromisoformat,  # timestamp, timestamptz
+    1082: _date,
+    1114: _timestamp, 1184: _timestamptz,  # timestamp, timestamptz
 }  # fmt: skip
 
 
@@ -189,6 +262,9 @@ def _text(value: Any) -> str:
         return "t" if value else "f"
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        # bytea's hex input form; the parameter is sent typed bytea (execute).
+        return "\\x" + bytes(value).hex()
     if isinstance(value, (list, tuple)):
         return "{" + ",".join("NULL" if v is None else _array_item(v) for v in value) + "}"
     text = str(value)
@@ -199,17 +275,111 @@ def _text(value: Any) -> str:
 
 
 def _array_item(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError("bytes inside an array parameter are not supported; send bytea[] as text")
     text = _text(value)
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _numbered(sql: str) -> str:
-    """Turn `%s` placeholders (psycopg's, used throughout schedctl) into libpq's $1, $2, ..."""
-    parts = sql.split("%s")
-    out = [parts[0]]
-    for n, part in enumerate(parts[1:], start=1):
-        out.append(f"${n}{part}")
-    return "".join(out)
+_IDENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
+
+
+def _numbered(sql: str) -> tuple[str, int]:
+    """Turn psycopg's `%s` placeholders into libpq's $1, $2, ... and `%%` into `%`.
+
+    Return the statement and its number of placeholders. Only what stands outside string
+    literals ('...', E'...', $tag$...$tag$), quoted identifiers and comments is a placeholder:
+    those are sent as written. Any other `%` outside them is refused, as psycopg does.
+    Sessions keep PostgreSQL's default standard_conforming_strings=on: a backslash in '...'
+    is a character, not an escape.
+    """
+    out: list[str] = []
+    count = 0
+    i, n, start = 0, len(sql), 0
+    while i < n:
+        c = sql[i]
+        if c == "%":
+            out.append(sql[start:i])
+            nxt = sql[i + 1 : i + 2]
+            if nxt == "s":
+                count += 1
+                out.append(f"${count}")
+            elif nxt == "%":
+                out.append("%")
+            else:
+                raise ValueError(
+                    f"unsupported placeholder %{nxt} at offset {i}: use %s, or %% for a literal %"
+                )
+            i += 2
+            start = i
+            continue
+        if c == "'":
+            escapes = i > 0 and sql[i - 1] in "eE" and (i < 2 or sql[i - 2] not in _IDENT)
+            i = _quoted_end(sql, i, "'", escapes)
+        elif c == '"':
+            i = _quoted_end(sql, i, '"', False)
+        elif c == "-" and sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c == "/" and sql.startswith("/*", i):
+            i = _comment_end(sql, i)
+        elif c == "$" and (i == 0 or sql[i - 1] not in _IDENT):
+            i = _dollar_end(sql, i)
+        else:
+            i += 1
+    out.append(sql[start:])
+    return "".join(out), count
+
+
+def _unterminated(what: str, at: int) -> ValueError:
+    return ValueError(f"unterminated {what} starting at offset {at} of the statement")
+
+
+def _quoted_end(sql: str, at: int, quote: str, escapes: bool) -> int:
+    """Return the index after the literal or identifier opened by `quote` at `at`."""
+    i = at + 1
+    while i < len(sql):
+        c = sql[i]
+        if escapes and c == "\\":
+            i += 2
+        elif c == quote:
+            if sql[i + 1 : i + 2] != quote:  # a doubled quote stands for itself
+                return i + 1
+            i += 2
+        else:
+            i += 1
+    raise _unterminated("quoted literal or identifier", at)
+
+
+def _comment_end(sql: str, at: int) -> int:
+    """Return the index after the (nestable) /* */ comment opened at `at`."""
+    depth, i = 0, at
+    while i < len(sql):
+        if sql.startswith("/*", i):
+            depth, i = depth + 1, i + 2
+        elif sql.startswith("*/", i):
+            depth, i = depth - 1, i + 2
+            if depth == 0:
+                return i
+        else:
+            i += 1
+    raise _unterminated("/* comment", at)
+
+
+def _dollar_end(sql: str, at: int) -> int:
+    """Return the index after the $tag$...$tag$ literal at `at`, or after a lone `$`/`$1`."""
+    j = at + 1
+    if j < len(sql) and (sql[j].isdigit()):
+        return j  # $1: a positional parameter, not a quote
+    while j < len(sql) and sql[j] in _IDENT and sql[j] != "$":
+        j += 1
+    if j >= len(sql) or sql[j] != "$":
+        return at + 1
+    tag = sql[at : j + 1]
+    end = sql.find(tag, j + 1)
+    if end < 0:
+        raise _unterminated(f"dollar-quoted literal {tag}", at)
+    return end + len(tag)
 
 
 class Result:
@@ -263,28 +433,49 @@ class Connection:
     def execute(self, sql: str, params: Sequence[Any] = (), timeout: float | None = None) -> Result:
         """Run one statement with `%s` placeholders; raise PgError (or its operational kind).
 
+        Raise TypeError when `params` is not a list or tuple (a str would be split into
+        characters) or does not match the placeholders: a programming error, not an outage.
+
         With `timeout`, a statement not answered within that many seconds closes the session
         and raises PgOperationalError: on a dead network a reply may otherwise never come.
         """
         pq = self._pq
+        if isinstance(params, (str, bytes, bytearray, memoryview)) or not isinstance(
+            params, Sequence
+        ):
+            # A string is a sequence of characters: each would become a parameter.
+            raise TypeError(
+                f"parameters must be a list or tuple, not {type(params).__name__}; "
+                "write (value,) for one"
+            )
+        numbered, placeholders = _numbered(sql)
+        n = len(params)
+        if placeholders != n:
+            raise TypeError(f"the statement has {placeholders} placeholders but {n} parameters")
         if self._conn is None:
             raise PgOperationalError("the connection is closed")
-        n = len(params)
         values = (ctypes.c_char_p * max(n, 1))(
             *[None if v is None else _text(v).encode() for v in params]
         )
-        query = _numbered(sql).encode()
         # Parameter types left to the server (OID 0): it infers them from the statement, as
         # for a literal, so '2026-01-01T00:00:00+00:00' becomes a timestamptz next to one.
+        # Bytes alone are typed bytea, so that they never arrive as text that looks like hex.
+        types = None
+        if any(isinstance(v, (bytes, bytearray, memoryview)) for v in params):
+            oids = [_BYTEA if isinstance(v, (bytes, bytearray, memoryview)) else 0 for v in params]
+            types = ctypes.cast((ctypes.c_uint * n)(*oids), ctypes.c_void_p)
+        query = numbered.encode()
         if timeout is None:
-            res = pq.PQexecParams(self._conn, query, n, None, values, None, None, 0)
+            res = pq.PQexecParams(self._conn, query, n, types, values, None, None, 0)
         else:
-            res = self._exec_within(query, n, values, timeout)
+            res = self._exec_within(query, n, values, timeout, types)
         if res is None:
             raise PgOperationalError(self._error())
         return self._result(res)
 
-    def _exec_within(self, query: bytes, n: int, values: Any, timeout: float) -> int | None:
+    def _exec_within(
+        self, query: bytes, n: int, values: Any, timeout: float, types: Any = None
+    ) -> int | None:
         """Send, then wait for the reply until `timeout`; return the first result."""
         import select
         import time
@@ -292,7 +483,7 @@ class Connection:
         pq, conn = self._pq, self._conn
         deadline = time.monotonic() + timeout
         # A statement this small fits the socket's send buffer: sending does not block.
-        if not pq.PQsendQueryParams(conn, query, n, None, values, None, None, 0):
+        if not pq.PQsendQueryParams(conn, query, n, types, values, None, None, 0):
             return None
         sock = pq.PQsocket(conn)
         while True:
@@ -331,7 +522,11 @@ class Connection:
         finally:
             pq.PQclear(res)
         broken = pq.PQstatus(self._conn) != _CONNECTION_OK
-        if broken or sqlstate is None or sqlstate[:2] in _OPERATIONAL:
+        if (
+            broken
+            or sqlstate is None
+            or (sqlstate[:2] in _OPERATIONAL and sqlstate != _PROTOCOL_VIOLATION)
+        ):
             raise PgOperationalError(message, sqlstate)
         raise PgError(message, sqlstate)
 

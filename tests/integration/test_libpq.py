@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ctypes.util
+import os
+import socket
 import time
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -17,6 +19,7 @@ from schedctl.db import libpq
 from schedctl.db.connector import PG_CONNECT_ARGS, PG_SESSION_OPTIONS
 from schedctl.db.repository import open_repository
 from schedctl.errors import ConfigError, ExitCode
+from schedctl.models import MIN_HEARTBEAT_REPLY_SECONDS
 
 
 def session(url: str, **extra: str) -> libpq.Connection:
@@ -177,3 +180,117 @@ def test_a_missing_libpq_is_a_config_error_with_the_fix(
     with pytest.raises(ConfigError, match="install the libpq5 package") as info:
         open_repository(parse_database_url(pg_url), SystemClock(), "schedctl run")
     assert info.value.exit_code == ExitCode.CONFIG
+
+
+# `%s` where it is text, not a placeholder: each statement's value, read by both clients; the
+# oracle's statement is the same with its own placeholders written out as values.
+LITERALS: list[tuple[str, tuple[Any, ...], str]] = [
+    ("SELECT '%s', %s::text", ("x",), "SELECT '%%s', 'x'::text"),
+    ("SELECT E'it\\'s %s', %s::int", (7,), "SELECT E'it\\'s %%s', 7::int"),
+    ("SELECT 'a''%s', %s::int", (7,), "SELECT 'a''%%s', 7::int"),
+    ('SELECT 1 AS "%s", %s::int', (7,), 'SELECT 1 AS "%%s", 7::int'),
+    ("SELECT $$ %s $$, $q$ '%s $$ $q$, %s::int", (7,), "SELECT $$ %%s $$, $q$ '%%s $$ $q$, 7::int"),
+    ("SELECT 1 -- %s\n + %s::int", (7,), "SELECT 1 -- %%s\n + 7::int"),
+    ("SELECT /* %s /* %s */ */ %s::int", (7,), "SELECT /* %%s /* %%s */ */ 7::int"),
+    # Outside literals `%%` is `%`, as for psycopg; inside them text is sent as written.
+    ("SELECT 7 %% %s::int, 'a%'", (4,), "SELECT 7 %% 4::int, 'a%%'"),
+]
+
+
+@pytest.mark.parametrize(("sql", "params", "plain"), LITERALS, ids=range(len(LITERALS)))
+def test_percent_s_inside_literals_identifiers_and_comments_is_text(
+    pg_url: str, sql: str, params: tuple[Any, ...], plain: str
+) -> None:
+    with session(pg_url) as mine, oracle(pg_url) as theirs:
+        got = mine.execute(sql, params)
+        want = theirs.execute(plain, ())
+        assert got.fetchall() == want.fetchall()
+
+
+def test_malformed_placeholders_and_unterminated_quotes_are_refused_before_sending(
+    pg_url: str,
+) -> None:
+    with session(pg_url) as db:
+        with pytest.raises(ValueError, match="unsupported placeholder %d"):
+            db.execute("SELECT %d", (1,))
+        for sql in ("SELECT 'a %s", 'SELECT "a', "SELECT /* %s", "SELECT $x$ %s"):
+            with pytest.raises(ValueError, match="unterminated"):
+                db.execute(sql, ("v",))
+        assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+BLOBS = [b"", b"\x00\x01\xff", b"b'..'", bytearray(b"\\x41"), memoryview(b"%s\x00")]
+
+
+@pytest.mark.parametrize("value", BLOBS, ids=range(len(BLOBS)))
+def test_bytes_go_as_bytea_and_bytea_comes_back_as_bytes(pg_url: str, value: Any) -> None:
+    sql = "SELECT %s::bytea, length(%s::bytea), (%s::bytea)::text, %s"
+    params = (value, value, value, value)
+    with session(pg_url) as mine, oracle(pg_url) as theirs:
+        got = mine.execute(sql, params).fetchone()
+        want = theirs.execute(sql, params).fetchone()
+        assert got == want
+        assert got is not None and got[0] == bytes(value) and type(got[3]) is bytes
+        mine.execute("SET bytea_output = escape")
+        assert mine.execute("SELECT %s::bytea", (value,)).fetchone() == (bytes(value),)
+
+
+def test_infinite_timestamps_and_dates_map_to_the_ends_of_pythons_range(pg_url: str) -> None:
+    with session(pg_url) as db:
+        row = db.execute(
+            "SELECT 'infinity'::timestamptz, '-infinity'::timestamptz, 'infinity'::timestamp,"
+            " '-infinity'::timestamp, 'infinity'::date, '-infinity'::date"
+        ).fetchone()
+        assert row == (
+            datetime.max.replace(tzinfo=UTC), datetime.min.replace(tzinfo=UTC),
+            datetime.max, datetime.min, date.max, date.min,  # noqa: DTZ901 - `timestamp` is naive
+        )  # fmt: skip
+        now = db.execute("SELECT now()").fetchone()
+        assert now is not None and row[1] < now[0] < row[0]  # they sort as in PostgreSQL
+        for sql in ("SELECT '0044-03-15 BC'::date", "SELECT '10000-01-01'::timestamptz"):
+            with pytest.raises(libpq.PgError, match="outside what Python can hold") as info:
+                db.execute(sql)
+            assert info.value.sqlstate == "22008"
+            assert not isinstance(info.value, libpq.PgOperationalError)
+
+
+@pytest.mark.parametrize("params", ["ab", b"ab", 5, {"a": 1}], ids=["str", "bytes", "int", "dict"])
+def test_a_parameter_list_that_is_not_a_sequence_is_a_type_error(pg_url: str, params: Any) -> None:
+    with session(pg_url) as db:
+        with pytest.raises(TypeError, match="list or tuple"):
+            db.execute("SELECT %s::text, %s::text", params)
+        with pytest.raises(TypeError, match="2 placeholders but 1 parameters"):
+            db.execute("SELECT %s::text, %s::text", ("a",))
+        assert db.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_protocol_violation_on_a_live_session_is_not_an_outage(pg_url: str) -> None:
+    # `$2` written by hand: one placeholder counted, one parameter, but the server wants two.
+    with session(pg_url) as db:
+        with pytest.raises(libpq.PgError) as info:
+            db.execute("SELECT %s::text, $2::text", ("a",))
+        assert info.value.sqlstate == "08P01"
+        assert not isinstance(info.value, libpq.PgOperationalError)
+        assert not db.closed and db.execute("SELECT 1").fetchone() == (1,)
+    # Through the run's session: not translated into "cannot reach the database" (exit 75).
+    rundb = PgRunDB(parse_database_url(pg_url))
+    try:
+        with pytest.raises(libpq.PgError) as info:
+            rundb.select("SELECT %s::text, $2::text", ("a",))
+        assert info.value.sqlstate == "08P01"
+    finally:
+        rundb.close()
+
+
+def test_tcp_user_timeout_applies_on_both_ends_of_the_session(pg_url: str) -> None:
+    with session(pg_url) as db:
+        # The server's end of this session's socket, in ms.
+        row = db.execute("SELECT current_setting('tcp_user_timeout')").fetchone()
+        sock = socket.socket(fileno=os.dup(db._pq.PQsocket(db._conn)))
+        try:
+            client_ms = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+        finally:
+            sock.close()
+    want = int(MIN_HEARTBEAT_REPLY_SECONDS * 1000)
+    assert row == (str(want),)
+    assert client_ms == want
