@@ -18,10 +18,16 @@ from schedctl.config import DatabaseURL
 from schedctl.db import queries
 from schedctl.db.dberrors import translate
 from schedctl.errors import ConfigError, DatabaseUnavailableError, TransactionPoolerError
+from schedctl.models import MIN_HEARTBEAT_REPLY_SECONDS
 
 if TYPE_CHECKING:
     pass
 
+# Data sent and not acknowledged for this long breaks the connection (TCP_USER_TIMEOUT, in ms):
+# on a black-holed network a blocking call then fails as soon as a heartbeat would have counted
+# the session lost, instead of after the kernel's retransmissions (~15 minutes), during which
+# the supervisor would neither stream output nor enforce timeouts nor forward signals.
+TCP_USER_TIMEOUT_MS = int(MIN_HEARTBEAT_REPLY_SECONDS * 1000)
 PG_CONNECT_ARGS: dict[str, Any] = {
     "connect_timeout": 5,
     # Client side: notice a dead server quickly.
@@ -29,13 +35,15 @@ PG_CONNECT_ARGS: dict[str, Any] = {
     "keepalives_idle": 20,
     "keepalives_interval": 5,
     "keepalives_count": 3,
+    "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
 }
 # Server side: end the session of a host that died (and free its advisory lock) within a
-# minute, instead of the kernel default of two hours. Sessions in UTC: timestamps arrive
-# already in the zone schedctl computes in. Appended to the URL's own `options`.
+# minute, instead of the kernel default of two hours; the same bound on unacknowledged data.
+# Sessions in UTC: timestamps arrive already in the zone schedctl computes in. Appended to the
+# URL's own `options`.
 PG_SESSION_OPTIONS = (
     "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-    " -c TimeZone=UTC"
+    f" -c tcp_user_timeout={TCP_USER_TIMEOUT_MS} -c TimeZone=UTC"
 )
 # `run` waits long for the write lock: hundreds of runs starting in the same second on one host
 # queue for it, and giving up would mean a slot not run. Other commands give up sooner.
