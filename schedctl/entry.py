@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any
 
-from schedctl import redact
-from schedctl.errors import ExitCode, OutputError, SchedctlError
+from schedctl import boundary, redact
+from schedctl.errors import ExitCode, OutputError
 
 
 def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
@@ -123,7 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         from schedctl.cli.check import main as check_main
 
         return check_main(own, db)
-    debug = "--debug" in args or os.environ.get("SCHEDCTL_DEBUG") == "1"
     if stdout_closed:
         return _fail(
             "cannot write output: standard output is closed; give the command somewhere to "
@@ -131,6 +130,11 @@ def main(argv: list[str] | None = None) -> int:
             ExitCode.OUTPUT,
         )
     _guard_stdout()
+    return boundary.guarded(lambda: _typer_main(args), boundary.debug_requested(args))
+
+
+def _typer_main(args: list[str]) -> int:
+    """Run the Typer app; click's own errors end here, everything else at the boundary."""
     import click
     import typer
 
@@ -140,29 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
         sys.stdout.flush()  # here, where a failure still gets its line and exit code
-    except SchedctlError as e:
-        if debug:
-            sys.stderr.write(redact.traceback_text())
-        return _fail(str(e), e.exit_code)
     except click.UsageError as e:
         path = e.ctx.command_path if e.ctx else "schedctl"
         return _fail(f"{e.format_message()} (see `{path} --help`)", ExitCode.USAGE)
     except click.ClickException as e:
         return _fail(e.format_message(), e.exit_code)
-    except (click.Abort, KeyboardInterrupt):
-        sys.stderr.write("schedctl: interrupted\n")
-        return 130
+    except click.Abort:
+        raise KeyboardInterrupt from None
     except BrokenPipeError:
         # Output piped into `head` and closed early: not an error worth a message.
         sys.stderr.close()
         return 0
-    except Exception as e:
-        if debug:
-            sys.stderr.write(redact.traceback_text())
-        return _fail(
-            f"unexpected internal error ({redact.describe(e)}); rerun with --debug and report it",
-            ExitCode.INTERNAL,
-        )
     return result if isinstance(result, int) else 0
 
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from schedctl import __version__, config, datadir, redact
+from schedctl import __version__, boundary, config, datadir, redact
 from schedctl.clock import SystemClock
-from schedctl.errors import ExitCode, SchedctlError, SchemaError, ValidationError
+from schedctl.errors import SchemaError, ValidationError
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
 
 if TYPE_CHECKING:
@@ -130,8 +130,10 @@ def main(args: list[str], db_flag: str | None = None) -> int:
     if "-h" in args or "--help" in args:
         sys.stdout.write(USAGE)
         return 0
-    db = None
-    try:
+    ctx: RunContext | None = None
+
+    def body() -> int:
+        nonlocal ctx
         name, manual, trigger, own_db, at_slot = _parse(args)
         settings = config.resolve(os.environ, own_db or db_flag)
         warn_db_flag(settings)
@@ -144,27 +146,18 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         from schedctl import services
 
         ctx = _context(settings)
-        db = ctx.db
         # Start-up ran with the collector off (entry.py); a job may run for hours, so collect
         # again from here on, leaving what start-up loaded out of every scan.
         gc.freeze()
         gc.enable()
         return services.run_job(ctx, name, trigger, manual, at_slot)
-    except SchedctlError as e:
-        if "--debug" in args:
-            _say(redact.traceback_text())
-        error(str(e))
-        return int(e.exit_code)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:
-        if "--debug" in args:
-            _say(redact.traceback_text())
-        error(f"unexpected internal error ({redact.describe(e)}); rerun with --debug and report it")
-        return int(ExitCode.INTERNAL)
+
+    try:
+        return boundary.guarded(body, boundary.debug_requested(args))
     finally:
-        if db is not None:
-            db.close()
+        if ctx is not None:
+            # The session current at the end: a reconnect may have replaced the first one.
+            ctx.db.close()
 
 
 def warn_db_flag(settings: config.Settings) -> None:

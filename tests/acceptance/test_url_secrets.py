@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 import pytest
 from cli_helpers import Cli, Result, make_cli, ok
 from pgserver import PgServer, free_port
@@ -117,3 +118,41 @@ def test_db_flag_with_a_password_warns_once(pg: PgServer, pg_url: str, tmp_path:
         cli("--db", f"postgresql://{pg.user}@127.0.0.1:{pg.port}/postgres", "list"),
     ]
     assert not any("warning" in r.err for r in quiet), [r.err for r in quiet]
+
+
+def test_an_internal_error_shows_no_part_of_the_password_on_any_entry_point(
+    pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    secret = password_with("@")
+    dbname = pg_url.rsplit("/", 1)[1]
+    with pg.admin() as conn:
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+                sql.Identifier("pw_internal"), sql.Literal(secret)
+            )
+        )
+    url = f"postgresql://pw_internal:{quote(secret, safe='')}@127.0.0.1:{pg.port}/{dbname}"
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "nightly", "-s", "* * * * *", "--", "/bin/true"))
+    ok(cli("run", "nightly", "--now"))
+    # Rows no reader can decode, written behind schedctl's back: each entry point fails for
+    # real, inside its own code, and none of them may print the password in saying so.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET env = '[]'")
+        conn.execute(
+            "ALTER TABLE jobs ALTER COLUMN jitter_seconds TYPE interval"
+            " USING make_interval(secs => jitter_seconds)"
+        )
+    results = run_all(cli, [["--debug", "show", "nightly"], ["run", "nightly", "--now", "--debug"],
+                            ["check", "nightly", "--debug"]])  # fmt: skip
+    debug_env = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_DEBUG="1")
+    results += run_all(debug_env, [["list"], ["run", "nightly", "--now"], ["check"]])
+    for args, result in results:
+        expected = 3 if args[0] == "check" else 1
+        assert result.rc == expected, (args, result)
+        said = result.out if args[0] == "check" else result.err.splitlines()[-1]
+        prefix = "SCHEDCTL UNKNOWN - " if args[0] == "check" else "schedctl: error: "
+        assert said.startswith(prefix + "unexpected internal error ("), (args, said)
+        assert "Traceback (most recent call last)" in result.err, (args, result.err)
+    assert leaks(results, secret) == []
