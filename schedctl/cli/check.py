@@ -10,9 +10,9 @@ import json
 import os
 import sys
 
-from schedctl import config, redact
+from schedctl import boundary, config, redact
 from schedctl.clock import SystemClock
-from schedctl.errors import SchedctlError
+from schedctl.errors import ValidationError
 from schedctl.report import JobCheck, Severity, summary
 
 USAGE = """\
@@ -24,8 +24,13 @@ Usage: schedctl check [OPTIONS] [JOB]...
   twice its usual p95. CRITICAL: the last run failed (timed out, was killed, lost its lock or
   its host), the latest due slot was missed, or a run is stuck. Disabled jobs are OK.
 
+  Read-only: nothing is written to the database unless --settle is given.
+
 Options:
   --json        Print JSON.
+  --settle      First write this host's spooled results and mark runs whose
+                runner died `lost` (what every other command does); needs
+                write access.
   --db URL      Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
                 embedded SQLite file]; visible to all users in ps.
   -h, --help    Show this message and exit.
@@ -34,15 +39,17 @@ Example: schedctl check nightly-backup
 """
 
 
-def _parse(args: list[str]) -> tuple[list[str], bool, str | None]:
+def _parse(args: list[str]) -> tuple[list[str], bool, bool, str | None]:
     names: list[str] = []
-    as_json = False
+    as_json = settle = False
     db: str | None = None
     i = 0
     while i < len(args):
         arg = args[i]
         if arg == "--json":
             as_json = True
+        elif arg == "--settle":
+            settle = True
         elif arg == "--db" and i + 1 < len(args):
             db = args[i + 1]
             i += 1
@@ -51,18 +58,14 @@ def _parse(args: list[str]) -> tuple[list[str], bool, str | None]:
         elif arg == "--debug":
             pass
         elif arg.startswith("-"):
-            raise _Usage(f"no such option {arg!r} (see `schedctl check --help`)")
+            raise ValidationError(f"no such option {arg!r} (see `schedctl check --help`)")
         else:
             names.append(arg)
         i += 1
-    return names, as_json, db
+    return names, as_json, settle, db
 
 
-class _Usage(Exception):
-    pass
-
-
-def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
+def _judge(names: list[str], settle: bool, db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
     from schedctl.cli.run import emit, warn_db_flag
     from schedctl.db.repository import open_repository
@@ -74,9 +77,12 @@ def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
     db = open_repository(settings.database, SystemClock(), "schedctl check")
     try:
         db.check_schema()
-        # Like every command: write spooled results and mark dead runners lost before judging.
-        settle_spool(db, settings.data_dir / "spool", emit)
-        db.reconcile_lost(config.host_name(os.environ))
+        if settle:
+            # As every other command does: write spooled results and mark dead runners lost.
+            # Not by default: monitoring runs on every host every minute, and may hold only
+            # read access.
+            settle_spool(db, settings.data_dir / "spool", emit)
+            db.reconcile_lost(config.host_name(os.environ))
         return operate.check(db, SystemClock(), names or None)
     finally:
         db.close()
@@ -84,42 +90,31 @@ def _judge(names: list[str], db_flag: str | None) -> list[JobCheck]:
 
 def main(args: list[str], db_flag: str | None = None) -> int:
     """Run `schedctl check ARGS`; return the monitoring exit code, UNKNOWN whatever goes wrong."""
-    try:
+    as_json = "--json" in args
+
+    def body() -> int:
         code = _main(args, db_flag)
         sys.stdout.flush()  # the answer is delivered here, or this check is UNKNOWN
         return code
-    except Exception as e:
-        # Nothing could be said on stdout (disk full, closed, I/O error): say it on stderr.
-        if "--debug" in args:
-            _stderr(redact.traceback_text())
-        if isinstance(e, OSError):
-            why = f"cannot write the check's output: {e.strerror or e}"
-        else:
-            why = f"internal error ({redact.describe(e)})"
-        _stderr(f"schedctl: error: {why}\n")
-        return int(Severity.UNKNOWN)
 
+    def unknown(found: boundary.Failure) -> int:
+        try:
+            return _unknown(found.message, as_json)
+        except (OSError, ValueError) as e:
+            # Nothing could be said on stdout (disk full, closed, I/O error): say it on stderr.
+            why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            boundary.say(f"schedctl: error: cannot write the check's output: {why}\n")
+            return int(Severity.UNKNOWN)
 
-def _stderr(text: str) -> None:
-    try:
-        sys.stderr.write(text)
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
+    return boundary.guarded(body, boundary.debug_requested(args), unknown)
 
 
 def _main(args: list[str], db_flag: str | None) -> int:
     if "-h" in args or "--help" in args:
         sys.stdout.write(USAGE)
         return 0
-    as_json = "--json" in args
-    try:
-        names, as_json, own_db = _parse(args)
-        checks = _judge(names, own_db or db_flag)
-    except (SchedctlError, _Usage) as e:
-        return _unknown(str(e), as_json, "--debug" in args)
-    except Exception as e:  # still a monitoring answer, never a bare traceback
-        return _unknown(f"internal error ({redact.describe(e)})", as_json, "--debug" in args)
+    names, as_json, settle, own_db = _parse(args)
+    checks = _judge(names, settle, own_db or db_flag)
     worst, line = summary(checks)
     if as_json:
         data = {"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]}
@@ -136,9 +131,7 @@ def _main(args: list[str], db_flag: str | None) -> int:
     return int(worst)
 
 
-def _unknown(message: str, as_json: bool, debug: bool) -> int:
-    if debug:
-        sys.stderr.write(redact.traceback_text())
+def _unknown(message: str, as_json: bool) -> int:
     from schedctl.cli.text import visible
 
     # On stdout, which monitoring systems store: never a password.
@@ -147,4 +140,5 @@ def _unknown(message: str, as_json: bool, debug: bool) -> int:
         sys.stdout.write(json.dumps({"state": "UNKNOWN", "summary": line, "jobs": []}) + "\n")
     else:
         sys.stdout.write(line + "\n")
+    sys.stdout.flush()
     return int(Severity.UNKNOWN)

@@ -7,8 +7,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import psycopg
 import pytest
 from cli_helpers import Cli, cli_env, make_cli, ok, one_line_error, tty_run
+from pgserver import PgServer
 from PIL import Image, ImageStat
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -136,3 +138,57 @@ def test_html_report_renders_in_headless_chromium(
     colours = {c for _, c in image.getcolors(maxcolors=1_000_000) or []}
     # The status colours of the timeline made it to the screen: succeeded green, failed red.
     assert (0x2F, 0x9E, 0x44) in colours and (0xE0, 0x31, 0x31) in colours
+
+
+def test_check_writes_nothing_and_runs_with_select_only(
+    history: tuple[dict[str, str], Cli], pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    owner = history[1]
+    # A run whose runner died long ago, and a result waiting in this host's spool.
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, db_backend_pid = 2147483647,"
+            " heartbeat_at = now() - interval '1 hour'"
+            " WHERE job_id = (SELECT id FROM jobs WHERE name = 'fine')"
+        )
+        conn.execute("CREATE ROLE monitor LOGIN PASSWORD 'monitor-pw'")
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO monitor")
+        conn.execute(
+            "CREATE TABLE writes (at timestamptz DEFAULT now(), op text);"
+            " CREATE FUNCTION note_write() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$BEGIN INSERT INTO writes (op) VALUES (TG_OP); RETURN NULL; END$$;"
+            " CREATE TRIGGER note_runs AFTER INSERT OR UPDATE OR DELETE ON runs"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write();"
+            " CREATE TRIGGER note_jobs AFTER INSERT OR UPDATE OR DELETE ON jobs"
+            " FOR EACH STATEMENT EXECUTE FUNCTION note_write()"
+        )
+    spool = tmp_path / "data" / "spool"
+    spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (spool / "run-99.json").write_text("{")
+    dbname = pg_url.rsplit("/", 1)[1]
+    reader = make_cli(
+        tmp_path,
+        SCHEDCTL_DATABASE_URL=f"postgresql://monitor:monitor-pw@127.0.0.1:{pg.port}/{dbname}",
+    )
+
+    def writes() -> int:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM writes").fetchone()
+        return int(row[0]) if row else -1
+
+    for cli in (reader, owner):
+        res = cli("check", "fine")
+        # The stored row is what is judged: a running run gone silent, not yet marked `lost`.
+        assert (res.rc, res.out.splitlines()[1:]) == (
+            2, ["CRITICAL fine: run 1 stuck: no heartbeat for 60m"]), (res.out, res.err)  # fmt: skip
+        assert writes() == 0 and (spool / "run-99.json").exists()
+        assert "spool." not in res.err
+    assert reader("check", "--json").rc == 2
+    assert writes() == 0
+    # --settle opts in to settling: the reader may not, the owner does.
+    refused = reader("check", "--settle", "fine")
+    assert refused.rc == 3 and "permission denied" in refused.out, refused.out
+    settled = owner("check", "--settle", "fine")
+    assert settled.rc == 2 and "stuck" not in settled.out and "lost" in settled.out, settled.out
+    assert writes() > 0 and not (spool / "run-99.json").exists()
+    assert (spool / "bad" / "run-99.json").exists()

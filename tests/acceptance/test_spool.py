@@ -178,7 +178,7 @@ def test_every_command_carries_on_past_bad_spool_files(
     spool = tmp_path / "data" / "spool"
     spool.mkdir(parents=True, exist_ok=True, mode=0o700)
     for n, args in enumerate(
-        [("list",), ("add", "other", "-s", "@daily", "--", "true"), ("check", "job")]
+        [("list",), ("add", "other", "-s", "@daily", "--", "true"), ("check", "--settle", "job")]
     ):
         (spool / f"run-{n + 1}.json").write_text("{")
         result = cli(*args)
