@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import time
@@ -306,7 +307,11 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
     for attempt in range(2):
         try:
             if attempt:
-                ctx.db = ctx.reconnect()
+                # Whoever ends the run closes ctx.db: make it the new session, and end the
+                # old one here (on PostgreSQL it may still hold the job's lock).
+                dead, ctx.db = ctx.db, ctx.reconnect()
+                with contextlib.suppress(Exception):
+                    dead.close()
             ctx.db.finish(run_id, result)
             return attempt == 0
         except RecordRefusedError as e:

@@ -804,3 +804,39 @@ def test_stored_tail_is_bounded_in_bytes(
     stored = row["output_tail"].encode()
     assert 1048576 - 4 < len(stored) <= 1048576  # U+FFFD takes 3 bytes: it was 1.5 MB
     assert (row["output_bytes"], row["output_truncated"]) == (2_000_000, True)
+
+
+def test_a_retry_after_the_session_was_lost_never_runs_without_the_lock(tmp_path: Path) -> None:
+    # The job ends before any heartbeat (60 s apart) can notice that its session was killed:
+    # only recording the result finds out, on a new session that does not hold the lock.
+    count = tmp_path / "count"
+    job = ("flaky", "-s", "@daily", "--retries", "2", "--retry-delay", "1s", "--shell", "--",
+           f"echo ran >> {count}; sleep 2; exit 1")  # fmt: skip
+    with own_server(tmp_path, *job, SCHEDCTL_HEARTBEAT="60") as (server, url, _, env):
+        with server.admin() as admin:
+            # The server notes, at DEBUG1, every session that ends without being closed.
+            admin.execute("ALTER SYSTEM SET log_min_messages = debug1")
+            admin.execute("ALTER SYSTEM SET log_line_prefix = '[%a] '")
+            admin.execute("SELECT pg_reload_conf()")
+            runner = start_run(env, "flaky", "--now")
+            deadline = time.monotonic() + 20
+            while not count.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = 'schedctl run'"
+            ).fetchone()
+            assert killed == (1,)
+            assert runner.wait(timeout=60) == 1
+            err = runner.stderr.read() if runner.stderr else ""
+            admin.execute("ALTER SYSTEM RESET ALL")
+            admin.execute("SELECT pg_reload_conf()")
+        assert count.read_text() == "ran\n", err  # no attempt ran without the lock
+        assert "event=run.retry.abandoned" in err and 'reason="session lost"' in err, err
+        (row,) = run_rows(url, "flaky")
+        assert (row["attempt"], row["status"], row["exit_code"]) == (1, "failed", 1)
+        # Both the run's sessions ended closed: the killed one, and the one that recorded.
+        log = (server.root / "log").read_text()
+        assert "[schedctl run] " in log
+        unclosed = [ln for ln in log.splitlines() if "unexpected EOF" in ln and "schedctl" in ln]
+        assert unclosed == [], unclosed
