@@ -6,8 +6,8 @@ library it wraps takes a few milliseconds to load. This module speaks to libpq d
 text parameters and text results, for the handful of plain statements those commands send.
 Everything else (the ORM store, migrations, pools) stays on psycopg.
 
-Statements use psycopg's `%s` placeholders (`%%` for a `%` outside literals); parameters must
-be a list or tuple. `bytes` travel as bytea and bytea reads back as bytes. PostgreSQL's
+Statements use psycopg's `%s` placeholders (`%%` for a `%` outside literals) or number their
+own ($1, $2, ...); parameters must be a list or tuple. `bytes` travel as bytea and bytea reads back as bytes. PostgreSQL's
 `infinity` and `-infinity` dates and timestamps read as the ends of Python's range (date.max,
 datetime.max, in UTC for timestamptz); other values Python cannot hold (BC, after 9999) raise
 PgError with SQLSTATE 22008.
@@ -284,17 +284,18 @@ def _array_item(value: Any) -> str:
 _IDENT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_$")
 
 
-def _numbered(sql: str) -> tuple[str, int]:
+def _numbered(sql: str) -> tuple[str, int | None]:
     """Turn psycopg's `%s` placeholders into libpq's $1, $2, ... and `%%` into `%`.
 
-    Return the statement and its number of placeholders. Only what stands outside string
-    literals ('...', E'...', $tag$...$tag$), quoted identifiers and comments is a placeholder:
-    those are sent as written. Any other `%` outside them is refused, as psycopg does.
-    Sessions keep PostgreSQL's default standard_conforming_strings=on: a backslash in '...'
-    is a character, not an escape.
+    Return the statement and its number of `%s` placeholders, or None when it numbers its
+    own ($1, $2, ...: the server then checks the count). Only what stands outside string
+    literals ('...', E'...', $tag$...$tag$), quoted identifiers and comments counts: those are
+    sent as written. Any other `%` outside them is refused, as psycopg does. Sessions keep
+    PostgreSQL's default standard_conforming_strings=on: a backslash in '...' is a character.
     """
     out: list[str] = []
     count = 0
+    own_numbers = False
     i, n, start = 0, len(sql), 0
     while i < n:
         c = sql[i]
@@ -324,10 +325,15 @@ def _numbered(sql: str) -> tuple[str, int]:
         elif c == "/" and sql.startswith("/*", i):
             i = _comment_end(sql, i)
         elif c == "$" and (i == 0 or sql[i - 1] not in _IDENT):
+            own_numbers = own_numbers or sql[i + 1 : i + 2].isdigit()
             i = _dollar_end(sql, i)
         else:
             i += 1
     out.append(sql[start:])
+    if own_numbers:
+        if count:
+            raise ValueError("a statement numbers its parameters ($1) or uses %s, not both")
+        return "".join(out), None
     return "".join(out), count
 
 
@@ -431,7 +437,7 @@ class Connection:
         return self._conn is None or self._pq.PQstatus(self._conn) != _CONNECTION_OK
 
     def execute(self, sql: str, params: Sequence[Any] = (), timeout: float | None = None) -> Result:
-        """Run one statement with `%s` placeholders; raise PgError (or its operational kind).
+        """Run one statement with `%s` (or $1) placeholders; raise PgError or its operational kind.
 
         Raise TypeError when `params` is not a list or tuple (a str would be split into
         characters) or does not match the placeholders: a programming error, not an outage.
@@ -450,7 +456,7 @@ class Connection:
             )
         numbered, placeholders = _numbered(sql)
         n = len(params)
-        if placeholders != n:
+        if placeholders is not None and placeholders != n:
             raise TypeError(f"the statement has {placeholders} placeholders but {n} parameters")
         if self._conn is None:
             raise PgOperationalError("the connection is closed")
