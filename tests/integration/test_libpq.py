@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import ctypes.util
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -288,3 +293,18 @@ def test_tcp_user_timeout_applies_on_both_ends_of_the_session(pg_url: str) -> No
     want = int(MIN_HEARTBEAT_REPLY_SECONDS * 1000)
     assert row == (str(want),)
     assert client_ms == want
+
+
+def test_a_blocking_call_on_a_black_holed_session_fails_within_the_reply_bound() -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("ip") is None:
+        pytest.skip("needs root, unshare and ip to take loopback down in a network namespace")
+    done = subprocess.run(
+        ["unshare", "--net", sys.executable, str(Path(__file__).with_name("blackhole_driver.py"))],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["outcome"].startswith("PgOperationalError"), result
+    # The kernel gives up TCP_USER_TIMEOUT after the last acknowledgement, and retransmission
+    # timers round it up by at most a backoff step.
+    assert result["elapsed"] < MIN_HEARTBEAT_REPLY_SECONDS * 2, result
