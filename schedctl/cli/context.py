@@ -47,7 +47,13 @@ class State:
             from schedctl.db.repository import open_current
 
             datadir.check(self.settings.data_dir)  # before anything in it is opened
-            self._store = open_current(self.settings.database, self.clock)
+            from schedctl.db.connector import connect
+
+            url = self.settings.database
+            self._store = open_current(url, self.clock)
+            # A one-shot command replaces a session lost between statements (a flush the
+            # server cut off, a restart) once, instead of failing what needs none of that.
+            self._store.reopen = lambda: connect(url)
             _settle(self._store, self.settings)
         return self._store
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
@@ -287,20 +287,35 @@ class Repository:
         self.url: DatabaseURL = conn.url
         self.backend = conn.backend
         self.clock = clock
-        # Set by a long-lived process (the daemon): a statement that finds the session gone
-        # opens a new one and runs once more. Never on the run path, whose lock lives on it.
+        # Set where a lost session is harmless to replace (the daemon, the operator commands):
+        # the statement that lost it fails, and the next one, outside a transaction, opens a
+        # new session first. Not retried at once: the server may have ended the session for
+        # what that statement did. Never on the run path, whose advisory lock lives on it.
         self.reopen = reopen
+        self._lost = False
+        self._in_transaction = False
 
     def _q(self, name: str, params: Mapping[str, Any] | None = None) -> Rows:
+        if self._lost and self.reopen is not None and not self._in_transaction:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = self.reopen()
+            self._lost = False
         try:
             return self.conn.run(name, params)
         except DatabaseUnavailableError:
-            if self.reopen is None:
-                raise
-        with contextlib.suppress(Exception):
-            self.conn.close()
-        self.conn = self.reopen()
-        return self.conn.run(name, params)
+            self._lost = True
+            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """Run the block's statements as one transaction, on one session."""
+        self._in_transaction = True
+        try:
+            with self.conn.transaction():
+                yield
+        finally:
+            self._in_transaction = False
 
     def close(self) -> None:
         """Close the session (which also drops any advisory lock it holds)."""
@@ -391,7 +406,7 @@ class Repository:
     def add_job(self, spec: JobSpec, now: datetime) -> Job:
         """Insert a new job; raise ConflictError if the name is taken."""
         try:
-            with self.conn.transaction():
+            with self._transaction():
                 if self._q("job_id_by_name", {"name": spec.name}).rows:
                     raise _exists(spec.name)
                 row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
@@ -407,7 +422,7 @@ class Repository:
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
         params = {**_spec_params(spec), "now": now, "id": job.id, "revision": job.revision}
-        with self.conn.transaction():
+        with self._transaction():
             done = self._q("update_job", params).rowcount
             if done == 1 and _timing(spec) != _timing(job.spec):
                 self._record_change(job.id, spec, now)
@@ -420,7 +435,7 @@ class Repository:
 
     def remove_job(self, job: Job, purge: bool) -> int:
         """Delete `job`; with `purge` also its run history. Return the runs deleted."""
-        with self.conn.transaction():
+        with self._transaction():
             purged = self._q("delete_job_runs", {"job_id": job.id}).rowcount if purge else 0
             if self._q("delete_job", {"id": job.id}).rowcount != 1:
                 raise NotFoundError(f"no job named {job.name!r}: it was removed meanwhile")
@@ -726,7 +741,7 @@ class Repository:
 
     def prune_mark(self, marks: dict[int, datetime]) -> None:
         """Record, per job, that runs claimed before the instant may be gone."""
-        with self.conn.transaction():
+        with self._transaction():
             for job_id, at in marks.items():
                 self._q("prune_mark", {"job_id": job_id, "pruned_before": at})
 
