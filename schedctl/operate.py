@@ -283,9 +283,12 @@ def prune(
     if dry_run:
         return PruneResult(counts, True, kept)
     on_plan(sum(counts.values()))
-    deleted = store.prune_delete(plan, batch, progress)
+    # Marked before anything goes: each batch commits on its own, so a prune cut off halfway
+    # must already have said which slots are no longer judged, or the slots of the runs it
+    # did delete would count as missed. A mark with its runs still there only judges less.
     keep_of = {j.id: j.spec.retention_seconds or older_than for j in jobs}
     store.prune_mark({j: now - timedelta(seconds=k) for j, k in keep_of.items()})
+    deleted = store.prune_delete(plan, batch, progress)
     return PruneResult(deleted, False, kept)
 
 

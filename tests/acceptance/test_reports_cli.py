@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
-from cli_helpers import Cli, cli_env, make_cli, ok, one_line_error, tty_run
+from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error, tty_run
 from pgserver import PgServer
 from PIL import Image, ImageStat
 from prometheus_client.parser import text_string_to_metric_families
@@ -192,3 +193,69 @@ def test_check_writes_nothing_and_runs_with_select_only(
     assert settled.rc == 2 and "stuck" not in settled.out and "lost" in settled.out, settled.out
     assert writes() > 0 and not (spool / "run-99.json").exists()
     assert (spool / "bad" / "run-99.json").exists()
+
+
+def test_a_prune_cut_off_between_batches_leaves_no_slot_it_deleted_counted_missed(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """Each batch commits alone: the retention mark must be there before the first one."""
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    for job in ("a-hourly", "b-hourly"):
+        ok(cli("add", job, "-s", "0 * * * *", "--tz", "UTC", "--", "true"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        # Ten days of history, every hourly slot run once, the jobs as old as their history.
+        admin.execute("UPDATE jobs SET created_at = now() - interval '10 days'")
+        admin.execute("UPDATE job_changes SET at = now() - interval '10 days'")
+        admin.execute(
+            "INSERT INTO runs (job_id, job_name, job_revision, slot, trigger, attempt, status,"
+            " host, pid, claimed_at, started_at, finished_at, exit_code, duration_seconds,"
+            " output_bytes, output_truncated, schedctl_version)"
+            " SELECT j.id, j.name, 1, s, 'cron', 1, 'succeeded', 'h', 1, s, s,"
+            " s + interval '1 second', 0, 1.0, 0, false, 'x' FROM jobs j, generate_series("
+            "date_trunc('hour', now() - interval '10 days') + interval '1 hour',"
+            " date_trunc('hour', now()), interval '1 hour') s"
+        )
+        before = json.loads(ok(cli("report", "--since", "7d", "--json")).out)
+        assert [r["missed"] for r in before["jobs"]] == [0, 0]
+        # Every deleting statement takes a while, so the cut lands between committed batches.
+        admin.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(1.5); RETURN NULL; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER slow AFTER DELETE ON runs FOR EACH STATEMENT EXECUTE FUNCTION slow()"
+        )
+        left = "SELECT count(*) FROM runs WHERE job_name = 'a-hourly'"
+        total = admin.execute(left).fetchone()[0]  # type: ignore[index]
+        pruning = subprocess.Popen(
+            [str(BIN), "prune", "--older-than", "1d"],
+            env=cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(200):
+            if admin.execute(left).fetchone()[0] < total:  # type: ignore[index]
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("prune deleted nothing of a-hourly")
+        cut = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = 'schedctl'"
+        ).fetchone()
+        assert cut == (1,)
+        _, err = pruning.communicate(timeout=60)
+        assert pruning.returncode == 75, err
+        # b-hourly's batch was cut off: its runs are all there, a-hourly's old ones are gone.
+        assert admin.execute(
+            "SELECT count(*) FROM runs WHERE job_name = 'b-hourly'"
+        ).fetchone() == (total,)
+        admin.execute("DROP TRIGGER slow ON runs")
+    after = {
+        r["job"]: r for r in json.loads(ok(cli("report", "--since", "7d", "--json")).out)["jobs"]
+    }
+    assert after["a-hourly"]["runs"] < before["jobs"][0]["runs"]
+    assert (after["a-hourly"]["missed"], after["b-hourly"]["missed"]) == (0, 0)
+    assert "no missed slots" in ok(cli("history", "a-hourly", "--missed", "--since", "7d")).out
