@@ -89,6 +89,12 @@ def load(candidates: Sequence[str]) -> ctypes.CDLL:
     raise LibpqMissingError("; ".join(errors) or "libpq.so.5 not found")
 
 
+# void (*)(void *arg, const char *message): libpq hands its notices and warnings to this.
+_NOTICE_PROCESSOR = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
+# Notices kept per session: enough for the one that explains a broken session.
+_KEPT_NOTICES = 4
+
+
 def _declare(lib: ctypes.CDLL) -> None:
     p, i, s = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
     signatures: dict[str, tuple[Any, list[Any]]] = {
@@ -117,6 +123,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "PQconninfoParse": (p, [s, ctypes.POINTER(p)]),
         "PQconninfoFree": (None, [p]),
         "PQfreemem": (None, [p]),
+        "PQsetNoticeProcessor": (p, [p, _NOTICE_PROCESSOR, p]),
     }
     for name, (restype, argtypes) in signatures.items():
         fn = getattr(lib, name)
@@ -426,6 +433,26 @@ class Connection:
             self.close()
             raise PgOperationalError(message)
         self.backend_pid = int(pq.PQbackendPID(self._conn))
+        # libpq's default writes notices to stderr, where they would break the one-line error
+        # rule: above all the server's FATAL goodbye when it ends the session while no reply
+        # is awaited, after which libpq only says "server closed the connection unexpectedly".
+        # Kept instead, to name the cause when the session turns out broken.
+        self._notices: list[str] = []
+        self._notice_processor = _NOTICE_PROCESSOR(self._keep_notice)
+        pq.PQsetNoticeProcessor(self._conn, self._notice_processor, None)
+
+    def _keep_notice(self, _arg: int | None, message: bytes | None) -> None:
+        # Called from C: it must not raise.
+        text = (message or b"").decode("utf-8", "replace").strip()
+        if text:
+            self._notices = [*self._notices[1 - _KEPT_NOTICES :], text]
+
+    def _broken(self, message: str) -> str:
+        """Return `message` led by the server's last word, when it sent one as a notice."""
+        last = next((n for n in reversed(self._notices) if n.startswith("FATAL:")), None)
+        if last is None or last in message:
+            return message
+        return f"{last.removeprefix('FATAL:').strip()}\n{message}"
 
     def _error(self) -> str:
         raw = self._pq.PQerrorMessage(self._conn) or b""
@@ -476,7 +503,7 @@ class Connection:
         else:
             res = self._exec_within(query, n, values, timeout, types)
         if res is None:
-            raise PgOperationalError(self._error())
+            raise PgOperationalError(self._broken(self._error()))
         return self._result(res)
 
     def _exec_within(
@@ -533,7 +560,7 @@ class Connection:
             or sqlstate is None
             or (sqlstate[:2] in _OPERATIONAL and sqlstate != _PROTOCOL_VIOLATION)
         ):
-            raise PgOperationalError(message, sqlstate)
+            raise PgOperationalError(self._broken(message) if broken else message, sqlstate)
         raise PgError(message, sqlstate)
 
     def _rows(self, res: int) -> list[tuple[Any, ...]]:

@@ -331,3 +331,73 @@ def test_any_schedule_is_accepted_or_refused_in_one_line(
             block = ok(cli("render", "crontab", f"j{i}", "--cron-zone", zone)).out
             for line in block.splitlines():
                 assert entry_problem(line, system=True) is None, (schedule, line)
+
+
+def test_a_session_ended_right_after_a_statement_is_still_one_line(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """The server's goodbye read along with a reply is no stray stderr line (libpq notice)."""
+    import signal
+    import subprocess
+    import time
+
+    import psycopg
+    from cli_helpers import BIN, cli_env
+
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER slow BEFORE INSERT ON job_changes FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+
+        def session(state: str) -> int | None:
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'schedctl'"
+                " AND state = %s AND query LIKE 'INSERT INTO job_changes%%'",
+                (state,),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
+        def wait_for(state: str) -> int:
+            for _ in range(400):
+                pid = session(state)
+                if pid is not None:
+                    return pid
+                time.sleep(0.01)
+            raise AssertionError(f"no schedctl session {state}")
+
+        adding = subprocess.Popen(
+            [str(BIN), "add", "cut", "-s", "@daily", "--", "true"],
+            env=cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_for("active")
+            # Paused while it waits for the reply: the reply and the server's goodbye then
+            # arrive together.
+            adding.send_signal(signal.SIGSTOP)
+            pid = wait_for("idle in transaction")
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+            for _ in range(400):
+                if not admin.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone():
+                    break
+                time.sleep(0.01)
+        finally:
+            adding.send_signal(signal.SIGCONT)
+        out, err = adding.communicate(timeout=60)
+        admin.execute("DROP TRIGGER slow ON job_changes")
+    from cli_helpers import Result
+
+    one_line_error(
+        Result(adding.returncode, out, err), 75, "terminating connection due to administrator"
+    )
+    assert "cut" not in ok(cli("list")).out
