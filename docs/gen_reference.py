@@ -45,7 +45,10 @@ def command_paths() -> Iterator[tuple[str, ...]]:
     def walk(command: click.Command, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
         yield path
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+            ctx = click.Context(command)  # the root builds its commands only when looked up
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None, name
                 yield from walk(sub, (*path, name))
 
     yield from walk(typer.main.get_command(app), ())

@@ -2,16 +2,86 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import Annotated
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from schedctl import __version__
-from schedctl.cli import daemon, db, deploy, jobs, ops, runs
 from schedctl.cli.context import State, state
-from schedctl.cli.quickstart import quickstart
+
+# Every command, in the order --help lists it, and where it is defined: (module, attribute).
+# A module is imported only when one of its commands runs (or --help lists them all), so a
+# command pays at start-up for what it uses, not for the daemon, deployment or reports.
+_COMMANDS: dict[str, tuple[str, str] | None] = {
+    "add": ("schedctl.cli.jobs", "add"),
+    "edit": ("schedctl.cli.jobs", "edit"),
+    "remove": ("schedctl.cli.jobs", "remove"),
+    "enable": ("schedctl.cli.jobs", "enable"),
+    "disable": ("schedctl.cli.jobs", "disable"),
+    "list": ("schedctl.cli.jobs", "list_"),
+    "show": ("schedctl.cli.jobs", "show"),
+    "next": ("schedctl.cli.jobs", "next_"),
+    "history": ("schedctl.cli.runs", "history"),
+    "logs": ("schedctl.cli.runs", "logs"),
+    "locks": ("schedctl.cli.runs", "locks"),
+    "report": ("schedctl.cli.ops", "report"),
+    "metrics": ("schedctl.cli.ops", "metrics"),
+    "prune": ("schedctl.cli.ops", "prune"),
+    "daemon": ("schedctl.cli.daemon", "daemon"),
+    "quickstart": ("schedctl.cli.quickstart", "quickstart"),
+    "run": None,  # defined below: entry.py dispatches it before this module loads
+    "check": None,
+    "render": ("schedctl.cli.deploy", "render_app"),
+    "sync": ("schedctl.cli.deploy", "sync_app"),
+    "db": ("schedctl.cli.db", "app"),
+}
+
+
+def _build(name: str, where: tuple[str, str]) -> click.Command:
+    """Import the module defining `name` and let Typer turn it into a click command."""
+    module, attribute = where
+    target = getattr(importlib.import_module(module), attribute)
+    # A one-command application built with the root's settings: the command gets exactly
+    # the options, help and callback wrapper it would get registered on the root directly.
+    holder = typer.Typer(
+        suggest_commands=False, add_completion=False, pretty_exceptions_enable=False
+    )
+    if isinstance(target, typer.Typer):
+        holder.add_typer(target, name=name)
+    else:
+        holder.command(name)(target)
+    return typer.main.get_group(holder).commands[name]
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: builds a command only when it is looked up."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = _COMMANDS.get(cmd_name)
+        if where is not None and cmd_name not in self.commands:
+            self.commands[cmd_name] = _build(cmd_name, where)
+        return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.exceptions.NoSuchCommand as e:
+            # click suggests close names from the commands built so far: offer them all.
+            raise click.exceptions.NoSuchCommand(
+                e.command_name, possibilities=list(_COMMANDS), ctx=ctx
+            ) from None
+
 
 app = typer.Typer(
+    cls=_LazyGroup,
     suggest_commands=False,  # click already says "Did you mean"
     name="schedctl",
     help="Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot.",
@@ -51,14 +121,6 @@ def root(
     ctx.obj = State(db_flag=db_url, debug=debug)
 
 
-jobs.register(app)
-runs.register(app)
-deploy.register(app)
-ops.register(app)
-daemon.register(app)
-app.command()(quickstart)
-
-
 @app.command(
     "run",
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -84,6 +146,3 @@ def check_command(ctx: typer.Context) -> None:
     from schedctl.cli.check import main as check_main
 
     raise typer.Exit(check_main(list(ctx.args), state(ctx).db_flag))
-
-
-app.add_typer(db.app, name="db")

@@ -91,8 +91,3 @@ def daemon(
         if server is not None:
             server.shutdown()
     raise typer.Exit(code)
-
-
-def register(app: typer.Typer) -> None:
-    """Attach `daemon` to `app`."""
-    app.command()(daemon)

@@ -61,7 +61,7 @@ def status(
         print_json(info)
     else:
         for key, value in info.items():
-            out.print(f"{key:16} {value if value is not None else '-'}", markup=False)
+            out().print(f"{key:16} {value if value is not None else '-'}", markup=False)
     if schema.state != "current":
         raise SchemaError(
             f"schema is {schema.state}"

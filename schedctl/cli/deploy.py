@@ -216,9 +216,3 @@ def sync_crontab(
         st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run
     )
     _finish(report, dry_run, "crontab")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the render and sync groups to the application."""
-    app.add_typer(render_app, name="render")
-    app.add_typer(sync_app, name="sync")

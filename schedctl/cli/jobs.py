@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from schedctl import services
 from schedctl.cli.context import state
@@ -278,6 +277,8 @@ def list_(
     if not found:
         done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS"):
         table.add_column(col, no_wrap=True)
@@ -292,7 +293,7 @@ def list_(
             cell(",".join(j.spec.tags)),
             cell(_fmt_command(j)),
         )
-    out.print(table)
+    out().print(table)
 
 
 def show(
@@ -329,19 +330,21 @@ def show(
         ("revision", job.revision),
         ("updated", local_time(job.updated_at, s.timezone)),
     ]
+    from rich.table import Table
+
     table = Table(box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, cell(value))
-    out.print(table)
-    out.print("\n[bold]next runs[/bold]" + ("" if s.enabled else " (if enabled)"))
+    out().print(table)
+    out().print("\n[bold]next runs[/bold]" + ("" if s.enabled else " (if enabled)"))
     times = Table(box=None)
     times.add_column(s.timezone)
     times.add_column("UTC")
     for x in nexts:
         times.add_row(local_time(x, s.timezone), utc_time(x))
-    out.print(times)
+    out().print(times)
 
 
 def next_(
@@ -372,8 +375,8 @@ def next_(
             }
         )
         return
-    for x in nexts:
-        out.print(iso(x), markup=False)
+    # Plain instants: written directly, without loading rich.
+    sys.stdout.write("".join(f"{iso(x)}\n" for x in nexts))
 
 
 def _parse_instant(text: str) -> datetime:
@@ -386,15 +389,3 @@ def _parse_instant(text: str) -> datetime:
     if dt.tzinfo is None:
         raise ValidationError(f"--after {text!r} has no UTC offset: add one, e.g. {text}+00:00")
     return dt
-
-
-def register(app: typer.Typer) -> None:
-    """Attach the job commands to `app`."""
-    app.command()(add)
-    app.command()(edit)
-    app.command()(remove)
-    app.command()(enable)
-    app.command()(disable)
-    app.command("list")(list_)
-    app.command()(show)
-    app.command("next")(next_)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.table import Table
 
 from schedctl import operate
 from schedctl.cli.context import state
 from schedctl.cli.output import cell, done, err, iso, out, print_json
 from schedctl.durations import format_duration, parse_duration
 from schedctl.report import JobReport
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 _STATE_STYLE = {
     "ok": "green",
@@ -68,14 +70,16 @@ def report(
         )
         return
     if html is not None:
-        err.print(f"wrote {html}", markup=False)
+        err().print(f"wrote {html}", markup=False)
     if not rep.rows:
         done("no jobs defined" + (f" with tag {tag}" if tag else ""))
         return
-    out.print(_table(rep.rows, rep.until))
+    out().print(_table(rep.rows, rep.until))
 
 
 def _table(rows: list[JobReport], now: datetime) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
                 "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT"):  # fmt: skip
@@ -137,13 +141,13 @@ def prune(
     st = state(ctx)
     older = parse_duration(older_than, what="--older-than")
     failed = parse_duration(keep_failed, what="--keep-failed")
-    bar = Progress(console=err, transient=True)
+    bar = Progress(console=err(), transient=True)
     task = None
 
     def on_plan(total: int) -> None:
         nonlocal task
         # Only a deletion that takes a while is worth a bar, and only for a person watching.
-        if total >= 50_000 and err.is_terminal:
+        if total >= 50_000 and err().is_terminal:
             bar.start()
             task = bar.add_task("deleting runs", total=total)
 
@@ -169,21 +173,14 @@ def prune(
         )
         return
     verb = "would delete" if result.dry_run else "deleted"
-    out.print(f"{verb} {result.total} runs", markup=False)
+    out().print(f"{verb} {result.total} runs", markup=False)
     for name, n in sorted(result.deleted.items()):
-        out.print(f"  {name}: {n}", markup=False)
+        out().print(f"  {name}: {n}", markup=False)
     if kept:
-        out.print(
+        out().print(
             f"kept {sum(kept.values())} runs past retention whose slots a firing could still "
             "claim (their rows stop a second run)",
             markup=False,
         )
         for name, n in sorted(kept.items()):
-            out.print(f"  {name}: {n}", markup=False)
-
-
-def register(app: typer.Typer) -> None:
-    """Attach the operator commands to `app`."""
-    app.command()(report)
-    app.command()(metrics)
-    app.command()(prune)
+            out().print(f"  {name}: {n}", markup=False)

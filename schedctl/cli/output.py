@@ -2,22 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-from rich.console import Console
-from rich.text import Text
 
 from schedctl.cli.text import visible
 
-# Piped output is for grep/awk: one line per row instead of wrapping at 80 columns.
-_PIPED_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 1000
-out = Console(highlight=False, soft_wrap=True, width=_PIPED_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.text import Text
+
+
+# rich is loaded on first use: commands that print plain lines or JSON start without it.
+@functools.cache
+def out() -> Console:
+    """Return the console for standard output."""
+    from rich.console import Console
+
+    # Piped output is for grep/awk: one line per row instead of wrapping at 80 columns.
+    piped_width = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 1000
+    return Console(highlight=False, soft_wrap=True, width=piped_width)
+
+
+@functools.cache
+def err() -> Console:
+    """Return the console for standard error."""
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(data: Any) -> None:
@@ -44,14 +60,16 @@ def utc_time(dt: datetime) -> str:
 
 def done(message: str) -> None:
     """Report a completed change on stdout."""
-    out.print(visible(message), markup=False)
+    out().print(visible(message), markup=False)
 
 
 def note(message: str) -> None:
     """Write a note on stderr."""
-    err.print(f"note: {visible(message)}", markup=False)
+    err().print(f"note: {visible(message)}", markup=False)
 
 
 def cell(value: object, style: str = "") -> Text:
     """A table cell for stored text: never read as markup, control characters made visible."""
+    from rich.text import Text
+
     return Text(visible(str(value)), style=style)

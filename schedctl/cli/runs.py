@@ -7,11 +7,10 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from schedctl import operate
 from schedctl.cli.context import State, state
-from schedctl.cli.output import cell, done, err, iso, local_time, out, print_json, utc_time
+from schedctl.cli.output import cell, done, iso, local_time, out, print_json, utc_time
 from schedctl.cli.text import csv_cell, visible_lines
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
@@ -70,6 +69,8 @@ def history(
     if not found:
         done("no runs recorded" + (f" for {job}" if job else ""))
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in (
         "ID",
@@ -97,7 +98,7 @@ def history(
             _when(r.started_at),
             "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
         )
-    out.print(table)
+    out().print(table)
 
 
 def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, csv_: bool) -> None:
@@ -117,12 +118,14 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
     if not slots:
         done(f"no missed slots for {job}")
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "MISSED SLOT", "UTC"):
         table.add_column(col, no_wrap=True)
     for s in slots:
         table.add_row(cell(job), local_time(s, zone), utc_time(s))
-    out.print(table)
+    out().print(table)
 
 
 def _when(dt: object) -> str:
@@ -147,9 +150,8 @@ def logs(
     run: Run = operate.get_run(st.store(), run_id)
     if run.output_truncated:
         kept = len((run.output_tail or "").encode())
-        err.print(
-            f"(output truncated: the last {kept} of {run.output_bytes} bytes are kept)",
-            markup=False,
+        sys.stderr.write(
+            f"(output truncated: the last {kept} of {run.output_bytes} bytes are kept)\n"
         )
     text = run.output_tail or ""
     # A job's output may hold escape sequences that retitle, recolour or rewrite the screen.
@@ -168,6 +170,8 @@ def locks(
     if not held:
         done("no job locks are held")
         return
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
         table.add_column(col, no_wrap=True)
@@ -179,11 +183,4 @@ def locks(
             "-" if h.pid is None else str(h.pid),
             _when(h.since),
         )
-    out.print(table)
-
-
-def register(app: typer.Typer) -> None:
-    """Attach the run history commands to `app`."""
-    app.command()(history)
-    app.command()(logs)
-    app.command()(locks)
+    out().print(table)
