@@ -1,7 +1,7 @@
 """Benchmarks for `schedctl run` and `sync` (run on demand, not a test): prints tables.
 
     ~/.local/share/schedctl/venv/bin/python bench/run_bench.py [--repeat N] [--herd N]
-        [--racers N] [--race-repeat N] [--sync-jobs N]
+        [--racers N] [--race-repeat N] [--sync-jobs N] [--sections 1,2,3,4,5]
 
 Starts its own PostgreSQL (like the test suite) and uses the installed `schedctl` next to the
 interpreter. Sections:
@@ -15,7 +15,12 @@ interpreter. Sections:
    (a C client) and by a bare Python process (claim_floor.py), each race run --race-repeat
    times round-robin;
 4. `sync systemd` and `sync crontab` for N jobs, then again with nothing changed: wall time
-   and how many files were written (by inode and mtime, not only by what sync says)."""
+   and how many files were written (by inode and mtime, not only by what sync says);
+5. management commands start-up: whole-process time of `list`, `show`, `history JOB`,
+   `report`, `logs`, `next` and `metrics` on 30 jobs with some history, on PostgreSQL and
+   SQLite, as ratios to `python -c 'import psycopg'`, all timed round-robin.
+
+`--sections 1,5` runs only those sections (the two about start-up take about a minute)."""
 
 from __future__ import annotations
 
@@ -366,6 +371,52 @@ def sync(env: dict[str, str], work: Path, jobs: int) -> list[list[str]]:
     return rows
 
 
+STARTUP_JOBS = 30
+
+
+def startup(envs: dict[str, dict[str, str]], repeat: int) -> None:
+    """Time the read-only management commands beside `python -c 'import psycopg'`.
+
+    Each backend gets 30 jobs and a few runs of some of them, as a small site would have.
+    """
+    commands: dict[str, tuple[list[str], dict[str, str]]] = {
+        "python -c 'import psycopg'": ([PY, "-c", "import psycopg"], envs["sqlite"]),
+    }
+    for backend, env in envs.items():
+        run = cli(env)
+        for i in range(STARTUP_JOBS):
+            run("add", f"app-{i:02d}", "-s", f"{i} * * * *", "--tz", "Europe/Berlin",
+                "--tag", f"team-{i % 3}", "--", "true")  # fmt: skip
+        for i in range(5):
+            for _ in range(4):
+                run("run", f"app-{i:02d}", "--now")
+        run_id = re.search(r'"id": (\d+)', run("history", "app-00", "--limit", "1", "--json"))
+        assert run_id, "no run recorded"
+        for name, args in {
+            "list": ["list"],
+            "show JOB": ["show", "app-00"],
+            "history JOB": ["history", "app-00"],
+            "report": ["report"],
+            "logs RUN": ["logs", run_id.group(1)],
+            "next JOB": ["next", "app-00"],
+            "metrics": ["metrics"],
+        }.items():
+            commands[f"schedctl {name} ({backend})"] = ([SCHEDCTL, *args], env)
+    rows = interleaved(commands, repeat)
+    psy = rows["python -c 'import psycopg'"]["median"]
+    out = [
+        [name, f"{r['median']:.1f}", f"{r['min']:.1f}", f"{r['max']:.1f}",
+         f"{r['median'] / psy:.2f}", f"{r['cpu']:.1f}"]
+        for name, r in rows.items()
+    ]  # fmt: skip
+    table(
+        f"5. management commands start-up ({STARTUP_JOBS} jobs, {repeat} runs each, interleaved; "
+        "whole processes)",
+        ["command", "median ms", "min ms", "max ms", "x import psycopg", "cpu ms"],
+        out,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeat", type=int, default=21)
@@ -373,7 +424,11 @@ def main() -> None:
     parser.add_argument("--racers", type=int, default=50)
     parser.add_argument("--race-repeat", type=int, default=3)
     parser.add_argument("--sync-jobs", type=int, default=1000)
+    parser.add_argument("--sections", default="1,2,3,4,5", help="Which sections to run.")
     args = parser.parse_args()
+    sections = set(args.sections.split(","))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"load average (1, 5, 15 min) at the start: {load}")
     server = start_server()
     work = Path(tempfile.mkdtemp(prefix="schedctl-bench-"))
     try:
@@ -388,35 +443,56 @@ def main() -> None:
                 cli(env)("db", "upgrade")
             cli(env)("add", "bench-true", "-s", "@yearly", "--", "true")
             envs[backend] = env
-        overhead(envs, urls["postgresql"], args.repeat)
-        herd_rows = []
-        race_envs = {}
-        for backend in ("postgresql", "sqlite"):
-            env = dict(envs[backend])
-            if backend == "postgresql":
-                env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
-                cli(env)("db", "upgrade")
-            else:
-                env["SCHEDCTL_DATA_DIR"] = str(work / "sqlite-herd")
-            herd_rows.append(herd(env, backend, args.herd))
-            race_envs[backend] = env
-        table(f"2. top-of-hour herd: {args.herd} jobs due in one minute, started at once",
-              ["backend", "jobs", "recorded", "failed runs", "wall s", "cpu s"], herd_rows)  # fmt: skip
-        table(f"3. fleet race: {args.racers} racers for one slot, {args.race_repeat} races each "
-              "(round-robin); lag = a loser's exit - the winner's claim",
-              ["racer", "database", "racers", "ran", "max lag ms", "max lag: median of races",
-               "median lag ms", "x C client", "loser: verdict to exit ms", "wall s"],
-              race_rows(contenders(server, race_envs, args.racers), args.race_repeat))  # fmt: skip
-        env = dict(envs["postgresql"])
-        env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
-        cli(env)("db", "upgrade")
-        table(f"4. sync for {args.sync_jobs} jobs (PostgreSQL; files only: --no-reload)",
-              ["command", "jobs", "files", "files written", "wall s", "it said"],
-              sync(env, work, args.sync_jobs))  # fmt: skip
+        if "1" in sections:
+            overhead(envs, urls["postgresql"], args.repeat)
+        if "2" in sections or "3" in sections:
+            herd_rows = []
+            race_envs = {}
+            for backend in ("postgresql", "sqlite"):
+                env = dict(envs[backend])
+                if backend == "postgresql":
+                    env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
+                    cli(env)("db", "upgrade")
+                else:
+                    env["SCHEDCTL_DATA_DIR"] = str(work / "sqlite-herd")
+                if "2" in sections:
+                    herd_rows.append(herd(env, backend, args.herd))
+                race_envs[backend] = env
+            if "2" in sections:
+                table(f"2. top-of-hour herd: {args.herd} jobs due in one minute, started at once",
+                      ["backend", "jobs", "recorded", "failed runs", "wall s", "cpu s"],
+                      herd_rows)  # fmt: skip
+            if "3" in sections:
+                table(f"3. fleet race: {args.racers} racers for one slot, {args.race_repeat} "
+                      "races each (round-robin); lag = a loser's exit - the winner's claim",
+                      ["racer", "database", "racers", "ran", "max lag ms",
+                       "max lag: median of races", "median lag ms", "x C client",
+                       "loser: verdict to exit ms", "wall s"],
+                      race_rows(contenders(server, race_envs, args.racers),
+                                args.race_repeat))  # fmt: skip
+        if "4" in sections:
+            env = dict(envs["postgresql"])
+            env["SCHEDCTL_DATABASE_URL"] = server.url(server.create_database())
+            cli(env)("db", "upgrade")
+            table(f"4. sync for {args.sync_jobs} jobs (PostgreSQL; files only: --no-reload)",
+                  ["command", "jobs", "files", "files written", "wall s", "it said"],
+                  sync(env, work, args.sync_jobs))  # fmt: skip
+        if "5" in sections:
+            fresh = {
+                "postgresql": {**envs["postgresql"],
+                               "SCHEDCTL_DATABASE_URL": server.url(server.create_database())},
+                "sqlite": {**envs["sqlite"], "SCHEDCTL_DATA_DIR": str(work / "sqlite-startup")},
+            }  # fmt: skip
+            cli(fresh["postgresql"])("db", "upgrade")
+            startup(fresh, args.repeat)
     finally:
         destroy(server)
         subprocess.run(["rm", "-rf", str(work)], check=False)
-    print(f"\nmachine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}")
+    # The machine may be shared: its load during the run says how far the figures can be trusted.
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(
+        f"\nmachine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; load at the end {load}"
+    )
 
 
 if __name__ == "__main__":

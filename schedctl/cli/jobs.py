@@ -11,7 +11,17 @@ import typer
 
 from schedctl import services
 from schedctl.cli.context import state
-from schedctl.cli.output import cell, done, iso, local_time, out, print_json, utc_time
+from schedctl.cli.output import (
+    Table,
+    cell,
+    done,
+    heading,
+    iso,
+    local_time,
+    print_json,
+    print_table,
+    utc_time,
+)
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobChanges, JobSpec
@@ -277,9 +287,7 @@ def list_(
     if not found:
         done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
+    table = Table(header_style="bold")
     for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS"):
         table.add_column(col, no_wrap=True)
     table.add_column("COMMAND", overflow="fold")
@@ -293,7 +301,7 @@ def list_(
             cell(",".join(j.spec.tags)),
             cell(_fmt_command(j)),
         )
-    out().print(table)
+    print_table(table)
 
 
 def show(
@@ -330,21 +338,20 @@ def show(
         ("revision", job.revision),
         ("updated", local_time(job.updated_at, s.timezone)),
     ]
-    from rich.table import Table
-
-    table = Table(box=None, show_header=False)
+    table = Table(show_header=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(key, cell(value))
-    out().print(table)
-    out().print("\n[bold]next runs[/bold]" + ("" if s.enabled else " (if enabled)"))
-    times = Table(box=None)
+    print_table(table)
+    sys.stdout.write("\n")
+    heading("next runs", "" if s.enabled else " (if enabled)")
+    times = Table()
     times.add_column(s.timezone)
     times.add_column("UTC")
     for x in nexts:
         times.add_row(local_time(x, s.timezone), utc_time(x))
-    out().print(times)
+    print_table(times)
 
 
 def next_(

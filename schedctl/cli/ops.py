@@ -5,18 +5,15 @@ from __future__ import annotations
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from schedctl import operate
 from schedctl.cli.context import state
-from schedctl.cli.output import cell, done, err, iso, out, print_json
+from schedctl.cli.output import Table, cell, done, err, iso, out, print_json, print_table
 from schedctl.durations import format_duration, parse_duration
 from schedctl.report import JobReport
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 _STATE_STYLE = {
     "ok": "green",
@@ -74,13 +71,11 @@ def report(
     if not rep.rows:
         done("no jobs defined" + (f" with tag {tag}" if tag else ""))
         return
-    out().print(_table(rep.rows, rep.until))
+    print_table(_table(rep.rows, rep.until))
 
 
 def _table(rows: list[JobReport], now: datetime) -> Table:
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
+    table = Table(header_style="bold")
     for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
                 "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT"):  # fmt: skip
         table.add_column(col, no_wrap=True)
@@ -91,9 +86,9 @@ def _table(rows: list[JobReport], now: datetime) -> Table:
             cell(r.state, style),
             str(r.runs),
             str(r.succeeded),
-            f"[red]{r.failed}[/]" if r.failed else "0",
+            cell(r.failed, "red") if r.failed else "0",
             str(r.skipped),
-            f"[red]{r.missed}[/]" if r.missed else "0",
+            cell(r.missed, "red") if r.missed else "0",
             "-" if r.success_rate is None else f"{r.success_rate:.0%}",
             _dur(r.p50),
             _dur(r.p95),

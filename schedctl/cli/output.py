@@ -5,16 +5,16 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from schedctl.cli.text import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.text import Text
 
 
 # rich is loaded on first use: commands that print plain lines or JSON start without it.
@@ -68,8 +68,115 @@ def note(message: str) -> None:
     err().print(f"note: {visible(message)}", markup=False)
 
 
-def cell(value: object, style: str = "") -> Text:
+class Cell(NamedTuple):
+    """Stored text for a table: shown as it is (never read as markup), in an optional style."""
+
+    text: str
+    style: str = ""
+
+
+def cell(value: object, style: str = "") -> Cell:
     """A table cell for stored text: never read as markup, control characters made visible."""
+    return Cell(visible(str(value)), style)
+
+
+class Table:
+    """A rich table, recorded and printed by `print_table`; the options are rich's.
+
+    Piped or redirected, rich prints a table that fits the width as plain padded columns;
+    `print_table` then writes those lines itself, and loading and running rich (a good part
+    of a short command's time) is left for terminals and tables that need wrapping.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.columns: list[tuple[str, dict[str, Any]]] = []
+        self.rows: list[tuple[str | Cell, ...]] = []
+
+    def add_column(self, header: str = "", **options: Any) -> None:
+        """Add a column (rich's `Table.add_column` options)."""
+        self.columns.append((header, options))
+
+    def add_row(self, *cells: str | Cell) -> None:
+        """Add a row: plain strings are rich markup, as in rich; `Cell`s are shown as they are."""
+        self.rows.append(cells)
+
+
+def print_table(table: Table) -> None:
+    """Print `table` on stdout exactly as rich would."""
+    plain = _plain_table(table)
+    if plain is not None:
+        sys.stdout.write(plain)
+        return
+    from rich.table import Table as RichTable
     from rich.text import Text
 
-    return Text(visible(str(value)), style=style)
+    rich_table = RichTable(box=None, **table.options)
+    for header, options in table.columns:
+        rich_table.add_column(header, **options)
+    for row in table.rows:
+        rich_table.add_row(*(Text(c.text, c.style) if isinstance(c, Cell) else c for c in row))
+    out().print(rich_table)
+
+
+def heading(text: str, tail: str = "") -> None:
+    """Print `text` in bold and `tail` after it on stdout (plain when not to a terminal)."""
+    if _plain_width() is not None:
+        sys.stdout.write(f"{text}{tail}\n")
+        return
+    from rich.markup import escape
+
+    out().print(f"[bold]{escape(text)}[/bold]{escape(tail)}")
+
+
+@functools.cache
+def _plain_width() -> int | None:
+    """Return the width rich would use for stdout if it would print no styles, else None."""
+    if sys.stdout.isatty() or "FORCE_COLOR" in os.environ or "TTY_COMPATIBLE" in os.environ:
+        return None
+    columns = os.environ.get("COLUMNS")
+    if columns is None:
+        return 1000  # the width out() gives piped output
+    return int(columns) if columns.isdigit() else None
+
+
+# What rich would read as an emoji code in a markup string (rich's own pattern).
+_EMOJI = re.compile(r"(:(\S*?)(?:(?:\-)(emoji|text))?:)")
+
+
+def _plain_table(table: Table) -> str | None:
+    """Return the lines rich would print for `table`, if they need no rich; else None.
+
+    That is: no styles to print, printable ASCII only (one character, one column), no markup
+    or emoji code in a plain string, and the whole table within the width (nothing wraps).
+    """
+    width = _plain_width()
+    if width is None:
+        return None
+    lines: list[list[str]] = []
+    rows = list(table.rows)
+    if table.options.get("show_header", True):
+        rows.insert(0, tuple(header for header, _ in table.columns))
+    for row in rows:
+        texts = []
+        for c in row:
+            if isinstance(c, Cell):
+                text = c.text
+            else:
+                text = c
+                if "[" in text or any(not m.group(2).isdigit() or len(m.group(2)) > 2
+                                      for m in _EMOJI.finditer(text)):  # fmt: skip
+                    return None
+            if not (text.isascii() and text.isprintable()):
+                return None
+            texts.append(text)
+        lines.append(texts)
+    if any(len(line) != len(table.columns) for line in lines):
+        return None
+    widths = [max((len(line[i]) for line in lines), default=0) for i in range(len(table.columns))]
+    if sum(w + 2 for w in widths) > width:
+        return None
+    return "".join(
+        "".join(f" {text.ljust(w)} " for text, w in zip(line, widths, strict=True)) + "\n"
+        for line in lines
+    )

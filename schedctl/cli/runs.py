@@ -10,7 +10,16 @@ import typer
 
 from schedctl import operate
 from schedctl.cli.context import State, state
-from schedctl.cli.output import cell, done, iso, local_time, out, print_json, utc_time
+from schedctl.cli.output import (
+    Table,
+    cell,
+    done,
+    iso,
+    local_time,
+    print_json,
+    print_table,
+    utc_time,
+)
 from schedctl.cli.text import csv_cell, visible_lines
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
@@ -69,9 +78,7 @@ def history(
     if not found:
         done("no runs recorded" + (f" for {job}" if job else ""))
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
+    table = Table(header_style="bold")
     for col in (
         "ID",
         "JOB",
@@ -98,7 +105,7 @@ def history(
             _when(r.started_at),
             "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
         )
-    out().print(table)
+    print_table(table)
 
 
 def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, csv_: bool) -> None:
@@ -118,14 +125,12 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
     if not slots:
         done(f"no missed slots for {job}")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
+    table = Table(header_style="bold")
     for col in ("JOB", "MISSED SLOT", "UTC"):
         table.add_column(col, no_wrap=True)
     for s in slots:
         table.add_row(cell(job), local_time(s, zone), utc_time(s))
-    out().print(table)
+    print_table(table)
 
 
 def _when(dt: object) -> str:
@@ -170,9 +175,7 @@ def locks(
     if not held:
         done("no job locks are held")
         return
-    from rich.table import Table
-
-    table = Table(box=None, header_style="bold")
+    table = Table(header_style="bold")
     for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
         table.add_column(col, no_wrap=True)
     for h in held:
@@ -183,4 +186,4 @@ def locks(
             "-" if h.pid is None else str(h.pid),
             _when(h.since),
         )
-    out().print(table)
+    print_table(table)
