@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import random
 import sys
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -47,11 +48,15 @@ def _ours(table: Table, monkeypatch: pytest.MonkeyPatch) -> tuple[str, bool]:
 
 
 def _random_table(rng: random.Random) -> Table:
-    table = Table(**rng.choice([{"header_style": "bold"}, {"show_header": False}, {}]))
+    table_options: list[dict[str, Any]] = [{"header_style": "bold"}, {"show_header": False}, {}]
+    column_options: list[dict[str, Any]] = [
+        {"no_wrap": True}, {"overflow": "fold"}, {"style": "bold"}, {},
+    ]  # fmt: skip
+    table = Table(**rng.choice(table_options))
     columns = rng.randint(1, 6)
-    for i in range(columns):
-        options = rng.choice([{"no_wrap": True}, {"overflow": "fold"}, {"style": "bold"}, {}])
-        table.add_column(rng.choice(["NAME", "NEXT RUN", "UTC", "", "Europe/Berlin"]), **options)
+    for _ in range(columns):
+        header = rng.choice(["NAME", "NEXT RUN", "UTC", "", "Europe/Berlin"])
+        table.add_column(header, **rng.choice(column_options))
     words = _WORDS + (_ODD if rng.random() < 0.3 else [])
     for _ in range(rng.randint(0, 8)):
         table.add_row(*(
