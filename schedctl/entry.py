@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _typer_main(args: list[str]) -> int:
     """Run the Typer app; click's own errors end here, everything else at the boundary."""
+    # As for `run`: loading the framework and the command sets off the cycle collector again
+    # and again with nothing to collect; the root callback turns it back on.
+    gc.disable()
     import click
     import typer
 

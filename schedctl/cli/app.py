@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 from typing import Annotated
 
@@ -118,6 +119,10 @@ def root(
     ] = False,
 ) -> None:
     """Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot."""
+    # The command is loaded by now (entry.py turned the collector off for that); what it
+    # allocates from here, over a long `daemon` or `prune` too, is collected as usual.
+    gc.freeze()
+    gc.enable()
     ctx.obj = State(db_flag=db_url, debug=debug)
 
 

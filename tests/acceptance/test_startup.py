@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from cli_helpers import BIN, Cli, ok
@@ -89,3 +90,32 @@ def test_version_loads_no_command(backend: tuple[Cli, str, dict[str, str]]) -> N
         "schedctl.cli.context"
     }
     assert {"schedctl.db.repository", "schedctl.services", "rich"} & names == set()
+
+
+def test_collector_is_back_on_when_the_command_runs(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    # It is off while the framework and the command load; a long `daemon` or `prune` needs it.
+    _, _, env = backend
+    probe = (
+        "import functools, gc, sys\n"
+        "import schedctl.cli.jobs as jobs\n"
+        "real = jobs.list_\n"
+        "@functools.wraps(real)\n"
+        "def spy(*a, **k):\n"
+        "    print('collector on:', gc.isenabled(), file=sys.stderr)\n"
+        "    return real(*a, **k)\n"
+        "jobs.list_ = spy\n"
+        "from schedctl.entry import main\n"
+        "sys.exit(main(['list']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        env=env,
+        cwd=tmp_path,  # the installed package, not a checkout in the working directory
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "collector on: True" in done.stderr
