@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schedctl.config import DatabaseURL
 from schedctl.db import queries
-from schedctl.db.dberrors import translate
+from schedctl.db.dberrors import refusal, translate
 from schedctl.errors import ConfigError, DatabaseUnavailableError, TransactionPoolerError
 from schedctl.models import MIN_HEARTBEAT_REPLY_SECONDS
 
@@ -146,6 +146,9 @@ class PgConnector:
             # session, so trying again later would fail the same way.
             if e.sqlstate is not None and e.sqlstate[:2] in ("22", "23"):
                 raise RefusedError(_first_line(str(e)), unique=e.sqlstate == "23505") from e
+            found = refusal(e.sqlstate, str(e), self.url)
+            if found is not None:
+                raise found from e
             raise
         return Rows(res.columns, res.rows, res.rowcount)
 

@@ -56,3 +56,27 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
         f"cannot reach the database at {where}: {message}; check that PostgreSQL is running "
         f"and the URL is right (`schedctl db status` tests the connection)"
     )
+
+
+READ_ONLY_TRANSACTION = "25006"
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
+def refusal(sqlstate: str | None, message: str, url: DatabaseURL) -> SchedctlError | None:
+    """Return the error for a statement the server will not run for this session, if it is one.
+
+    A read-only server (a hot standby, default_transaction_read_only) and a role without the
+    right grants are the deployment's doing, not schedctl's: no internal error for them.
+    """
+    line = _first_line(message, url)
+    if sqlstate == READ_ONLY_TRANSACTION:
+        return DatabaseUnavailableError(
+            f"the database at {url} is read-only ({line}): point the URL at the primary server "
+            f"(not a standby) and try again"
+        )
+    if sqlstate == INSUFFICIENT_PRIVILEGE:
+        return ConfigError(
+            f"the database at {url} refused this to the URL's role ({line}): grant it the "
+            f"privileges on schedctl's tables or use the role that owns them"
+        )
+    return None

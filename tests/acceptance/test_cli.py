@@ -401,3 +401,47 @@ def test_a_session_ended_right_after_a_statement_is_still_one_line(
         Result(adding.returncode, out, err), 75, "terminating connection due to administrator"
     )
     assert "cut" not in ok(cli("list")).out
+
+
+def test_a_read_only_server_or_a_role_without_grants_is_no_internal_error(
+    tmp_path: Path, pg: PgServer, pg_url: str
+) -> None:
+    """A standby (read-only) is exit 75 and a role lacking grants exit 78, one line each."""
+    import secrets
+
+    import psycopg
+
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "kept", "-s", "@daily", "--", "true"))
+    read_only = make_cli(
+        tmp_path, SCHEDCTL_DATABASE_URL=pg_url + "?options=-cdefault_transaction_read_only%3Don"
+    )
+    for args in (
+        ("add", "new", "-s", "@daily", "--", "true"),
+        ("edit", "kept", "--description", "changed"),
+        ("remove", "kept", "--yes"),
+        ("prune",),
+        ("run", "kept", "--now"),
+    ):
+        one_line_error(read_only(*args), 75, "is read-only")
+    role = "viewer_" + secrets.token_hex(4)
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'viewer-pw'")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    dbname = pg_url.rsplit("/", 1)[1]
+    viewer = make_cli(
+        tmp_path,
+        SCHEDCTL_DATABASE_URL=f"postgresql://{role}:viewer-pw@127.0.0.1:{pg.port}/{dbname}",
+    )
+    ok(viewer("list"))
+    for args in (
+        ("add", "new", "-s", "@daily", "--", "true"),
+        ("edit", "kept", "--description", "changed"),
+        ("run", "kept", "--now"),
+    ):
+        one_line_error(viewer(*args), 78, "grant it the privileges")
+    shown = json.loads(ok(cli("show", "kept", "--json")).out)
+    assert (shown["description"], shown["revision"]) == ("", 1)
+    assert "new" not in ok(cli("list")).out
+    assert ok(cli("history", "kept")).out.startswith("no runs")
