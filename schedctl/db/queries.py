@@ -58,75 +58,57 @@ def _expand(sql: str, fragments: dict[str, str], name: str) -> str:
     return _FRAGMENT.sub(one, sql)
 
 
+# What positional() steps over whole (quoted literals and identifiers, comments, casts), and
+# the parameters it numbers. One regex: `run` converts the statements it sends at every start.
+_TOKENS = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|:([A-Za-z_]\w*)""")
+
+
 def positional(sql: str) -> tuple[str, tuple[str, ...]]:
     """Turn `:name` parameters into $1, $2, ...; return the text and the names in order.
 
     Quoted literals and identifiers, comments and `::` casts are left as they are.
     """
-    out: list[str] = []
     names: list[str] = []
-    i, n = 0, len(sql)
-    while i < n:
-        c = sql[i]
-        if c in "'\"":
-            end = i + 1
-            while end < n:
-                if sql[end] == c:
-                    if end + 1 < n and sql[end + 1] == c:  # a doubled quote stays inside
-                        end += 2
-                        continue
-                    break
-                end += 1
-            out.append(sql[i : end + 1])
-            i = end + 1
-        elif sql.startswith("--", i):
-            end = sql.find("\n", i)
-            end = n if end < 0 else end
-            out.append(sql[i:end])
-            i = end
-        elif sql.startswith("::", i):
-            out.append("::")
-            i += 2
-        elif c == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
-            end = i + 1
-            while end < n and (sql[end].isalnum() or sql[end] == "_"):
-                end += 1
-            name = sql[i + 1 : end]
-            if name not in names:
-                names.append(name)
-            out.append(f"${names.index(name) + 1}")
-            i = end
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out), tuple(names)
+
+    def number(m: re.Match[str]) -> str:
+        name = m.group(1)
+        if name is None:
+            return m.group(0)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _TOKENS.sub(number, sql), tuple(names)
 
 
 @functools.cache
-def _all(dialect: str) -> dict[str, Query]:
+def _entries() -> tuple[dict[tuple[str, str | None], str], dict[str, str]]:
     with open(PATH, encoding="utf-8") as f:
         entries = parse(f.read())
     fragments = {k[0][1:-1]: v for k, v in entries.items() if k[0].startswith("{")}
-    out: dict[str, Query] = {}
-    for (name, which), text in entries.items():
-        if name.startswith("{") or which not in (None, dialect):
-            continue
-        if which is None and name in out:
-            continue  # this dialect's own version came first
-        sql = _expand(text, fragments, name)
-        if dialect == "postgresql":
-            sql, params = positional(sql)
-            out[name] = Query(name, sql, params)
-        else:
-            out[name] = Query(name, sql, ())
-    return out
+    return entries, fragments
 
 
+@functools.cache
 def get(name: str, dialect: str) -> Query:
-    """Return the statement `name` for `dialect` (KeyError: there is none)."""
-    return _all(dialect)[name]
+    """Return the statement `name` for `dialect` (KeyError: there is none).
+
+    Each statement is expanded and numbered on first use only: `run` sends a handful.
+    """
+    entries, fragments = _entries()
+    if name.startswith("{"):
+        raise KeyError(name)  # a fragment is not a statement
+    text = entries.get((name, dialect), entries.get((name, None)))
+    if text is None:
+        raise KeyError(name)
+    sql = _expand(text, fragments, name)
+    if dialect == "postgresql":
+        sql, params = positional(sql)
+        return Query(name, sql, params)
+    return Query(name, sql, ())
 
 
 def names(dialect: str) -> set[str]:
     """Return the names of every statement `dialect` has."""
-    return set(_all(dialect))
+    entries, _ = _entries()
+    return {n for n, d in entries if not n.startswith("{") and d in (None, dialect)}

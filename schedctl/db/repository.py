@@ -10,7 +10,6 @@ import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
@@ -126,8 +125,7 @@ class RunDB(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     """A job's newest run with a given result."""
 
     id: int
@@ -136,8 +134,7 @@ class Outcome:
     duration: float | None
 
 
-@dataclass(frozen=True)
-class Cutoffs:
+class Cutoffs(NamedTuple):
     """One job's runs claimed before these instants may go (job_id None: removed jobs').
 
     First attempts of slots from `claimable_from` on stay whatever their age: a firing may
