@@ -60,19 +60,27 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
 
 READ_ONLY_TRANSACTION = "25006"
 INSUFFICIENT_PRIVILEGE = "42501"
+INVALID_SCHEMA_NAME = "3F000"
 
 
 def refusal(sqlstate: str | None, message: str, url: DatabaseURL) -> SchedctlError | None:
     """Return the error for a statement the server will not run for this session, if it is one.
 
-    A read-only server (a hot standby, default_transaction_read_only) and a role without the
-    right grants are the deployment's doing, not schedctl's: no internal error for them.
+    A read-only server (a hot standby, default_transaction_read_only), a role without the
+    right grants and a search_path naming no schema are the deployment's doing, not
+    schedctl's: no internal error for them.
     """
     line = _first_line(message, url)
     if sqlstate == READ_ONLY_TRANSACTION:
         return DatabaseUnavailableError(
             f"the database at {url} is read-only ({line}): point the URL at the primary server "
             f"(not a standby) and try again"
+        )
+    if sqlstate == INVALID_SCHEMA_NAME:
+        return ConfigError(
+            f"the database at {url} has no schema to create schedctl's tables in ({line}): "
+            f"create the schema the URL's search_path names, or fix the search_path in its "
+            f"options"
         )
     if sqlstate == INSUFFICIENT_PRIVILEGE:
         return ConfigError(

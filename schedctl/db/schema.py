@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
 from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, pg_params
-from schedctl.db.dberrors import translate
+from schedctl.db.dberrors import refusal, translate
 from schedctl.db.version import HEAD, SchemaStatus, require_current
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -80,6 +80,11 @@ def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
             after = current_revision(conn)
     except (exc.OperationalError, exc.InterfaceError) as e:
         raise translate(e, url) from e
+    except exc.DBAPIError as e:
+        found = refusal(getattr(e.orig, "sqlstate", None), str(e.orig), url)
+        if found is None:
+            raise
+        raise found from e
     finally:
         engine.dispose()
     return before, after or HEAD

@@ -445,3 +445,20 @@ def test_a_read_only_server_or_a_role_without_grants_is_no_internal_error(
     assert (shown["description"], shown["revision"]) == ("", 1)
     assert "new" not in ok(cli("list")).out
     assert ok(cli("history", "kept")).out.startswith("no runs")
+
+
+def test_db_upgrade_into_a_search_path_schema_that_does_not_exist_says_so(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """A URL whose options name a missing schema is a configuration error, then works."""
+    import psycopg
+
+    url = pg_url + "?options=-csearch_path%3Dteam_jobs"
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    one_line_error(cli("db", "upgrade"), 78, "create the schema the URL's search_path names")
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute("CREATE SCHEMA team_jobs")
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "scoped", "-s", "@daily", "--", "true"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        assert admin.execute("SELECT name FROM team_jobs.jobs").fetchall() == [("scoped",)]
