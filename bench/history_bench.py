@@ -246,11 +246,218 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
     return out
 
 
+# -- costs against history size ---------------------------------------------------------------
+
+RECENT_HOURS = 10  # the window's content, the same in both databases
+SCALE_COMMANDS = {
+    "metrics": ["metrics"],
+    "report --since 7d --json": ["report", "--since", "7d", "--json"],
+    "report --since 7d (table, to a pipe)": ["report", "--since", "7d"],
+    "check": ["check"],
+}
+
+
+def _scale_rows(hours: list[int], now_h: datetime) -> Any:
+    """Yield the runs of the given hour offsets (0 = the current hour, 9 = nine hours before).
+
+    The same rules as the PostgreSQL loader: 1 in 20 recent slots missed, 1 in 50 runs failed.
+    """
+    for k in hours:
+        for j in range(1, JOBS + 1):
+            slot = now_h - timedelta(hours=k, minutes=-(j % 60))
+            if slot > datetime.now(UTC) - timedelta(seconds=90):
+                continue
+            if k < RECENT_HOURS and (k * 1000 + j) % 20 == 0:
+                continue
+            failed = (k * 7 + j * 13) % 50 == 0
+            d = 1 + (k * 31 + j) % 30
+            yield (j, f"job-{j:04d}", slot, "failed" if failed else "succeeded",
+                   slot + timedelta(seconds=0.4), slot + timedelta(seconds=0.5),
+                   slot + timedelta(seconds=0.5 + d), 1 if failed else 0, float(d))  # fmt: skip
+
+
+def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
+    """Fill a database with RECENT_HOURS of runs, plus older runs outside a 7-day window.
+
+    The older runs (total_hours - RECENT_HOURS hours of them) end eight days ago; the jobs
+    were disabled from then until the recent hours, so both sizes judge the same window.
+    Return (runs, seconds to load, seconds to rebuild the run counters from history).
+    """
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+
+    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    pg = engine.dialect.name == "postgresql"
+    start = time.perf_counter()
+    now_h = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    recent_from = now_h - timedelta(hours=RECENT_HOURS - 1, seconds=1)
+    gap_from = now_h - timedelta(days=8) + timedelta(hours=1)
+    old = total_hours - RECENT_HOURS
+    created = now_h - timedelta(days=8, hours=old, seconds=1) if old else recent_from
+    with engine.begin() as conn:
+        has_counts = sa.inspect(conn).has_table("run_counts")
+        for j in range(1, JOBS + 1):
+            conn.execute(sa.text(
+                "INSERT INTO jobs (id, name, command, shell, schedule, timezone, concurrency,"
+                " catch_up, jitter_seconds, retries, retry_delay_seconds, env, description, tags,"
+                " enabled, output_limit_bytes, created_at, updated_at, revision) VALUES (:id, :n,"
+                " '[\"true\"]', false, :s, 'UTC', 'forbid', 'latest', 0, 0, 30, '{}', '',"
+                " '[\"bench\"]', true, 65536, :c, :c, 1)"
+            ), {"id": j, "n": f"job-{j:04d}", "s": f"{j % 60} * * * *", "c": _ts(created, pg)})  # fmt: skip
+            changes = [(created, True)]
+            if old:
+                changes += [(gap_from, False), (recent_from, True)]
+            for at, enabled in changes:
+                conn.execute(sa.text(
+                    "INSERT INTO job_changes (job_id, at, enabled, schedule, timezone)"
+                    " VALUES (:j, :at, :e, :s, 'UTC')"
+                ), {"j": j, "at": _ts(at, pg), "e": enabled, "s": f"{j % 60} * * * *"})  # fmt: skip
+        if pg:
+            conn.execute(sa.text("SELECT setval('jobs_id_seq', :n)"), {"n": JOBS})
+            # A bulk load without row triggers; the counters are rebuilt from history below.
+            conn.execute(sa.text("ALTER TABLE runs DISABLE TRIGGER USER"))
+    hours = list(range(RECENT_HOURS)) + [8 * 24 + h for h in range(old)]
+    insert = sa.text(
+        "INSERT INTO runs (job_id, job_name, job_revision, slot, trigger, attempt, status, host,"
+        " pid, claimed_at, started_at, finished_at, heartbeat_at, exit_code, duration_seconds,"
+        " output_bytes, output_truncated, schedctl_version) VALUES (:j, :n, 1, :s, 'timer', 1,"
+        " :st, 'host-1', 1000, :c, :b, :f, :f, :x, :d, 120, false, 'bench')"
+    )
+    step = 200
+    for first in range(0, len(hours), step):
+        batch = hours[first : first + step]
+        with engine.begin() as conn:
+            if pg and batch[0] >= 8 * 24:
+                conn.execute(sa.text(
+                    "INSERT INTO runs (job_id, job_name, job_revision, slot, trigger, attempt,"
+                    " status, host, pid, claimed_at, started_at, finished_at, heartbeat_at,"
+                    " exit_code, duration_seconds, output_bytes, output_truncated,"
+                    " schedctl_version)"
+                    " SELECT j, 'job-' || lpad(j::text, 4, '0'), 1, s, 'timer', 1,"
+                    " CASE WHEN f THEN 'failed' ELSE 'succeeded' END, 'host-1', 1000,"
+                    " s + interval '0.4 s', s + interval '0.5 s', s + (0.5 + d) * interval '1 s',"
+                    " s + (0.5 + d) * interval '1 s', CASE WHEN f THEN 1 ELSE 0 END, d, 120,"
+                    " false, 'bench'"
+                    " FROM unnest(CAST(:hours AS int[])) k, generate_series(1, CAST(:n AS int)) j,"
+                    " LATERAL (SELECT CAST(:now AS timestamptz) - k * interval '1 hour'"
+                    "   + (j % 60) * interval '1 minute' AS s, 1 + (k * 31 + j) % 30 AS d,"
+                    "   (k * 7 + j * 13) % 50 = 0 AS f) x ORDER BY k DESC, j"
+                ), {"hours": batch, "n": JOBS, "now": now_h})  # fmt: skip
+            else:
+                conn.execute(insert, [
+                    {"j": j, "n": n, "s": _ts(s, pg), "st": st, "c": _ts(c, pg), "b": _ts(b, pg),
+                     "f": _ts(f, pg), "x": x, "d": d}
+                    for j, n, s, st, c, b, f, x, d in _scale_rows(batch, now_h)
+                ])  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE runs SET status = 'running', finished_at = NULL, duration_seconds = NULL"
+            " WHERE id IN (SELECT id FROM runs WHERE claimed_at >= :r ORDER BY claimed_at DESC"
+            " LIMIT 10)"
+        ), {"r": _ts(recent_from, pg)})  # fmt: skip
+        total = conn.execute(sa.text("SELECT count(*) FROM runs")).scalar_one()
+    loaded = time.perf_counter() - start
+    rebuild = 0.0
+    if has_counts:
+        t = time.perf_counter()
+        with engine.begin() as conn:
+            if pg:
+                conn.execute(sa.text("ALTER TABLE runs ENABLE TRIGGER USER"))
+            conn.execute(sa.text("DELETE FROM run_counts"))
+            conn.execute(sa.text(
+                "INSERT INTO run_counts (job_name, status, total) SELECT job_name, status,"
+                " count(*) FROM runs WHERE status <> 'running' GROUP BY job_name, status"
+            ))  # fmt: skip
+        rebuild = time.perf_counter() - t
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(sa.text("VACUUM ANALYZE" if pg else "ANALYZE"))
+    engine.dispose()
+    return int(total), loaded, rebuild
+
+
+def _ts(value: datetime, pg: bool) -> Any:
+    return value if pg else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def scaling(urls: dict[str, str], repeat: int) -> list[list[str]]:
+    """Time each command end to end against each database, interleaved; medians and ratios."""
+    import os
+
+    samples: dict[tuple[str, str], list[float]] = {}
+    envs = {
+        size: {**os.environ, "SCHEDCTL_DATABASE_URL": url, "NO_COLOR": "1", "COLUMNS": "200"}
+        for size, url in urls.items()
+    }
+    for rnd in range(repeat + 1):
+        for name, args in SCALE_COMMANDS.items():
+            for size, env in envs.items():
+                t = time.perf_counter()
+                done = subprocess.run([SCHEDCTL, *args], env=env, capture_output=True, check=False)
+                took = time.perf_counter() - t
+                if done.returncode not in (0, 1, 2):
+                    raise SystemExit(f"{name} on {size}: exit {done.returncode}: {done.stderr!r}")
+                if rnd:  # the first round warms caches
+                    samples.setdefault((name, size), []).append(took * 1000)
+    small, big = list(urls)
+    out = []
+    for name in SCALE_COMMANDS:
+        a = statistics.median(samples[(name, small)])
+        b = statistics.median(samples[(name, big)])
+        out.append([name, f"{a:.0f}", f"{b:.0f}", f"{b / a:.2f}"])
+    return out
+
+
+def run_scaling(args: argparse.Namespace) -> None:
+    """Load a small and a large history on each backend and time the commands over both."""
+    import tempfile
+
+    backends = args.backends.split(",")
+    sizes = {"sqlite": (RECENT_HOURS, args.sqlite_hours), "postgresql": (RECENT_HOURS, args.hours)}
+    server = start_server() if "postgresql" in backends else None
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        for backend in backends:
+            urls: dict[str, str] = {}
+            header = []
+            for hours in sizes[backend]:
+                if backend == "postgresql":
+                    assert server is not None
+                    url = server.url(server.create_database())
+                else:
+                    url = f"sqlite:///{tmp.name}/h{hours}.db"
+                env = {**__import__("os").environ, "SCHEDCTL_DATABASE_URL": url}
+                subprocess.run([SCHEDCTL, "db", "upgrade"], env=env, check=True,
+                               capture_output=True)  # fmt: skip
+                total, seconds, rebuild = load_scaled(url, hours)
+                label = f"{total:,} runs"
+                urls[label] = url
+                header.append(label)
+                print(f"{backend}: {JOBS:,} jobs, {total:,} runs (loaded in {seconds:.0f} s;"
+                      f" run counters rebuilt from history in {rebuild:.1f} s)", flush=True)  # fmt: skip
+            table(f"Against history size, {backend} (end to end, median ms of {args.repeat},"
+                  " interleaved)", ["command", *header, "ratio"], scaling(urls, args.repeat))  # fmt: skip
+    finally:
+        tmp.cleanup()
+        if server is not None:
+            destroy(server)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hours", type=int, default=10_002, help="runs per job (one an hour)")
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="time metrics, report and check over ~10 k against --hours runs",
+    )
+    parser.add_argument("--backends", default="postgresql,sqlite", help="for --scaling")
+    parser.add_argument("--sqlite-hours", type=int, default=1_000, help="for --scaling")
     args = parser.parse_args()
+    if args.scaling:
+        run_scaling(args)
+        return
     server = start_server()
     try:
         url = server.url(server.create_database())
