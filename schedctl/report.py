@@ -353,7 +353,7 @@ def metrics_text(
             if value is not None:
                 yield f'job="{_label(r.name)}"', value
 
-    family("schedctl_runs_total", "counter", "Runs kept in history, by job and status.",
+    family("schedctl_runs_total", "counter", "Runs finished, by job and final status; prune does not lower it.",
            ((f'job="{_label(j)}",status="{_label(s)}"', n) for (j, s), n in sorted(totals.items())))  # fmt: skip
     family("schedctl_job_enabled", "gauge", "1 if the job is enabled.",
            per_job(lambda r: 1 if r.enabled else 0))  # fmt: skip

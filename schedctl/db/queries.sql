@@ -327,7 +327,14 @@ SELECT slot FROM runs WHERE job_id = :job_id AND attempt = 1 AND slot >= :start
 AND slot <= :end
 
 -- name: status_totals
-SELECT job_name, status, count(*) FROM runs GROUP BY job_name, status
+-- Counted by triggers on runs as each run reaches a final status (migration 0004), never
+-- counted down: metrics reads them instead of counting all history, and prune does not lower
+-- them. A counter stays while its job exists or any of its runs does: after `remove --purge`
+-- (or once a removed job's last run is pruned) the series is gone, as Prometheus expects of a
+-- gone target; should the name come back, it goes on counting.
+SELECT c.job_name, c.status, c.total FROM run_counts c
+WHERE EXISTS (SELECT 1 FROM jobs j WHERE j.name = c.job_name)
+OR EXISTS (SELECT 1 FROM runs r WHERE r.job_name = c.job_name)
 
 
 -- ===== prune ================================================================================

@@ -661,7 +661,7 @@ class Repository:
         return [_time(s) for (s,) in rows]
 
     def status_totals(self) -> dict[tuple[str, str], int]:
-        """Return how many runs history holds per (job name, status)."""
+        """Return how many runs reached each final status, per job name; never counted down."""
         return {(j, s): int(n) for j, s, n in self._q("status_totals").rows}
 
     def check_data(self, names: list[str] | None, p95_since: datetime) -> CheckData:

@@ -208,3 +208,15 @@ prune_marks = sa.Table(
     ),
     sa.Column("pruned_before", UTCDateTime, nullable=False),
 )
+
+# Finished runs per job name and status, counted by triggers on runs (migration 0004) as each
+# run reaches a final status. Never counted down: `prune` leaves them, so metrics' counters
+# stay monotonic, and metrics reads them instead of counting all history.
+run_counts = sa.Table(
+    "run_counts",
+    metadata,
+    sa.Column("job_name", sa.String(63), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.PrimaryKeyConstraint("job_name", "status", name="pk_run_counts"),
+)

@@ -70,3 +70,44 @@ def test_postgres_schema_missing_or_behind_says_what_to_run(pg_url: str) -> None
 def test_sqlite_creates_its_own_schema(sqlite_url: str) -> None:
     store = open_current(parse_database_url(sqlite_url), SystemClock())
     assert store.schema_status().state == "current"
+
+
+def test_run_counts_are_backfilled_from_history_then_kept_by_the_database(db_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from alembic import command
+
+    from schedctl.db.tables import run_counts, runs
+
+    url = parse_database_url(db_url)
+    engine = make_engine(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(schema.MIGRATIONS))
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+
+    def run(job: str, status: str) -> dict[str, object]:
+        return {"job_id": None, "job_name": job, "trigger": "manual", "attempt": 1,
+                "status": status, "host": "h", "claimed_at": at, "output_bytes": 0,
+                "output_truncated": False, "schedctl_version": "0.0.9"}  # fmt: skip
+
+    def counts() -> dict[tuple[str, str], int]:
+        with engine.connect() as conn:
+            return {(j, s): n for j, s, n in conn.execute(sa.select(run_counts))}
+
+    try:
+        with engine.begin() as conn:  # history written by the schedctl before revision 0004
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0003")
+            conn.execute(sa.insert(runs), [run("a", "succeeded")] * 4 + [run("a", "failed")]
+                         + [run("b", "lost"), run("b", "running"), run("b", "running")])  # fmt: skip
+        schema.upgrade(url)
+        assert counts() == {("a", "succeeded"): 4, ("a", "failed"): 1, ("b", "lost"): 1}
+        with engine.begin() as conn:  # from now on the database counts as runs finish
+            conn.execute(sa.insert(runs), [run("c", "skipped_overlap")])
+            conn.execute(sa.update(runs).where(runs.c.status == "running").values(status="failed"))
+            conn.execute(sa.update(runs).where(runs.c.job_name == "a").values(exit_code=0))
+            conn.execute(sa.delete(runs))  # deletes (prune, purge) never count back
+        assert counts() == {("a", "succeeded"): 4, ("a", "failed"): 1, ("b", "lost"): 1,
+                            ("b", "failed"): 2, ("c", "skipped_overlap"): 1}  # fmt: skip
+    finally:
+        engine.dispose()
