@@ -313,10 +313,18 @@ def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
                     "INSERT INTO job_changes (job_id, at, enabled, schedule, timezone)"
                     " VALUES (:j, :at, :e, :s, 'UTC')"
                 ), {"j": j, "at": _ts(at, pg), "e": enabled, "s": f"{j % 60} * * * *"})  # fmt: skip
+        # A bulk load without row triggers; the counters are rebuilt from history below.
+        triggers = []
         if pg:
             conn.execute(sa.text("SELECT setval('jobs_id_seq', :n)"), {"n": JOBS})
-            # A bulk load without row triggers; the counters are rebuilt from history below.
             conn.execute(sa.text("ALTER TABLE runs DISABLE TRIGGER USER"))
+        else:
+            found = conn.execute(sa.text(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'runs'"
+            )).all()  # fmt: skip
+            for name, sql in found:
+                conn.execute(sa.text(f"DROP TRIGGER {name}"))
+                triggers.append(sql)
     hours = list(range(RECENT_HOURS)) + [8 * 24 + h for h in range(old)]
     insert = sa.text(
         "INSERT INTO runs (job_id, job_name, job_revision, slot, trigger, attempt, status, host,"
@@ -364,6 +372,8 @@ def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
         with engine.begin() as conn:
             if pg:
                 conn.execute(sa.text("ALTER TABLE runs ENABLE TRIGGER USER"))
+            for sql in triggers:
+                conn.execute(sa.text(sql))
             conn.execute(sa.text("DELETE FROM run_counts"))
             conn.execute(sa.text(
                 "INSERT INTO run_counts (job_name, status, total) SELECT job_name, status,"
