@@ -286,8 +286,9 @@ def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
     import sqlalchemy as sa
 
     from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
 
-    engine = sa.create_engine(parse_database_url(url).sqlalchemy_url)
+    engine = make_engine(parse_database_url(url))
     pg = engine.dialect.name == "postgresql"
     start = time.perf_counter()
     now_h = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
