@@ -249,6 +249,7 @@ def index_choice(url: str, repeat: int) -> list[list[str]]:
 # -- costs against history size ---------------------------------------------------------------
 
 RECENT_HOURS = 10  # the window's content, the same in both databases
+OLDEST_HOURS = 10_000  # how long before the window the jobs were created
 SCALE_COMMANDS = {
     "metrics": ["metrics"],
     "report --since 7d --json": ["report", "--since", "7d", "--json"],
@@ -279,8 +280,9 @@ def _scale_rows(hours: list[int], now_h: datetime) -> Any:
 def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
     """Fill a database with RECENT_HOURS of runs, plus older runs outside a 7-day window.
 
-    The older runs (total_hours - RECENT_HOURS hours of them) end eight days ago; the jobs
-    were disabled from then until the recent hours, so both sizes judge the same window.
+    The older runs (total_hours - RECENT_HOURS hours of them) end eight days ago. Every size
+    has the same jobs with the same changes (created OLDEST_HOURS ago, disabled from eight days
+    ago until the recent hours), so all sizes judge the same window the same way.
     Return (runs, seconds to load, seconds to rebuild the run counters from history).
     """
     import sqlalchemy as sa
@@ -295,7 +297,8 @@ def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
     recent_from = now_h - timedelta(hours=RECENT_HOURS - 1, seconds=1)
     gap_from = now_h - timedelta(days=8) + timedelta(hours=1)
     old = total_hours - RECENT_HOURS
-    created = now_h - timedelta(days=8, hours=old, seconds=1) if old else recent_from
+    assert old <= OLDEST_HOURS
+    created = now_h - timedelta(days=8, hours=OLDEST_HOURS, seconds=1)
     with engine.begin() as conn:
         has_counts = sa.inspect(conn).has_table("run_counts")
         for j in range(1, JOBS + 1):
@@ -306,9 +309,7 @@ def load_scaled(url: str, total_hours: int) -> tuple[int, float, float]:
                 " '[\"true\"]', false, :s, 'UTC', 'forbid', 'latest', 0, 0, 30, '{}', '',"
                 " '[\"bench\"]', true, 65536, :c, :c, 1)"
             ), {"id": j, "n": f"job-{j:04d}", "s": f"{j % 60} * * * *", "c": _ts(created, pg)})  # fmt: skip
-            changes = [(created, True)]
-            if old:
-                changes += [(gap_from, False), (recent_from, True)]
+            changes = [(created, True), (gap_from, False), (recent_from, True)]
             for at, enabled in changes:
                 conn.execute(sa.text(
                     "INSERT INTO job_changes (job_id, at, enabled, schedule, timezone)"
@@ -391,7 +392,7 @@ def _ts(value: datetime, pg: bool) -> Any:
     return value if pg else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
-def scaling(urls: dict[str, str], repeat: int) -> list[list[str]]:
+def scaling(urls: dict[str, str], repeat: int, binary: str) -> list[list[str]]:
     """Time each command end to end against each database, interleaved; medians and ratios."""
     import os
 
@@ -404,7 +405,7 @@ def scaling(urls: dict[str, str], repeat: int) -> list[list[str]]:
         for name, args in SCALE_COMMANDS.items():
             for size, env in envs.items():
                 t = time.perf_counter()
-                done = subprocess.run([SCHEDCTL, *args], env=env, capture_output=True, check=False)
+                done = subprocess.run([binary, *args], env=env, capture_output=True, check=False)
                 took = time.perf_counter() - t
                 if done.returncode not in (0, 1, 2):
                     raise SystemExit(f"{name} on {size}: exit {done.returncode}: {done.stderr!r}")
@@ -420,34 +421,48 @@ def scaling(urls: dict[str, str], repeat: int) -> list[list[str]]:
 
 
 def run_scaling(args: argparse.Namespace) -> None:
-    """Load a small and a large history on each backend and time the commands over both."""
+    """Load a small and a large history on each backend and time the commands over both.
+
+    With --before BIN, time that schedctl first, then upgrade the same databases with this one
+    (timing the migration) and time this one: before and after over the same rows.
+    """
+    import os
     import tempfile
 
     backends = args.backends.split(",")
     sizes = {"sqlite": (RECENT_HOURS, args.sqlite_hours), "postgresql": (RECENT_HOURS, args.hours)}
     server = start_server() if "postgresql" in backends else None
     tmp = tempfile.TemporaryDirectory()
+    binaries = ([("before", args.before)] if args.before else []) + [("this", SCHEDCTL)]
     try:
         for backend in backends:
             urls: dict[str, str] = {}
-            header = []
             for hours in sizes[backend]:
                 if backend == "postgresql":
                     assert server is not None
                     url = server.url(server.create_database())
                 else:
                     url = f"sqlite:///{tmp.name}/h{hours}.db"
-                env = {**__import__("os").environ, "SCHEDCTL_DATABASE_URL": url}
-                subprocess.run([SCHEDCTL, "db", "upgrade"], env=env, check=True,
+                env = {**os.environ, "SCHEDCTL_DATABASE_URL": url}
+                subprocess.run([binaries[0][1], "db", "upgrade"], env=env, check=True,
                                capture_output=True)  # fmt: skip
                 total, seconds, rebuild = load_scaled(url, hours)
-                label = f"{total:,} runs"
-                urls[label] = url
-                header.append(label)
+                urls[f"{total:,} runs"] = url
                 print(f"{backend}: {JOBS:,} jobs, {total:,} runs (loaded in {seconds:.0f} s;"
                       f" run counters rebuilt from history in {rebuild:.1f} s)", flush=True)  # fmt: skip
-            table(f"Against history size, {backend} (end to end, median ms of {args.repeat},"
-                  " interleaved)", ["command", *header, "ratio"], scaling(urls, args.repeat))  # fmt: skip
+            for which, binary in binaries:
+                if which == "this" and args.before:
+                    for label, url in urls.items():
+                        env = {**os.environ, "SCHEDCTL_DATABASE_URL": url}
+                        t = time.perf_counter()
+                        subprocess.run([binary, "db", "upgrade"], env=env, check=True,
+                                       capture_output=True)  # fmt: skip
+                        print(f"{backend}: db upgrade with {label}:"
+                              f" {time.perf_counter() - t:.1f} s", flush=True)  # fmt: skip
+                table(f"Against history size, {backend}, {which} (end to end, median ms of"
+                      f" {args.repeat}, interleaved)", ["command", *urls, "ratio"],
+                      scaling(urls, args.repeat, binary))  # fmt: skip
+                sys.stdout.flush()
     finally:
         tmp.cleanup()
         if server is not None:
@@ -465,6 +480,7 @@ def main() -> None:
     )
     parser.add_argument("--backends", default="postgresql,sqlite", help="for --scaling")
     parser.add_argument("--sqlite-hours", type=int, default=1_000, help="for --scaling")
+    parser.add_argument("--before", help="for --scaling: another schedctl binary to time first")
     args = parser.parse_args()
     if args.scaling:
         run_scaling(args)
