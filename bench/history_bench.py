@@ -10,6 +10,15 @@ and some runs going, then prints:
    installed binary in a subprocess), with the report's Python share shown apart;
 2. the report window query under the index choices considered (covering B-tree, plain
    B-tree, BRIN) — why migration 0002 creates the covering one.
+
+    ~/.local/share/schedctl/venv/bin/python bench/history_bench.py --scaling \
+        [--backends postgresql,sqlite] [--hours 10002] [--sqlite-hours 1000] [--before BIN]
+
+times `metrics`, `report --since 7d` (JSON, and the table to a pipe) and `check` end to end
+over ~10 k runs and over --hours (PostgreSQL) or --sqlite-hours (SQLite) thousand runs, the
+same 1,000 jobs and the same last 10 hours in both, the extra history all older than the
+window; with --before, first with another schedctl binary, then with this one after `db
+upgrade` over the same rows.
 """
 
 from __future__ import annotations
@@ -169,7 +178,7 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
 
     rows.append(["report: printing the 1,000-row table", "call", f"{median_ms(render, 3):.1f}", ""])
     totals = median_ms(store.status_totals, 3)
-    rows.append(["metrics: runs by job and status (all history)", "query", f"{totals:.1f}", ""])
+    rows.append(["metrics: runs by job and status (run_counts)", "query", f"{totals:.1f}", ""])
 
     def cli(*args: str) -> Callable[[], Any]:
         return lambda: subprocess.run([SCHEDCTL, *args], env=env, capture_output=True, check=False)

@@ -100,3 +100,18 @@ def test_a_spooled_result_is_counted_once_when_it_lands(
         assert totals(cli) == {("job", "timed_out"): 3}
     finally:
         db.close()
+
+
+def test_a_removed_jobs_counter_stays_with_its_history_and_goes_with_a_purge(
+    backend: tuple[Cli, str, dict[str, str]],
+) -> None:
+    cli, _, _ = backend
+    for job in ("kept", "purged"):
+        ok(cli("add", job, "-s", "@daily", "--", "true"))
+        ok(cli("run", job, "--now"))
+    ok(cli("remove", "kept", "--yes"))
+    ok(cli("remove", "purged", "--purge", "--yes"))
+    assert totals(cli) == {("kept", "succeeded"): 1}
+    ok(cli("add", "purged", "-s", "@daily", "--", "true"))  # the name again: counting goes on
+    ok(cli("run", "purged", "--now"))
+    assert totals(cli) == {("kept", "succeeded"): 1, ("purged", "succeeded"): 2}
