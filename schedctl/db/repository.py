@@ -737,10 +737,17 @@ class Repository:
         return out
 
     def prune_mark(self, marks: dict[int, datetime]) -> None:
-        """Record, per job, that runs claimed before the instant may be gone."""
-        with self._transaction():
-            for job_id, at in marks.items():
+        """Record, per job, that runs claimed before the instant may be gone.
+
+        A job removed since `prune` read the jobs has nothing to mark (its marks go with it),
+        so it is passed over rather than failing the whole prune.
+        """
+        for job_id, at in marks.items():
+            try:
                 self._q("prune_mark", {"job_id": job_id, "pruned_before": at})
+            except RefusedError:
+                if job_id in self.job_names():
+                    raise
 
 
 def open_repository(

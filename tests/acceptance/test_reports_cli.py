@@ -259,3 +259,44 @@ def test_a_prune_cut_off_between_batches_leaves_no_slot_it_deleted_counted_misse
     assert after["a-hourly"]["runs"] < before["jobs"][0]["runs"]
     assert (after["a-hourly"]["missed"], after["b-hourly"]["missed"]) == (0, 0)
     assert "no missed slots" in ok(cli("history", "a-hourly", "--missed", "--since", "7d")).out
+
+
+def test_a_job_removed_while_prune_runs_is_passed_over(tmp_path: Path, pg_url: str) -> None:
+    """`prune` read the jobs, then one went: the others are still marked and pruned."""
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "a-stays", "-s", "@daily", "--", "true"))
+    ok(cli("add", "b-goes", "-s", "@daily", "--", "true"))
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        # Marking the first job takes a while: the second is removed meanwhile.
+        admin.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.job_id = (SELECT id FROM jobs WHERE name = 'a-stays')"
+            " THEN PERFORM pg_sleep(1.5); END IF; RETURN NEW; END $$"
+        )
+        admin.execute(
+            "CREATE TRIGGER slow BEFORE INSERT ON prune_marks FOR EACH ROW EXECUTE FUNCTION slow()"
+        )
+        pruning = subprocess.Popen(
+            [str(BIN), "prune"],
+            env=cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(400):
+            if admin.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'schedctl'"
+                " AND state = 'active' AND query LIKE 'INSERT INTO prune_marks%'"
+            ).fetchone():
+                break
+            time.sleep(0.01)
+        else:
+            pytest.fail("prune never marked a job")
+        ok(cli("remove", "b-goes", "--yes"))
+        _, err = pruning.communicate(timeout=60)
+        assert (pruning.returncode, err) == (0, ""), err
+        assert admin.execute(
+            "SELECT j.name FROM prune_marks m JOIN jobs j ON j.id = m.job_id"
+        ).fetchall() == [("a-stays",)]
+        admin.execute("DROP TRIGGER slow ON prune_marks")
