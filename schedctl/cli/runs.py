@@ -60,6 +60,12 @@ def history(
 ) -> None:
     """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d"""
     st = state(ctx)
+    if json_ and csv_:
+        raise ValidationError("--json and --csv exclude each other: pick one")
+    if missed and (status is not None or host is not None):
+        raise ValidationError(
+            "--missed lists slots no host ran: --status and --host do not apply; drop them"
+        )
     since_seconds = None if since is None else parse_duration(since, what="--since")
     if missed:
         _missed(st, job, since_seconds, json_, csv_)

@@ -48,6 +48,12 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
             f"to its [pgbouncer] section and use pool_mode = session, or connect to PostgreSQL "
             f"directly"
         )
+    if "statement timeout" in lower or "lock timeout" in lower:
+        # The server is up and cancelled the statement: a setting is too short, not an outage.
+        return DatabaseUnavailableError(
+            f"the database at {where} cancelled a statement ({message}); raise the "
+            f"statement_timeout / lock_timeout set in the URL's options or for the role"
+        )
     if "does not exist" in lower and "database" in lower:
         return ConfigError(
             f"{message} at {where}; create it (createdb) or fix the database name in the URL"

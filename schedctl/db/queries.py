@@ -108,6 +108,16 @@ def get(name: str, dialect: str) -> Query:
     return Query(name, sql, ())
 
 
+@functools.cache
+def reads_only(name: str) -> bool:
+    """Return whether statement `name` only reads, in every dialect (locks do not count)."""
+    entries, _ = _entries()
+    texts = [text for (n, _), text in entries.items() if n == name]
+    return bool(texts) and all(
+        t.upper().startswith("SELECT") and "advisory" not in t.lower() for t in texts
+    )
+
+
 def names(dialect: str) -> set[str]:
     """Return the names of every statement `dialect` has."""
     entries, _ = _entries()

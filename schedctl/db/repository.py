@@ -302,7 +302,13 @@ class Repository:
             return self.conn.run(name, params)
         except DatabaseUnavailableError:
             self._lost = True
-            raise
+            if self.reopen is None or self._in_transaction or not _reads_only(name):
+                raise
+        # A read has no effect to repeat: a session the server ended while the command waited
+        # (a prompt, idle_session_timeout) costs the read one retry on a new session.
+        self.conn = self.reopen()
+        self._lost = False
+        return self.conn.run(name, params)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -779,6 +785,12 @@ def open_current(url: DatabaseURL, clock: Clock, application_name: str = "schedc
         repo.close()
         raise
     return repo
+
+
+def _reads_only(name: str) -> bool:
+    from schedctl.db import queries
+
+    return queries.reads_only(name)
 
 
 def _pid_alive(pid: int) -> bool:

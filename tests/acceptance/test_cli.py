@@ -462,3 +462,97 @@ def test_db_upgrade_into_a_search_path_schema_that_does_not_exist_says_so(
     ok(cli("add", "scoped", "-s", "@daily", "--", "true"))
     with psycopg.connect(pg_url, autocommit=True) as admin:
         assert admin.execute("SELECT name FROM team_jobs.jobs").fetchall() == [("scoped",)]
+
+
+def test_a_session_the_server_ended_while_remove_asked_is_replaced(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """An operator who takes a while to answer still gets the job removed (a new session)."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import time
+
+    import psycopg
+    from cli_helpers import BIN, cli_env
+
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "asked", "-s", "@daily", "--", "true"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [str(BIN), "remove", "asked"],
+        env=cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url),
+        stdin=slave, stdout=slave, stderr=slave,
+    )  # fmt: skip
+    os.close(slave)
+
+    def read() -> bytes:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        try:
+            return os.read(master, 4096) if ready else b""
+        except OSError:  # EIO: the command closed the terminal
+            return b""
+
+    try:
+        seen = b""
+        deadline = time.monotonic() + 30
+        while b"Remove job asked?" not in seen:
+            assert time.monotonic() < deadline, seen
+            seen += read()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = 'schedctl' AND pid <> pg_backend_pid()"
+                " AND datname = current_database()"
+            ).fetchall()
+        assert ended == [(True,)]  # the command's one session, idle at the prompt
+        os.write(master, b"y\n")
+        while proc.poll() is None:
+            assert time.monotonic() < deadline + 60, seen
+            seen += read()
+        seen += read()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, seen
+    assert b"removed job asked" in seen, seen
+    assert [j["name"] for j in json.loads(ok(cli("list", "--json")).out)] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["history", "--json", "--csv"], "--json and --csv"),
+        (["history", "j", "--missed", "--status", "failed"], "--status and --host"),
+        (["history", "j", "--missed", "--host", "h"], "--status and --host"),
+    ],
+)
+def test_history_refuses_options_that_would_be_ignored(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
+    cli = make_cli(tmp_path)
+    ok(cli("add", "j", "-s", "@daily", "--", "true"))
+    one_line_error(cli(*args), 2, says)
+
+
+def test_a_statement_timeout_is_not_called_an_unreachable_database(
+    tmp_path: Path, pg_url: str
+) -> None:
+    from urllib.parse import quote
+
+    import psycopg
+
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "j", "-s", "@daily", "--", "true"))
+    for setting in ("lock_timeout", "statement_timeout"):
+        short = pg_url + "?options=" + quote(f"-c{setting}=200")
+        with psycopg.connect(pg_url) as holder:
+            # `list` waits behind this lock until its own timeout cancels it.
+            holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+            result = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=short)("list")
+        one_line_error(result, 75, "cancelled a statement")
+        assert setting.replace("_", " ") in result.err and "cannot reach" not in result.err

@@ -88,7 +88,7 @@ def test_every_statement_used_exists_and_every_statement_is_used() -> None:
     assert defined - used == set()
 
 
-_SQL = re.compile(r"\b(SELECT|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE|ALTER)\b")
+_SQL = re.compile(r"\b(SELECT\s+\S|INSERT INTO|UPDATE \w+ SET|DELETE FROM|CREATE \w|ALTER \w)")
 
 
 def test_no_statement_is_written_outside_queries_sql() -> None:
@@ -102,3 +102,11 @@ def test_no_statement_is_written_outside_queries_sql() -> None:
             if isinstance(text, str) and _SQL.search(text) and not text.startswith("PRAGMA"):
                 found.append(f"{rel}: {text[:60]!r}")
     assert found == []
+
+
+def test_only_plain_reads_count_as_reads() -> None:
+    assert queries.reads_only("list_jobs") and queries.reads_only("load_job")
+    assert not queries.reads_only("claim_slot")  # an INSERT
+    assert not queries.reads_only("try_lock")  # a SELECT that takes a lock
+    assert not queries.reads_only("unlock")
+    assert not queries.reads_only("no_such_statement")
