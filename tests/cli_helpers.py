@@ -7,9 +7,11 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 BIN = Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl")
 
@@ -177,3 +179,19 @@ def tty_run(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
         chunks.append(data)
     os.close(master)
     return proc.wait(timeout=60), b"".join(chunks)
+
+
+FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
+
+
+def faketime() -> str:
+    """Return libfaketime's path; skip the test where it is missing (never in CI)."""
+    if not FAKETIME_LIBS:
+        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
+        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
+    return str(FAKETIME_LIBS[0])
+
+
+def at(instant: datetime) -> str:
+    """FAKETIME for a clock that starts at `instant` and runs on (read in TZ=UTC)."""
+    return "@" + instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")

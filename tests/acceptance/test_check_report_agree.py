@@ -14,7 +14,6 @@ below for which schedule was in force and enabled.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 from datetime import UTC, datetime, timedelta
@@ -24,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli, make_cli
+from cli_helpers import Cli, at, faketime, make_cli
 from cronsim import CronSim
 from dbtools import engine_of
 
@@ -36,21 +35,8 @@ from schedctl.db.repository import open_current
 from schedctl.db.tables import jobs, runs
 from schedctl.models import JobChanges, JobSpec
 
-FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
 BERLIN = "Europe/Berlin"
 MINUTE = timedelta(minutes=1)
-
-
-def faketime() -> str:
-    if not FAKETIME_LIBS:
-        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
-        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
-    return str(FAKETIME_LIBS[0])
-
-
-def at(instant: datetime) -> str:
-    """FAKETIME for a clock that starts at `instant` and runs on (read in TZ=UTC)."""
-    return "@" + instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def utc(text: str) -> datetime:

@@ -24,6 +24,7 @@ from cli_helpers import (
     alive,
     cgroup_usable,
     cli_env,
+    faketime,
     make_cli,
     ok,
     one_line_error,
@@ -603,16 +604,6 @@ def test_a_silent_database_session_still_stops_the_job_within_the_fence(tmp_path
         assert last_tick < float(str(beat)) + fence, (last_tick - float(str(beat)), fence)
 
 
-FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
-
-
-def _faketime_or_skip() -> Path:
-    if not FAKETIME_LIBS:
-        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
-        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
-    return FAKETIME_LIBS[0]
-
-
 def _when_row(url: str, job: str, count: int, ready: Any, timeout: float = 30) -> list[Any]:
     deadline = time.monotonic() + timeout
     while True:
@@ -627,7 +618,7 @@ def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:
     cli, url, env = backend
-    faketime = _faketime_or_skip()
+    faketime_lib = Path(faketime())
     # A schedule whose slots all lie before the job was added: `check` judges runs only.
     ok(cli("add", "q", "-s", "0 0 1 1 *", "--tz", "UTC", "--concurrency", "queue",
            "--", "sleep", "30"))  # fmt: skip
@@ -649,7 +640,7 @@ def test_queued_runs_heartbeat_and_a_signal_records_them_killed(
         time.sleep(max(0.0, 8 - waited.total_seconds()))
         check = subprocess.run(
             [str(BIN), "check", "q", "--json"],
-            env={**env, "LD_PRELOAD": str(faketime), "FAKETIME": "+115"},
+            env={**env, "LD_PRELOAD": str(faketime_lib), "FAKETIME": "+115"},
             capture_output=True,
             text=True,
             timeout=60,

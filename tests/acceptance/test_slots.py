@@ -8,29 +8,13 @@ host's own, so faketime moves both.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-from cli_helpers import BIN, age_runs, cli_env, make_cli, ok, run_rows
-
-FAKETIME_LIBS = sorted(Path("/usr/lib").glob("*/faketime/libfaketime.so.1"))
-
-
-def faketime() -> str:
-    if not FAKETIME_LIBS:
-        assert not os.environ.get("CI"), "libfaketime missing: .ci/run should have installed it"
-        pytest.skip("libfaketime not installed (apt-get install libfaketime)")
-    return str(FAKETIME_LIBS[0])
-
-
-def at(instant: datetime) -> str:
-    """FAKETIME for a clock that starts at `instant` and runs on (read in TZ=UTC)."""
-    return "@" + instant.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+from cli_helpers import BIN, age_runs, at, cli_env, faketime, make_cli, ok, run_rows
 
 
 def start(env: dict[str, str], job: str, clock: str, host: str) -> subprocess.Popen[str]:
