@@ -66,8 +66,7 @@ def _facts(store: Repository, jobs: list[Job], since: datetime, now: datetime) -
     marks = store.pruned_before()
     stats = store.window_stats(since, now - MISS_GRACE)
     last = store.last_outcomes()
-    running = store.running_by_job()
-    beats = store.heartbeats()
+    running, beats = store.running()
     out = []
     for job in jobs:
         success, failure = last.get(job.id, (None, None))

@@ -578,7 +578,8 @@ class Repository:
             raise NotFoundError(f"no run with id {run_id}: see `schedctl history` for run ids")
         return _run(found[0])
 
-    def _running(self) -> tuple[dict[int, Run], dict[int, datetime | None]]:
+    def running(self) -> tuple[dict[int, Run], dict[int, datetime | None]]:
+        """Return the running attempt of each job that has one, and heartbeats by run id."""
         running: dict[int, Run] = {}
         beats: dict[int, datetime | None] = {}
         for d in self._q("running_runs").dicts():
@@ -591,11 +592,7 @@ class Repository:
 
     def running_by_job(self) -> dict[int, Run]:
         """Return the running attempt of each job that has one."""
-        return self._running()[0]
-
-    def heartbeats(self) -> dict[int, datetime | None]:
-        """Return the heartbeat of every running run, by run id."""
-        return self._running()[1]
+        return self.running()[0]
 
     def runs_since(self, since: datetime, job_ids: list[int], limit: int) -> list[Run]:
         """Return the newest `limit` runs of `job_ids` claimed since `since`, oldest first."""
@@ -680,7 +677,7 @@ class Repository:
             run = _run(d)
             if run.job_id is not None:
                 last[run.job_id] = run
-        running, beats = self._running()
+        running, beats = self.running()
         return CheckData(
             jobs, self.changes_by_job(), self.pruned_before(), last, running, beats,
             self._p95(sorted(running), p95_since),
