@@ -249,7 +249,7 @@ class SqliteConnector:
 
         assert url.sqlite_path is not None
         self.url = url
-        _create_private(url)
+        create_private(url)
         try:
             self.conn = sqlite3.connect(url.sqlite_path, timeout=busy_seconds, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys=ON")
@@ -301,7 +301,7 @@ class SqliteConnector:
         self.conn.close()
 
 
-def _create_private(url: DatabaseURL) -> None:
+def create_private(url: DatabaseURL) -> None:
     """Create the database file 0600 in a 0700 directory: job definitions can hold secrets."""
     path = url.sqlite_path
     assert path is not None

@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from schedctl.clock import Clock
 from schedctl.config import DatabaseURL
+from schedctl.db import queries
 from schedctl.db.connector import (
+    SQLITE_BUSY,
     PgConnector,
     RefusedError,
     Rows,
@@ -302,7 +304,7 @@ class Repository:
             return self.conn.run(name, params)
         except DatabaseUnavailableError:
             self._lost = True
-            if self.reopen is None or self._in_transaction or not _reads_only(name):
+            if self.reopen is None or self._in_transaction or not queries.reads_only(name):
                 raise
         # A read has no effect to repeat: a session the server ended while the command waited
         # (a prompt, idle_session_timeout) costs the read one retry on a new session.
@@ -760,8 +762,6 @@ def open_repository(
     busy_seconds: float | None = None,
 ) -> Repository:
     """Connect to `url` without looking at the schema."""
-    from schedctl.db.connector import SQLITE_BUSY
-
     return Repository(connect(url, application_name, busy_seconds or SQLITE_BUSY), clock)
 
 
@@ -782,12 +782,6 @@ def open_current(url: DatabaseURL, clock: Clock, application_name: str = "schedc
         repo.close()
         raise
     return repo
-
-
-def _reads_only(name: str) -> bool:
-    from schedctl.db import queries
-
-    return queries.reads_only(name)
 
 
 def _pid_alive(pid: int) -> bool:

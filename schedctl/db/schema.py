@@ -10,7 +10,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
-from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, pg_params
+from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, create_private, pg_params
 from schedctl.db.dberrors import refusal, translate
 from schedctl.db.version import HEAD, SchemaStatus, require_current
 
@@ -24,9 +24,7 @@ __all__ = ["HEAD", "SchemaStatus", "current_revision", "make_engine", "status", 
 def make_engine(url: DatabaseURL) -> Engine:
     """Create an engine for `url` with the session settings schedctl relies on."""
     if url.backend == "sqlite":
-        from schedctl.db.connector import _create_private
-
-        _create_private(url)
+        create_private(url)
         engine = sa.create_engine(sa.engine.URL.create("sqlite", database=str(url.sqlite_path)))
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
