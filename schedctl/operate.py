@@ -344,7 +344,9 @@ def lock_holders(store: Repository, lock_dir: Path) -> list[LockHolder]:
                 run_id=run.id if run else None,
                 host=run.host if run else None,
                 pid=run.pid if run else None,
-                since=run.started_at if run else None,
+                # The lock is taken between the claim and the recorded start: until the start
+                # is written, the claim time is the best bound on when it was taken.
+                since=(run.started_at or run.claimed_at) if run else None,
             )
         )
     return out

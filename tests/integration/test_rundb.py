@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -253,3 +254,36 @@ def test_run_sessions_ask_the_server_for_keepalives(pg_url: str) -> None:
         "tcp_keepalives_interval": "5",
         "tcp_keepalives_count": "3",
     }
+
+
+def test_locks_reports_a_claimed_run_holding_its_lock_before_it_starts(
+    job_store: Repository, tmp_path: Path
+) -> None:
+    # The runner takes its lock between the claim and the recorded start; `locks` shown in that
+    # window gave `since: null` (seen once in CI). The claim time bounds when the lock was taken.
+    from schedctl import operate
+    from schedctl.locking import FileLock, JobLock, PgAdvisoryLock
+
+    db = run_db(job_store)
+    try:
+        run_id = db.claim(claim_for(db, "h-lock"))
+        assert run_id is not None
+        job = db.load_job("report")
+        lock: JobLock = (
+            PgAdvisoryLock(db.session, job.id, db.pooled_pid)
+            if job_store.url.backend == "postgresql"
+            else FileLock(tmp_path / "locks", job.id)
+        )
+        assert lock.try_acquire()
+        try:
+            (held,) = operate.lock_holders(job_store, tmp_path / "locks")
+            claimed = job_store.get_run(run_id).claimed_at
+            assert (held.run_id, held.host, held.since) == (run_id, "h-lock", claimed)
+            started = db.mark_started(run_id)
+            (held,) = operate.lock_holders(job_store, tmp_path / "locks")
+            assert held.since == started
+        finally:
+            lock.release()
+        assert operate.lock_holders(job_store, tmp_path / "locks") == []
+    finally:
+        db.close()
