@@ -301,10 +301,11 @@ class ProcRecord:
     Rewritten (atomically) whenever the set changes, and removed once everything is stopped.
     """
 
-    def __init__(self, path: Path, job: str, run_id: int) -> None:
+    def __init__(self, path: Path, job: str, run_id: int, token: str) -> None:
         self.path = path
         self.job = job
         self.run_id = run_id
+        self.token = token
         self.cgroup: str | None = None
         self._written: tuple[str | None, frozenset[Proc]] | None = None
         self._runner = identify(os.getpid())
@@ -320,6 +321,7 @@ class ProcRecord:
             "runner": list(self._runner) if self._runner else None,
             "job": self.job,
             "run_id": self.run_id,
+            "token": self.token,
             "cgroup": self.cgroup,
             "procs": sorted(list(p) for p in current),
         }
@@ -384,7 +386,18 @@ def stop_leftovers(directory: Path, job_id: int, grace: float) -> Leftovers:
                 path.unlink()  # processes of an earlier boot are gone
                 continue
             procs = {Proc(*p) for p in data["procs"]}
-            marks = (f"SCHEDCTL_JOB={data['job']}", f"SCHEDCTL_RUN_ID={data['run_id']}")
+            # A record without a token (written before tokens) gets no environment scan:
+            # job and run id alone could match another user's or database's processes.
+            token = data.get("token")
+            marks = (
+                (
+                    f"SCHEDCTL_JOB={data['job']}",
+                    f"SCHEDCTL_RUN_ID={data['run_id']}",
+                    f"SCHEDCTL_RUN_TOKEN={token}",
+                )
+                if isinstance(token, str) and token
+                else ()
+            )
             cgroup = _recorded_cgroup(data["cgroup"])
             started = runner.start if runner else 0
         except (ValueError, KeyError, TypeError, OSError):
@@ -407,7 +420,7 @@ def stop_leftovers(directory: Path, job_id: int, grace: float) -> Leftovers:
 
 
 def _finder(
-    procs: set[Proc], marks: tuple[str, str], started: int
+    procs: set[Proc], marks: tuple[str, ...], started: int
 ) -> Callable[[], dict[int, Proc]]:
     """Return a function finding what is left: the recorded processes, the marked ones, below."""
     marked: list[Proc] = []
@@ -415,7 +428,7 @@ def _finder(
 
     def find() -> dict[int, Proc]:
         nonlocal marked, scanned
-        if time.monotonic() - scanned >= 1.0:  # every process's environment: not too often
+        if marks and time.monotonic() - scanned >= 1.0:  # every environment: not too often
             marked = _marked(marks, started)
             scanned = time.monotonic()
         return subtree([p.pid for p in procs | set(marked) if alive(p)])
@@ -483,8 +496,9 @@ def _cgroup_pids(cgroup: RunCgroup) -> list[int]:
 def _marked(marks: tuple[str, ...], started: int) -> list[Proc]:
     """Return processes started since `started` whose environment carries all `marks`.
 
-    A job's processes inherit SCHEDCTL_JOB and SCHEDCTL_RUN_ID: this finds those that left the
-    tree after the runner last recorded it (unless they dropped their environment).
+    A job's processes inherit SCHEDCTL_JOB, SCHEDCTL_RUN_ID and the run's unguessable
+    SCHEDCTL_RUN_TOKEN: this finds those that left the tree after the runner last recorded it
+    (unless they dropped their environment).
     """
     wanted = [b"\0" + m.encode() + b"\0" for m in marks]
     found = []

@@ -570,18 +570,23 @@ def _attempts(
             cwd = who.home if os.path.isdir(who.home) else "/"
     env.update(spec.env)
     attempt, exit_code = 1, 0
+    # Marks this run's processes for the next run to find should this runner be killed. Job
+    # and run id alone are not unique on a host: another user's or another database's job of
+    # the same name and run id would match, and its processes would be stopped.
+    token = os.urandom(8).hex()
     while True:
         env.update(
             SCHEDCTL_JOB=job.name,
             SCHEDCTL_RUN_ID=str(run_id),
             SCHEDCTL_SLOT=slot.isoformat() if slot else "",
+            SCHEDCTL_RUN_TOKEN=token,
         )
         request = RunRequest(
             argv, env, cwd=cwd, timeout=spec.timeout_seconds,
             output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds, user=user,
             cgroup=ctx.cgroup,
         )  # fmt: skip
-        record = _record_for(ctx, procs_dir, job, run_id, fields)
+        record = _record_for(ctx, procs_dir, job, run_id, token, fields)
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)
         own_session = _record(ctx, run_id, result, fields)
         retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
@@ -624,14 +629,19 @@ def _stop_leftovers(ctx: RunContext, job: Job, fields: dict[str, Any]) -> Path |
 
 
 def _record_for(
-    ctx: RunContext, directory: Path | None, job: Job, run_id: int, fields: dict[str, Any]
+    ctx: RunContext,
+    directory: Path | None,
+    job: Job,
+    run_id: int,
+    token: str,
+    fields: dict[str, Any],
 ) -> ProcRecord | None:
     """Start the record of this run's processes; None (and say so) where it cannot be kept."""
     from schedctl.proctree import ProcRecord, record_path
 
     if directory is None:
         return None
-    record = ProcRecord(record_path(directory, job.id, run_id), job.name, run_id)
+    record = ProcRecord(record_path(directory, job.id, run_id), job.name, run_id, token)
     try:
         record.write(())
     except OSError as e:

@@ -18,7 +18,7 @@ ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # What systemd takes without a warning (its "strict user name rules").
 USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}")
 # Variables schedctl sets itself for every run; a job may not override them.
-RESERVED_ENV = frozenset({"SCHEDCTL_JOB", "SCHEDCTL_RUN_ID", "SCHEDCTL_SLOT"})
+RESERVED_ENV = frozenset({"SCHEDCTL_JOB", "SCHEDCTL_RUN_ID", "SCHEDCTL_SLOT", "SCHEDCTL_RUN_TOKEN"})
 MAX_RETRIES = 100
 MIN_OUTPUT_LIMIT = 1024
 MAX_OUTPUT_LIMIT = 16 * 1024 * 1024

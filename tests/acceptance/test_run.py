@@ -775,6 +775,70 @@ fi
             os.kill(int(gpid.read_text()), signal.SIGKILL)  # a failed run must not leave it
 
 
+def test_clean_up_after_a_killed_runner_spares_another_databases_job_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    # Two schedctl databases on one host (two users, or a personal and a system install) both
+    # have a job `writer` whose first run is run 1. The clean-up after `mine`'s runner was killed
+    # stopped every process marked SCHEDCTL_JOB=writer SCHEDCTL_RUN_ID=1: `theirs`, live and run by
+    # a live runner, too (seen in CI when two copies of the killed-runner test overlapped).
+    env = {"SCHEDCTL_RUN_CGROUP": "off"}  # the environment scan is all that finds escapees
+    for side in ("mine", "theirs"):
+        (tmp_path / side).mkdir()
+    mine, theirs = make_cli(tmp_path / "mine", **env), make_cli(tmp_path / "theirs", **env)
+    mine_env, theirs_env = cli_env(tmp_path / "mine", **env), cli_env(tmp_path / "theirs", **env)
+    gpid, their_pid = tmp_path / "gpid", tmp_path / "their_pid"
+    escape = (
+        f"setsid sh -c 'echo $$ > {gpid}.tmp; mv {gpid}.tmp {gpid}; exec sleep 60' "
+        "</dev/null >/dev/null 2>&1 & sleep 60"
+    )
+    ok(mine("add", "writer", "-s", "@daily", "--shell", "--", f"[ -e {gpid} ] || {{ {escape}; }}"))
+    ok(
+        theirs(
+            "add",
+            "writer",
+            "-s",
+            "@daily",
+            "--shell",
+            "--",
+            f"echo $$ > {their_pid}; exec sleep 60",
+        )
+    )
+    first = start_run(mine_env, "writer", "--now")
+    other = None
+    try:
+        deadline = time.monotonic() + 20
+        while not gpid.exists():
+            assert time.monotonic() < deadline, "the first run never started its escapee"
+            time.sleep(0.05)
+        # Started after `mine`'s runner, as the scan requires of what it stops.
+        other = start_run(theirs_env, "writer", "--now")
+        while not their_pid.exists():
+            assert time.monotonic() < deadline, "the other database's run never started"
+            time.sleep(0.05)
+        theirs_job = int(their_pid.read_text())
+        first.kill()
+        first.wait(timeout=10)
+        escapee = int(gpid.read_text())
+        assert alive(escapee)
+
+        second = subprocess.run(
+            [str(BIN), "run", "writer", "--now"],
+            check=False, env=mine_env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert second.returncode == 0, second.stderr
+        assert "event=run.leftovers_stopped" in second.stderr
+        assert not alive(escapee)
+        assert alive(theirs_job), "another database's job was stopped"
+        assert other.poll() is None
+    finally:
+        for path in (gpid, their_pid):
+            if path.exists() and alive(int(path.read_text())):
+                os.kill(int(path.read_text()), signal.SIGKILL)
+        if other is not None:
+            other.wait(timeout=30)
+
+
 def test_stored_tail_is_bounded_in_bytes(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from schedctl import proctree
 from schedctl.proctree import Proc, boot_id, identify, record_dir, stop_leftovers
 
 JOB_ID = 42
+TOKEN = "5f0c1e2d3a4b6978"
 
 
 @pytest.fixture
@@ -54,6 +55,7 @@ def write_record(directory: Path, run_id: int, **fields: Any) -> Path:
         "runner": list(dead_runner()),
         "job": "nightly",
         "run_id": run_id,
+        "token": TOKEN,
         "cgroup": None,
         "procs": [],
         **fields,
@@ -81,15 +83,35 @@ def test_unrecorded_ones_are_found_by_the_run_id_in_their_environment(
     procs_dir: Path, started: list[subprocess.Popen[bytes]]
 ) -> None:
     # Started after the runner last wrote its record: only the inherited environment says whose.
-    marked = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="7")
-    other_run = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="70")
-    other_job = sleeper(started, SCHEDCTL_JOB="weekly", SCHEDCTL_RUN_ID="7")
+    marks = {"SCHEDCTL_JOB": "nightly", "SCHEDCTL_RUN_TOKEN": TOKEN}
+    marked = sleeper(started, **marks, SCHEDCTL_RUN_ID="7")
+    other_run = sleeper(started, **marks, SCHEDCTL_RUN_ID="70")
+    other_job = sleeper(started, **{**marks, "SCHEDCTL_JOB": "weekly"}, SCHEDCTL_RUN_ID="7")
+    # Another database's (or user's) job `nightly` whose run is also run 7.
+    namesake = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="7", SCHEDCTL_RUN_TOKEN="0")
     write_record(procs_dir, 7)
     left = stop_leftovers(procs_dir, JOB_ID, grace=2)
     assert left.stopped == 1
     started[0].wait(timeout=5)
     assert not alive(marked.pid)
-    assert alive(other_run.pid) and alive(other_job.pid)
+    assert alive(other_run.pid) and alive(other_job.pid) and alive(namesake.pid)
+
+
+def test_a_record_without_a_token_stops_only_what_it_lists(
+    procs_dir: Path, started: list[subprocess.Popen[bytes]]
+) -> None:
+    # Written before runs had tokens: job and run id alone could be another database's.
+    recorded = sleeper(started)
+    namesake = sleeper(started, SCHEDCTL_JOB="nightly", SCHEDCTL_RUN_ID="7")
+    path = write_record(procs_dir, 7, procs=[list(recorded)])
+    data = json.loads(path.read_text())
+    del data["token"]
+    path.write_text(json.dumps(data))
+    left = stop_leftovers(procs_dir, JOB_ID, grace=2)
+    assert left.runs == [7] and left.stopped == 1
+    started[0].wait(timeout=5)
+    assert not alive(recorded.pid) and alive(namesake.pid)
+    assert not path.exists()
 
 
 def test_a_record_of_a_runner_still_running_is_left_to_it(
