@@ -40,6 +40,9 @@ class RunStatus(StrEnum):
 # Outcomes that count as failures in reports, checks and retention ("failures kept longer").
 FAILURE_STATUSES = frozenset({"failed", "timed_out", "killed", "lock_lost", "lost"})
 
+# What a job can notify about (--notify-on); all three unless the job says otherwise.
+NOTIFY_EVENTS = ("failure", "recovery", "missed")
+
 
 class Trigger(StrEnum):
     """What started a run."""
@@ -83,6 +86,27 @@ def fence_seconds(interval: float, grace: float) -> float:
 DEFAULT_FENCE_SECONDS = fence_seconds(DEFAULT_HEARTBEAT_SECONDS, KILL_GRACE_SECONDS)
 
 
+def mask_target(target: str) -> str:
+    """Return a notification target as it may be shown: a webhook's path and query as ***.
+
+    A chat webhook's URL is its credential (the token sits in the path), so only the scheme
+    and host are ever printed.
+    """
+    kind, _, rest = target.partition(":")
+    if kind != "webhook":
+        return target
+    scheme, sep, after = rest.partition("://")
+    host = after.split("/", 1)[0].split("?", 1)[0].rsplit("@", 1)[-1]
+    return f"webhook:{scheme}{sep}{host}/***" if sep else "webhook:***"
+
+
+def webhook_secret(target: str) -> str:
+    """Return the part of a webhook target that `mask_target` hides (path and query)."""
+    rest = target.partition("://")[2]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    return rest[cut:]
+
+
 def iso(dt: datetime | None) -> str | None:
     """Return `dt` in ISO 8601 with its offset, None for None (JSON and log fields)."""
     return None if dt is None else dt.isoformat()
@@ -111,6 +135,8 @@ class JobSpec:
     enabled: bool = True
     output_limit_bytes: int = DEFAULT_OUTPUT_LIMIT
     retention_seconds: int | None = None
+    notify: tuple[str, ...] = ()  # targets: webhook:URL, mailto:ADDR, exec:/PATH
+    notify_on: tuple[str, ...] = NOTIFY_EVENTS
 
 
 @dataclass(frozen=True)
@@ -152,6 +178,8 @@ class Job:
             "tags": list(s.tags),
             "output_limit_bytes": s.output_limit_bytes,
             "retention_seconds": s.retention_seconds,
+            "notify": [mask_target(t) for t in s.notify],
+            "notify_on": list(s.notify_on),
             "revision": self.revision,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
@@ -186,6 +214,8 @@ class JobChanges(NamedTuple):
     output_limit_bytes: int | None = None
     retention_seconds: int | None = None
     clear_retention: bool = False
+    notify: tuple[str, ...] | None = None  # replaces the job's targets; () clears them
+    notify_on: tuple[str, ...] | None = None
 
 
 def job_from_row(row: Mapping[str, Any]) -> Job:
@@ -210,5 +240,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         enabled=bool(row["enabled"]),
         output_limit_bytes=row["output_limit_bytes"],
         retention_seconds=row["retention_seconds"],
+        notify=tuple(row["notify"]),
+        notify_on=tuple(row["notify_on"]),
     )
     return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

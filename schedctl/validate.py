@@ -7,11 +7,11 @@ from dataclasses import replace
 
 from schedctl.durations import MAX_SECONDS
 from schedctl.errors import ValidationError
-from schedctl.models import JobSpec
+from schedctl.models import NOTIFY_EVENTS, JobSpec, mask_target
 from schedctl.schedule import load_zone, parse_cron
 
 # schedctl-NAME.timer for these is one of schedctl's own units (units/).
-RESERVED_NAMES = frozenset({"sync", "prune"})
+RESERVED_NAMES = frozenset({"sync", "prune", "notify"})
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
 TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}")
 ENV_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -121,6 +121,8 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         )
     if spec.retention_seconds is not None and spec.retention_seconds < 60:
         raise ValidationError("retention must be at least 1m")
+    notify = tuple(dict.fromkeys(check_target(t) for t in spec.notify))
+    notify_on = check_events(spec.notify_on)
     return replace(
         spec,
         schedule=cron.text,
@@ -130,7 +132,66 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         run_as_user=user,
         description=_plain("description", spec.description),
         tags=tuple(sorted(set(spec.tags))),
+        notify=notify,
+        notify_on=notify_on,
     )
+
+
+_MAILTO_RE = re.compile(r"[A-Za-z0-9_.+=-][^@\s<>,;:\"'()\\]*@[A-Za-z0-9.-]+")
+_TARGET_HELP = "use webhook:https://HOST/PATH, mailto:ADDRESS or exec:/ABSOLUTE/PATH"
+
+
+def check_target(target: str) -> str:
+    """Return a notification target if it is usable, else raise saying what is accepted."""
+    shown = mask_target(target)
+    if _CONTROL.search(target) or _SURROGATE.search(target) or any(c.isspace() for c in target):
+        raise ValidationError(f"--notify {shown}: spaces or control characters; {_TARGET_HELP}")
+    kind, sep, rest = target.partition(":")
+    if kind == "webhook" and sep:
+        from urllib.parse import urlsplit
+
+        try:
+            url = urlsplit(rest)
+            url.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ValidationError(f"--notify {shown}: not a URL; {_TARGET_HELP}") from None
+        if url.scheme not in ("https", "http") or not url.hostname:
+            raise ValidationError(
+                f"--notify {shown}: a webhook needs an http:// or https:// URL with a host; "
+                f"{_TARGET_HELP}"
+            )
+        return target
+    if kind == "mailto" and sep:
+        # Never starting with `-`: the address is an argument of sendmail.
+        if not _MAILTO_RE.fullmatch(rest):
+            raise ValidationError(
+                f"--notify {target}: not a mail address; give one, e.g. mailto:ops@example.com"
+            )
+        return target
+    if kind == "exec" and sep:
+        if not rest.startswith("/"):
+            raise ValidationError(
+                f"--notify {target}: the command must be an absolute path, e.g. "
+                f"exec:/usr/local/bin/page-oncall"
+            )
+        return target
+    raise ValidationError(f"--notify {shown}: unknown kind of target; {_TARGET_HELP}")
+
+
+def check_events(events: tuple[str, ...]) -> tuple[str, ...]:
+    """Return the --notify-on events in their canonical order, else raise naming the choices."""
+    for event in events:
+        if event not in NOTIFY_EVENTS:
+            raise ValidationError(
+                f"--notify-on {event!r}: not an event; use a comma-separated list of "
+                f"{', '.join(NOTIFY_EVENTS)}"
+            )
+    if not events:
+        raise ValidationError(
+            f"--notify-on needs at least one of {', '.join(NOTIFY_EVENTS)}; to notify nobody, "
+            f"use --notify none"
+        )
+    return tuple(e for e in NOTIFY_EVENTS if e in events)
 
 
 def check_unit_path(field: str, path: str) -> str:

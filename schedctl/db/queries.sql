@@ -8,7 +8,8 @@
 -- fragment: job_columns
 id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
 jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
-enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision
+enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision, notify,
+notify_on
 
 -- fragment: run_columns
 -- What history shows of a run (history.Run); the output tail is read only by `logs`.
@@ -92,10 +93,11 @@ SELECT id FROM jobs WHERE name = :name
 INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, concurrency,
 catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
 description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
-revision)
+revision, notify, notify_on)
 VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
 :catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
-:description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1)
+:description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1,
+:notify, :notify_on)
 RETURNING id
 
 -- name: update_job
@@ -106,7 +108,7 @@ catch_up = :catch_up, jitter_seconds = :jitter_seconds, retries = :retries,
 retry_delay_seconds = :retry_delay_seconds, env = :env, workdir = :workdir,
 run_as_user = :run_as_user, description = :description, tags = :tags, enabled = :enabled,
 output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
-updated_at = :now, revision = :revision + 1
+notify = :notify, notify_on = :notify_on, updated_at = :now, revision = :revision + 1
 WHERE id = :id AND revision = :revision
 
 -- name: delete_job
@@ -380,3 +382,92 @@ SET pruned_before = greatest(prune_marks.pruned_before, excluded.pruned_before)
 INSERT INTO prune_marks (job_id, pruned_before) VALUES (:job_id, :pruned_before)
 ON CONFLICT (job_id) DO UPDATE
 SET pruned_before = max(prune_marks.pruned_before, excluded.pruned_before)
+
+
+-- ===== notifications ========================================================================
+-- The outbox (migration 0005): triggers on runs add a row per target as a run's result is
+-- recorded; `schedctl notify` adds missed slots. A deliverer claims rows for a lease that
+-- outlasts its delivery timeouts, so no two deliverers ever send the same row.
+
+-- fragment: notification_columns
+n.id, n.job_name, n.run_id, n.slot, n.event, n.target, n.attempts, r.status, r.exit_code,
+r.signal, r.host, r.started_at, r.finished_at, r.duration_seconds, r.attempt, r.trigger,
+r.output_tail, r.claimed_at
+
+-- name: claim_notifications [postgresql]
+-- SKIP LOCKED: deliverers on several hosts each take other rows instead of waiting.
+WITH due AS (SELECT id FROM notifications WHERE state = 'pending'
+  AND next_attempt_at <= clock_timestamp()
+  AND (claimed_until IS NULL OR claimed_until < clock_timestamp())
+  AND (:any_run OR run_id = ANY(:run_ids))
+  ORDER BY next_attempt_at, id LIMIT :limit FOR UPDATE SKIP LOCKED),
+claimed AS (UPDATE notifications SET claimed_by = :owner,
+  claimed_until = clock_timestamp() + make_interval(secs => :lease), attempts = attempts + 1
+  WHERE id IN (SELECT id FROM due) RETURNING *)
+SELECT {notification_columns} FROM claimed n LEFT JOIN runs r ON r.id = n.run_id ORDER BY n.id
+
+-- name: claim_notifications [sqlite]
+-- One writer at a time: the conditional update is the claim.
+UPDATE notifications SET claimed_by = :owner, claimed_until = :lease_end,
+attempts = attempts + 1
+WHERE id IN (SELECT id FROM notifications WHERE state = 'pending' AND next_attempt_at <= :now
+  AND (claimed_until IS NULL OR claimed_until < :now)
+  AND (:any_run OR run_id IN (SELECT value FROM json_each(:run_ids)))
+  ORDER BY next_attempt_at, id LIMIT :limit)
+RETURNING id
+
+-- name: claimed_notifications [sqlite]
+SELECT {notification_columns} FROM notifications n LEFT JOIN runs r ON r.id = n.run_id
+WHERE n.id IN (SELECT value FROM json_each(:ids)) ORDER BY n.id
+
+-- name: notification_sent [postgresql]
+-- Only while the claim is still ours.
+UPDATE notifications SET state = 'sent', done_at = clock_timestamp(), claimed_until = NULL,
+last_error = NULL WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_sent [sqlite]
+UPDATE notifications SET state = 'sent', done_at = :now, claimed_until = NULL,
+last_error = NULL WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_retry [postgresql]
+UPDATE notifications SET claimed_until = NULL, last_error = :error,
+next_attempt_at = clock_timestamp() + make_interval(secs => :delay)
+WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_retry [sqlite]
+UPDATE notifications SET claimed_until = NULL, last_error = :error,
+next_attempt_at = :next_at WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_release
+-- Claimed but not tried: the claim's attempt is given back.
+UPDATE notifications SET claimed_until = NULL, attempts = attempts - 1
+WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_gave_up [postgresql]
+UPDATE notifications SET state = 'failed', done_at = clock_timestamp(), claimed_until = NULL,
+last_error = :error WHERE id = :id AND claimed_by = :owner
+
+-- name: notification_gave_up [sqlite]
+UPDATE notifications SET state = 'failed', done_at = :now, claimed_until = NULL,
+last_error = :error WHERE id = :id AND claimed_by = :owner
+
+-- name: insert_missed [postgresql]
+-- Whichever host finds a missed slot first adds it; the others add nothing. Due by the
+-- server's clock, as every claim is judged.
+INSERT INTO notifications (job_id, job_name, run_id, slot, event, target, state, attempts,
+created_at, next_attempt_at)
+VALUES (:job_id, :job_name, NULL, :slot, 'missed', :target, 'pending', 0, clock_timestamp(),
+clock_timestamp())
+ON CONFLICT (job_id, slot, target) WHERE event = 'missed' DO NOTHING
+
+-- name: insert_missed [sqlite]
+INSERT INTO notifications (job_id, job_name, run_id, slot, event, target, state, attempts,
+created_at, next_attempt_at)
+VALUES (:job_id, :job_name, NULL, :slot, 'missed', :target, 'pending', 0, :now, :now)
+ON CONFLICT (job_id, slot, target) WHERE event = 'missed' DO NOTHING
+
+-- name: delete_old_notifications
+DELETE FROM notifications WHERE state <> 'pending' AND created_at < :before
+
+-- name: notification_counts
+SELECT state, count(*) FROM notifications GROUP BY state

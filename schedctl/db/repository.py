@@ -10,9 +10,10 @@ import contextlib
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from schedctl import redact
 from schedctl.clock import Clock
 from schedctl.config import DatabaseURL
 from schedctl.db import queries
@@ -32,13 +33,21 @@ from schedctl.errors import (
     NotFoundError,
     TransactionPoolerError,
 )
-from schedctl.models import DEFAULT_FENCE_SECONDS, Job, JobSpec, RunStatus, Trigger, job_from_row
+from schedctl.models import (
+    DEFAULT_FENCE_SECONDS,
+    Job,
+    JobSpec,
+    RunStatus,
+    Trigger,
+    job_from_row,
+    webhook_secret,
+)
 
 if TYPE_CHECKING:
     from schedctl.history import JobChange, Run, WindowStats
     from schedctl.locking import Statements
 
-JSON_COLUMNS = ("command", "env", "tags")
+JSON_COLUMNS = ("command", "env", "tags", "notify", "notify_on")
 # Fewer finished runs say little about how long a job usually takes.
 MIN_SAMPLES = 5
 
@@ -198,6 +207,10 @@ def _json(value: Any) -> Any:
 def _job(values: dict[str, Any]) -> Job:
     for col in JSON_COLUMNS:
         values[col] = _json(values[col])
+    for target in values["notify"]:
+        # A webhook URL is a credential: never in a message, a log line or a traceback.
+        if target.startswith("webhook:"):
+            redact.remember(webhook_secret(target))
     values["created_at"] = _time(values["created_at"])
     values["updated_at"] = _time(values["updated_at"])
     return job_from_row(values)
@@ -266,6 +279,8 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "enabled": spec.enabled,
         "output_limit_bytes": spec.output_limit_bytes,
         "retention_seconds": spec.retention_seconds,
+        "notify": json.dumps(list(spec.notify)),
+        "notify_on": json.dumps(list(spec.notify_on)),
     }
 
 
@@ -753,6 +768,74 @@ class Repository:
             except RefusedError:
                 if job_id in self.job_names():
                     raise
+
+    # -- notifications ------------------------------------------------------------------------
+
+    def claim_notifications(
+        self, owner: str, lease: float, limit: int, run_ids: list[int] | None = None
+    ) -> list[dict[str, Any]]:
+        """Claim up to `limit` due notifications (of `run_ids` only, if given) for `lease` s.
+
+        Return each with its run's fields; a row another deliverer holds is never returned.
+        """
+        params: dict[str, Any] = {
+            "owner": owner, "lease": lease, "limit": limit, "any_run": run_ids is None,
+            "run_ids": run_ids or [],
+        }  # fmt: skip
+        if self.backend == "postgresql":
+            rows = self._q("claim_notifications", params).dicts()
+        else:
+            now = self.now()
+            params.update(now=now, lease_end=now + timedelta(seconds=lease))
+            params["run_ids"] = json.dumps(params["run_ids"])
+            with self._transaction():
+                ids = [int(i) for (i,) in self._q("claim_notifications", params).rows]
+                rows = self._q("claimed_notifications", {"ids": json.dumps(ids)}).dicts()
+        for row in rows:
+            for col in ("slot", "started_at", "finished_at", "claimed_at"):
+                row[col] = as_time(row[col])
+        return rows
+
+    def notification_sent(self, notification_id: int, owner: str) -> bool:
+        """Mark a claimed notification sent; False when the claim was no longer ours."""
+        params = {"id": notification_id, "owner": owner, "now": self._sqlite_now()}
+        return self._q("notification_sent", params).rowcount == 1
+
+    def notification_retry(
+        self, notification_id: int, owner: str, delay: float, error: str
+    ) -> None:
+        """Release a claimed notification to be tried again after `delay` seconds."""
+        now = self._sqlite_now()
+        params = {"id": notification_id, "owner": owner, "delay": delay, "error": error,
+                  "next_at": None if now is None else now + timedelta(seconds=delay)}  # fmt: skip
+        self._q("notification_retry", params)
+
+    def notification_release(self, notification_id: int, owner: str) -> None:
+        """Release a claimed notification untried, its attempt not counted."""
+        self._q("notification_release", {"id": notification_id, "owner": owner})
+
+    def notification_gave_up(self, notification_id: int, owner: str, error: str) -> None:
+        """Record that a claimed notification will not be tried again."""
+        params = {"id": notification_id, "owner": owner, "error": error, "now": self._sqlite_now()}
+        self._q("notification_gave_up", params)
+
+    def insert_missed(self, job: Job, slot: datetime, target: str, now: datetime) -> bool:
+        """Add the notification of a missed slot unless a host already did; return if added."""
+        params = {"job_id": job.id, "job_name": job.name, "slot": slot, "target": target,
+                  "now": now}  # fmt: skip
+        return self._q("insert_missed", params).rowcount == 1
+
+    def delete_old_notifications(self, before: datetime) -> int:
+        """Delete sent and abandoned notifications created before `before`."""
+        return int(self._q("delete_old_notifications", {"before": before}).rowcount)
+
+    def notification_counts(self) -> dict[str, int]:
+        """Return how many notifications are in each state."""
+        return {str(s): int(n) for s, n in self._q("notification_counts").rows}
+
+    def _sqlite_now(self) -> datetime | None:
+        # PostgreSQL's statements read the server's clock themselves.
+        return self.now() if self.backend == "sqlite" else None
 
 
 def open_repository(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 
-from schedctl.models import FAILURE_STATUSES
+from schedctl.models import FAILURE_STATUSES, NOTIFY_EVENTS
 
 metadata = sa.MetaData()
 
@@ -89,6 +90,14 @@ jobs = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
+    # Notification targets and the events they get (migration 0005).
+    sa.Column("notify", _json(), nullable=False, server_default=sa.text("'[]'")),
+    sa.Column(
+        "notify_on",
+        _json(),
+        nullable=False,
+        server_default=sa.text("'" + json.dumps(list(NOTIFY_EVENTS)) + "'"),
+    ),
     sa.UniqueConstraint("name", name="uq_jobs_name"),
     _in("concurrency", CONCURRENCY_VALUES),
     _in("catch_up", CATCH_UP_VALUES),
@@ -219,4 +228,55 @@ run_counts = sa.Table(
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("total", sa.BigInteger, nullable=False),
     sa.PrimaryKeyConstraint("job_name", "status", name="pk_run_counts"),
+)
+
+NOTIFICATION_STATES = ("pending", "sent", "failed")
+
+# The outbox: one row per notification to deliver, written by triggers on runs in the same
+# transaction as the run's result (migration 0005), or by `schedctl notify` for a missed
+# slot. Deliverers claim a row (claimed_by, claimed_until) before sending it.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column(
+        "job_id",
+        sa.Integer,
+        sa.ForeignKey("jobs.id", ondelete="SET NULL", name="fk_notifications_job_id"),
+        nullable=True,
+    ),
+    sa.Column("job_name", sa.String(63), nullable=False),
+    # No foreign key: a notification outlives a pruned or purged run.
+    sa.Column("run_id", sa.BigInteger, nullable=True),
+    sa.Column("slot", UTCDateTime, nullable=True),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    sa.Column("claimed_by", sa.Text, nullable=True),
+    sa.Column("claimed_until", UTCDateTime, nullable=True),
+    sa.Column("done_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    _in("event", NOTIFY_EVENTS),
+    _in("state", NOTIFICATION_STATES),
+)
+sa.Index(
+    "ix_notifications_due",
+    notifications.c.next_attempt_at,
+    postgresql_where=notifications.c.state == "pending",
+    sqlite_where=notifications.c.state == "pending",
+)
+sa.Index("ix_notifications_run_id", notifications.c.run_id)
+sa.Index("ix_notifications_created", notifications.c.created_at)
+# A missed slot is notified once per target, whichever host finds it first.
+sa.Index(
+    "uq_notifications_missed",
+    notifications.c.job_id,
+    notifications.c.slot,
+    notifications.c.target,
+    unique=True,
+    postgresql_where=notifications.c.event == "missed",
+    sqlite_where=notifications.c.event == "missed",
 )
