@@ -217,6 +217,26 @@ def read_env_file(path: Path) -> dict[str, str]:
     return values
 
 
+def file_values(env: Mapping[str, str]) -> dict[str, str]:
+    """Return the configuration file's settings, or none when no file applies."""
+    path = config_file(env)
+    return {} if path is None else read_env_file(path)
+
+
+def notify_defaults(env: Mapping[str, str]) -> tuple[tuple[str, ...], tuple[str, ...] | None]:
+    """Return the default targets and events for new jobs ($SCHEDCTL_NOTIFY, _NOTIFY_ON).
+
+    The environment wins over the configuration file. Both are comma-separated lists.
+    """
+    values = {**file_values(env), **env}
+
+    def items(key: str) -> list[str]:
+        return [t.strip() for t in values.get(key, "").split(",") if t.strip()]
+
+    events = items("SCHEDCTL_NOTIFY_ON")
+    return tuple(items("SCHEDCTL_NOTIFY")), tuple(events) if events else None
+
+
 class Settings(NamedTuple):
     """Resolved settings for one schedctl invocation."""
 

@@ -59,6 +59,8 @@ class Hooks:
     emit: Callable[..., None]
     clock: Clock
     sleep: Callable[[float], None] = time.sleep
+    # Starts the notification delivery step (`schedctl notify`) in a child process.
+    spawn_step: Callable[[], Child] | None = None
 
 
 @dataclass
@@ -75,6 +77,8 @@ class Daemon:
     children: dict[int, tuple[str, Child]] = field(default_factory=dict)
     last_tick: float = 0.0
     last_db_ok: float = 0.0
+    step_seconds: float = 60.0
+    _step: Child | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _offset: timedelta = timedelta(0)
     _rng: random.Random = field(default_factory=random.Random)
@@ -182,6 +186,7 @@ class Daemon:
         """Loop until stopped; return 0 after running jobs finished or were stopped."""
         self.last_tick = time.monotonic()
         next_refresh = 0.0
+        next_step = 0.0
         first = True
         self.hooks.emit("daemon.started", tag=self.tag, refresh_seconds=self.refresh_seconds)
         while not self._stop.is_set():
@@ -194,11 +199,26 @@ class Daemon:
                     self.hooks.emit("daemon.refresh_failed", error=_one_line(e))
                 next_refresh = mono + self.refresh_seconds
             self.tick()
+            if self.hooks.spawn_step is not None and mono >= next_step:
+                next_step = mono + self.step_seconds
+                self._start_step()
             self.last_tick = time.monotonic()
             self._stop.wait(self.tick_seconds)
         return self._drain()
 
+    def _start_step(self) -> None:
+        """Start the delivery step unless the previous one is still at work."""
+        assert self.hooks.spawn_step is not None
+        if self._step is not None and self._step.poll() is None:
+            return
+        try:
+            self._step = self.hooks.spawn_step()
+        except OSError as e:
+            self.hooks.emit("notify.step_failed", error=_one_line(e))
+
     def _drain(self) -> int:
+        if self._step is not None and self._step.poll() is None:
+            self._step.terminate()
         self.hooks.emit("daemon.stopping", running=len(self.children))
         deadline = time.monotonic() + self.stop_timeout
         while self.children and time.monotonic() < deadline:

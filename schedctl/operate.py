@@ -146,6 +146,19 @@ def missed_slots(
     return _missed_in(store, facts, now - timedelta(seconds=since_seconds), now)
 
 
+def missed_since(
+    store: Repository, jobs: list[Job], starts: dict[int, datetime], now: datetime
+) -> list[tuple[Job, list[datetime]]]:
+    """Return each job's slots from `starts[job.id]` on that no host ran, as `report` counts."""
+    changes = store.changes_by_job()
+    marks = store.pruned_before()
+    out = []
+    for job in jobs:
+        facts = JobFacts(job, _spans(job, changes), marks.get(job.id))
+        out.append((job, _missed_in(store, facts, starts[job.id], now)))
+    return out
+
+
 HTML_MAX_RUNS = 20_000
 
 

@@ -113,6 +113,8 @@ def apply_changes(spec: JobSpec, ch: JobChanges) -> JobSpec:
         retention_seconds=(
             None if ch.clear_retention else pick(ch.retention_seconds, spec.retention_seconds)
         ),
+        notify=pick(ch.notify, spec.notify),
+        notify_on=pick(ch.notify_on, spec.notify_on),
     )
 
 
@@ -231,6 +233,8 @@ class RunContext:
     cgroup: bool = True  # hold each job in a cgroup of its own where the host allows it
     sleep: Callable[[float], None] = time.sleep
     monotonic: Callable[[], float] = time.monotonic
+    # Delivers the notifications of these runs within a small budget; never raises.
+    notify: Callable[[list[int]], None] | None = None
 
     @property
     def fence_seconds(self) -> float:
@@ -412,13 +416,18 @@ def run_job(
     # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
     # at once (at the top of the hour, every round trip before the exit is paid per host).
     ctx.db.reconcile_lost(ctx.host)
+    run_ids = [run_id]
     try:
-        stopped = _take_lock(ctx, job, lock, run_id, fields)
-        if stopped is not None:
-            return stopped
-        return _attempts(ctx, job, slot, run_id, claim, fields)
+        code = _take_lock(ctx, job, lock, run_id, fields)
+        if code is None:
+            code = _attempts(ctx, job, slot, run_id, claim, fields, run_ids)
     finally:
         lock.release()
+    if job.spec.notify and ctx.notify is not None:
+        # After the lock is free and the result recorded; what this leaves undelivered the
+        # minutely `schedctl notify` sends.
+        ctx.notify(run_ids)
+    return code
 
 
 def _check_user(job: Job) -> None:
@@ -550,6 +559,7 @@ def _attempts(
     run_id: int,
     claim: Callable[[int], int | None],
     fields: dict[str, Any],
+    run_ids: list[int],
 ) -> int:
     # Imported only by a run that won its claim: subprocess and its imports cost every racer
     # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
@@ -601,6 +611,7 @@ def _attempts(
         next_id = claim(attempt)
         assert next_id is not None  # only attempt 1 can conflict
         run_id = next_id
+        run_ids.append(run_id)
         fields = {**fields, "run_id": run_id}
 
 

@@ -31,6 +31,7 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "report": ("schedctl.cli.ops", "report"),
     "metrics": ("schedctl.cli.ops", "metrics"),
     "prune": ("schedctl.cli.ops", "prune"),
+    "notify": ("schedctl.cli.notify", "notify"),
     "daemon": ("schedctl.cli.daemon", "daemon"),
     "quickstart": ("schedctl.cli.quickstart", "quickstart"),
     "run": None,  # defined below: entry.py dispatches it before this module loads

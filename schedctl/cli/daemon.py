@@ -58,6 +58,11 @@ def daemon(
         # Own session: a Ctrl-C meant for the daemon must not hit jobs it is waiting for.
         return subprocess.Popen([*argv, job.name], env=env, start_new_session=True)
 
+    def spawn_step() -> subprocess.Popen[bytes]:
+        # A child of its own: a slow receiver never holds up the scheduling loop.
+        step = [sys.executable, "-m", "schedctl", "notify"]
+        return subprocess.Popen(step, env=env, start_new_session=True)
+
     hooks = Hooks(
         load_jobs=store.list_jobs,
         db_now=store.now,
@@ -65,6 +70,7 @@ def daemon(
         spawn=spawn,
         emit=emit,
         clock=st.clock,
+        spawn_step=spawn_step,
     )
     every = parse_duration(refresh, what="--refresh")
     if every < 1:

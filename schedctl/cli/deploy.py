@@ -12,6 +12,7 @@ import typer
 
 from schedctl import config, deploy
 from schedctl.cli.context import state
+from schedctl.cli.notify import step_after_sync
 from schedctl.cli.output import done, note
 from schedctl.errors import ValidationError
 from schedctl.render import DEFAULT_ENV_FILE, Target
@@ -191,6 +192,8 @@ def sync_systemd(
         st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload
     )
     _finish(report, dry_run, "unit files")
+    if not dry_run:
+        step_after_sync(st)
 
 
 @sync_app.command("crontab")
@@ -216,3 +219,5 @@ def sync_crontab(
         st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run
     )
     _finish(report, dry_run, "crontab")
+    if not dry_run:
+        step_after_sync(st)

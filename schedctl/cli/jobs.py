@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from datetime import datetime
@@ -9,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from schedctl import services
+from schedctl import config, services
 from schedctl.cli.context import state
 from schedctl.cli.output import (
     Table,
@@ -24,7 +25,14 @@ from schedctl.cli.output import (
 )
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
-from schedctl.models import CatchUpPolicy, ConcurrencyPolicy, Job, JobChanges, JobSpec
+from schedctl.models import (
+    CatchUpPolicy,
+    ConcurrencyPolicy,
+    Job,
+    JobChanges,
+    JobSpec,
+    mask_target,
+)
 from schedctl.validate import parse_env_pair
 
 # Options shared by `add` and `edit`: on `edit`, an option left out keeps the stored value.
@@ -75,6 +83,44 @@ Command = Annotated[
     list[str] | None, typer.Argument(help="The command and its arguments, after --.")
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Notify = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        help="Tell TARGET about failures, recoveries and missed slots: webhook:https://URL, "
+        "mailto:ADDRESS or exec:/PATH; repeat. `none`: no one.",
+        metavar="TARGET",
+    ),
+]
+NotifyOn = Annotated[
+    str | None,
+    typer.Option(
+        "--notify-on",
+        help="Which events notify: a comma-separated list of failure, recovery, missed "
+        "[default: all three].",
+        metavar="EVENTS",
+    ),
+]
+
+
+def _targets(values: list[str] | None) -> tuple[str, ...] | None:
+    """Return the --notify targets given, () for `--notify none`, None when not given."""
+    if values is None:
+        return None
+    if [v.strip().lower() for v in values] == ["none"]:
+        return ()
+    if any(v.strip().lower() == "none" for v in values):
+        raise ValidationError("--notify none clears the targets: give it alone")
+    return tuple(values)
+
+
+def _events(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    events = tuple(e.strip() for e in value.split(",") if e.strip())
+    if not events:
+        raise ValidationError("--notify-on needs at least one of failure, recovery, missed")
+    return events
 
 
 def _duration(value: str | None, what: str) -> int | None:
@@ -115,8 +161,14 @@ def add(
     shell: Shell = None,
     output_limit: OutputLimit = None,
     keep: Keep = None,
+    notify: Notify = None,
+    notify_on: NotifyOn = None,
 ) -> None:
     """Add a job.
+
+    Without --notify (and --notify-on) the job gets this host's defaults, $SCHEDCTL_NOTIFY
+    and $SCHEDCTL_NOTIFY_ON (or the configuration file's), stored with it: every host then
+    notifies the same way.
 
     Example: schedctl add nightly-backup --schedule '30 2 * * *' --tz Europe/Berlin
     --timeout 1h -- /usr/local/bin/backup --full
@@ -127,6 +179,8 @@ def add(
         )
     st = state(ctx)
     defaults = JobSpec(name=name, schedule=schedule, timezone="UTC", command=())
+    default_targets, default_events = config.notify_defaults(os.environ)
+    targets = _targets(notify)
     spec = JobSpec(
         name=name,
         schedule=schedule,
@@ -151,6 +205,8 @@ def add(
         enabled=not disabled,
         output_limit_bytes=defaults.output_limit_bytes if output_limit is None else output_limit,
         retention_seconds=_duration(keep, "retention"),
+        notify=default_targets if targets is None else targets,
+        notify_on=_events(notify_on) or default_events or defaults.notify_on,
     )
     job = services.add_job(st.store(), spec, st.clock)
     nxt = services.next_fires(job, st.clock.now(), 1)
@@ -187,11 +243,14 @@ def edit(
     shell: Shell = None,
     output_limit: OutputLimit = None,
     keep: Keep = None,
+    notify: Notify = None,
+    notify_on: NotifyOn = None,
 ) -> None:
     """Change a job; options left out keep their value. Bumps the revision.
 
     `--env` adds or overrides one variable, `--tag` adds one tag; `--workdir ''`, `--user ''`
-    and `--keep none` clear those settings.
+    and `--keep none` clear those settings. `--notify` replaces all the job's targets (repeat
+    it for several); `--notify none` removes them.
 
     Example: schedctl edit nightly-backup --schedule '0 3 * * *' --env LEVEL=full
     """
@@ -219,6 +278,8 @@ def edit(
         output_limit_bytes=output_limit,
         retention_seconds=None if clear_keep else _duration(keep, "retention"),
         clear_retention=clear_keep,
+        notify=_targets(notify),
+        notify_on=_events(notify_on),
     )
     result = services.edit_job(st.store(), name, changes, st.clock)
     if result.changed:
@@ -288,7 +349,7 @@ def list_(
         done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
     table = Table(header_style="bold")
-    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS"):
+    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "NOTIFY"):
         table.add_column(col, no_wrap=True)
     table.add_column("COMMAND", overflow="fold")
     for j in found:
@@ -299,6 +360,7 @@ def list_(
             local_time(nexts[j.id], j.spec.timezone) if j.spec.enabled else "-",
             "enabled" if j.spec.enabled else cell("disabled", "yellow"),
             cell(",".join(j.spec.tags)),
+            cell(",".join(mask_target(t) for t in j.spec.notify)),
             cell(_fmt_command(j)),
         )
     print_table(table)
@@ -335,6 +397,8 @@ def show(
         ("description", s.description or "-"),
         ("output limit", f"{s.output_limit_bytes} bytes"),
         ("retention", format_duration(s.retention_seconds) if s.retention_seconds else "default"),
+        ("notify", ", ".join(mask_target(t) for t in s.notify) or "-"),
+        ("notify on", ", ".join(s.notify_on) if s.notify else "-"),
         ("revision", job.revision),
         ("updated", local_time(job.updated_at, s.timezone)),
     ]

@@ -192,13 +192,27 @@ def _context(settings: config.Settings) -> RunContext:
         def lock_for(job: Job) -> JobLock:
             return FileLock(settings.data_dir / "locks", job.id)
 
+    host = config.host_name(os.environ)
+
+    def notify(run_ids: list[int]) -> None:
+        from schedctl import notify as outbox
+
+        try:
+            found = outbox.settings_from({**config.file_values(os.environ), **os.environ})
+            if found.budget > 0:
+                assert isinstance(ctx.db, Repository)
+                owner = f"{host}:{os.getpid()}"
+                outbox.deliver(ctx.db, found, emit, owner, host, run_ids, found.budget)
+        except Exception as e:  # the job's status stands; `schedctl notify` sends it later
+            emit("notify.deferred", level="warning", error=redact.describe(e))
+
     db = _with_current_schema(settings, connect)
     ctx = RunContext(
         db=db,
         lock_for=lock_for,
         reconnect=connect,
         clock=clock,
-        host=config.host_name(os.environ),
+        host=host,
         version=__version__,
         spool_dir=settings.data_dir / "spool",
         procs_dir=settings.data_dir / "procs",
@@ -207,6 +221,7 @@ def _context(settings: config.Settings) -> RunContext:
         base_env=dict(os.environ),
         heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),
         cgroup=os.environ.get("SCHEDCTL_RUN_CGROUP", "auto") != "off",
+        notify=notify,
     )
     return ctx
 
