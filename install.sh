@@ -114,8 +114,8 @@ if [ "$mode" = system ]; then
     chmod 0600 "$envfile"
     say "created $envfile (mode 0600); put SCHEDCTL_DATABASE_URL there for a shared PostgreSQL"
   fi
-  # The sync timer keeps this host's job timers in line with the database; the prune timer
-  # applies retention once a day.
+  # The sync timer keeps this host's job timers in line with the database, the notify timer
+  # delivers notifications, the prune timer applies retention once a day.
   unitdir=${SCHEDCTL_UNIT_DIR:-/etc/systemd/system}
   if [ -d "$unitdir" ]; then
     for unit in "$here"/units/*.service "$here"/units/*.timer; do
@@ -123,10 +123,10 @@ if [ "$mode" = system ]; then
     done
     if [ -d /run/systemd/system ] && [ -z "${SCHEDCTL_UNIT_DIR:-}" ]; then
       systemctl daemon-reload
-      systemctl enable --now schedctl-sync.timer schedctl-prune.timer
-      say "enabled schedctl-sync.timer (\`schedctl sync systemd\` every minute) and schedctl-prune.timer (daily \`schedctl prune\`)"
+      systemctl enable --now schedctl-sync.timer schedctl-prune.timer schedctl-notify.timer
+      say "enabled schedctl-sync.timer (\`schedctl sync systemd\` every minute), schedctl-notify.timer (\`schedctl notify\` every minute) and schedctl-prune.timer (daily \`schedctl prune\`)"
     else
-      say "installed units to $unitdir; where systemd runs: systemctl enable --now schedctl-sync.timer schedctl-prune.timer"
+      say "installed units to $unitdir; where systemd runs: systemctl enable --now schedctl-sync.timer schedctl-prune.timer schedctl-notify.timer"
     fi
   fi
 fi

@@ -56,10 +56,11 @@ def test_system_install_is_usable_by_other_users(pg_url: str) -> None:
     assert password not in first.stdout + first.stderr
 
     assert stat.S_IMODE(ENV_FILE.stat().st_mode) == 0o600
-    # The sync and prune timers ship with it (enabled only where systemd is PID 1).
-    assert "schedctl-sync.timer schedctl-prune.timer" in first.stdout
+    # The sync, prune and notify timers ship with it (enabled only where systemd is PID 1).
+    assert "schedctl-sync.timer schedctl-prune.timer schedctl-notify.timer" in first.stdout
     for unit in ("schedctl-sync.timer", "schedctl-sync.service", "schedctl-prune.timer",
-                 "schedctl-prune.service"):  # fmt: skip
+                 "schedctl-prune.service", "schedctl-notify.timer",
+                 "schedctl-notify.service"):  # fmt: skip
         installed = Path("/etc/systemd/system") / unit
         assert installed.read_text() == (ROOT / "units" / unit).read_text()
     assert ENV_FILE.stat().st_uid == 0

@@ -147,8 +147,8 @@ def test_verify_does_report_a_broken_unit(tmp_path: Path) -> None:
 def test_shipped_units_pass_verify(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[2] / "units"
     names = sorted(p.name for p in shipped.iterdir())
-    assert names == ["schedctl-prune.service", "schedctl-prune.timer", "schedctl-sync.service",
-                     "schedctl-sync.timer"]  # fmt: skip
+    assert names == ["schedctl-notify.service", "schedctl-notify.timer", "schedctl-prune.service",
+                     "schedctl-prune.timer", "schedctl-sync.service", "schedctl-sync.timer"]  # fmt: skip
     for p in shipped.iterdir():
         # As installed, but pointing at this checkout's binary and an existing env file.
         text = p.read_text().replace("/usr/local/bin/schedctl", str(BIN))
