@@ -95,7 +95,9 @@ def last_bytes(text: str | None, limit: int = TAIL_BYTES) -> str:
 
 
 def _seconds(value: float | None) -> str:
-    return "" if value is None else f", {value:.1f} s"
+    if value is None:
+        return ""
+    return f", {value:.2f} s" if value < 10 else f", {value:.1f} s"
 
 
 def summary(doc: Mapping[str, Any]) -> str:
