@@ -458,5 +458,21 @@ def test_sync_runs_the_delivery_step(tmp_path: Path, receiver: Receiver) -> None
     assert [d["event"] for d in receiver.delivered] == ["failure"]
 
 
+def test_the_daemon_runs_the_delivery_step(tmp_path: Path, receiver: Receiver) -> None:
+    from test_daemon import start_daemon, stop
+
+    cli = make_cli(tmp_path, SCHEDCTL_NOTIFY_BUDGET="0")
+    ok(cli("add", "j", "-s", "@yearly", "--notify", receiver.target, "--", "false"))
+    assert cli("run", "j", "--now").rc == 1
+    assert receiver.delivered == []
+    env = cli_env(tmp_path)
+    daemon = start_daemon(env, tmp_path / "daemon.log")
+    try:
+        wait_for(lambda: len(receiver.delivered) == 1, 30)
+    finally:
+        assert stop(daemon) == 0
+    assert [d["event"] for d in receiver.delivered] == ["failure"]
+
+
 def test_notify_is_a_reserved_job_name(tmp_path: Path) -> None:
     one_line_error(make_cli(tmp_path)("add", "notify", "-s", "@daily", "--", "true"), 2, "notify")
