@@ -283,6 +283,32 @@ def default_timezone(env: Mapping[str, str]) -> str:
     return "UTC"
 
 
+LABELS_VAR = "SCHEDCTL_HOST_LABELS"
+
+
+def host_labels(env: Mapping[str, str]) -> dict[str, str]:
+    """Return this host's labels: the config file's, then $SCHEDCTL_HOST_LABELS's per key.
+
+    The variable adds to the file's labels and wins where both set a key; `host=NAME` is
+    always there. A bad label is a ConfigError naming where it came from.
+    """
+    from schedctl.errors import ValidationError
+    from schedctl.placement import parse_labels, with_host
+
+    labels: dict[str, str] = {}
+    try:
+        path = config_file(env)
+        if path is not None:
+            text = read_env_file(path).get(LABELS_VAR)
+            if text:
+                labels.update(parse_labels(text, f"{LABELS_VAR} in {path}"))
+        if env.get(LABELS_VAR):
+            labels.update(parse_labels(env[LABELS_VAR], f"${LABELS_VAR}"))
+    except ValidationError as e:
+        raise ConfigError(str(e)) from None
+    return with_host(labels, host_name(env))
+
+
 def host_name(env: Mapping[str, str]) -> str:
     """Return the host name recorded on runs; $SCHEDCTL_HOST overrides it (containers, tests)."""
     # uname's nodename is what gethostname() returns on Linux, without loading socket.

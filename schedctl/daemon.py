@@ -10,13 +10,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from schedctl.clock import Clock
 from schedctl.models import CatchUpPolicy, Job, iso
+from schedctl.placement import selector_of
 from schedctl.schedule import Schedule, pick_slot
 
 
@@ -61,6 +62,9 @@ class Hooks:
     sleep: Callable[[float], None] = time.sleep
     # Starts the notification delivery step (`schedctl notify`) in a child process.
     spawn_step: Callable[[], Child] | None = None
+    # This host's labels (None: every job is placed here) and the upsert of its row.
+    labels: Mapping[str, str] | None = None
+    register: Callable[[], object] | None = None
 
 
 @dataclass
@@ -105,11 +109,19 @@ class Daemon:
         jobs = self.hooks.load_jobs()
         self._offset = self.hooks.db_now() - self.hooks.clock.now()
         self.last_db_ok = time.monotonic()
+        if self.hooks.register is not None:
+            try:
+                self.hooks.register()
+            except Exception as e:  # scheduling matters more than being listed
+                self.hooks.emit("host.register_failed", level="warning", error=_one_line(e))
         now = self.now()
+        labels = self.hooks.labels
         wanted = {
             j.id: j
             for j in jobs
-            if j.spec.enabled and (self.tag is None or self.tag in j.spec.tags)
+            if j.spec.enabled
+            and (self.tag is None or self.tag in j.spec.tags)
+            and (labels is None or selector_of(j.spec.placement).matches(labels))
         }
         for job_id in list(self.entries):
             if job_id not in wanted:

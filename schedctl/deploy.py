@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import pwd
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from schedctl import hostfiles
 from schedctl.clock import Clock
 from schedctl.errors import ConfigError, NotFoundError, ValidationError
 from schedctl.hostfiles import FileChange
 from schedctl.models import Job
+from schedctl.placement import selector_of
 from schedctl.render import MANAGED_MARK, Target
 from schedctl.render.crontab import crontab_block, replace_block
 from schedctl.render.kubernetes import render_kubernetes
@@ -41,15 +42,35 @@ class SyncReport:
         return "".join(c.diff() for c in self.changes)
 
 
-def select_jobs(store: Repository, names: Sequence[str]) -> list[Job]:
-    """Return the named jobs (all must exist), or every enabled job when none are named."""
+class HostIdentity(NamedTuple):
+    """Who syncs: the host's name, its labels (`host=NAME` included) and schedctl version."""
+
+    name: str
+    labels: Mapping[str, str]
+    version: str
+
+
+def select_jobs(
+    store: Repository, names: Sequence[str], labels: Mapping[str, str] | None = None
+) -> list[Job]:
+    """Return the named jobs (all must exist), or every enabled job when none are named.
+
+    With `labels`, every enabled job is narrowed to those placed on a host with those labels;
+    jobs named explicitly are returned as asked.
+    """
     if not names:
-        return [j for j in store.list_jobs() if j.spec.enabled]
+        enabled = [j for j in store.list_jobs() if j.spec.enabled]
+        return enabled if labels is None else placed(renderable(enabled), labels)
     jobs = {j.name: j for j in store.list_jobs()}
     missing = [n for n in names if n not in jobs]
     if missing:
         raise NotFoundError(f"no job named {missing[0]!r}: see `schedctl list`")
     return [jobs[n] for n in dict.fromkeys(names)]
+
+
+def placed(jobs: Sequence[Job], labels: Mapping[str, str]) -> list[Job]:
+    """Return the jobs whose selector matches a host with `labels`."""
+    return [j for j in jobs if selector_of(j.spec.placement).matches(labels)]
 
 
 def renderable(jobs: Sequence[Job]) -> Sequence[Job]:
@@ -113,10 +134,14 @@ def sync_systemd(
     unit_dir: Path,
     dry_run: bool,
     reload: bool,
+    host: HostIdentity,
     systemctl: str = "systemctl",
 ) -> SyncReport:
-    """Make `unit_dir` hold exactly the units of the enabled jobs, then reload and (re)arm."""
-    desired = render_systemd_files(select_jobs(store, []), target, clock)
+    """Make `unit_dir` hold exactly the units of the enabled jobs placed on this host.
+
+    Then reload and (re)arm, and record the host as synced.
+    """
+    desired = render_systemd_files(select_jobs(store, [], host.labels), target, clock)
     existing = hostfiles.managed_files(unit_dir, UNIT_PREFIX, MANAGED_MARK)
     report = SyncReport([], 0)
     for name, text in sorted(desired.items()):
@@ -158,7 +183,13 @@ def sync_systemd(
     hostfiles.apply(report.changes)
     for argv in after:
         hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
+    register(store, host, "systemd")
     return report
+
+
+def register(store: Repository, host: HostIdentity, scheduler: str) -> None:
+    """Record that `host` synced just now, with its labels (a sync's last step)."""
+    store.register_host(host.name, host.labels, host.version, scheduler, synced=True)
 
 
 def cron_d_path_problem(path: Path) -> str | None:
@@ -184,14 +215,18 @@ def sync_crontab(
     file: Path | None,
     user: str | None,
     dry_run: bool,
+    host: HostIdentity,
     crontab: str = "crontab",
 ) -> SyncReport:
-    """Replace the managed block in a cron.d file (`file`) or in `user`'s crontab."""
+    """Replace the managed block in a cron.d file (`file`) or in `user`'s crontab.
+
+    The block holds the enabled jobs placed on this host; the host is recorded as synced.
+    """
     if file is not None:
         problem = cron_d_path_problem(file)
         if problem:
             raise ValidationError(problem)
-    jobs = select_jobs(store, [])
+    jobs = select_jobs(store, [], host.labels)
     owner = user or current_user()
     block, notes = crontab_block(
         renderable(jobs), target, daemon_zone, clock.now(), None if file else owner, user_exists
@@ -212,6 +247,8 @@ def sync_crontab(
     report = SyncReport([], 0, notes=notes)
     if new == old:
         report.unchanged = 1
+        if not dry_run:
+            register(store, host, "cron")
         return report
     report.changes.append(FileChange(label, old, new))
     if dry_run:
@@ -222,4 +259,5 @@ def sync_crontab(
         argv = [crontab, "-u", owner, "-"]
         report.commands.append(argv)
         hostfiles.check(hostfiles.command(argv, _CRONTAB_HINT, stdin=new), _CRONTAB_HINT)
+    register(store, host, "cron")
     return report

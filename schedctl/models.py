@@ -137,6 +137,8 @@ class JobSpec:
     retention_seconds: int | None = None
     notify: tuple[str, ...] = ()  # targets: webhook:URL, mailto:ADDR, exec:/PATH
     notify_on: tuple[str, ...] = NOTIFY_EVENTS
+    # A label selector (placement.py) in its stored form; '' places the job on every host.
+    placement: str = ""
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class Job:
             "retention_seconds": s.retention_seconds,
             "notify": [mask_target(t) for t in s.notify],
             "notify_on": list(s.notify_on),
+            "on": s.placement or None,
             "revision": self.revision,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
@@ -216,6 +219,7 @@ class JobChanges(NamedTuple):
     clear_retention: bool = False
     notify: tuple[str, ...] | None = None  # replaces the job's targets; () clears them
     notify_on: tuple[str, ...] | None = None
+    placement: str | None = None  # '' places the job on every host again
 
 
 def job_from_row(row: Mapping[str, Any]) -> Job:
@@ -242,5 +246,6 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         retention_seconds=row["retention_seconds"],
         notify=tuple(row["notify"]),
         notify_on=tuple(row["notify_on"]),
+        placement=row.get("placement") or "",
     )
     return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

@@ -6,10 +6,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from schedctl.clock import Clock
 from schedctl.errors import NotFoundError, ValidationError
+from schedctl.fleet import HostView, live_carriers, no_carrier_reason, stale_reason, uses_placement
+from schedctl.fleet import views as host_views
 from schedctl.history import JobChange, LockHolder, Run, WindowStats
 from schedctl.locking import LOCK_NAMESPACE, FileLock
 from schedctl.models import Job, RunStatus
@@ -19,6 +21,7 @@ from schedctl.report import (
     JobFacts,
     JobReport,
     Period,
+    Severity,
     check_job,
     expected_slots,
     job_report,
@@ -61,7 +64,28 @@ def _spans(job: Job, changes: dict[int, list[JobChange]]) -> list[Period]:
     return periods(found)
 
 
+def hosts(store: Repository, jobs: list[Job] | None = None) -> list[HostView]:
+    """Return the registered hosts with the jobs each carries, aged by the database clock."""
+    rows = store.list_hosts()
+    if not rows:
+        return []
+    return host_views(rows, store.list_jobs() if jobs is None else jobs, store.now())
+
+
+def forget_host(store: Repository, name: str) -> None:
+    """Delete a host's row (a host taken out of the fleet); raise if there is none."""
+    if not store.forget_host(name):
+        raise NotFoundError(f"no host named {name!r}: see `schedctl hosts`")
+
+
+def _placement_facts(job: Job, fleet: list[HostView]) -> dict[str, Any]:
+    live = live_carriers(job, fleet)
+    reason = no_carrier_reason(job, fleet) if live == () else ""
+    return {"live_hosts": live, "no_host_reason": reason}
+
+
 def _facts(store: Repository, jobs: list[Job], since: datetime, now: datetime) -> list[JobFacts]:
+    fleet = hosts(store, jobs) if uses_placement(jobs) else []
     changes = store.changes_by_job()
     marks = store.pruned_before()
     stats = store.window_stats(since, now - MISS_GRACE)
@@ -83,6 +107,7 @@ def _facts(store: Repository, jobs: list[Job], since: datetime, now: datetime) -
                 running=run,
                 running_heartbeat=beats.get(run.id) if run else None,
                 last_duration=newest.duration if newest else None,
+                **_placement_facts(job, fleet),
             )
         )
     return out
@@ -199,6 +224,8 @@ def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[
             memo[key] = latest_due(*key)
         dues[j.id] = memo[key]
     ran = db.slots_that_ran([(j, d) for j, d in dues.items() if d is not None])
+    # Hosts matter once jobs are placed; a fleet without `--on` is judged as before.
+    fleet = hosts(db, data.jobs) if uses_placement(data.jobs) else []
     out = []
     for job in data.jobs:
         run = data.running.get(job.id)
@@ -213,8 +240,15 @@ def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[
             last_run=data.last.get(job.id),
             due_slot=due,
             due_slot_ran=due is not None and (job.id, due.timestamp()) in ran,
+            **_placement_facts(job, fleet),
         )
         out.append(check_job(facts, now))
+    if wanted is None:
+        out += [
+            JobCheck(h.name, Severity.CRITICAL, (stale_reason(h),), kind="host")
+            for h in fleet
+            if h.stale
+        ]
     return out
 
 

@@ -98,6 +98,9 @@ class JobFacts(NamedTuple):
     last_duration: float | None = None
     due_slot: datetime | None = None  # the newest slot that can already count as missed
     due_slot_ran: bool = False
+    # The live hosts that carry the job; None for a job on every host (fleet.live_carriers).
+    live_hosts: tuple[str, ...] | None = None
+    no_host_reason: str = ""  # why none does, when none does
 
 
 class JobReport(NamedTuple):
@@ -121,6 +124,8 @@ class JobReport(NamedTuple):
     running_for: float | None
     next_fire: datetime | None
     tags: tuple[str, ...] = ()
+    placement: str = ""
+    live_hosts: tuple[str, ...] | None = None  # None: on every host, not judged by hosts
 
     @property
     def state(self) -> str:
@@ -129,6 +134,8 @@ class JobReport(NamedTuple):
             return "running"
         if not self.enabled:
             return "disabled"
+        if self.live_hosts == ():
+            return "no host"
         if self.last_failure and (not self.last_success or self.last_failure > self.last_success):
             return "failing"
         if self.missed:
@@ -156,6 +163,8 @@ class JobReport(NamedTuple):
             "running_seconds": self.running_for,
             "next_fire": iso(self.next_fire),
             "tags": list(self.tags),
+            "on": self.placement or None,
+            "live_hosts": None if self.live_hosts is None else list(self.live_hosts),
         }
 
 
@@ -192,6 +201,8 @@ def job_report(facts: JobFacts, missed: int, now: datetime) -> JobReport:
         running_for=None if started is None else max(0.0, (now - started).total_seconds()),
         next_fire=next_fire(facts.job, now),
         tags=facts.job.spec.tags,
+        placement=facts.job.spec.placement,
+        live_hosts=facts.live_hosts,
     )
 
 
@@ -213,10 +224,11 @@ class JobCheck(NamedTuple):
     name: str
     severity: Severity
     reasons: tuple[str, ...] = ()
+    kind: str = "job"  # or "host": a host that stopped syncing
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `check --json`."""
-        return {"job": self.name, "state": self.severity.name, "reasons": list(self.reasons)}
+        return {self.kind: self.name, "state": self.severity.name, "reasons": list(self.reasons)}
 
 
 def _ago(delta: timedelta) -> str:
@@ -235,6 +247,8 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
         return JobCheck(job.name, Severity.OK, ("disabled",))
     crit: list[str] = []
     warn: list[str] = []
+    if facts.live_hosts == ():
+        crit.append(facts.no_host_reason or f"no live host carries {job.name}")
     due = facts.due_slot
     if due is not None and not facts.due_slot_ran:
         floor = judged_from(due, facts.spans, facts.pruned_before)
@@ -314,12 +328,15 @@ def summary(checks: Sequence[JobCheck]) -> tuple[Severity, str]:
     """Return the overall state and the one-line summary monitoring shows."""
     worst = max((c.severity for c in checks), default=Severity.OK)
     counts = {s: sum(1 for c in checks if c.severity is s) for s in Severity}
+    jobs = sum(1 for c in checks if c.kind == "job")
+    hosts = len(checks) - jobs
+    judged = f"{jobs} jobs" + (f", {hosts} hosts" if hosts else "")
     if worst is Severity.OK:
-        return worst, f"SCHEDCTL OK - {len(checks)} jobs OK"
-    bad = [c.name for c in checks if c.severity is worst]
+        return worst, f"SCHEDCTL OK - {judged} OK"
+    bad = [c.name if c.kind == "job" else f"host {c.name}" for c in checks if c.severity is worst]
     shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
     parts = [f"{counts[s]} {s.name.lower()}" for s in (Severity.CRITICAL, Severity.WARNING)]
-    return worst, f"SCHEDCTL {worst.name} - {shown} ({', '.join(parts)}, {len(checks)} jobs)"
+    return worst, f"SCHEDCTL {worst.name} - {shown} ({', '.join(parts)}, {judged})"
 
 
 # -- metrics -----------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import os
 import pwd
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 from schedctl.clock import Clock
 from schedctl.db import spool
 from schedctl.db.repository import Claim, RecordRefusedError, RunDB, RunResult
-from schedctl.errors import ConfigError, NotFoundError, ValidationError
+from schedctl.errors import (
+    ConfigError,
+    DatabaseUnavailableError,
+    NotFoundError,
+    ValidationError,
+)
 from schedctl.locking import JobLock
 from schedctl.models import (
     DEFAULT_HEARTBEAT_SECONDS,
@@ -30,6 +35,7 @@ from schedctl.models import (
     fence_seconds,
     heartbeat_reply_seconds,
 )
+from schedctl.placement import selector_of
 from schedctl.schedule import FIRING_EARLY, MAX_TOLERANCE, Schedule, pick_slot
 from schedctl.validate import check_name, validate_spec
 
@@ -115,6 +121,7 @@ def apply_changes(spec: JobSpec, ch: JobChanges) -> JobSpec:
         ),
         notify=pick(ch.notify, spec.notify),
         notify_on=pick(ch.notify_on, spec.notify_on),
+        placement=pick(ch.placement, spec.placement),
     )
 
 
@@ -235,6 +242,8 @@ class RunContext:
     monotonic: Callable[[], float] = time.monotonic
     # Delivers the notifications of these runs within a small budget; never raises.
     notify: Callable[[list[int]], None] | None = None
+    # This host's labels, `host=NAME` included: they decide which jobs it runs.
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def fence_seconds(self) -> float:
@@ -378,7 +387,7 @@ def run_job(
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
         return 0  # a superset crontab line's other instants: expected, so silent
     _check_user(job)
-    db_now = db.now()
+    db_now = _register(ctx, None if manual else SCHEDULERS.get(trigger))
     # SQLite's clock is the host's own: no skew to measure.
     host_now = ctx.clock.now() if db.backend == "postgresql" else db_now
     skew = (host_now - db_now).total_seconds()
@@ -386,6 +395,16 @@ def run_job(
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
         return 0
+    if not selector_of(job.spec.placement).matches(ctx.labels):
+        if not manual:
+            # A timer or crontab line left over from before the job moved: not this host's.
+            ctx.emit("run.skipped.not_placed", **fields, on=job.spec.placement)
+            return 0
+        # By hand, an operator means it: run, and say that the job is placed elsewhere.
+        ctx.emit(
+            "run.not_placed", level="warning", **fields, on=job.spec.placement,
+            hint="this host's labels do not match the job's --on; it runs because of --now",
+        )  # fmt: skip
     # Before the claim: through a transaction pooler the lock would not be ours to hold.
     db.require_own_session()
     slot = None if manual else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields)
@@ -428,6 +447,28 @@ def run_job(
         # minutely `schedctl notify` sends.
         ctx.notify(run_ids)
     return code
+
+
+# What each trigger says about how the host schedules; a manual run or catch-up says nothing.
+SCHEDULERS = {Trigger.TIMER: "systemd", Trigger.CRON: "cron", Trigger.DAEMON: "daemon"}
+
+
+def _register(ctx: RunContext, scheduler: str | None) -> datetime:
+    """Record this host as seen; return the database clock.
+
+    The upsert reads the database clock itself, so on PostgreSQL it costs `run` no round trip
+    over reading the clock alone. A database that is down ends the run as before (fail
+    closed); any other failure (a role without write access to `hosts`) is said and the job
+    runs anyway.
+    """
+    try:
+        return ctx.db.register_host(ctx.host, ctx.labels, ctx.version, scheduler)
+    except DatabaseUnavailableError:
+        raise
+    except Exception as e:
+        reason = (str(e).splitlines() or [type(e).__name__])[0]
+        ctx.emit("host.register_failed", level="warning", host=ctx.host, error=reason)
+        return ctx.db.now()
 
 
 def _check_user(job: Job) -> None:

@@ -8,6 +8,7 @@ from dataclasses import replace
 from schedctl.durations import MAX_SECONDS
 from schedctl.errors import ValidationError
 from schedctl.models import NOTIFY_EVENTS, JobSpec, mask_target
+from schedctl.placement import normalise
 from schedctl.schedule import load_zone, parse_cron
 
 # schedctl-NAME.timer for these is one of schedctl's own units (units/).
@@ -134,6 +135,7 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         tags=tuple(sorted(set(spec.tags))),
         notify=notify,
         notify_on=notify_on,
+        placement=normalise(spec.placement),
     )
 
 

@@ -32,6 +32,7 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "metrics": ("schedctl.cli.ops", "metrics"),
     "prune": ("schedctl.cli.ops", "prune"),
     "notify": ("schedctl.cli.notify", "notify"),
+    "hosts": ("schedctl.cli.hosts", "hosts"),
     "daemon": ("schedctl.cli.daemon", "daemon"),
     "quickstart": ("schedctl.cli.quickstart", "quickstart"),
     "run": None,  # defined below: entry.py dispatches it before this module loads

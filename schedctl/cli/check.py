@@ -22,7 +22,9 @@ Usage: schedctl check [OPTIONS] [JOB]...
 
   WARNING: a run started late, took a retry, was skipped for overlap, or runs longer than
   twice its usual p95. CRITICAL: the last run failed (timed out, was killed, lost its lock or
-  its host), the latest due slot was missed, or a run is stuck. Disabled jobs are OK.
+  its host), the latest due slot was missed, or a run is stuck; a job placed with --on
+  that no live host carries; once jobs are placed, a host that synced before and has not
+  been seen for 5 minutes. Disabled jobs are OK.
 
   Read-only: nothing is written to the database unless --settle is given.
 
@@ -117,7 +119,12 @@ def _main(args: list[str], db_flag: str | None) -> int:
     checks = _judge(names, settle, own_db or db_flag)
     worst, line = summary(checks)
     if as_json:
-        data = {"state": worst.name, "summary": line, "jobs": [c.to_dict() for c in checks]}
+        data = {
+            "state": worst.name,
+            "summary": line,
+            "jobs": [c.to_dict() for c in checks if c.kind == "job"],
+            "hosts": [c.to_dict() for c in checks if c.kind == "host"],
+        }
         sys.stdout.write(json.dumps(data, indent=2) + "\n")
     else:
         from schedctl.cli.text import visible
@@ -125,7 +132,8 @@ def _main(args: list[str], db_flag: str | None) -> int:
         lines = [line]
         for c in checks:
             if c.severity is not Severity.OK:
-                lines += [f"{c.severity.name} {c.name}: {reason}" for reason in c.reasons]
+                what = c.name if c.kind == "job" else f"host {c.name}"
+                lines += [f"{c.severity.name} {what}: {reason}" for reason in c.reasons]
         # Reasons quote stored text (host names): one line each, nothing a terminal obeys.
         sys.stdout.write("\n".join(visible(x) for x in lines) + "\n")
     return int(worst)
@@ -137,7 +145,9 @@ def _unknown(message: str, as_json: bool) -> int:
     # On stdout, which monitoring systems store: never a password.
     line = visible(f"SCHEDCTL UNKNOWN - {redact.scrub(message)}")
     if as_json:
-        sys.stdout.write(json.dumps({"state": "UNKNOWN", "summary": line, "jobs": []}) + "\n")
+        sys.stdout.write(
+            json.dumps({"state": "UNKNOWN", "summary": line, "jobs": [], "hosts": []}) + "\n"
+        )
     else:
         sys.stdout.write(line + "\n")
     sys.stdout.flush()

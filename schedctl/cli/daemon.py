@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from schedctl import operate, redact
+from schedctl import __version__, config, operate, redact
 from schedctl.cli.context import state
 from schedctl.cli.run import emit
 from schedctl.config import URL_VAR
@@ -33,7 +33,7 @@ def daemon(
     ] = "25s",
     refresh: Annotated[str, typer.Option(help="Re-read job definitions this often.")] = "5s",
 ) -> None:
-    """Run due slots of enabled jobs in the foreground, with neither systemd nor cron.
+    """Run due slots of the enabled jobs placed on this host, with neither systemd nor cron.
 
     Several replicas may run: each slot still runs once. Example: schedctl daemon --health-port 8080
     """
@@ -63,6 +63,7 @@ def daemon(
         step = [sys.executable, "-m", "schedctl", "notify"]
         return subprocess.Popen(step, env=env, start_new_session=True)
 
+    host, labels = config.host_name(os.environ), config.host_labels(os.environ)
     hooks = Hooks(
         load_jobs=store.list_jobs,
         db_now=store.now,
@@ -71,6 +72,8 @@ def daemon(
         emit=emit,
         clock=st.clock,
         spawn_step=spawn_step,
+        labels=labels,
+        register=lambda: store.register_host(host, labels, __version__, "daemon", synced=True),
     )
     every = parse_duration(refresh, what="--refresh")
     if every < 1:

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from schedctl import config, deploy
+from schedctl import __version__, config, deploy
 from schedctl.cli.context import state
 from schedctl.cli.notify import step_after_sync
 from schedctl.cli.output import done, note
@@ -56,6 +56,23 @@ CronZone = Annotated[
         show_default=False,
     ),
 ]
+AsHost = Annotated[
+    str | None,
+    typer.Option(
+        "--as-host",
+        help="Preview for the host of this name (its label host=NAME) [default: this host].",
+        show_default=False,
+    ),
+]
+Labels = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        help="Preview for a host with these labels, k=v,... [default: this host's, or none "
+        "with --as-host].",
+        show_default=False,
+    ),
+]
 UNIT_DIR = Path("/etc/systemd/system")
 CRON_FILE = Path("/etc/cron.d/schedctl")
 
@@ -84,6 +101,21 @@ def _target(schedctl: str | None, env_file: str = DEFAULT_ENV_FILE) -> Target:
     return Target(path, None if env_file == "none" else env_file)
 
 
+def _host(as_host: str | None = None, labels: str | None = None) -> deploy.HostIdentity:
+    """Return the host to render or sync for: this one, or the one --as-host/--labels describe."""
+    from schedctl.placement import parse_labels, with_host
+
+    if as_host is None and labels is None:
+        env = os.environ
+        return deploy.HostIdentity(config.host_name(env), config.host_labels(env), __version__)
+    if as_host is not None and not as_host.strip():
+        raise ValidationError("--as-host needs a host name, e.g. --as-host db1")
+    name = as_host or config.host_name(os.environ)
+    return deploy.HostIdentity(
+        name, with_host(parse_labels(labels or "", "--labels"), name), __version__
+    )
+
+
 def _cron_zone(given: str | None) -> str:
     # The daemon does not see this shell's TZ: use the host's configured zone.
     zone = given or config.default_timezone({k: v for k, v in os.environ.items() if k != "TZ"})
@@ -100,11 +132,19 @@ def render_systemd(
     ] = None,
     schedctl: SchedctlPath = None,
     env_file: EnvFile = DEFAULT_ENV_FILE,
+    as_host: AsHost = None,
+    labels: Labels = None,
 ) -> None:
-    """Print each job's .timer and .service. Example: schedctl render systemd backup --out ./units"""
+    """Print each job's .timer and .service: by default, of the jobs placed on this host.
+
+    Example: schedctl render systemd --as-host db1 --labels role=db,zone=eu
+    """
     st = state(ctx)
+    host = _host(as_host, labels)
     files = deploy.render_systemd_files(
-        deploy.select_jobs(st.store(), jobs or []), _target(schedctl, env_file), st.clock
+        deploy.select_jobs(st.store(), jobs or [], host.labels),
+        _target(schedctl, env_file),
+        st.clock,
     )
     if out_dir is None:
         for name, text in files.items():
@@ -124,10 +164,16 @@ def render_crontab(
     ] = None,
     schedctl: SchedctlPath = None,
     cron_zone: CronZone = None,
+    as_host: AsHost = None,
+    labels: Labels = None,
 ) -> None:
-    """Print the managed crontab block. Example: schedctl render crontab --user backup"""
+    """Print the managed crontab block of the jobs placed on this host (or --as-host).
+
+    Example: schedctl render crontab --user backup
+    """
     st = state(ctx)
-    selected = deploy.select_jobs(st.store(), jobs or [])
+    host = _host(as_host, labels)
+    selected = deploy.select_jobs(st.store(), jobs or [], host.labels)
     block, notes = deploy.render_crontab(
         selected, _target(schedctl), _cron_zone(cron_zone), st.clock, user
     )
@@ -186,10 +232,15 @@ def sync_systemd(
     schedctl: SchedctlPath = None,
     env_file: EnvFile = DEFAULT_ENV_FILE,
 ) -> None:
-    """Install, update and remove job timers, then reload systemd. Example: schedctl sync systemd --dry-run"""
+    """Install, update and remove the timers of the jobs placed on this host, then reload systemd.
+
+    A job whose --on selector does not match this host's labels is not installed here (and
+    is removed if it was). Example: schedctl sync systemd --dry-run
+    """
     st = state(ctx)
+    host = _host()
     report = deploy.sync_systemd(
-        st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload
+        st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload, host
     )
     _finish(report, dry_run, "unit files")
     if not dry_run:
@@ -209,14 +260,18 @@ def sync_crontab(
     schedctl: SchedctlPath = None,
     cron_zone: CronZone = None,
 ) -> None:
-    """Replace the managed block in a crontab. Example: schedctl sync crontab --file /etc/cron.d/schedctl"""
+    """Replace the managed block in a crontab with the jobs placed on this host.
+
+    Example: schedctl sync crontab --file /etc/cron.d/schedctl
+    """
     if file is not None and user is not None:
         raise ValidationError("--file and --user exclude each other: give one")
     if file is None and user is None and os.geteuid() == 0:
         file = CRON_FILE
     st = state(ctx)
+    host = _host()
     report = deploy.sync_crontab(
-        st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run
+        st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run, host
     )
     _finish(report, dry_run, "crontab")
     if not dry_run:

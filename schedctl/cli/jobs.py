@@ -82,6 +82,15 @@ Keep = Annotated[
 Command = Annotated[
     list[str] | None, typer.Argument(help="The command and its arguments, after --.")
 ]
+On = Annotated[
+    str | None,
+    typer.Option(
+        "--on",
+        help="Place the job on the hosts whose labels match this selector, e.g. "
+        "'role=db,zone in (eu,us),!canary' [default: every host; '' on edit: every host again].",
+        show_default=False,
+    ),
+]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Notify = Annotated[
     list[str] | None,
@@ -163,6 +172,7 @@ def add(
     keep: Keep = None,
     notify: Notify = None,
     notify_on: NotifyOn = None,
+    on: On = None,
 ) -> None:
     """Add a job.
 
@@ -207,6 +217,7 @@ def add(
         retention_seconds=_duration(keep, "retention"),
         notify=default_targets if targets is None else targets,
         notify_on=_events(notify_on) or default_events or defaults.notify_on,
+        placement=on or "",
     )
     job = services.add_job(st.store(), spec, st.clock)
     nxt = services.next_fires(job, st.clock.now(), 1)
@@ -245,12 +256,13 @@ def edit(
     keep: Keep = None,
     notify: Notify = None,
     notify_on: NotifyOn = None,
+    on: On = None,
 ) -> None:
     """Change a job; options left out keep their value. Bumps the revision.
 
-    `--env` adds or overrides one variable, `--tag` adds one tag; `--workdir ''`, `--user ''`
-    and `--keep none` clear those settings. `--notify` replaces all the job's targets (repeat
-    it for several); `--notify none` removes them.
+    `--env` adds or overrides one variable, `--tag` adds one tag; `--workdir ''`, `--user ''`,
+    `--keep none` and `--on ''` clear those settings. `--notify` replaces all the job's targets
+    (repeat it for several); `--notify none` removes them.
 
     Example: schedctl edit nightly-backup --schedule '0 3 * * *' --env LEVEL=full
     """
@@ -280,6 +292,7 @@ def edit(
         clear_retention=clear_keep,
         notify=_targets(notify),
         notify_on=_events(notify_on),
+        placement=on,
     )
     result = services.edit_job(st.store(), name, changes, st.clock)
     if result.changed:
@@ -349,7 +362,7 @@ def list_(
         done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
     table = Table(header_style="bold")
-    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "NOTIFY"):
+    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "NOTIFY", "ON"):
         table.add_column(col, no_wrap=True)
     table.add_column("COMMAND", overflow="fold")
     for j in found:
@@ -361,6 +374,7 @@ def list_(
             "enabled" if j.spec.enabled else cell("disabled", "yellow"),
             cell(",".join(j.spec.tags)),
             cell(",".join(mask_target(t) for t in j.spec.notify)),
+            cell(j.spec.placement or "*"),
             cell(_fmt_command(j)),
         )
     print_table(table)
@@ -394,6 +408,7 @@ def show(
         ("workdir", s.workdir or "-"),
         ("user", s.run_as_user or "-"),
         ("tags", ", ".join(s.tags) or "-"),
+        ("on", s.placement or "every host"),
         ("description", s.description or "-"),
         ("output limit", f"{s.output_limit_bytes} bytes"),
         ("retention", format_duration(s.retention_seconds) if s.retention_seconds else "default"),

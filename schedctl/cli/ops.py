@@ -11,7 +11,7 @@ import typer
 
 from schedctl import operate
 from schedctl.cli.context import state
-from schedctl.cli.output import Table, cell, done, err, iso, out, print_json, print_table
+from schedctl.cli.output import Cell, Table, cell, done, err, iso, out, print_json, print_table
 from schedctl.durations import format_duration, parse_duration
 from schedctl.report import JobReport
 
@@ -21,6 +21,7 @@ _STATE_STYLE = {
     "disabled": "dim",
     "failing": "red",
     "missed": "red",
+    "no host": "red",
 }
 Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
@@ -77,7 +78,7 @@ def report(
 def _table(rows: list[JobReport], now: datetime) -> Table:
     table = Table(header_style="bold")
     for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
-                "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT"):  # fmt: skip
+                "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT", "HOSTS"):  # fmt: skip
         table.add_column(col, no_wrap=True)
     for r in rows:
         style = _STATE_STYLE.get(r.state, "white")
@@ -97,8 +98,19 @@ def _table(rows: list[JobReport], now: datetime) -> Table:
             _ago(r.last_failure, now),
             "-" if r.running_host is None else cell(f"{r.running_host} {_dur(r.running_for)}"),
             "-" if r.next_fire is None else r.next_fire.strftime("%Y-%m-%d %H:%M %Z"),
+            _hosts_cell(r),
         )
     return table
+
+
+def _hosts_cell(r: JobReport) -> str | Cell:
+    """Return the live hosts carrying a placed job; `*` for a job on every host."""
+    if r.live_hosts is None:
+        return "*"
+    if not r.live_hosts:
+        return cell("none live", "red")
+    shown = ",".join(r.live_hosts[:3])
+    return cell(shown + (f" +{len(r.live_hosts) - 3}" if len(r.live_hosts) > 3 else ""))
 
 
 def metrics(

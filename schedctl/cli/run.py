@@ -175,6 +175,7 @@ def _context(settings: config.Settings) -> RunContext:
 
     url = settings.database
     clock = SystemClock()
+    labels = config.host_labels(os.environ)  # a bad label ends the run before it connects
 
     def connect() -> Repository:
         return open_repository(url, clock, "schedctl run", SQLITE_BUSY_RUN)
@@ -213,6 +214,7 @@ def _context(settings: config.Settings) -> RunContext:
         reconnect=connect,
         clock=clock,
         host=host,
+        labels=labels,
         version=__version__,
         spool_dir=settings.data_dir / "spool",
         procs_dir=settings.data_dir / "procs",

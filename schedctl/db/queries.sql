@@ -9,7 +9,7 @@
 id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
 jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
 enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision, notify,
-notify_on
+notify_on, placement
 
 -- fragment: run_columns
 -- What history shows of a run (history.Run); the output tail is read only by `logs`.
@@ -84,7 +84,7 @@ SELECT id, name FROM jobs
 -- Only what `check` judges a job by: decoding every job's command and environment was a
 -- tenth of its time with a thousand jobs.
 SELECT id, name, schedule, timezone, timeout_seconds, jitter_seconds, enabled, created_at,
-updated_at, revision FROM jobs ORDER BY name
+updated_at, revision, placement FROM jobs ORDER BY name
 
 -- name: job_id_by_name
 SELECT id FROM jobs WHERE name = :name
@@ -93,11 +93,11 @@ SELECT id FROM jobs WHERE name = :name
 INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, concurrency,
 catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
 description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
-revision, notify, notify_on)
+revision, notify, notify_on, placement)
 VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
 :catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
 :description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1,
-:notify, :notify_on)
+:notify, :notify_on, :placement)
 RETURNING id
 
 -- name: update_job
@@ -108,7 +108,8 @@ catch_up = :catch_up, jitter_seconds = :jitter_seconds, retries = :retries,
 retry_delay_seconds = :retry_delay_seconds, env = :env, workdir = :workdir,
 run_as_user = :run_as_user, description = :description, tags = :tags, enabled = :enabled,
 output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
-notify = :notify, notify_on = :notify_on, updated_at = :now, revision = :revision + 1
+notify = :notify, notify_on = :notify_on, placement = :placement, updated_at = :now,
+revision = :revision + 1
 WHERE id = :id AND revision = :revision
 
 -- name: delete_job
@@ -130,6 +131,36 @@ SELECT job_id, at, enabled, schedule, timezone FROM job_changes ORDER BY job_id,
 
 -- name: prune_marks
 SELECT job_id, pruned_before FROM prune_marks
+
+
+-- ===== hosts ================================================================================
+
+-- name: register_host [postgresql]
+-- By the database clock, so hosts with skewed clocks agree on who was seen when; the clock
+-- comes back, and `run` uses it as its database time. A NULL scheduler (`run --now`) keeps the
+-- one a sync or the daemon recorded.
+INSERT INTO hosts (name, labels, version, scheduler, first_seen, last_seen, last_sync)
+VALUES (:name, :labels, :version, :scheduler, clock_timestamp(), clock_timestamp(),
+CASE WHEN :synced THEN clock_timestamp() END)
+ON CONFLICT (name) DO UPDATE SET labels = EXCLUDED.labels, version = EXCLUDED.version,
+scheduler = COALESCE(EXCLUDED.scheduler, hosts.scheduler), last_seen = EXCLUDED.last_seen,
+last_sync = COALESCE(EXCLUDED.last_sync, hosts.last_sync)
+RETURNING last_seen
+
+-- name: register_host [sqlite]
+INSERT INTO hosts (name, labels, version, scheduler, first_seen, last_seen, last_sync)
+VALUES (:name, :labels, :version, :scheduler, :now, :now, CASE WHEN :synced THEN :now END)
+ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, version = excluded.version,
+scheduler = COALESCE(excluded.scheduler, hosts.scheduler), last_seen = excluded.last_seen,
+last_sync = COALESCE(excluded.last_sync, hosts.last_sync)
+RETURNING last_seen
+
+-- name: list_hosts
+SELECT name, labels, version, scheduler, first_seen, last_seen, last_sync FROM hosts
+ORDER BY name
+
+-- name: forget_host
+DELETE FROM hosts WHERE name = :name
 
 
 -- ===== schedctl run =========================================================================

@@ -99,6 +99,12 @@ class RunDB(Protocol):
         """Raise TransactionPoolerError unless this session keeps one server backend."""
         ...
 
+    def register_host(
+        self, name: str, labels: Mapping[str, str], version: str, scheduler: str | None
+    ) -> datetime:
+        """Upsert this host's row; return the database clock it was stamped with."""
+        ...
+
     def load_job(self, name: str) -> Job:
         """Return the job called `name`, or raise NotFoundError."""
         ...
@@ -134,6 +140,18 @@ class RunDB(Protocol):
     def close(self) -> None:
         """Close the session."""
         ...
+
+
+class HostRow(NamedTuple):
+    """A host as it last registered."""
+
+    name: str
+    labels: dict[str, str]
+    version: str
+    scheduler: str | None
+    first_seen: datetime
+    last_seen: datetime
+    last_sync: datetime | None
 
 
 class Outcome(NamedTuple):
@@ -230,9 +248,10 @@ def _run(values: dict[str, Any]) -> Run:
 
 def _judged_job(row: tuple[Any, ...]) -> Job:
     """Build a job from the fields `check` judges by; the rest are left at their defaults."""
-    job_id, name, schedule, zone, timeout, jitter, enabled, created, updated, revision = row
+    job_id, name, schedule, zone, timeout, jitter, enabled, created, updated, revision, on = row
     spec = JobSpec(name=name, schedule=schedule, timezone=zone, command=(),
-                   timeout_seconds=timeout, jitter_seconds=jitter, enabled=bool(enabled))  # fmt: skip
+                   timeout_seconds=timeout, jitter_seconds=jitter, enabled=bool(enabled),
+                   placement=on or "")  # fmt: skip
     return Job(job_id, spec, revision, _time(created), _time(updated))
 
 
@@ -281,6 +300,7 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "retention_seconds": spec.retention_seconds,
         "notify": json.dumps(list(spec.notify)),
         "notify_on": json.dumps(list(spec.notify_on)),
+        "placement": spec.placement or None,
     }
 
 
@@ -405,6 +425,44 @@ class Repository:
         """Refuse a transaction pooler (PostgreSQL); SQLite's lock is this process's own."""
         if isinstance(self.conn, PgConnector):
             self.conn.require_own_session()
+
+    # -- hosts --------------------------------------------------------------------------------
+
+    def register_host(
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        version: str,
+        scheduler: str | None,
+        synced: bool = False,
+    ) -> datetime:
+        """Upsert this host's row in one statement; return the database clock it was stamped with.
+
+        `synced` marks a `sync` or daemon refresh: from then on the host is expected to keep
+        coming back.
+        """
+        params = {
+            "name": name, "labels": json.dumps(dict(sorted(labels.items()))), "version": version,
+            "scheduler": scheduler, "synced": synced,
+            "now": self.now() if self.backend == "sqlite" else None,
+        }  # fmt: skip
+        if self.backend == "postgresql":
+            del params["now"]
+        row = self._q("register_host", params).one()
+        assert row is not None
+        return _time(row[0])
+
+    def list_hosts(self) -> list[HostRow]:
+        """Return every registered host, by name."""
+        out = []
+        for name, labels, version, scheduler, first, last, synced in self._q("list_hosts").rows:
+            out.append(HostRow(str(name), dict(_json(labels)), str(version), scheduler,
+                               _time(first), _time(last), as_time(synced)))  # fmt: skip
+        return out
+
+    def forget_host(self, name: str) -> bool:
+        """Delete a host's row; return whether there was one."""
+        return bool(self._q("forget_host", {"name": name}).rowcount)
 
     # -- jobs ---------------------------------------------------------------------------------
 

@@ -98,6 +98,8 @@ jobs = sa.Table(
         nullable=False,
         server_default=sa.text("'" + json.dumps(list(NOTIFY_EVENTS)) + "'"),
     ),
+    # A label selector (schedctl/placement.py); NULL places the job on every host.
+    sa.Column("placement", sa.Text, nullable=True),
     sa.UniqueConstraint("name", name="uq_jobs_name"),
     _in("concurrency", CONCURRENCY_VALUES),
     _in("catch_up", CATCH_UP_VALUES),
@@ -279,4 +281,20 @@ sa.Index(
     unique=True,
     postgresql_where=notifications.c.event == "missed",
     sqlite_where=notifications.c.event == "missed",
+)
+
+# Every host that ran `sync`, `daemon` or `run`, as it last said: its labels decide which jobs
+# it carries. Times are the database's clock, so hosts with skewed clocks agree.
+hosts = sa.Table(
+    "hosts",
+    metadata,
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("labels", _json(), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    # systemd, cron or daemon: how it schedules (NULL until a sync or the daemon says).
+    sa.Column("scheduler", sa.String(16), nullable=True),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    # Set by `sync` and the daemon: a host that did once is expected to keep doing it.
+    sa.Column("last_sync", UTCDateTime, nullable=True),
 )

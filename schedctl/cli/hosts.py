@@ -1,0 +1,69 @@
+"""`schedctl hosts`: the hosts that registered, their labels and the jobs each carries."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from schedctl import operate
+from schedctl.cli.context import state
+from schedctl.cli.output import Table, cell, done, print_json, print_table
+from schedctl.placement import format_labels
+
+
+def _ago(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s ago"
+    if s < 7200:
+        return f"{s // 60}m ago"
+    if s < 172800:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m ago"
+    return f"{s // 86400}d ago"
+
+
+def hosts(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    forget: Annotated[
+        str | None,
+        typer.Option(
+            "--forget",
+            help="Remove this host's row (a host taken out of the fleet; it comes back if it "
+            "syncs or runs again).",
+            show_default=False,
+        ),
+    ] = None,
+) -> None:
+    """List the hosts that ran sync, daemon or run: labels, the jobs each carries, last seen.
+
+    A host is live if seen in the last 5 minutes (by the database's clock). Example: schedctl hosts --json
+    """
+    st = state(ctx)
+    store = st.store()
+    if forget is not None:
+        operate.forget_host(store, forget)
+        done(f"forgot host {forget}")
+        return
+    found = operate.hosts(store)
+    if json_:
+        print_json([h.to_dict() for h in found])
+        return
+    if not found:
+        done("no host has registered yet: hosts register when they run sync, daemon or run")
+        return
+    table = Table(header_style="bold")
+    for col in ("HOST", "LABELS", "SCHEDULER", "VERSION", "LAST SEEN", "JOBS"):
+        table.add_column(col, no_wrap=col != "JOBS")
+    for h in found:
+        seen = _ago(h.seen_seconds)
+        table.add_row(
+            cell(h.name),
+            cell(format_labels(h.labels)),
+            cell(h.scheduler or "-"),
+            cell(h.version),
+            cell(seen) if h.live else cell(seen + " (not live)", "red"),
+            cell(",".join(h.jobs) or "-"),
+        )
+    print_table(table)
