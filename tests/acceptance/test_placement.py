@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import BIN, Cli, make_cli, ok, one_line_error, run_rows
+from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error, run_rows
 
 from schedctl.errors import ExitCode
 
@@ -314,3 +314,36 @@ def test_hosts_that_went_quiet_do_not_page_without_placed_jobs(
     _age_host(url, os.uname().nodename, 86400)
     assert ok(cli("check")).out.startswith("SCHEDCTL OK - 1 jobs OK")
     assert ok(cli("report", "--json")).rc == 0
+
+
+@pytest.mark.postgres
+def test_the_daemon_registers_and_schedules_only_its_placed_jobs(
+    pg_url: str, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import time
+
+    admin = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(admin("db", "upgrade"))
+    ok(admin("add", "db-job", "-s", "0 3 * * *", "--on", "role=db", "--", "/bin/true"))
+    ok(admin("add", "web-job", "-s", "0 3 * * *", "--on", "role=web", "--", "/bin/true"))
+    env = {**cli_env(tmp_path), "SCHEDCTL_DATABASE_URL": pg_url, "SCHEDCTL_HOST": "box1",
+           "SCHEDCTL_HOST_LABELS": "role=web"}  # fmt: skip
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as f:
+        proc = subprocess.Popen([str(BIN), "daemon", "--refresh", "1s"], env=env, stdout=f,
+                                stderr=f)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while "event=job.registered" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        found = {h["name"]: h for h in json.loads(ok(admin("hosts", "--json")).out)}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    text = log.read_text()
+    assert "event=job.registered job=web-job " in text, text
+    assert "job=db-job" not in text
+    assert found["box1"]["scheduler"] == "daemon" and found["box1"]["jobs"] == ["web-job"]
+    assert found["box1"]["last_sync"] is not None

@@ -114,6 +114,53 @@ def test_sync_installs_fires_updates_and_removes_timers(
         box.close()
 
 
+def test_sync_installs_only_the_timers_of_jobs_placed_on_the_host(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    cli, url = host
+    now = datetime.now(UTC)
+    if now.second >= 50:
+        time.sleep(11)
+        now = datetime.now(UTC)
+    # Due this minute, so that starting its service runs it.
+    ok(cli("add", "db-only", "-s", f"{now.minute} {now.hour} * * *", "--tz", "UTC",
+           "--on", "role=db", "--", "/bin/echo", "db job ran"))  # fmt: skip
+    ok(cli("add", "web-only", "-s", "0 3 * * *", "--tz", "UTC", "--on", "role in (web)",
+           "--", "/bin/true"))  # fmt: skip
+    files = sandbox_files(pg, url)
+    config = "etc/schedctl/schedctl.env"
+    entry = files[config]
+    assert isinstance(entry, tuple)
+    text = entry[0]
+    files[config] = (text + "SCHEDCTL_HOST_LABELS=role=db,zone=eu\n", 0o600)
+    box = Sandbox("placed", "systemd", pg.sockdir, files, binds())
+    try:
+        box.wait_running()
+        out = sync(box)
+        assert "synced: 2 written, 0 removed, 0 unchanged" in out, out
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-db-only.timer" in listed and "schedctl-web-only.timer" not in listed
+        assert not box.path("/etc/systemd/system/schedctl-web-only.timer").exists()
+        # The unit's run reads the same labels from the configuration file: it runs the job.
+        box.exec("systemctl", "start", "schedctl-db-only.service", timeout=60)
+        rows = run_rows(url, "db-only")
+        assert [(r["status"], r["host"]) for r in rows] == [("succeeded", "placed")]
+        found = json.loads(ok(cli("hosts", "--json")).out)
+        assert [(h["name"], h["labels"], h["scheduler"], h["jobs"]) for h in found] == [
+            ("placed", {"host": "placed", "role": "db", "zone": "eu"}, "systemd", ["db-only"])
+        ]
+
+        # Relabelled, the host's next sync moves the jobs: one timer out, the other in.
+        box.path(f"/{config}").write_text(text + "SCHEDCTL_HOST_LABELS=role=web\n")
+        out = sync(box)
+        assert "synced: 2 written, 2 removed, 0 unchanged" in out, out
+        assert "disable --now schedctl-db-only.timer" in out
+        listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
+        assert "schedctl-web-only.timer" in listed and "schedctl-db-only.timer" not in listed
+    finally:
+        box.close()
+
+
 def test_two_hosts_with_the_same_units_run_each_slot_once(
     host: tuple[Cli, str], pg: PgServer
 ) -> None:

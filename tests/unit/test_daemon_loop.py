@@ -162,3 +162,33 @@ def test_health_needs_a_live_loop_and_a_recent_database() -> None:
     assert d.healthy(116.0) == (False, "scheduling loop stalled")
     d.last_tick = 115.0
     assert d.healthy(116.0) == (False, "database unreachable")
+
+
+def test_schedules_only_the_jobs_placed_on_its_host_and_registers_every_refresh() -> None:
+    w = World([job(1, "db", placement="role=db"), job(2, "web", placement="role in (web)"),
+               job(3, "everywhere")])  # fmt: skip
+    d = w.daemon()
+    seen: list[dict[str, str]] = []
+    labels = {"role": "db", "host": "d1"}
+    d.hooks = replace(d.hooks, labels=labels, register=lambda: seen.append(labels))
+    d.refresh(first=False)
+    w.advance(d, 65)
+    assert sorted({n for n, _ in w.spawned}) == ["db", "everywhere"]
+    assert names(w.events, "job.registered") == ["db", "everywhere"]
+    assert len(seen) == 1
+
+    # Relabelled: the next refresh drops the job that no longer matches and takes the other.
+    d.hooks = replace(d.hooks, labels={"role": "web", "host": "d1"})
+    d.refresh(first=False)
+    assert names(w.events, "job.unregistered") == ["db"]
+    assert names(w.events, "job.registered")[-1] == "web"
+
+    # A refused registration is said; scheduling goes on.
+    def refuse() -> None:
+        raise RuntimeError("permission denied for table hosts")
+
+    d.hooks = replace(d.hooks, register=refuse)
+    d.refresh(first=False)
+    failed = [f for e, f in w.events if e == "host.register_failed"]
+    assert failed == [{"level": "warning", "error": "permission denied for table hosts"}]
+    assert set(d.entries) == {2, 3}
