@@ -15,8 +15,6 @@ from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error, run_row
 
 from schedctl.errors import ExitCode
 
-SCRATCH = Path("/work/scratch/placement")
-
 
 def jobs_json(cli: Cli) -> dict[str, Any]:
     return {j["name"]: j for j in json.loads(ok(cli("list", "--json")).out)}
@@ -227,10 +225,9 @@ def test_three_hosts_carry_exactly_the_jobs_placed_on_them(pg_url: str, tmp_path
     assert preview == (tmp_path / "web2" / "cron").read_text()
 
     listed = ok(admin("hosts")).out
-    print(listed)
-    SCRATCH.mkdir(parents=True, exist_ok=True)
-    if os.environ.get("SCHEDCTL_SAVE_HOSTS"):
-        (SCRATCH / "hosts.txt").write_text(listed)
+    print(listed)  # pytest -s shows the fleet as `schedctl hosts` lists it
+    if os.environ.get("SCHEDCTL_TEST_HOSTS_OUT"):
+        Path(os.environ["SCHEDCTL_TEST_HOSTS_OUT"]).write_text(listed)
     rows = {ln.split()[0]: ln for ln in listed.splitlines()[1:]}
     assert set(rows) == {"db1", "web1", "web2"}
     assert "host=db1,role=db,zone=eu" in rows["db1"] and "nightly-backup" in rows["db1"]
