@@ -387,19 +387,27 @@ def run_job(
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
         return 0  # a superset crontab line's other instants: expected, so silent
     _check_user(job)
-    db_now = _register(ctx, None if manual else SCHEDULERS.get(trigger))
+    db_now, unregistered = _register(ctx, None if manual else SCHEDULERS.get(trigger))
+
+    def said() -> int:
+        # Said once the run goes on or is skipped: a run that fails anyway (a role that may
+        # write nothing) says only why it failed.
+        if unregistered:
+            ctx.emit("host.register_failed", level="warning", host=ctx.host, error=unregistered)
+        return 0
+
     # SQLite's clock is the host's own: no skew to measure.
     host_now = ctx.clock.now() if db.backend == "postgresql" else db_now
     skew = (host_now - db_now).total_seconds()
     fields: dict[str, Any] = {"job": job.name, "host": ctx.host}
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
-        return 0
+        return said()
     if not selector_of(job.spec.placement).matches(ctx.labels):
         if not manual:
             # A timer or crontab line left over from before the job moved: not this host's.
             ctx.emit("run.skipped.not_placed", **fields, on=job.spec.placement)
-            return 0
+            return said()
         # By hand, an operator means it: run, and say that the job is placed elsewhere.
         ctx.emit(
             "run.not_placed", level="warning", **fields, on=job.spec.placement,
@@ -410,7 +418,7 @@ def run_job(
     slot = None if manual else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields)
     if slot is None and not manual:
         ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
-        return 0
+        return said()
     fields["slot"] = slot.isoformat() if slot else None
 
     def claim(attempt: int) -> int | None:
@@ -429,9 +437,10 @@ def run_job(
     if run_id is None:
         lock.release()
         ctx.emit("run.skipped.duplicate", **fields)
-        return 0
+        return said()
     fields["run_id"] = run_id
     ctx.emit("run.claimed", **fields, clock_skew_seconds=round(skew, 3))
+    said()
     # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
     # at once (at the top of the hour, every round trip before the exit is paid per host).
     ctx.db.reconcile_lost(ctx.host)
@@ -453,8 +462,8 @@ def run_job(
 SCHEDULERS = {Trigger.TIMER: "systemd", Trigger.CRON: "cron", Trigger.DAEMON: "daemon"}
 
 
-def _register(ctx: RunContext, scheduler: str | None) -> datetime:
-    """Record this host as seen; return the database clock.
+def _register(ctx: RunContext, scheduler: str | None) -> tuple[datetime, str]:
+    """Record this host as seen; return the database clock and why the record failed, if it did.
 
     The upsert reads the database clock itself, so on PostgreSQL it costs `run` no round trip
     over reading the clock alone. A database that is down ends the run as before (fail
@@ -462,13 +471,11 @@ def _register(ctx: RunContext, scheduler: str | None) -> datetime:
     runs anyway.
     """
     try:
-        return ctx.db.register_host(ctx.host, ctx.labels, ctx.version, scheduler)
+        return ctx.db.register_host(ctx.host, ctx.labels, ctx.version, scheduler), ""
     except DatabaseUnavailableError:
         raise
     except Exception as e:
-        reason = (str(e).splitlines() or [type(e).__name__])[0]
-        ctx.emit("host.register_failed", level="warning", host=ctx.host, error=reason)
-        return ctx.db.now()
+        return ctx.db.now(), (str(e).splitlines() or [type(e).__name__])[0]
 
 
 def _check_user(job: Job) -> None:
