@@ -9,6 +9,7 @@ backoff and adds missed slots. Transports and JSON are imported only when someth
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Mapping
 from datetime import timedelta
@@ -39,7 +40,7 @@ class NotifySettings(NamedTuple):
 
     @property
     def lease(self) -> float:
-        """Return how long a claim holds: longer than any attempt can take."""
+        """Return how long a claim holds: longer than any attempt can take (twice the timeout)."""
         return 3 * self.timeout + 30.0
 
     def delay(self, attempts: int) -> float:
@@ -158,6 +159,34 @@ class DeliveryError(Exception):
     """One attempt failed; the message names the target masked, never its secret."""
 
 
+def _post_within(
+    url: str, body: bytes, timeout: float, total: float, notification_id: int
+) -> None:
+    """POST, and give up once `total` seconds have passed, however the receiver dribbles.
+
+    The socket's timeout bounds each wait, not the whole exchange: a receiver sending a byte
+    now and then would hold a plain request for ever.
+    """
+    import threading
+
+    failure: list[BaseException] = []
+    finished = threading.Event()
+
+    def post() -> None:
+        try:
+            _post(url, body, timeout, notification_id)
+        except BaseException as e:  # handed to the caller's thread
+            failure.append(e)
+        finally:
+            finished.set()
+
+    threading.Thread(target=post, daemon=True, name="schedctl-webhook").start()
+    if not finished.wait(total):
+        raise DeliveryError(f"no complete reply within {total:g} s")
+    if failure:
+        raise failure[0]
+
+
 def _post(url: str, body: bytes, timeout: float, notification_id: int) -> None:
     import http.client
     from urllib.parse import urlsplit
@@ -189,22 +218,30 @@ def _post(url: str, body: bytes, timeout: float, notification_id: int) -> None:
 
 
 def _command(argv: list[str], stdin: bytes, timeout: float) -> None:
+    import signal
     import subprocess
 
     from schedctl.services import inherited_env
 
     try:
-        done = subprocess.run(
-            argv, input=stdin, capture_output=True, timeout=timeout, check=False,
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=inherited_env(os.environ), start_new_session=True,
         )  # fmt: skip
-    except subprocess.TimeoutExpired:
-        raise DeliveryError(f"{argv[0]} did not finish within {timeout:g} s") from None
     except OSError as e:
         raise DeliveryError(f"cannot run {argv[0]}: {e.strerror}") from None
-    if done.returncode != 0:
-        said = (done.stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
-        raise DeliveryError(f"{argv[0]} exited {done.returncode}" + (f": {said}" if said else ""))
+    try:
+        _, stderr = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # The whole group: a child left holding the pipes would keep communicate() waiting.
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=1)
+        raise DeliveryError(f"{argv[0]} did not finish within {timeout:g} s") from None
+    if proc.returncode != 0:
+        said = (stderr.decode("utf-8", "replace").strip().splitlines() or [""])[-1][:200]
+        raise DeliveryError(f"{argv[0]} exited {proc.returncode}" + (f": {said}" if said else ""))
 
 
 def _mail(address: str, doc: Mapping[str, Any], host: str) -> bytes:
@@ -237,22 +274,29 @@ def sendmail_path() -> str | None:
     return shutil.which("sendmail", path=path)
 
 
-def send(target: str, doc: Mapping[str, Any], timeout: float, host: str) -> None:
-    """Make one attempt to deliver `doc` to `target`; raise DeliveryError on failure."""
+def send(
+    target: str, doc: Mapping[str, Any], timeout: float, host: str, total: float | None = None
+) -> None:
+    """Make one attempt to deliver `doc` to `target`; raise DeliveryError on failure.
+
+    `timeout` bounds each wait for the receiver; `total` (default twice that) the attempt.
+    """
+    total = 2 * timeout if total is None else total
+    timeout = min(timeout, total)
     import json
 
     kind, _, rest = target.partition(":")
     body = json.dumps(doc, ensure_ascii=False).encode("utf-8", "replace")
     if kind == "webhook":
-        _post(rest, body, timeout, int(doc["notification_id"]))
+        _post_within(rest, body, timeout, total, int(doc["notification_id"]))
     elif kind == "mailto":
         sendmail = sendmail_path()
         if sendmail is None:
             raise DeliveryError("no sendmail on this host: install an MTA (e.g. dma, postfix)")
         # As cron's MAILTO: the recipient on the command line, the message on stdin.
-        _command([sendmail, "-i", "--", rest], _mail(rest, doc, host), timeout)
+        _command([sendmail, "-i", "--", rest], _mail(rest, doc, host), total)
     elif kind == "exec":
-        _command([rest], body, timeout)
+        _command([rest], body, total)
     else:
         raise DeliveryError("unknown kind of target")
 
@@ -296,14 +340,14 @@ def deliver(
                     store.notification_release(int(other["id"]), owner)
                 return Outcome(sent, retrying, gave_up)
             seen.add(nid)
-            timeout = settings.timeout
+            total = 2 * settings.timeout
             if end is not None:
-                timeout = max(0.1, min(timeout, end - clock()))
+                total = max(0.1, min(total, end - clock()))
             target = str(row["target"])
             fields = {"job": row["job_name"], "on": row["event"], "run_id": row["run_id"],
                       "target": mask_target(target), "attempt": row["attempts"]}  # fmt: skip
             try:
-                send(target, document(row), timeout, host)
+                send(target, document(row), settings.timeout, host, total)
             except DeliveryError as e:
                 error = str(e)
                 if int(row["attempts"]) >= settings.attempts:

@@ -66,6 +66,15 @@ class Receiver:
                 if mode == "hang":
                     time.sleep(3)  # past the client's timeout: it has given up by now
                     return
+                if mode == "drip":  # a byte well within each timeout, for a long while
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"x" * 30:
+                        try:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.4)
+                    return
                 status = 500 if mode == "500" else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -315,6 +324,29 @@ def test_an_outage_loses_nothing_and_sends_nothing_twice_with_three_hosts(
     assert SECRET not in logs
     # The steps delivered them (the runs' budget was 0), one POST answered per notification.
     assert sum(s.stderr.count("event=notify.sent") for s in steps) == 6
+
+
+def test_a_receiver_that_dribbles_or_a_command_that_hangs_is_a_failed_attempt(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    hook = tmp_path / "hangs"
+    # Its child keeps the pipes open: only the whole group's end lets the attempt finish.
+    hook.write_text("#!/bin/sh\nsleep 60 &\nsleep 60\n")
+    hook.chmod(0o755)
+    cli = make_cli(tmp_path, SCHEDCTL_NOTIFY_TIMEOUT="1", SCHEDCTL_NOTIFY_BUDGET="0")
+    ok(cli("add", "j", "-s", "@daily", "--notify", receiver.target, "--notify", f"exec:{hook}",
+           "--", "false"))  # fmt: skip
+    assert cli("run", "j", "--now").rc == 1
+    receiver.mode = "drip"
+    started = time.monotonic()
+    step = cli("notify")
+    took = time.monotonic() - started
+    ok(step)
+    assert took < 2 * 2 + 2, took  # two attempts of at most twice the timeout, and start-up
+    assert "no complete reply within 2 s" in step.err
+    assert "did not finish within 2 s" in step.err
+    url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+    assert {(r["state"], r["attempts"]) for r in outbox(url)} == {("pending", 1)}
 
 
 def test_a_notification_is_given_up_after_its_attempts(
