@@ -159,9 +159,7 @@ class DeliveryError(Exception):
     """One attempt failed; the message names the target masked, never its secret."""
 
 
-def _post_within(
-    url: str, body: bytes, timeout: float, total: float, notification_id: int
-) -> None:
+def _post_within(url: str, body: bytes, timeout: float, total: float, notification_id: int) -> None:
     """POST, and give up once `total` seconds have passed, however the receiver dribbles.
 
     The socket's timeout bounds each wait, not the whole exchange: a receiver sending a byte
