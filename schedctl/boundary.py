@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from schedctl import redact
+from schedctl import log, redact
 from schedctl.errors import ExitCode, SchedctlError
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -54,9 +54,9 @@ def failure(error: BaseException, debug: bool) -> Failure:
 def to_stderr(found: Failure) -> int:
     """Say `schedctl: error: ...` (or that it was interrupted); return the exit code."""
     if found.exit_code == INTERRUPTED:
-        say("schedctl: interrupted\n")
+        say(f"{log.prefix('warning')}schedctl: interrupted\n")
     else:
-        say(f"schedctl: error: {found.message}\n")
+        say(f"{log.prefix('error')}schedctl: error: {found.message}\n")
     return found.exit_code
 
 

@@ -171,7 +171,7 @@ class Daemon:
         try:
             child = self.hooks.spawn(entry.job)
         except OSError as e:
-            self.hooks.emit("job.spawn_failed", job=entry.job.name, error=str(e))
+            self.hooks.emit("job.spawn_failed", level="error", job=entry.job.name, error=str(e))
             return
         self.children[child.pid] = (entry.job.name, child)
         self.hooks.emit("job.fired", job=entry.job.name, slot=iso(slot), pid=child.pid,
@@ -183,7 +183,9 @@ class Daemon:
             code = child.poll()
             if code is not None:
                 del self.children[pid]
-                self.hooks.emit("job.exited", job=name, pid=pid, exit_code=code)
+                # The run's own line says what failed, at error; this one marks it.
+                self.hooks.emit("job.exited", level="warning" if code else "info", job=name,
+                                pid=pid, exit_code=code)  # fmt: skip
 
     def tick(self) -> None:
         """Start every job whose slot (plus its jitter delay) has come."""
@@ -208,7 +210,7 @@ class Daemon:
                     self.refresh(first)
                     first = False
                 except Exception as e:  # a database blip: keep the plan we have, retry soon
-                    self.hooks.emit("daemon.refresh_failed", error=_one_line(e))
+                    self.hooks.emit("daemon.refresh_failed", level="warning", error=_one_line(e))
                 next_refresh = mono + self.refresh_seconds
             self.tick()
             if self.hooks.spawn_step is not None and mono >= next_step:
@@ -238,7 +240,7 @@ class Daemon:
             self.hooks.sleep(0.2)
         if self.children:
             for name, child in self.children.values():
-                self.hooks.emit("job.terminated", job=name, pid=child.pid)
+                self.hooks.emit("job.terminated", level="warning", job=name, pid=child.pid)
                 child.terminate()
             deadline = time.monotonic() + self.kill_grace
             while self.children and time.monotonic() < deadline:

@@ -9,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from schedctl import boundary, redact
+from schedctl import boundary, log, redact
 from schedctl.errors import ExitCode, OutputError
 
 
@@ -36,7 +36,7 @@ def _fast_args(args: list[str]) -> tuple[str, list[str], str | None] | None:
 
 def _fail(message: str, code: int) -> int:
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(f"schedctl: error: {redact.scrub(message)}\n")
+        sys.stderr.write(f"{log.prefix('error')}schedctl: error: {redact.scrub(message)}\n")
         sys.stderr.flush()
     return code
 

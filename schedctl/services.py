@@ -261,6 +261,13 @@ def _status_of(outcome: RunOutcome) -> RunStatus:
     return RunStatus.SUCCEEDED if outcome.exit_code == 0 else RunStatus.FAILED
 
 
+def level_of(status: RunStatus) -> str:
+    """Return the log level of a run's result: a failure is an error, an overlap a warning."""
+    if status is RunStatus.SUCCEEDED:
+        return "info"
+    return "warning" if status is RunStatus.SKIPPED_OVERLAP else "error"
+
+
 def _pick_slot(
     ctx: RunContext,
     job: Job,
@@ -288,6 +295,13 @@ def _pick_slot(
         return None  # nothing scheduled since the job was defined
     # Measured on the clock that fired: lateness from clock skew alone is not downtime.
     late = pick.lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE
+    if late:
+        # Started well after its time (the host was down or busy): a person may want to know.
+        ctx.emit(
+            "run.late", level="warning", **fields, slot=slot.isoformat(),
+            late_seconds=round(pick.lateness.total_seconds(), 3),
+            catch_up=job.spec.catch_up.value,
+        )  # fmt: skip
     if late and job.spec.catch_up is CatchUpPolicy.SKIP:
         return None
     return slot
@@ -417,7 +431,12 @@ def run_job(
     db.require_own_session()
     slot = None if manual else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields)
     if slot is None and not manual:
-        ctx.emit("run.skipped.no_slot", **fields, db_now=db_now.isoformat())
+        upcoming = schedule.next_after(db_now)
+        ctx.emit(
+            "run.skipped.no_slot", **fields, db_now=db_now.isoformat(),
+            next_slot=upcoming[0].isoformat() if upcoming else None,
+            timezone=job.spec.timezone,
+        )  # fmt: skip
         return said()
     fields["slot"] = slot.isoformat() if slot else None
 
@@ -503,7 +522,7 @@ def _take_lock(
     """
     if not lock.try_acquire():
         policy = job.spec.concurrency
-        ctx.emit("run.lock.busy", **fields, policy=policy.value)
+        ctx.emit("run.lock.busy", level="warning", **fields, policy=policy.value)
         if policy is ConcurrencyPolicy.ALLOW:
             return None  # beside the holder, as the policy says: nothing to fence either
         acquired = False
@@ -539,7 +558,7 @@ def _fence(ctx: RunContext, job: Job, run_id: int, fields: dict[str, Any]) -> in
     left = ctx.db.fence_left(job.id, run_id)
     if left is None or left <= 0:
         return None
-    ctx.emit("run.fence.wait", **fields, seconds=round(left, 1))
+    ctx.emit("run.fence.wait", level="warning", **fields, seconds=round(left, 1))
 
     def fenced() -> bool | None:
         remaining = ctx.db.fence_left(job.id, run_id)
@@ -595,7 +614,8 @@ def _killed_waiting(ctx: RunContext, run_id: int, signum: int, fields: dict[str,
     killed = RunResult(
         RunStatus.KILLED, code, None, None, _now_or(ctx, ctx.clock.now()), None, "", 0, False
     )
-    ctx.emit("run.finished", **fields, status=killed.status.value, exit_code=code, started=False)
+    ctx.emit("run.finished", level="error", **fields, status=killed.status.value, exit_code=code,
+             started=False)  # fmt: skip
     _record(ctx, run_id, killed, fields)
     return code
 
@@ -652,7 +672,8 @@ def _attempts(
             return exit_code
         if not own_session and ctx.db.backend == "postgresql":
             # The lock lived on the session that is gone: another host may hold it by now.
-            ctx.emit("run.retry.abandoned", **fields, attempt=attempt, reason="session lost")
+            ctx.emit("run.retry.abandoned", level="warning", **fields, attempt=attempt,
+                     reason="session lost")  # fmt: skip
             return exit_code
         ctx.sleep(spec.retry_delay_seconds * 2 ** (attempt - 1))
         attempt += 1
@@ -676,12 +697,12 @@ def _stop_leftovers(ctx: RunContext, job: Job, fields: dict[str, Any]) -> Path |
     try:
         directory = record_dir(ctx.procs_dir)
     except OSError as e:
-        ctx.emit("run.procs_unrecorded", **fields, error=str(e))
+        ctx.emit("run.procs_unrecorded", level="warning", **fields, error=str(e))
         return None
     left = stop_leftovers(directory, job.id, ctx.grace_seconds)
     if left.runs:
         ctx.emit(
-            "run.leftovers_stopped", **fields, runs=",".join(map(str, left.runs)),
+            "run.leftovers_stopped", level="warning", **fields, runs=",".join(map(str, left.runs)),
             processes=left.stopped, survivors=left.survivors,
         )  # fmt: skip
     return directory
@@ -704,7 +725,7 @@ def _record_for(
     try:
         record.write(())
     except OSError as e:
-        ctx.emit("run.procs_unrecorded", **fields, error=e.strerror or str(e))
+        ctx.emit("run.procs_unrecorded", level="warning", **fields, error=e.strerror or str(e))
         return None
     return record
 
@@ -740,7 +761,7 @@ def _run_once(
             ctx.db.heartbeat(run_id, timeout=reply)
         except Exception:  # a dead or silent session means the lock is gone
             lost = True
-            ctx.emit("run.lock_lost", **fields)
+            ctx.emit("run.lock_lost", level="warning", **fields)
             supervisor.stop("lock_lost")
 
     try:
@@ -750,16 +771,17 @@ def _run_once(
         code = 127 if isinstance(e.error, FileNotFoundError) else 126
         message = f"schedctl: cannot execute {request.argv[0]}: {e.error.strerror}\n"
         finished = _now_or(ctx, started)
-        ctx.emit("run.finished", **fields, status="failed", exit_code=code)
+        ctx.emit("run.finished", level="error", **fields, status="failed", exit_code=code)
         return RunResult(
             RunStatus.FAILED, code, None, started, finished, 0.0, message, len(message), False
         ), code
     if outcome.survivors:
-        ctx.emit("run.processes_survived", **fields, count=outcome.survivors)
+        ctx.emit("run.processes_survived", level="warning", **fields, count=outcome.survivors)
     status = _status_of(outcome)
     finished = _now_or(ctx, started + timedelta(seconds=outcome.duration))
     ctx.emit(
-        "run.finished", **fields, status=status.value, exit_code=outcome.exit_code,
+        "run.finished", level=level_of(status), **fields, status=status.value,
+        exit_code=outcome.exit_code,
         duration_seconds=round(outcome.duration, 3),
     )  # fmt: skip
     result = RunResult(

@@ -38,6 +38,8 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "TZ": "Europe/Berlin",
         "NO_COLOR": "1",
         "COLUMNS": "200",
+        # Piped, stderr would show warnings and errors only; these tests read info events too.
+        "SCHEDCTL_LOG_LEVEL": "info",
         **extra,
     }
 

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 
-from schedctl import boundary, config, redact
+from schedctl import boundary, config, log, redact
 from schedctl.clock import SystemClock
 from schedctl.errors import ValidationError
 from schedctl.report import JobCheck, Severity, summary
@@ -73,6 +73,7 @@ def _judge(names: list[str], settle: bool, db_flag: str | None) -> list[JobCheck
     from schedctl.db.repository import open_repository
     from schedctl.services import settle_spool
 
+    log.configure()
     settings = config.resolve(os.environ, db_flag)
     warn_db_flag(settings)
     datadir.check(settings.data_dir)  # before anything in it is opened

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from schedctl import config, datadir
+from schedctl import config, datadir, log
 from schedctl.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -30,10 +30,11 @@ class State:
     def settings(self) -> config.Settings:
         """Resolve settings on first use (so `--help` never touches the environment)."""
         if self._settings is None:
+            log.configure()  # a bad SCHEDCTL_LOG_* is a configuration error, as a bad URL is
             self._settings = config.resolve(os.environ, self.db_flag)
             warning = config.db_flag_warning(self._settings)
             if warning:
-                sys.stderr.write(f"schedctl: warning: {warning}\n")
+                sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
         return self._settings
 
     def store(self) -> Repository:

@@ -10,9 +10,8 @@ from typing import Annotated
 
 import typer
 
-from schedctl import __version__, config, operate, redact
+from schedctl import __version__, config, log, operate, redact
 from schedctl.cli.context import state
-from schedctl.cli.run import emit
 from schedctl.config import URL_VAR
 from schedctl.daemon import Daemon, Hooks, health_server
 from schedctl.durations import parse_duration
@@ -53,6 +52,13 @@ def daemon(
         # From the environment or a config file, the runs find it themselves.
         env[URL_VAR] = st.settings.database.raw
     argv = [sys.executable, "-m", "schedctl", "run", "--trigger", "daemon"]
+    cfg = log.config()
+    if not os.environ.get(log.LEVEL_VAR):
+        # A daemon's log is the record of what ran (a container's log): info by default
+        # whatever stderr is, for it and for the runs it starts, which write to the same log.
+        cfg = cfg._replace(level="info")
+        env[log.LEVEL_VAR] = "info"
+    emit = log.structlog_emitter(cfg)
 
     def spawn(job: Job) -> subprocess.Popen[bytes]:
         # Own session: a Ctrl-C meant for the daemon must not hit jobs it is waiting for.

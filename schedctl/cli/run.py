@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import gc
-import json
 import os
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from schedctl import __version__, boundary, config, datadir, redact
+from schedctl import __version__, boundary, config, datadir, log, redact
 from schedctl.clock import SystemClock
 from schedctl.errors import SchemaError, ValidationError
 from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
@@ -44,43 +43,33 @@ Example: schedctl run nightly-backup --now
 _TRIGGERS = {t.value: t for t in Trigger if t is not Trigger.MANUAL}
 
 
-# What a bare value may not hold: the separators, and every control character (C0 with TAB and
-# CR, DEL, C1, the Unicode line and paragraph separators), which a terminal or a log pipeline
-# would obey or split on.
-_QUOTED = frozenset(
-    ' ="\\\x7f\u2028\u2029' + "".join(map(chr, range(0x20))) + "".join(map(chr, range(0x80, 0xA0)))
-)
+def emit(event: str, level: str = "info", **fields: Any) -> None:
+    """Write one event line to stderr (schedctl/log.py); to a person, say `not due` in words."""
+    if event == "run.skipped.no_slot" and log.config().terminal and fields.get("next_slot"):
+        _say(f"not due: next slot {_local(fields['next_slot'], fields.get('timezone'))}; "
+             "use --now to run it now\n")  # fmt: skip
+        return
+    log.emit(event, level, **fields)
 
 
-def _value(text: Any) -> str:
-    s = str(text)
-    if s and _QUOTED.isdisjoint(s):
-        return s
-    # JSON escapes C0 and, ASCII only, C1 and U+2028/2029; DEL is ASCII and left to us.
-    return json.dumps(s).replace("\x7f", "\\u007f")
+def _local(iso_instant: str, zone: str | None) -> str:
+    """Return `iso_instant` as the job's wall clock: `14:05 CET`, with the date if not today."""
+    from zoneinfo import ZoneInfo
+
+    at = datetime.fromisoformat(iso_instant)
+    if zone:
+        at = at.astimezone(ZoneInfo(zone))
+    today = datetime.now(at.tzinfo).date()
+    return at.strftime("%H:%M %Z" if at.date() == today else "%Y-%m-%d %H:%M %Z")
 
 
 def _say(line: str) -> None:
-    """Write one line to stderr; a closed or failing stderr loses the line, never the run."""
-    try:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
-def emit(event: str, level: str = "info", **fields: Any) -> None:
-    """Write one structured event line to stderr (key=value, like structlog's KeyValueRenderer)."""
-    # Logging is the CLI's job and the one place the real clock is read for a timestamp.
-    stamp = datetime.now(UTC).isoformat(timespec="milliseconds")
-    parts = [f"timestamp={stamp}", f"level={level}", f"event={event}"]
-    parts += [f"{k}={_value(v)}" for k, v in fields.items() if v is not None]
-    _say(redact.scrub(" ".join(parts)) + "\n")
+    log.say(line)
 
 
 def error(message: str) -> None:
     """Write one `schedctl: error:` line to stderr."""
-    _say(f"schedctl: error: {redact.scrub(message)}\n")
+    _say(f"{log.prefix('error')}schedctl: error: {redact.scrub(message)}\n")
 
 
 def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
@@ -135,6 +124,7 @@ def main(args: list[str], db_flag: str | None = None) -> int:
     def body() -> int:
         nonlocal ctx
         name, manual, trigger, own_db, at_slot = _parse(args)
+        log.configure()
         settings = config.resolve(os.environ, own_db or db_flag)
         warn_db_flag(settings)
         if settings.database.backend == "postgresql":
@@ -164,7 +154,7 @@ def warn_db_flag(settings: config.Settings) -> None:
     """Say on stderr when --db carries a password, which `ps` shows to every user."""
     warning = config.db_flag_warning(settings)
     if warning:
-        _say(f"schedctl: warning: {warning}\n")
+        _say(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
 
 
 def _context(settings: config.Settings) -> RunContext:
