@@ -373,6 +373,19 @@ def get_run(store: Repository, run_id: int) -> Run:
     return store.get_run(run_id)
 
 
+def latest_run(store: Repository, job: str, failed_only: bool) -> Run:
+    """Return `job`'s newest ended run, or its newest failure, with its output tail."""
+    found = store.latest_run(check_name(job), failed_only)
+    if found is not None:
+        return found
+    store.load_job(job)  # no such job: say that, not that it has no runs
+    what = "failed run" if failed_only else "run that ended"
+    raise NotFoundError(
+        f"job {job!r} has no {what} recorded: see `schedctl history {job}`"
+        + ("" if failed_only else f", or run it now with `schedctl run {job} --now`")
+    )
+
+
 def lock_holders(store: Repository, lock_dir: Path) -> list[LockHolder]:
     """Return which job locks are held now, with the run holding each where known."""
     names = store.job_names()

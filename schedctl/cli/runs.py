@@ -147,24 +147,61 @@ def _when(dt: object) -> str:
 
 def logs(
     ctx: typer.Context,
-    run_id: Annotated[int, typer.Argument(help="Run id, from history.")],
+    target: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="RUN_ID|JOB",
+            help="A run id (all digits, from history) or a job: its latest run that ended.",
+            show_default=False,
+        ),
+    ] = None,
+    failed: Annotated[
+        bool, typer.Option("--failed", help="The job's latest failed run instead.")
+    ] = False,
+    job: Annotated[
+        str | None,
+        typer.Option("--job", help="The job, named explicitly (for a job named all digits)."),
+    ] = None,
     raw: Annotated[
         bool, typer.Option("--raw", help="Write the output as stored, even to a terminal.")
     ] = False,
 ) -> None:
-    """Print the output a run left (its stored tail). Example: schedctl logs 42
+    """Print the output a run left (its stored tail). Example: schedctl logs --failed backup
 
-    To a terminal, control characters other than newline and tab are shown as \\xNN escapes,
-    so a job's output cannot drive the terminal; piped or redirected, it is written as stored.
+    An argument of digits only is a run id; a job whose name is all digits is given with
+    --job. The output goes to stdout as stored; notes (which run, `(no output)`, truncation)
+    go to stderr. To a terminal, control characters other than newline and tab are shown as
+    \\xNN escapes, so a job's output cannot drive the terminal.
     """
     st = state(ctx)
-    run: Run = operate.get_run(st.store(), run_id)
+    if job is not None and target is not None:
+        raise ValidationError(f"give a RUN_ID|JOB or --job {job}, not both")
+    if job is None and target is not None and not target.isdigit():
+        job = target
+    if job is None and target is None:
+        raise ValidationError("missing RUN_ID|JOB: schedctl logs JOB (see `schedctl logs --help`)")
+    if job is None:
+        if failed:
+            raise ValidationError(
+                f"--failed goes with a job, not run id {target}: for a job named {target!r} "
+                f"give --job {target}"
+            )
+        run: Run = operate.get_run(st.store(), int(str(target)))
+    else:
+        run = operate.latest_run(st.store(), job, failed)
+        code = "" if run.exit_code is None else f", exit {run.exit_code}"
+        when = _when(run.finished_at or run.claimed_at)
+        sys.stderr.write(f"run {run.id} of {run.job_name} ({run.status}"
+                         f"{code}, {when}):\n")  # fmt: skip
+    text = run.output_tail or ""
+    if not text:
+        sys.stderr.write("(no output)\n")
+        return
     if run.output_truncated:
-        kept = len((run.output_tail or "").encode())
+        kept = len(text.encode())
         sys.stderr.write(
             f"(output truncated: the last {kept} of {run.output_bytes} bytes are kept)\n"
         )
-    text = run.output_tail or ""
     # A job's output may hold escape sequences that retitle, recolour or rewrite the screen.
     sys.stdout.write(text if raw or not sys.stdout.isatty() else visible_lines(text))
 

@@ -249,6 +249,13 @@ ORDER BY id DESC LIMIT :limit
 -- name: get_run
 SELECT {run_columns}, output_tail FROM runs WHERE id = :run_id
 
+-- name: latest_run_of_job
+-- `logs JOB`: the newest run that ran and ended (or, with :failed_only, that failed).
+SELECT {run_columns}, output_tail FROM runs
+WHERE job_name = :job AND status NOT IN ('running', 'skipped_overlap')
+AND (NOT :failed_only OR status IN ('failed', 'timed_out', 'killed', 'lock_lost', 'lost'))
+ORDER BY id DESC LIMIT 1
+
 -- name: running_runs
 SELECT {run_columns}, heartbeat_at FROM runs WHERE status = 'running' ORDER BY id
 

@@ -653,6 +653,11 @@ class Repository:
             raise NotFoundError(f"no run with id {run_id}: see `schedctl history` for run ids")
         return _run(found[0])
 
+    def latest_run(self, job: str, failed_only: bool) -> Run | None:
+        """Return `job`'s newest ended run (or failure) with its output tail, or None."""
+        found = self._q("latest_run_of_job", {"job": job, "failed_only": failed_only}).dicts()
+        return _run(found[0]) if found else None
+
     def running(self) -> tuple[dict[int, Run], dict[int, datetime | None]]:
         """Return the running attempt of each job that has one, and heartbeats by run id."""
         running: dict[int, Run] = {}
