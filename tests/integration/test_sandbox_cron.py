@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pwd
 import secrets
 import time
@@ -184,3 +185,73 @@ def test_cron_user_job_cannot_read_the_database_password(
     assert "parent environ: 'unreadable (Permission denied)'" in output
     assert "parent memory: unreadable (Permission denied)" in output
     assert "config file: 'unreadable (Permission denied)'" in output
+
+
+SENDMAIL_STUB = (
+    '#!/bin/sh\n# What cron would mail: one file per message.\ncat > "/var/log/mail.$$"\n'
+)
+
+
+def test_cron_mails_a_failing_run_and_not_a_succeeding_one(
+    pg: PgServer, pg_url: str, tmp_path: Path
+) -> None:
+    """A run that went well prints nothing, so cron sends no mail; a failure sends one."""
+    if not FAKETIME_LIB.exists():
+        pytest.skip("libfaketime is not installed (apt-get install libfaketime)")
+    zone = default_timezone({})
+    cli: Cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, TZ=zone)
+    ok(cli("db", "upgrade"))
+    # Every minute: the run serves the real clock's latest minute, on time (runs see the real
+    # clock), so nothing about it is late.
+    ok(cli("add", "fine", "-s", "* * * * *", "--tz", zone, "--", "/bin/true"))
+    ok(cli("add", "broken", "-s", "* * * * *", "--tz", zone, "--", "/bin/sh", "-c", "exit 3"))
+    files = {**sandbox_files(pg, pg_url), "usr/sbin/sendmail": (SENDMAIL_STUB, 0o755)}
+    box = Sandbox("cronmail", "cron", pg.sockdir, files, binds(), faketime_at="2026-11-23 08:59:50")
+    try:
+        time.sleep(1.2)  # cron ignores a file written in the second it loaded its tables
+        out = box.exec(str(BIN), "sync", "crontab", "--schedctl", str(BIN)).stdout
+        assert "synced: 1 written" in out, out
+        text = box.path("/etc/cron.d/schedctl").read_text()
+        assert "--trigger cron fine" in text and "--trigger cron broken" in text
+        # The same runs with their stderr kept, as a person would look at it.
+        ok(cli("add", "fine-kept", "-s", "* * * * *", "--tz", zone, "--", "/bin/true"))
+        ok(cli("add", "broken-kept", "-s", "* * * * *", "--tz", zone, "--", "/bin/sh", "-c",
+               "exit 3"))  # fmt: skip
+        box.path("/etc/cron.d/kept").write_text("".join(
+            f"* * * * * root {BIN} run --trigger cron {job} 2>/var/log/{job}.stderr\n"
+            for job in ("fine-kept", "broken-kept")
+        ))  # fmt: skip
+        box.path("/etc/cron.d/kept").chmod(0o644)
+        deadline = time.monotonic() + 40
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = [r for r in run_rows(pg_url) if r["finished_at"] is not None]
+            mails = list(box.path("/var/log").glob("mail.*"))
+            if len(rows) == 4 and mails:
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # any other mail has its chance too
+        mails = [m.read_text(errors="replace") for m in box.path("/var/log").glob("mail.*")]
+        kept = {job: box.path(f"/var/log/{job}.stderr").read_text()
+                for job in ("fine-kept", "broken-kept")}  # fmt: skip
+        cron_log = box.path("/var/log/cron-sandbox.log").read_text(errors="replace")
+    finally:
+        box.close()
+    statuses = {r["job_name"]: (r["trigger"], r["status"]) for r in run_rows(pg_url)}
+    assert statuses == {
+        "fine": ("cron", "succeeded"), "broken": ("cron", "failed"),
+        "fine-kept": ("cron", "succeeded"), "broken-kept": ("cron", "failed"),
+    }, cron_log  # fmt: skip
+    assert len(mails) == 1, (mails, cron_log)
+    (body,) = [ln for ln in mails[0].split("\n\n", 1)[1].splitlines() if ln]
+    assert " level=error event=run.finished job=broken " in body and "exit_code=3" in body
+    assert kept["fine-kept"] == ""
+    (line,) = kept["broken-kept"].splitlines()
+    assert " level=error event=run.finished job=broken-kept " in line
+    save = os.environ.get("SCHEDCTL_SAVE_CRON_STDERR")
+    if save:  # the evidence for a change's notes
+        Path(save).write_text(
+            f"stderr of a cron-run `schedctl run --trigger cron fine-kept` (succeeded):\n"
+            f"{kept['fine-kept']!r}\n\nstderr of `schedctl run --trigger cron broken-kept` "
+            f"(failed, exit 3):\n{kept['broken-kept']}\nthe one mail cron sent:\n{mails[0]}"
+        )

@@ -315,3 +315,42 @@ def test_user_job_cannot_read_the_database_password(host: tuple[Cli, str], pg: P
     (root_row, *_) = run_rows(url, "peek-root")
     assert secret in control and secret in root_row["output_tail"]
     assert "parent memory: read" in control
+
+
+def test_journalctl_p_err_finds_the_failing_run_only(host: tuple[Cli, str], pg: PgServer) -> None:
+    cli, url = host
+    ok(cli("add", "fine", "-s", "* * * * *", "--tz", "UTC", "--", "/bin/echo", "all good"))
+    ok(cli("add", "broken", "-s", "* * * * *", "--tz", "UTC", "--", "/bin/sh", "-c",
+           "echo something broke; exit 3"))  # fmt: skip
+    box = Sandbox("sdlog", "systemd", pg.sockdir, sandbox_files(pg, url), binds())
+    try:
+        box.wait_running()
+        sync(box)
+        box.exec("systemctl", "start", "schedctl-fine.service", timeout=60)
+        failed = box.exec("systemctl", "start", "schedctl-broken.service", timeout=60, check=False)
+        assert failed.returncode != 0
+
+        def journal(*args: str) -> str:
+            return box.exec("journalctl", "--no-pager", "-q", "-o", "cat", *args).stdout
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "run.finished" not in journal(
+            "-u", "schedctl-broken"
+        ):
+            time.sleep(0.3)
+        errors = journal("-p", "err", "-u", "schedctl-broken").splitlines()
+        # What the service wrote itself, not systemd's own "Failed to start" line.
+        written = journal("-p", "err", "-u", "schedctl-broken", "_TRANSPORT=stdout").splitlines()
+        clean = journal("-p", "err", "-u", "schedctl-fine")
+        everything = journal("-u", "schedctl-fine")
+    finally:
+        box.close()
+    assert {r["status"] for r in run_rows(url, "fine")} == {"succeeded"}
+    assert {r["status"] for r in run_rows(url, "broken")} == {"failed"}
+    # The job's own output is info; schedctl's failure line is an error, and journald took
+    # its priority from the prefix (the message itself does not show it).
+    assert written and all(" level=error event=run.finished job=broken " in e for e in written)
+    assert written[0].startswith("timestamp=") and set(written) <= set(errors), errors
+    assert clean == ""
+    assert "all good" in everything and "level=info event=run.finished job=fine" in everything
+    assert "<6>" not in everything
