@@ -38,6 +38,10 @@ Options:
   --debug          Show tracebacks on errors.
   -h, --help       Show this message and exit.
 
+Events go to stderr: every one to a terminal or the journal, else warnings
+and errors only; SCHEDCTL_LOG_LEVEL=debug|info|warning|error and
+SCHEDCTL_LOG_FORMAT=logfmt|json change that (docs/logging.md).
+
 Example: schedctl run nightly-backup --now
 """
 _TRIGGERS = {t.value: t for t in Trigger if t is not Trigger.MANUAL}
