@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from cli_helpers import BIN, Cli, make_cli, ok, one_line_error
+from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error
 
 FAIL = ("sh", "-c", "echo broken; exit 3")
 
@@ -168,3 +170,34 @@ def test_all_digits_is_a_run_id_and_job_names_one_explicitly(
     assert ok(cli("logs", "--job", "1")).out == "from the job named 1\n"
     one_line_error(cli("logs", "--failed", "1"), 2, "give --job 1")
     one_line_error(cli("logs", "1", "--job", "1"), 2, "not both")
+
+
+@pytest.mark.parametrize("fmt", ["logfmt", "json"])
+def test_the_daemon_logs_info_through_structlog_whatever_stderr_is(
+    tmp_path: Path, pg_url: str, fmt: str
+) -> None:
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "tick", "-s", "* * * * *", "--", "true"))
+    env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, SCHEDCTL_LOG_LEVEL="",
+                  SCHEDCTL_LOG_FORMAT=fmt)  # fmt: skip
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as f:  # a file, as a container's log: not a terminal, not the journal
+        daemon = subprocess.Popen([str(BIN), "daemon", "--refresh", "1s"], env=env, stdout=f,
+                                  stderr=f)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "job.registered" not in log.read_text():
+            time.sleep(0.2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=60) == 0
+    lines = log.read_text().splitlines()
+    if fmt == "json":
+        events = [(e["level"], e["event"]) for e in map(json.loads, lines)]
+    else:
+        found = [re.fullmatch(r"timestamp=\S+Z level=(\w+) event=(\S+)( .*)?", ln) for ln in lines]
+        assert all(found), lines
+        events = [(m.group(1), m.group(2)) for m in found if m]
+    assert events[:2] == [("info", "daemon.started"), ("info", "job.registered")], lines
+    assert events[-1] == ("info", "daemon.stopped")
