@@ -119,8 +119,10 @@ def stamp(now: datetime) -> str:
 
 
 def _escape(text: str) -> str:
+    """Write control characters as JSON escapes (and then a backslash as two), else as is."""
     if _CONTROL.isdisjoint(text):
         return text
+    text = text.replace("\\", "\\\\")
     return "".join(_SHORT.get(c, f"\\u{ord(c):04x}") if c in _CONTROL else c for c in text)
 
 

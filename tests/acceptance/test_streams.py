@@ -132,9 +132,10 @@ def test_event_values_escape_every_control_character(tmp_path: Path) -> None:
     assert len(lines) == 3, r.err
     for line in lines:
         assert not CONTROLS & set(line), repr(line)
-        (value,) = [f for f in line.split(" host=")[1:]]
-        quoted = value[: value.index('" ', 1) + 1]
-        assert json.loads(quoted) == host  # nothing lost: the escapes read back as the value
+        (value,) = [f.split(" ", 1)[0] for f in line.split(" host=")[1:]]
+        # Bare (no space, `=` or quote), escaped as a JSON string's body: nothing lost, the
+        # escapes read back as the value.
+        assert json.loads(f'"{value}"') == host
     plain = make_cli(tmp_path, SCHEDCTL_HOST="web-1.example")
     assert " host=web-1.example " in ok(plain("run", "c1", "--now")).err  # as it was
 

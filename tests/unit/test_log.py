@@ -50,6 +50,7 @@ EVENTS: list[tuple[str, str, dict[str, Any]]] = [
         },
     ),
     ("spool.flushed", "debug", {"count": 0, "empty": "", "unicode": "café ✓"}),
+    ("run.spooled", "warning", {"error": "C:\\dir\x07", "quoted": "a \\ b\x1b"}),
 ]
 STAMPS = [
     datetime(2026, 11, 23, 9, 0, 0, 123456, tzinfo=UTC),
