@@ -275,8 +275,12 @@ def _pick_slot(
     clocks: tuple[datetime, datetime],
     trigger: Trigger,
     fields: dict[str, Any],
+    late: dict[str, Any],
 ) -> datetime | None:
-    """Return the slot this firing serves (docs/how-run-works.md, step 2), or None."""
+    """Return the slot this firing serves (docs/how-run-works.md, step 2), or None.
+
+    A late firing puts its lateness into `late`.
+    """
     db_now, host_now = clocks
     # The daemon fires by the database clock; timers, cron and catch-up by the host's.
     pick = pick_slot(schedule, db_now if trigger is Trigger.DAEMON else host_now, db_now)
@@ -294,16 +298,12 @@ def _pick_slot(
     if slot is None or slot < job.created_at - MAX_TOLERANCE:
         return None  # nothing scheduled since the job was defined
     # Measured on the clock that fired: lateness from clock skew alone is not downtime.
-    late = pick.lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE
-    if late:
-        # Started well after its time (the host was down or busy): a person may want to know.
-        ctx.emit(
-            "run.late", level="warning", **fields, slot=slot.isoformat(),
-            late_seconds=round(pick.lateness.total_seconds(), 3),
-            catch_up=job.spec.catch_up.value,
-        )  # fmt: skip
-    if late and job.spec.catch_up is CatchUpPolicy.SKIP:
-        return None
+    if pick.lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE:
+        # Said once the slot is ours (run_job), or with the skip: a host that loses the claim
+        # has nothing to report.
+        late["late_seconds"] = round(pick.lateness.total_seconds(), 3)
+        if job.spec.catch_up is CatchUpPolicy.SKIP:
+            return None
     return slot
 
 
@@ -429,11 +429,16 @@ def run_job(
         )  # fmt: skip
     # Before the claim: through a transaction pooler the lock would not be ours to hold.
     db.require_own_session()
-    slot = None if manual else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields)
+    late: dict[str, Any] = {}
+    slot = (
+        None
+        if manual
+        else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields, late)
+    )
     if slot is None and not manual:
         upcoming = schedule.next_after(db_now)
         ctx.emit(
-            "run.skipped.no_slot", **fields, db_now=db_now.isoformat(),
+            "run.skipped.no_slot", **fields, **late, db_now=db_now.isoformat(),
             next_slot=upcoming[0].isoformat() if upcoming else None,
             timezone=job.spec.timezone,
         )  # fmt: skip
@@ -460,6 +465,9 @@ def run_job(
     fields["run_id"] = run_id
     ctx.emit("run.claimed", **fields, clock_skew_seconds=round(skew, 3))
     said()
+    if late:
+        # Started well after its time (the host was down or busy): a person may want to know.
+        ctx.emit("run.late", level="warning", **fields, **late, catch_up=job.spec.catch_up.value)
     # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
     # at once (at the top of the hour, every round trip before the exit is paid per host).
     ctx.db.reconcile_lost(ctx.host)

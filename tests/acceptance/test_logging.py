@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,33 @@ def test_the_daemon_logs_info_through_structlog_whatever_stderr_is(
         events = [(m.group(1), m.group(2)) for m in found if m]
     assert events[:2] == [("info", "daemon.started"), ("info", "job.registered")], lines
     assert events[-1] == ("info", "daemon.stopped")
+
+
+def test_a_late_start_is_a_warning_and_a_late_skip_is_not(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, env = backend
+    ok(cli("add", "nightly", "-s", "@daily", "--catch-up", "latest", "--", "true"))
+    ok(cli("add", "skipper", "-s", "@daily", "--catch-up", "skip", "--", "true"))
+    # Defined long ago, so today's midnight slot is theirs, and starting it now is late.
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
+
+    engine = make_engine(parse_database_url(url))
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET created_at = :at"),
+                     {"at": datetime.now(UTC) - timedelta(days=3)})  # fmt: skip
+    engine.dispose()
+    cron = make_cli(tmp_path, SCHEDCTL_LOG_LEVEL="",
+                    **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})  # fmt: skip
+    late = cron("run", "nightly")
+    assert late.rc == 0
+    (line,) = late.err.splitlines()
+    assert " level=warning event=run.late job=nightly " in line and " catch_up=latest" in line
+    assert float(re.findall(r" late_seconds=([\d.]+)", line)[0]) > 300
+    # Skipped as its policy says: nothing for a person to do, so nothing under cron.
+    skipped = cron("run", "skipper")
+    assert (skipped.rc, skipped.err) == (0, "")
+    assert " late_seconds=" in ok(cli("run", "skipper")).err
