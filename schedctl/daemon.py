@@ -228,7 +228,7 @@ class Daemon:
         try:
             self._step = self.hooks.spawn_step()
         except OSError as e:
-            self.hooks.emit("notify.step_failed", error=_one_line(e))
+            self.hooks.emit("notify.step_failed", level="warning", error=_one_line(e))
 
     def _drain(self) -> int:
         if self._step is not None and self._step.poll() is None:

@@ -436,12 +436,7 @@ def run_job(
         else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields, late)
     )
     if slot is None and not manual:
-        upcoming = schedule.next_after(db_now)
-        ctx.emit(
-            "run.skipped.no_slot", **fields, **late, db_now=db_now.isoformat(),
-            next_slot=upcoming[0].isoformat() if upcoming else None,
-            timezone=job.spec.timezone,
-        )  # fmt: skip
+        _not_due(ctx, job, schedule, db_now, {**fields, **late})
         return said()
     fields["slot"] = slot.isoformat() if slot else None
 
@@ -503,6 +498,17 @@ def _register(ctx: RunContext, scheduler: str | None) -> tuple[datetime, str]:
         raise
     except Exception as e:
         return ctx.db.now(), (str(e).splitlines() or [type(e).__name__])[0]
+
+
+def _not_due(
+    ctx: RunContext, job: Job, schedule: Schedule, db_now: datetime, fields: dict[str, Any]
+) -> None:
+    """Say that no slot is due, and when the next one is (the CLI words it for a person)."""
+    upcoming = schedule.next_after(db_now)
+    ctx.emit(
+        "run.skipped.no_slot", **fields, db_now=db_now.isoformat(),
+        next_slot=upcoming[0].isoformat() if upcoming else None, timezone=job.spec.timezone,
+    )  # fmt: skip
 
 
 def _check_user(job: Job) -> None:
