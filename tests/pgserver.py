@@ -117,7 +117,7 @@ def start_server() -> PgServer:
         nobody = pwd.getpwnam("nobody")
         for p in (root, root / "sock", pwfile):
             os.chown(p, nobody.pw_uid, nobody.pw_gid)
-    server = PgServer(bindir, root, free_port(), password)
+    server = PgServer(bindir, root, 0, password)  # its port: just before it starts
     server._run(
         str(bindir / "initdb"),
         "-D",
@@ -131,8 +131,21 @@ def start_server() -> PgServer:
         f"--pwfile={pwfile}",
         "--no-sync",
     )
-    server.start()
-    return server
+    # The port was free a moment ago; a parallel test worker (or anything else on the machine)
+    # may have bound it since: then another free port.
+    server.port = free_port()
+    tries = 5
+    while True:
+        try:
+            server.start()
+            return server
+        except subprocess.CalledProcessError:
+            tries -= 1
+            log = root / "log"
+            taken = log.exists() and "could not bind" in log.read_text(errors="replace")
+            if not (tries and taken):
+                raise
+            server.port = free_port()
 
 
 def destroy(server: PgServer) -> None:
