@@ -742,7 +742,11 @@ fi
     try:
         deadline = time.monotonic() + 20
         while not (gpid.exists() and log.exists() and len(log.read_text().splitlines()) >= 10):
-            assert time.monotonic() < deadline, "the first run never started its writer"
+            if time.monotonic() >= deadline:
+                first.kill()
+                raise AssertionError(
+                    f"the first run never started its writer: {first.communicate(timeout=30)}"
+                )
             time.sleep(0.05)
         first.kill()  # SIGKILL: none of schedctl's code runs any more
         first.wait(timeout=10)
