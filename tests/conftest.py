@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,9 +80,52 @@ def store(db_url: str) -> Iterator[Repository]:
         s.close()
 
 
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Accept the parallel options of pyproject's addopts when xdist is off (`-p no:xdist`)."""
+    if pluginmanager.has_plugin("xdist"):
+        return
+    group = parser.getgroup("xdist", "distributed testing (xdist is not loaded: runs serially)")
+    # pytest keeps lowercase short options for itself; xdist registers its -n the same way.
+    group._addoption("-n", "--numprocesses", dest="numprocesses", default=None)
+    group.addoption("--dist", dest="dist", default="no")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In a parallel run, hand out the tests that wait minutes of real time first.
+
+    Started last, one of them would keep the run going long after the other workers finished.
+    Every worker sorts the same way, as xdist requires; a serial run keeps the file order.
+    """
+    if hasattr(config, "workerinput"):
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def _oracle_counts() -> Counter[str]:
+    counts = getattr(sys.modules.get("cron_oracle"), "COUNTS", None)
+    return Counter(counts or {})
+
+
+# What the workers compared, added up on the controller as each worker finishes.
+_worker_counts: Counter[str] = Counter()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """In an xdist worker, hand this worker's oracle counts to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["oracle_counts"] = dict(_oracle_counts())
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the xdist controller, add up the oracle counts a finished worker sent."""
+    _worker_counts.update(getattr(node, "workeroutput", {}).get("oracle_counts", {}))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Report how much the oracle tests compared (figures for the README and notes)."""
-    counts = getattr(sys.modules.get("cron_oracle"), "COUNTS", None)
+    counts = _oracle_counts()
+    counts.update(_worker_counts)
     if counts:
         terminalreporter.write_line(
             "oracle counts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))

@@ -45,6 +45,7 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
     return proc.wait(timeout=90)
 
 
+@pytest.mark.slow
 def test_two_replicas_run_each_minute_slot_exactly_once(tmp_path: Path, pg_url: str) -> None:
     """Three minutes, two daemons, one database: one run per slot, no slot missed."""
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)

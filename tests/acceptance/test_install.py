@@ -15,11 +15,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = Path("/etc/schedctl/schedctl.env")
 
-pytestmark = pytest.mark.skipif(
-    os.environ.get("SCHEDCTL_TEST_SYSTEM_INSTALL") != "1" or os.geteuid() != 0,
-    reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
-    "as root (.ci/run does)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        os.environ.get("SCHEDCTL_TEST_SYSTEM_INSTALL") != "1" or os.geteuid() != 0,
+        reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
+        "as root (.ci/run does)",
+    ),
+    # The machine's own /opt, /usr/local/bin and /etc: never two of these at once.
+    pytest.mark.xdist_group("system-install"),
+]
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from cli_helpers import BIN, age_runs, at, cli_env, faketime, make_cli, ok, run_rows
 
 
@@ -51,6 +52,7 @@ def next_minute(after: datetime) -> datetime:
 SKEWS = (30, 2, -2, -30)
 
 
+@pytest.mark.slow
 def test_hosts_seconds_off_the_database_claim_the_slot_their_timer_fired_for(
     pg_url: str, tmp_path: Path
 ) -> None:

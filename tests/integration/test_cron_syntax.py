@@ -31,6 +31,10 @@ def batches(examples: int) -> settings:
     return settings(oracle_settings(examples), suppress_health_check=list(HealthCheck))
 
 
+# One worker runs them all, so the module's sandbox boots once.
+pytestmark = pytest.mark.xdist_group("cron-syntax")
+
+
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
     sandbox = Sandbox("cronsyntax", "cron", None)

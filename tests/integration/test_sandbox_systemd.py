@@ -161,6 +161,7 @@ def test_sync_installs_only_the_timers_of_jobs_placed_on_the_host(
         box.close()
 
 
+@pytest.mark.slow
 def test_two_hosts_with_the_same_units_run_each_slot_once(
     host: tuple[Cli, str], pg: PgServer
 ) -> None:

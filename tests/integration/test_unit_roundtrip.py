@@ -38,6 +38,9 @@ FIXED = [
 USERS = ["root", "daemon", "a-b_c", "_x9"]
 DESCRIPTIONS = ["", "ends in a backslash \\", '100% "quoted" $HOME', "[Service]", "a\tb"]
 
+# One worker runs them all, so the module's sandbox boots once.
+pytestmark = pytest.mark.xdist_group("unit-roundtrip")
+
 
 @pytest.fixture(scope="module")
 def box() -> Iterator[Sandbox]:
