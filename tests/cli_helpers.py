@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,26 @@ def make_cli(tmp_path: Path, **extra: str) -> Cli:
         return Result(p.returncode, p.stdout, p.stderr)
 
     return run
+
+
+def held(tmp_path: Path, then: str = "") -> tuple[str, Path, Path]:
+    """Return a shell job that marks when it runs and ends only once the test lets it.
+
+    (its command, the file it writes once running, the file whose existence lets it end)
+    """
+    started, go = tmp_path / "job-started", tmp_path / "job-go"
+    return f"touch {started}; while [ ! -e {go} ]; do sleep 0.05; done{then}", started, go
+
+
+def wait_started(started: Path, runner: subprocess.Popen[str]) -> None:
+    """Wait until the job runs: a loaded machine may take seconds to start `schedctl run`."""
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert runner.poll() is None, (
+            f"the run ended before its job started: {runner.communicate()}"
+        )
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
 
 
 def ok(result: Result) -> Result:

@@ -25,10 +25,12 @@ from cli_helpers import (
     cgroup_usable,
     cli_env,
     faketime,
+    held,
     make_cli,
     ok,
     one_line_error,
     run_rows,
+    wait_started,
 )
 from pgserver import PgServer, destroy, free_port, start_server
 
@@ -455,11 +457,13 @@ def test_history_logs_and_locks(backend: tuple[Cli, str, dict[str, str]]) -> Non
 
 def test_database_down_when_the_job_ends_spools_its_result(tmp_path: Path) -> None:
     # Heartbeats far apart: the job ends before any heartbeat can notice the outage.
-    job = ("short", "-s", "@daily", "--", "sleep", "3")
+    command, started, go = held(tmp_path)
+    job = ("short", "-s", "@daily", "--shell", "--", command)
     with own_server(tmp_path, *job, SCHEDCTL_HEARTBEAT="60") as (server, url, cli, env):
         runner = start_run(env, "short", "--now")
-        time.sleep(1.5)
-        server.stop("fast")
+        wait_started(started, runner)
+        server.stop("fast")  # the database is gone when the job ends
+        go.touch()
         assert runner.wait(timeout=30) == 0  # the job's own status
         assert "event=run.spooled" in (runner.stderr.read() if runner.stderr else "")
         server.start()

@@ -22,7 +22,17 @@ from typing import Any
 
 import psycopg
 import pytest
-from cli_helpers import BIN, Cli, cli_env, make_cli, ok, one_line_error, run_rows
+from cli_helpers import (
+    BIN,
+    Cli,
+    cli_env,
+    held,
+    make_cli,
+    ok,
+    one_line_error,
+    run_rows,
+    wait_started,
+)
 from pgserver import PgServer, destroy, start_server
 
 SPOOLED = "spooled-"  # output tail of the results these tests spool
@@ -352,7 +362,8 @@ def test_a_spool_that_cannot_be_written_keeps_the_jobs_exit_code(
         env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HEARTBEAT="60")
         cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
         ok(cli("db", "upgrade"))
-        ok(cli("add", "seven", "-s", "@daily", "--shell", "--", "sleep 2; exit 7"))
+        command, started, go = held(tmp_path, "; exit 7")
+        ok(cli("add", "seven", "-s", "@daily", "--shell", "--", command))
         try:
             if fault == "disk full":
                 _mount("-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(data))
@@ -378,8 +389,9 @@ def test_a_spool_that_cannot_be_written_keeps_the_jobs_exit_code(
                 stderr=subprocess.PIPE,
                 text=True,
             )
-            time.sleep(1)
+            wait_started(started, runner)
             server.stop("fast")  # the database is gone when the job ends
+            go.touch()
             _, err = runner.communicate(timeout=60)
             left = os.listdir(spool)
         finally:
@@ -493,7 +505,8 @@ def test_a_symlinked_spool_tmp_file_is_not_followed(
         url = server.url(server.create_database())
         setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
         ok(setup("db", "upgrade"))
-        ok(setup("add", "job", "-s", "@daily", "--", "sleep", "2"))
+        command, started, go = held(tmp_path)
+        ok(setup("add", "job", "-s", "@daily", "--shell", "--", command))
         # The attacker's own data directory, with the old fixed temporary name planted.
         as_nobody(f"mkdir -p data/spool; ln -s {target} data/spool/.run-1.json.tmp")
         attacked = make_cli(
@@ -512,8 +525,9 @@ def test_a_symlinked_spool_tmp_file_is_not_followed(
         runner = subprocess.Popen(
             [str(BIN), "run", "job", "--now"], env=env, stderr=subprocess.PIPE, text=True
         )
-        time.sleep(1)
-        server.stop("fast")
+        wait_started(started, runner)
+        server.stop("fast")  # the database is gone when the job ends
+        go.touch()
         _, err = runner.communicate(timeout=60)
         assert runner.returncode == 0, err
         assert "event=run.spooled" in err
