@@ -13,6 +13,7 @@ from schedctl.config import DatabaseURL
 from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, create_private, pg_params
 from schedctl.db.dberrors import refusal, translate
 from schedctl.db.version import HEAD, SchemaStatus, require_current
+from schedctl.errors import SchemaError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `db upgrade` runs from several hosts (PostgreSQL advisory lock key).
@@ -27,6 +28,9 @@ def make_engine(url: DatabaseURL) -> Engine:
         create_private(url)
         engine = sa.create_engine(sa.engine.URL.create("sqlite", database=str(url.sqlite_path)))
         event.listen(engine, "connect", _sqlite_pragmas)
+        # sqlite3 would run DDL outside any transaction and take the write lock only at the
+        # first write: a schema then half made, or made twice by two first users at once.
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     # Every libpq keyword as libpq parsed it (config.py), not a string for SQLAlchemy to parse
     # again: its rules read some passwords differently.
@@ -44,6 +48,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY * 1000)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
+    dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin only
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def current_revision(conn: Connection) -> str | None:
@@ -64,11 +73,16 @@ def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
     from alembic.config import Config
 
     engine = make_engine(url)
+    before: str | None = None
     try:
+        # One transaction for every migration and the revision stamp: a failure (a full disk)
+        # leaves the database as it was, and a concurrent upgrade waits, then finds it done.
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
             before = current_revision(conn)
+            if conn.dialect.name == "sqlite" and before is None:
+                _clear_half_made(conn, url)
             if before is not None and before > HEAD:
                 require_current(SchemaStatus(before, HEAD))
             cfg = Config()
@@ -77,6 +91,8 @@ def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
             command.upgrade(cfg, "head")
             after = current_revision(conn)
     except (exc.OperationalError, exc.InterfaceError) as e:
+        if url.backend == "sqlite" and "already exists" in str(e.orig):
+            raise _half_upgraded(url, before, e) from e
         raise translate(e, url) from e
     except exc.DBAPIError as e:
         found = refusal(getattr(e.orig, "sqlstate", None), str(e.orig), url)
@@ -86,3 +102,42 @@ def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
     finally:
         engine.dispose()
     return before, after or HEAD
+
+
+def _clear_half_made(conn: Connection, url: DatabaseURL) -> None:
+    """Drop what an interrupted first creation left, before creating the schema again.
+
+    Earlier versions created the SQLite schema one statement at a time, so a full disk or a
+    concurrent first use could leave tables without a revision. They can hold nothing of
+    value: every command refuses a database without a revision.
+    """
+    tables = [
+        str(name)
+        for (name,) in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    filled = [t for t in tables if conn.exec_driver_sql(f'SELECT 1 FROM "{t}" LIMIT 1').first()]
+    if filled:
+        raise SchemaError(
+            f"the SQLite database {url.sqlite_path} has tables ({', '.join(sorted(filled))}) "
+            f"with rows but no schedctl schema revision, so it is not schedctl's or was "
+            f"changed by hand: move it away (`mv {url.sqlite_path} {url.sqlite_path}.old`) "
+            f"and run `schedctl db upgrade` to start an empty one"
+        )
+    for name in tables:
+        conn.exec_driver_sql(f'DROP TABLE "{name}"')
+
+
+def _half_upgraded(url: DatabaseURL, before: str | None, e: exc.DBAPIError) -> SchemaError:
+    """Say what to do with a schema an earlier version left part-way into a migration."""
+    return SchemaError(
+        f"the SQLite database {url.sqlite_path} is at schema revision {before} but already "
+        f"holds part of a later one ({_first(e)}): an upgrade by an earlier schedctl was "
+        f"interrupted. Keep a copy (`cp {url.sqlite_path} {url.sqlite_path}.bak`), then restore "
+        f"the file from a backup taken before that upgrade and run `schedctl db upgrade`"
+    )
+
+
+def _first(e: exc.DBAPIError) -> str:
+    return (str(e.orig).splitlines() or [type(e.orig).__name__])[0]
