@@ -25,14 +25,15 @@ def check(data_dir: Path) -> None:
     """Refuse a data directory, or one of its own, that exists and someone else could change."""
     if private_dir(data_dir, "data directory"):
         for name, what in SUBDIRS.items():
-            private_dir(data_dir / name, what)
+            private_dir(data_dir / name, what, link_ok=False)
 
 
-def private_dir(path: Path, what: str, create: bool = False) -> bool:
+def private_dir(path: Path, what: str, create: bool = False, link_ok: bool = True) -> bool:
     """Check that only the running user can change `path`; return whether it exists.
 
     With `create`, make it (mode 0700, and its missing parents) first. A directory made by
-    someone else meanwhile is refused like any other.
+    someone else meanwhile is refused like any other. Without `link_ok` (a directory inside
+    the data directory, which schedctl opens without following links) a symlink is refused.
     """
     if create:
         with contextlib.suppress(FileExistsError):
@@ -42,6 +43,12 @@ def private_dir(path: Path, what: str, create: bool = False) -> bool:
     except FileNotFoundError:
         return False
     me = os.geteuid()
+    if stat.S_ISLNK(st.st_mode) and not link_ok:
+        raise ConfigError(
+            f"unsafe {what} {path}: a symlink (to {_target(path)}), which schedctl does not "
+            f"follow inside its data directory; remove it (`rm {path}`) and schedctl creates "
+            f"the directory, or set SCHEDCTL_DATA_DIR to a directory of your own"
+        )
     if stat.S_ISLNK(st.st_mode):
         # A link the running user or root made is a choice; anyone else's is a redirection.
         if st.st_uid not in (me, 0):
@@ -70,6 +77,13 @@ def private_dir(path: Path, what: str, create: bool = False) -> bool:
             f"check what is in it, then `chmod go-w {path}`"
         )
     return True
+
+
+def _target(path: Path) -> str:
+    try:
+        return os.readlink(path)
+    except OSError as e:
+        return f"unreadable: {e.strerror}"
 
 
 def _user(uid: int) -> str:

@@ -115,7 +115,7 @@ class FileLock:
         """Open (creating) the lock file; ConfigError if it or its directory is not safe."""
         if self._fd is not None:
             return
-        private_dir(self.path.parent, "lock directory", create=True)
+        private_dir(self.path.parent, "lock directory", create=True, link_ok=False)
         try:
             # Never through a symlink: it would make us truncate and write whatever it names.
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

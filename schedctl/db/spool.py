@@ -141,7 +141,7 @@ def write(spool_dir: Path, run_id: int, result: RunResult) -> Path:
     name = f"run-{run_id}.json"
     try:
         private_dir(spool_dir.parent, "data directory", create=True)
-        private_dir(spool_dir, "spool directory", create=True)
+        private_dir(spool_dir, "spool directory", create=True, link_ok=False)
     except SchedctlError as e:
         raise SpoolWriteError(str(e)) from None
     except OSError as e:

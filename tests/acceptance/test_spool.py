@@ -596,3 +596,28 @@ def test_a_subdirectory_another_user_owns_is_refused(tmp_path: Path, name: str, 
     for args in (("run", "job", "--now"), ("list",)):
         one_line_error(cli(*args), 78, f"unsafe {what} directory {sub}: it belongs to user nobody")
     assert run_rows(url) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "what"), [("spool", "spool"), ("locks", "lock"), ("procs", "process record")]
+)
+def test_a_symlinked_subdirectory_is_refused_before_anything_runs(
+    tmp_path: Path, name: str, what: str
+) -> None:
+    url, _ = sqlite_setup(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o700)
+    (data / name).symlink_to(elsewhere)
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+    for args in (("run", "job", "--now"), ("list",)):
+        result = cli(*args)
+        one_line_error(result, 78, f"unsafe {what} directory {data / name}: a symlink")
+        assert f"rm {data / name}" in result.err
+    check = cli("check")
+    assert check.rc == 3 and f"unsafe {what} directory" in check.out
+    assert run_rows(url) == []  # refused before the claim: nothing ran
+    assert os.listdir(elsewhere) == []
+    (data / name).unlink()
+    assert cli("run", "job", "--now").rc == 3  # removed as the message says: it runs
