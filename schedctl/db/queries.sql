@@ -211,6 +211,17 @@ started_at = :started_at, finished_at = :finished_at, duration_seconds = :durati
 output_tail = :output_tail, output_bytes = :output_bytes, output_truncated = :output_truncated
 WHERE id = :run_id
 
+-- name: finish_spooled_run
+-- A spooled result finishes a run still unfinished: `running`, or `lost` because its runner
+-- was cut off from the database while it ran. A final result is never replaced.
+UPDATE runs SET status = :status, exit_code = :exit_code, signal = :signal,
+started_at = :started_at, finished_at = :finished_at, duration_seconds = :duration_seconds,
+output_tail = :output_tail, output_bytes = :output_bytes, output_truncated = :output_truncated
+WHERE id = :run_id AND status IN ('running', 'lost')
+
+-- name: run_status
+SELECT status FROM runs WHERE id = :run_id
+
 -- name: reconcile_lost [postgresql]
 -- Runs whose session has ended, from any host. The function, not the pg_stat_activity view:
 -- planning the view's joins in a fresh session costs more than the rest of this statement.

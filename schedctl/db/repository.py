@@ -133,6 +133,10 @@ class RunDB(Protocol):
         """Record the outcome; RecordRefusedError when no retry could ever store it."""
         ...
 
+    def finish_spooled(self, run_id: int, result: RunResult) -> None:
+        """Record a spooled outcome unless the run is final already (RecordRefusedError)."""
+        ...
+
     def reconcile_lost(self, host: str) -> int:
         """Mark `running` rows whose runner is gone as `lost`; return how many."""
         ...
@@ -596,13 +600,24 @@ class Repository:
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome; RecordRefusedError when no retry could ever store it."""
+        self._finish("finish_run", run_id, result)
+
+    def finish_spooled(self, run_id: int, result: RunResult) -> None:
+        """Record a spooled outcome of a run still `running` or `lost`.
+
+        RecordRefusedError when the run has a final result already: the file is then a
+        stale copy (a replay, a second runner's), not the run's outcome.
+        """
+        self._finish("finish_spooled_run", run_id, result)
+
+    def _finish(self, statement: str, run_id: int, result: RunResult) -> None:
         r = result
         # PostgreSQL text cannot hold NUL, and a job may well print one: store U+FFFD instead,
         # as for invalid UTF-8, rather than fail to record the run (spooled results too).
         tail = r.output_tail.replace("\x00", "\ufffd")
         try:
             done = self._q(
-                "finish_run",
+                statement,
                 {"status": r.status.value, "exit_code": r.exit_code, "signal": r.signal,
                  "started_at": r.started_at, "finished_at": r.finished_at,
                  "duration_seconds": r.duration_seconds, "output_tail": tail,
@@ -612,7 +627,12 @@ class Repository:
         except RefusedError as e:
             raise RecordRefusedError(str(e)) from e
         if done == 0:
-            raise RecordRefusedError(f"the database has no run {run_id}")
+            row = self._q("run_status", {"run_id": run_id}).one()
+            if row is None:
+                raise RecordRefusedError(f"the database has no run {run_id}")
+            raise RecordRefusedError(
+                f"run {run_id} is final already ({row[0]}); a spooled result does not replace it"
+            )
 
     def reconcile_lost(self, host: str = "") -> int:
         """Mark `running` rows whose runner is gone as `lost`; return how many.

@@ -113,6 +113,9 @@ def _decode(raw: bytes, name: str) -> tuple[int, RunResult]:
         # JSON true is a Python int too; it is never a number here
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             raise _BadRecord(f"{key} {value!r} has the wrong type")
+    for key, value in fields.items():
+        if isinstance(value, str):
+            _storable(key, value)
     try:
         status = RunStatus(fields["status"])
     except ValueError:
@@ -130,6 +133,21 @@ def _decode(raw: bytes, name: str) -> tuple[int, RunResult]:
                 raise _BadRecord(f"{key} {values[key]!r} has no UTC offset")
             values[key] = when
     return run_id, RunResult(**values)
+
+
+def _storable(key: str, text: str) -> None:
+    """Raise _BadRecord unless `text` is UTF-8 text a database can hold.
+
+    JSON can spell a lone surrogate (`\\ud800`), which has no UTF-8 form: no database would
+    ever take it, so the file must not wait for one. A NUL is stored as U+FFFD (finish).
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise _BadRecord(
+            f"{key} holds a lone surrogate (U+{ord(text[e.start]):04X} at character {e.start}), "
+            f"which is not text any database can store"
+        ) from None
 
 
 def write(spool_dir: Path, run_id: int, result: RunResult) -> Path:
@@ -257,9 +275,12 @@ class _Queue:
                 os.close(fd)
                 continue
             try:
-                db.finish(run_id, result)
+                db.finish_spooled(run_id, result)
             except RecordRefusedError as e:
                 self.move_to_bad(own, name, f"the database refused it: {e}")
+            except (UnicodeError, ValueError, TypeError) as e:
+                # The values, not the database: the same file would fail the same way forever.
+                self.move_to_bad(own, name, f"the database cannot take it ({e})")
             except Exception as e:  # the database failed: keep the file for a later command
                 error = (str(e).splitlines() or [type(e).__name__])[0]
                 _rename(self.dfd, own, name)

@@ -135,18 +135,22 @@ BAD_FILES: dict[str, tuple[str, str, str]] = {
     "bad status": ("run-{id}.json", "status:exploded", "unknown status 'exploded'"),
     "bad name": ("run-abc.json", "good", "its name is not run-NUMBER.json"),
     "unknown run": ("run-987654.json", "good", "the database has no run 987654"),
+    # JSON can spell what no database stores: the file must not wait for a database forever.
+    "lone surrogate": ("run-{id}.json", "tail:a\ud800b", "output_tail holds a lone surrogate"),
 }
 
 
 def bad_content(kind: str, run_id: int) -> str:
     content = BAD_FILES[kind][1]
-    if content != "good" and not content.startswith(("drop:", "status:")):
+    if content != "good" and not content.startswith(("drop:", "status:", "tail:")):
         return content
     data = spooled_result(987654 if kind == "unknown run" else run_id)
     if content.startswith("drop:"):
         del data["result"][content.split(":", 1)[1]]
     elif content.startswith("status:"):
         data["result"]["status"] = content.split(":", 1)[1]
+    elif content.startswith("tail:"):
+        data["result"]["output_tail"] = content.split(":", 1)[1]
     return json.dumps(data)
 
 
@@ -196,6 +200,62 @@ def test_every_command_carries_on_past_bad_spool_files(
         (warning,) = events(result.err, "spool.bad_record")
         assert f"path={spool / 'bad' / f'run-{n + 1}.json'}" in warning
     assert sorted(os.listdir(spool / "bad")) == ["run-1.json", "run-2.json", "run-3.json"]
+
+
+def runs_total(cli: Cli) -> dict[str, float]:
+    """Return schedctl_runs_total by status, as `metrics` reports it."""
+    out = ok(cli("metrics")).out
+    found = re.findall(r'^schedctl_runs_total\{job="job",status="(\w+)"\} (\S+)$', out, re.M)
+    return {status: float(n) for status, n in found}
+
+
+def test_a_spooled_result_never_replaces_a_final_one(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, url, _ = backend
+    ok(cli("add", "job", "-s", "@daily", "--", "sh", "-c", "echo ran"))
+    ok(cli("run", "job", "--now"))
+    (row,) = run_rows(url)
+    assert (row["status"], row["exit_code"]) == ("succeeded", 0)
+    spool = spool_file(tmp_path / "data", row["id"], exit_code=9)  # a stale copy: failed 9
+    spool.chmod(0o600)
+
+    result = ok(cli("list"))
+
+    (warning,) = events(result.err, "spool.bad_record")
+    assert f"run {row['id']} is final already (succeeded)" in warning, warning
+    assert (spool.parent / "bad" / spool.name).exists()
+    assert not spool.exists()
+    (after,) = run_rows(url)
+    assert (after["status"], after["exit_code"], after["output_tail"]) == ("succeeded", 0, "ran\n")
+    assert runs_total(cli) == {"succeeded": 1.0}
+
+
+def test_a_spooled_result_finishes_a_run_marked_lost(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    # The runner was cut off from the database; meanwhile its row was reconciled to `lost`
+    # (on SQLite by a command of its own host). Its spooled result is the real outcome.
+    cli, url, env = backend
+    ok(cli("add", "job", "-s", "@daily", "--", "true"))
+    (run_id,) = claim_runs(url, "job", 1)  # host "elsewhere", a runner that is gone
+    elsewhere = make_cli(tmp_path, SCHEDCTL_HOST="elsewhere",
+                         **{k: v for k, v in env.items() if k == "SCHEDCTL_DATABASE_URL"})  # fmt: skip
+    ok(elsewhere("history"))
+    (row,) = run_rows(url)
+    assert row["status"] == "lost"
+    spool_file(tmp_path / "data", run_id).chmod(0o600)
+
+    result = ok(cli("list"))
+
+    assert "count=1" in events(result.err, "spool.flushed")[0], result.err
+    (row,) = run_rows(url)
+    assert (row["status"], row["exit_code"], row["output_tail"]) == (
+        "failed",
+        3,
+        f"{SPOOLED}{run_id}",
+    )
+    assert os.listdir(tmp_path / "data" / "spool") == []
 
 
 @contextmanager
