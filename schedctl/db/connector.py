@@ -71,9 +71,10 @@ class Rows(NamedTuple):
 class RefusedError(Exception):
     """The database refused the values (a constraint, a data error): retrying cannot help."""
 
-    def __init__(self, message: str, unique: bool = False) -> None:
+    def __init__(self, message: str, unique: bool = False, missing_parent: bool = False) -> None:
         super().__init__(message)
         self.unique = unique  # a unique constraint: the row exists already
+        self.missing_parent = missing_parent  # a foreign key: the row it names is gone
 
 
 class Connector(Protocol):
@@ -145,7 +146,11 @@ class PgConnector:
             # Data exceptions and constraint violations: the values are at fault, not the
             # session, so trying again later would fail the same way.
             if e.sqlstate is not None and e.sqlstate[:2] in ("22", "23"):
-                raise RefusedError(_first_line(str(e)), unique=e.sqlstate == "23505") from e
+                raise RefusedError(
+                    _first_line(str(e)),
+                    unique=e.sqlstate == "23505",
+                    missing_parent=e.sqlstate == "23503",
+                ) from e
             found = refusal(e.sqlstate, str(e), self.url)
             if found is not None:
                 raise found from e
@@ -269,7 +274,11 @@ class SqliteConnector:
         except sqlite3.OperationalError as e:
             raise translate(e, self.url) from e
         except sqlite3.IntegrityError as e:
-            raise RefusedError(_first_line(str(e)), unique="UNIQUE" in str(e)) from e
+            raise RefusedError(
+                _first_line(str(e)),
+                unique="UNIQUE" in str(e),
+                missing_parent="FOREIGN KEY" in str(e),
+            ) from e
         except (sqlite3.DataError, sqlite3.InterfaceError, OverflowError) as e:
             # OverflowError: an integer wider than SQLite's 64 bits.
             raise RefusedError(_first_line(str(e))) from e

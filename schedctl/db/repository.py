@@ -555,14 +555,19 @@ class Repository:
     def claim(self, claim: Claim) -> int | None:
         """Insert-or-nothing on (job_id, slot): the fleet-wide claim of a slot."""
         c = claim
-        row = self._q(
-            "claim_slot",
-            {"job_id": c.job.id, "job_name": c.job.name, "job_revision": c.job.revision,
-             "slot": c.slot, "trigger": c.trigger.value, "attempt": c.attempt, "host": c.host,
-             "pid": c.pid, "backend_pid": self.backend_pid(), "claimed_at": c.claimed_at,
-             "clock_skew_seconds": c.clock_skew_seconds, "version": c.version,
-             "fence_seconds": c.fence_seconds},
-        ).one()  # fmt: skip
+        try:
+            row = self._q(
+                "claim_slot",
+                {"job_id": c.job.id, "job_name": c.job.name, "job_revision": c.job.revision,
+                 "slot": c.slot, "trigger": c.trigger.value, "attempt": c.attempt,
+                 "host": c.host, "pid": c.pid, "backend_pid": self.backend_pid(),
+                 "claimed_at": c.claimed_at, "clock_skew_seconds": c.clock_skew_seconds,
+                 "version": c.version, "fence_seconds": c.fence_seconds},
+            ).one()  # fmt: skip
+        except RefusedError as e:
+            if e.missing_parent:  # removed since it was loaded
+                raise NotFoundError(f"no job named {c.job.name!r}: it was removed meanwhile") from e
+            raise
         return None if row is None else int(row[0])
 
     def ran_before_readded(self, name: str, slot: datetime) -> bool:

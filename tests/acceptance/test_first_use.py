@@ -127,8 +127,11 @@ def test_concurrent_upgrades_of_a_fresh_postgresql_database_all_succeed(
                          stderr=subprocess.PIPE, text=True)
         for _ in range(10)
     ]  # fmt: skip
-    results = [(p.communicate(timeout=120)[1], p.returncode) for p in procs]
-    results = [(rc, err) for err, rc in results]
-    assert [r for r in results if r[0] != 0] == []
+    failures = []
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        if p.returncode != 0:
+            failures.append((p.returncode, err))
+    assert failures == []
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
     assert ok(cli("db", "status")).rc == 0
