@@ -605,7 +605,7 @@ class Repository:
 
     def finish(self, run_id: int, result: RunResult) -> None:
         """Record the outcome; RecordRefusedError when no retry could ever store it."""
-        self._finish("finish_run", run_id, result)
+        self._finish(run_id, result, spooled=False)
 
     def finish_spooled(self, run_id: int, result: RunResult) -> None:
         """Record a spooled outcome of a run still `running` or `lost`.
@@ -613,22 +613,25 @@ class Repository:
         RecordRefusedError when the run has a final result already: the file is then a
         stale copy (a replay, a second runner's), not the run's outcome.
         """
-        self._finish("finish_spooled_run", run_id, result)
+        self._finish(run_id, result, spooled=True)
 
-    def _finish(self, statement: str, run_id: int, result: RunResult) -> None:
+    def _finish(self, run_id: int, result: RunResult, spooled: bool) -> None:
         r = result
         # PostgreSQL text cannot hold NUL, and a job may well print one: store U+FFFD instead,
         # as for invalid UTF-8, rather than fail to record the run (spooled results too).
         tail = r.output_tail.replace("\x00", "\ufffd")
         try:
-            done = self._q(
-                statement,
-                {"status": r.status.value, "exit_code": r.exit_code, "signal": r.signal,
-                 "started_at": r.started_at, "finished_at": r.finished_at,
-                 "duration_seconds": r.duration_seconds, "output_tail": tail,
-                 "output_bytes": r.output_bytes, "output_truncated": r.output_truncated,
-                 "run_id": run_id},
-            ).rowcount  # fmt: skip
+            values = {
+                "status": r.status.value, "exit_code": r.exit_code, "signal": r.signal,
+                "started_at": r.started_at, "finished_at": r.finished_at,
+                "duration_seconds": r.duration_seconds, "output_tail": tail,
+                "output_bytes": r.output_bytes, "output_truncated": r.output_truncated,
+                "run_id": run_id,
+            }  # fmt: skip
+            if spooled:
+                done = self._q("finish_spooled_run", values).rowcount
+            else:
+                done = self._q("finish_run", values).rowcount
         except RefusedError as e:
             raise RecordRefusedError(str(e)) from e
         if done == 0:
