@@ -30,6 +30,11 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
             return DatabaseUnavailableError(
                 f"the SQLite database {url.sqlite_path} is busy ({message}); try again"
             )
+        if "disk is full" in lower:
+            return DatabaseUnavailableError(
+                f"cannot use the SQLite database {url.sqlite_path}: {message}; free space on "
+                f"its file system, then try again"
+            )
         return DatabaseUnavailableError(
             f"cannot use the SQLite database {url.sqlite_path}: {message}; check that the file "
             f"and its directory are readable and writable"

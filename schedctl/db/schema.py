@@ -91,7 +91,7 @@ def upgrade(url: DatabaseURL) -> tuple[str | None, str]:
             command.upgrade(cfg, "head")
             after = current_revision(conn)
     except (exc.OperationalError, exc.InterfaceError) as e:
-        if url.backend == "sqlite" and "already exists" in str(e.orig):
+        if url.backend == "sqlite" and _half_applied(str(e.orig)):
             raise _half_upgraded(url, before, e) from e
         raise translate(e, url) from e
     except exc.DBAPIError as e:
@@ -134,10 +134,16 @@ def _half_upgraded(url: DatabaseURL, before: str | None, e: exc.DBAPIError) -> S
     return SchemaError(
         f"the SQLite database {url.sqlite_path} is at schema revision {before} but already "
         f"holds part of a later one ({_first(e)}): an upgrade by an earlier schedctl was "
-        f"interrupted. Keep a copy (`cp {url.sqlite_path} {url.sqlite_path}.bak`), then restore "
-        f"the file from a backup taken before that upgrade and run `schedctl db upgrade`"
+        f"interrupted; restore the file from a backup taken before that upgrade, or move it "
+        f"away (`mv {url.sqlite_path} {url.sqlite_path}.old`) to start an empty one, then run "
+        f"`schedctl db upgrade`"
     )
 
 
 def _first(e: exc.DBAPIError) -> str:
     return (str(e.orig).splitlines() or [type(e.orig).__name__])[0]
+
+
+def _half_applied(message: str) -> bool:
+    """Return whether a migration failed on something it creates being there already."""
+    return "already exists" in message or "duplicate column name" in message

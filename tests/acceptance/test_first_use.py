@@ -58,7 +58,9 @@ def test_a_full_disk_on_first_use_leaves_nothing_half_made(tmp_path: Path) -> No
         pytest.skip(f"cannot mount a small tmpfs to fill: {mounted.stderr.strip()}")
     try:
         full = make_cli(tmp_path, SCHEDCTL_DATABASE_URL="", SCHEDCTL_DATA_DIR=str(small / "d"))
-        one_line_error(full("list"), 75, "database or disk is full")
+        disk_full = full("list")
+        one_line_error(disk_full, 75, "database or disk is full")
+        assert "free space on its file system" in disk_full.err
         assert sqlite_objects(small / "d" / "schedctl.db") == []  # rolled back whole
         roomy = tmp_path / "roomy"
         roomy.mkdir(mode=0o700)
@@ -135,3 +137,19 @@ def test_concurrent_upgrades_of_a_fresh_postgresql_database_all_succeed(
     assert failures == []
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
     assert ok(cli("db", "status")).rc == 0
+
+
+def test_a_schema_left_part_way_into_an_upgrade_says_what_to_do(tmp_path: Path) -> None:
+    # An earlier schedctl ran each statement of an upgrade on its own: interrupted after the
+    # newest migration's first statement, the file is stamped with the revision before it.
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL="")
+    ok(cli("add", "kept", "-s", "@daily", "--", "true"))
+    db = tmp_path / "data" / "schedctl.db"
+    lite = sqlite3.connect(db, isolation_level=None)
+    lite.executescript("DROP TABLE hosts; UPDATE alembic_version SET version_num = '0005';")
+    lite.close()
+    for args in (("list",), ("db", "upgrade")):
+        result = cli(*args)
+        one_line_error(result, 5, "is at schema revision 0005 but already holds part of")
+        assert "duplicate column name: placement" in result.err
+    assert revision(db) == "0005"  # left as it was
