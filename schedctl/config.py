@@ -309,7 +309,66 @@ def host_labels(env: Mapping[str, str]) -> dict[str, str]:
     return with_host(labels, host_name(env))
 
 
+HOST_VAR = "SCHEDCTL_HOST"
+MAX_HOST_NAME = 255
+# What a stored string may not hold (validate.py): C0 but tab, DEL, C1, U+2028/2029, and lone
+# surrogates (bytes that are not UTF-8, which no database can store).
+_BAD_HOST = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+
+
 def host_name(env: Mapping[str, str]) -> str:
-    """Return the host name recorded on runs; $SCHEDCTL_HOST overrides it (containers, tests)."""
+    """Return the host name recorded on runs; $SCHEDCTL_HOST overrides it (containers, tests).
+
+    A name a stored string may not be (a control character, a line separator, bytes that are
+    not UTF-8, more than 255 characters) is a ConfigError naming where it came from.
+    """
     # uname's nodename is what gethostname() returns on Linux, without loading socket.
-    return env.get("SCHEDCTL_HOST") or os.uname().nodename
+    given = env.get(HOST_VAR)
+    name = given or os.uname().nodename
+    where = f"${HOST_VAR}" if given else "this host's name (uname -n)"
+    fix = f"fix ${HOST_VAR}" if given else f"set {HOST_VAR} to a plain name"
+    bad = _BAD_HOST.search(name)
+    if bad:
+        char = bad.group()
+        what = "bytes that are not UTF-8" if "\ud800" <= char <= "\udfff" else f"{char!r}"
+        raise ConfigError(
+            f"{where} contains {what}, which no stored name may hold (control characters, "
+            f"line separators): {fix}"
+        )
+    if len(name) > MAX_HOST_NAME:
+        raise ConfigError(
+            f"{where} is longer than {MAX_HOST_NAME} characters: {fix}"
+        )
+    return name
+
+
+HEARTBEAT_VAR = "SCHEDCTL_HEARTBEAT"
+
+
+def heartbeat_seconds(env: Mapping[str, str]) -> float:
+    """Return $SCHEDCTL_HEARTBEAT in seconds; a value that is no number in range is a ConfigError.
+
+    Checked before `run` claims anything: the interval sets the fence every other host waits
+    out, so infinity, NaN or zero must never reach a run row.
+    """
+    from schedctl.models import (
+        DEFAULT_HEARTBEAT_SECONDS,
+        MAX_HEARTBEAT_SECONDS,
+        MIN_HEARTBEAT_SECONDS,
+    )
+
+    text = env.get(HEARTBEAT_VAR)
+    if not text:
+        return DEFAULT_HEARTBEAT_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    # NaN fails both comparisons; infinity the upper one.
+    if not MIN_HEARTBEAT_SECONDS <= value <= MAX_HEARTBEAT_SECONDS:
+        raise ConfigError(
+            f"${HEARTBEAT_VAR} is {text[:40]!r}: give a number of seconds from "
+            f"{MIN_HEARTBEAT_SECONDS:g} to {MAX_HEARTBEAT_SECONDS:g} (default "
+            f"{DEFAULT_HEARTBEAT_SECONDS:g}), or unset it"
+        )
+    return value

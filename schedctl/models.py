@@ -60,6 +60,9 @@ DEFAULT_RETRY_DELAY = 30
 KILL_GRACE_SECONDS = 10
 # How often `schedctl run` proves its session (and so its lock) alive; SCHEDCTL_HEARTBEAT.
 DEFAULT_HEARTBEAT_SECONDS = 5.0
+# The range SCHEDCTL_HEARTBEAT may take: fast enough for tests, slow enough to stay a fence.
+MIN_HEARTBEAT_SECONDS = 0.1
+MAX_HEARTBEAT_SECONDS = 300.0
 # A heartbeat unanswered for this long, or for one interval if that is longer, counts as a lost
 # session: a dead network may never answer, and waiting for it would keep the job running.
 MIN_HEARTBEAT_REPLY_SECONDS = 5.0
@@ -84,6 +87,18 @@ def fence_seconds(interval: float, grace: float) -> float:
 
 # The fence of a run row that does not say its own (written before schedctl recorded it).
 DEFAULT_FENCE_SECONDS = fence_seconds(DEFAULT_HEARTBEAT_SECONDS, KILL_GRACE_SECONDS)
+# The longest fence a runner can record; a stored value beyond it (or not a number: written
+# by an older schedctl that took any SCHEDCTL_HEARTBEAT) counts as this long.
+MAX_FENCE_SECONDS = fence_seconds(MAX_HEARTBEAT_SECONDS, KILL_GRACE_SECONDS)
+
+
+def sane_fence(value: float | None) -> float | None:
+    """Return `value` clamped to [0, MAX_FENCE_SECONDS]; NaN counts as the maximum."""
+    if value is None:
+        return None
+    if not value <= MAX_FENCE_SECONDS:  # NaN and infinity alike
+        return MAX_FENCE_SECONDS
+    return max(value, 0.0)
 
 
 def mask_target(target: str) -> str:

@@ -67,6 +67,11 @@ def _plain(field: str, value: str) -> str:
     return value
 
 
+def check_text(field: str, value: str) -> str:
+    """Return `value` if it may be stored as text (no controls, line separators, non-UTF-8)."""
+    return _plain(field, value)
+
+
 def parse_env_pair(text: str) -> tuple[str, str]:
     """Split `KEY=VALUE` (from `--env`), or raise naming the expected form."""
     key, sep, value = text.partition("=")

@@ -40,6 +40,9 @@ def daemon(
         raise ValidationError(f"--health-port {health_port} is not a TCP port: give 1-65535")
     # Jobs run as this same user in a container; the database URL is in this process.
     redact.hide_from_same_user()
+    # Settings its runs would refuse are refused here first, before anything is scheduled.
+    host, labels = config.host_name(os.environ), config.host_labels(os.environ)
+    config.heartbeat_seconds(os.environ)
     st = state(ctx)
     from schedctl.db.connector import connect
 
@@ -69,7 +72,6 @@ def daemon(
         step = [sys.executable, "-m", "schedctl", "notify"]
         return subprocess.Popen(step, env=env, start_new_session=True)
 
-    host, labels = config.host_name(os.environ), config.host_labels(os.environ)
     hooks = Hooks(
         load_jobs=store.list_jobs,
         db_now=store.now,

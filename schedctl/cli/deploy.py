@@ -17,7 +17,7 @@ from schedctl.cli.output import done, note
 from schedctl.errors import ValidationError
 from schedctl.render import DEFAULT_ENV_FILE, Target
 from schedctl.schedule import load_zone
-from schedctl.validate import check_unit_path
+from schedctl.validate import check_text, check_unit_path
 
 render_app = typer.Typer(
     suggest_commands=False,
@@ -110,6 +110,8 @@ def _host(as_host: str | None = None, labels: str | None = None) -> deploy.HostI
         return deploy.HostIdentity(config.host_name(env), config.host_labels(env), __version__)
     if as_host is not None and not as_host.strip():
         raise ValidationError("--as-host needs a host name, e.g. --as-host db1")
+    if as_host is not None:
+        check_text("--as-host", as_host)
     name = as_host or config.host_name(os.environ)
     return deploy.HostIdentity(
         name, with_host(parse_labels(labels or "", "--labels"), name), __version__

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from schedctl import __version__, boundary, config, datadir, log, redact
 from schedctl.clock import SystemClock
 from schedctl.errors import SchemaError, ValidationError
-from schedctl.models import DEFAULT_HEARTBEAT_SECONDS, Job, Trigger
+from schedctl.models import Job, Trigger
 
 if TYPE_CHECKING:
     from schedctl.db.repository import Repository
@@ -169,7 +169,9 @@ def _context(settings: config.Settings) -> RunContext:
 
     url = settings.database
     clock = SystemClock()
-    labels = config.host_labels(os.environ)  # a bad label ends the run before it connects
+    # A bad label, host name or heartbeat ends the run before it connects.
+    labels = config.host_labels(os.environ)
+    heartbeat = config.heartbeat_seconds(os.environ)
 
     def connect() -> Repository:
         return open_repository(url, clock, "schedctl run", SQLITE_BUSY_RUN)
@@ -215,7 +217,7 @@ def _context(settings: config.Settings) -> RunContext:
         emit=emit,
         error=error,
         base_env=dict(os.environ),
-        heartbeat_seconds=float(os.environ.get("SCHEDCTL_HEARTBEAT") or DEFAULT_HEARTBEAT_SECONDS),
+        heartbeat_seconds=heartbeat,
         cgroup=os.environ.get("SCHEDCTL_RUN_CGROUP", "auto") != "off",
         notify=notify,
     )
