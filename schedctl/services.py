@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.db import spool
-from schedctl.db.repository import Claim, RecordRefusedError, RunDB, RunResult
+from schedctl.db.repository import Claim, RecordRefusedError, RunDB, RunGoneError, RunResult
 from schedctl.errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -216,6 +216,11 @@ def ensure_sample_job(store: Repository, timezone: str, clock: Clock) -> tuple[J
 DEFAULT_QUEUE_WAIT = 3600.0  # `queue` without a job timeout waits at most this long
 QUEUE_POLL_SECONDS = 0.5  # how often a queued run tries the lock (and notices a signal)
 FENCE_POLL_SECONDS = 0.5  # how often a fenced run looks whether the old run has ended
+# A session lost between the claim and the job's start is replaced within this long: the
+# slot is still worth running seconds late, and is missed rather than run much later.
+REOWN_BUDGET_SECONDS = 10.0
+REOWN_POLL_SECONDS = 0.5
+MAX_REOWNS = 3  # sessions lost one after another before the start: the slot is given up
 # The supervisor calls the heartbeat check this often; the check itself keeps the interval.
 _TICK_SECONDS = 0.05
 
@@ -322,13 +327,14 @@ def _fired_at_slot(schedule: Schedule, host_now: datetime) -> bool:
     return latest is not None and host_now - latest <= AT_SLOT_DELAY
 
 
-def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any]) -> bool:
+def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, Any]) -> str:
     """Write the result; on a dead session reconnect once; failing that, spool it locally.
 
-    Return whether the run's own session wrote it: if not, that session (and on PostgreSQL
-    the job's lock with it) is gone. When even the spool fails, say so in one line: the run
-    then ends `lost` in history, and only this line and the job's own exit status tell how
-    it went.
+    Return "own" when the run's own session wrote it, "new" when it did not (that session,
+    and on PostgreSQL the job's lock with it, is gone), "gone" when the run's row is: its job
+    was removed with `--purge` meanwhile, and the result is dropped with a warning. When even
+    the spool fails, say so in one line: the run then ends `lost` in history, and only this
+    line and the job's own exit status tell how it went.
     """
     error = ""
     for attempt in range(2):
@@ -340,19 +346,31 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
                 with contextlib.suppress(Exception):
                     dead.close()
             ctx.db.finish(run_id, result)
-            return attempt == 0
+            return "new" if attempt else "own"
+        except RunGoneError:
+            _removed(ctx, fields, status=result.status.value, recorded=False)
+            return "gone"
         except RecordRefusedError as e:
             # The session is fine; the spool keeps the result, and the next flush sets it
             # aside with a warning saying why.
             error = str(e)
             if attempt == 0:
                 _spool(ctx, run_id, result, fields, error)
-                return True
+                return "own"
             break
         except Exception as e:  # any failure here means "not recorded yet"
             error = (str(e).splitlines() or [type(e).__name__])[0]
     _spool(ctx, run_id, result, fields, error)
-    return False
+    return "new"
+
+
+def _removed(ctx: RunContext, fields: dict[str, Any], **more: Any) -> None:
+    """Say that the run's job was removed with --purge while it ran: its result is dropped."""
+    ctx.emit(
+        "run.job_removed", level="warning", **fields, **more,
+        hint="the job was removed with --purge during this run; the run goes on to its end "
+        "and its result is not recorded",
+    )  # fmt: skip
 
 
 def _spool(
@@ -463,16 +481,14 @@ def run_job(
     if late:
         # Started well after its time (the host was down or busy): a person may want to know.
         ctx.emit("run.late", level="warning", **fields, **late, catch_up=job.spec.catch_up.value)
-    # Only the owner of the slot settles dead runners' rows: a racer that lost the claim exits
-    # at once (at the top of the hour, every round trip before the exit is paid per host).
-    ctx.db.reconcile_lost(ctx.host)
     run_ids = [run_id]
+    held = [lock]
     try:
-        code = _take_lock(ctx, job, lock, run_id, fields)
+        code = _settle_and_lock(ctx, job, held, run_id, fields)
         if code is None:
             code = _attempts(ctx, job, slot, run_id, claim, fields, run_ids)
     finally:
-        lock.release()
+        held[-1].release()
     if job.spec.notify and ctx.notify is not None:
         # After the lock is free and the result recorded; what this leaves undelivered the
         # minutely `schedctl notify` sends.
@@ -525,6 +541,101 @@ def _check_user(job: Job) -> None:
                 f"job {job.name!r} runs as user {user!r}, who does not exist on this host: "
                 f"create the user or change the job's --user"
             ) from None
+
+
+class SlotNotRunError(DatabaseUnavailableError):
+    """The session was lost after the claim and before the job started: the job did not run."""
+
+
+def _settle_and_lock(
+    ctx: RunContext, job: Job, held: list[JobLock], run_id: int, fields: dict[str, Any]
+) -> int | None:
+    """Settle dead runners' rows, then take the lock and the fence, on a session that lives.
+
+    A session lost on the way (the server ended it, a statement_timeout, a restart) had not
+    started the job: the row is taken back on a new session within REOWN_BUDGET_SECONDS and
+    the lock taken on that one (its successor lock goes to `held`), so the claimed slot still
+    runs. When that cannot be done, SlotNotRunError says the job did not run. Return as
+    _take_lock does.
+    """
+    for replaced in range(MAX_REOWNS + 1):
+        owner = ctx.db.backend_pid()
+        try:
+            # Only the owner of the slot settles dead runners' rows: a racer that lost the
+            # claim exits at once (at the top of the hour, every round trip before the exit is
+            # paid per host).
+            ctx.db.reconcile_lost(ctx.host)
+            return _take_lock(ctx, job, held[-1], run_id, fields)
+        except DatabaseUnavailableError as e:
+            with contextlib.suppress(Exception):
+                held[-1].release()  # on PostgreSQL it went with the session anyway
+            if replaced == MAX_REOWNS:
+                # A session that keeps failing here (a statement_timeout too short for the
+                # wait) gets no more tries: the row says the job did not start.
+                why = (str(e).splitlines() or [type(e).__name__])[0]
+                _abandon(ctx, run_id, owner)
+                raise _not_run(run_id, fields, why, "so were the sessions replacing it") from None
+            _reown(ctx, run_id, owner, ctx.monotonic() + REOWN_BUDGET_SECONDS, fields, e)
+            held.append(ctx.lock_for(job))
+            held[-1].prepare()
+    raise AssertionError("unreachable")
+
+
+def _abandon(ctx: RunContext, run_id: int, owner: int | None) -> None:
+    """Mark the unstarted run lost with no start, on a new session if need be; never raise."""
+    with contextlib.suppress(Exception):
+        dead, ctx.db = ctx.db, ctx.reconnect()
+        with contextlib.suppress(Exception):
+            dead.close()
+        ctx.db.abandon(run_id, owner)
+
+
+def _reown(
+    ctx: RunContext,
+    run_id: int,
+    owner: int | None,
+    deadline: float,
+    fields: dict[str, Any],
+    lost: DatabaseUnavailableError,
+) -> None:
+    """Replace the lost session and take the unstarted run's row back on the new one.
+
+    Raise SlotNotRunError when no session comes back before `deadline`, or another host has
+    marked the row lost meanwhile (its session was gone): either way the job never started
+    and the row ends `lost` with no start, which `history --missed`, `report` and `check`
+    count as a missed slot.
+    """
+    why = (str(lost).splitlines() or [type(lost).__name__])[0]
+    while True:
+        try:
+            fresh = ctx.reconnect()
+            break
+        except DatabaseUnavailableError as e:
+            why = (str(e).splitlines() or [type(e).__name__])[0]
+            if ctx.monotonic() >= deadline:
+                raise _not_run(run_id, fields, why, "no new session came back") from None
+            ctx.sleep(REOWN_POLL_SECONDS)
+    dead, ctx.db = ctx.db, fresh
+    with contextlib.suppress(Exception):
+        dead.close()  # a session that is still alive (a cancelled statement) ends here
+    try:
+        ours = ctx.db.reown(run_id, owner)
+    except DatabaseUnavailableError as e:
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        raise _not_run(run_id, fields, why, "the new session failed too") from None
+    if not ours:
+        raise _not_run(run_id, fields, why, "another host marked the run lost meanwhile")
+    ctx.emit("run.session_replaced", level="warning", **fields, error=why)
+
+
+def _not_run(run_id: int, fields: dict[str, Any], why: str, then: str) -> SlotNotRunError:
+    what = f"slot {fields['slot']}" if fields.get("slot") else "this manual run"
+    return SlotNotRunError(
+        f"the database session was lost after run {run_id} of job {fields['job']} claimed "
+        f"{what} and before the job started ({why}), and {then}: the job did not run, and "
+        f"the run is recorded lost with no start (a missed slot); check the server and run "
+        f"`schedctl run {fields['job']} --now` if it must run"
+    )
 
 
 def _take_lock(
@@ -680,11 +791,11 @@ def _attempts(
         )  # fmt: skip
         record = _record_for(ctx, procs_dir, job, run_id, token, fields)
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)
-        own_session = _record(ctx, run_id, result, fields)
+        recorded = _record(ctx, run_id, result, fields)
         retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
-        if not retryable or attempt > spec.retries:
+        if not retryable or attempt > spec.retries or recorded == "gone":
             return exit_code
-        if not own_session and ctx.db.backend == "postgresql":
+        if recorded == "new" and ctx.db.backend == "postgresql":
             # The lock lived on the session that is gone: another host may hold it by now.
             ctx.emit("run.retry.abandoned", level="warning", **fields, attempt=attempt,
                      reason="session lost")  # fmt: skip
@@ -756,27 +867,40 @@ def _run_once(
     interval = ctx.heartbeat_seconds
     reply = heartbeat_reply_seconds(interval)
     sent = ctx.monotonic()
-    # Also the first heartbeat, stamped by the database after `sent`: the fence counts from it.
-    started = ctx.db.mark_started(run_id)
+    owner = ctx.db.backend_pid()
+    try:
+        # Also the first heartbeat, stamped by the database after `sent`: the fence counts
+        # from it.
+        started = ctx.db.mark_started(run_id)
+    except DatabaseUnavailableError as e:
+        # The lock went with the session: the job may not start. Say so on the row, on a new
+        # session if one comes, so the slot counts as missed instead of ran.
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        _abandon(ctx, run_id, owner)
+        raise _not_run(run_id, fields, why, "its lock went with it") from None
     ctx.emit("run.started", **fields, command=request.argv[0])
     supervisor = Supervisor(request, record=record)
     next_beat = sent + interval
-    lost = False
+    lost = removed = False
 
     def heartbeat() -> None:
         # Called every few hundredths of a second; keeps the interval itself, so that the job
         # is stopped no later than the fence promises after the last heartbeat that got through.
-        nonlocal next_beat, lost
+        nonlocal next_beat, lost, removed
         now = ctx.monotonic()
         if lost or now < next_beat:
             return
         next_beat = now + interval
         try:
-            ctx.db.heartbeat(run_id, timeout=reply)
+            there = ctx.db.heartbeat(run_id, timeout=reply)
         except Exception:  # a dead or silent session means the lock is gone
             lost = True
             ctx.emit("run.lock_lost", level="warning", **fields)
             supervisor.stop("lock_lost")
+            return
+        if not there and not removed:
+            removed = True  # said once; the lock is still held on this live session
+            _removed(ctx, fields)
 
     try:
         outcome = supervisor.run(tick=heartbeat, tick_interval=_TICK_SECONDS)

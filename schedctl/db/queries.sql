@@ -198,10 +198,20 @@ WHERE id = :run_id AND db_backend_pid = pg_backend_pid()
 -- name: heartbeat [sqlite]
 UPDATE runs SET heartbeat_at = :now WHERE id = :run_id
 
+-- name: run_exists
+-- Whether a heartbeat that updated nothing found its row gone (`remove --purge` mid-run).
+SELECT 1 FROM runs WHERE id = :run_id
+
+-- fragment: fence
+-- A row's fence in seconds, within [0, :max_fence] whatever is stored: an older schedctl wrote
+-- any SCHEDCTL_HEARTBEAT it was given (infinity, NaN), and one such row must not put every
+-- statement that reads the fence out of the interval range.
+least(greatest(coalesce(fence_seconds, :default_fence), 0), :max_fence)
+
 -- name: fence_left [postgresql]
 -- Seconds until every other started run of the job has surely stopped its job.
 SELECT extract(epoch FROM max(coalesce(heartbeat_at, started_at)
-  + coalesce(fence_seconds, :default_fence) * interval '1 second') - clock_timestamp())::float8
+  + {fence} * interval '1 second') - clock_timestamp())::float8
 FROM runs WHERE job_id = :job_id AND status = 'running' AND started_at IS NOT NULL
 AND id <> :run_id
 
@@ -231,7 +241,29 @@ UPDATE runs SET status = 'lost', finished_at = clock_timestamp()
 WHERE status = 'running' AND db_backend_pid IS NOT NULL
 AND NOT EXISTS (SELECT 1 FROM pg_stat_get_activity(runs.db_backend_pid))
 AND (started_at IS NULL OR coalesce(heartbeat_at, started_at)
-  + coalesce(fence_seconds, :default_fence) * interval '1 second' < clock_timestamp())
+  + {fence} * interval '1 second' < clock_timestamp())
+
+-- name: reown_run [postgresql]
+-- A runner whose session was lost after its claim and before its job started takes its row
+-- back on a new session: only while the row still names the lost session (no other host has
+-- marked it lost meanwhile) and the job never started.
+UPDATE runs SET db_backend_pid = pg_backend_pid(), heartbeat_at = clock_timestamp()
+WHERE id = :run_id AND status = 'running' AND started_at IS NULL
+AND db_backend_pid = :old_pid RETURNING id
+
+-- name: reown_run [sqlite]
+-- One process's file: nobody else settles a live runner's row.
+UPDATE runs SET heartbeat_at = :now
+WHERE id = :run_id AND status = 'running' AND started_at IS NULL RETURNING id
+
+-- name: abandon_run [postgresql]
+-- The job did not start: the row says so (lost, no start), so the slot counts as missed.
+UPDATE runs SET status = 'lost', started_at = NULL, finished_at = clock_timestamp()
+WHERE id = :run_id AND status = 'running' AND db_backend_pid = :old_pid
+
+-- name: abandon_run [sqlite]
+UPDATE runs SET status = 'lost', started_at = NULL, finished_at = :now
+WHERE id = :run_id AND status = 'running'
 
 -- name: running_on_host [sqlite]
 SELECT id, pid FROM runs WHERE status = 'running' AND host = :host
@@ -282,6 +314,10 @@ ORDER BY id DESC LIMIT :limit
 
 -- ===== report, check, metrics ===============================================================
 
+-- fragment: ran
+-- A first attempt that ended `lost` without a start never ran its slot: that slot is missed.
+NOT (status = 'lost' AND started_at IS NULL)
+
 -- name: newest_runs [postgresql]
 -- Each job's newest run, in one round trip: an index probe per job on (job_id, id).
 SELECT r.id, r.job_id, r.job_name, r.slot, r.trigger, r.attempt, r.status, r.host, r.pid,
@@ -302,7 +338,8 @@ WHERE x.job_id = j.id ORDER BY id DESC LIMIT 1) FROM jobs j)
 SELECT j.id AS job_id, w.runs, w.succeeded, w.skipped, w.running, w.pct[1] AS p50,
 w.pct[2] AS p95, w.max, w.present,
 (SELECT count(*) FROM runs e WHERE e.job_id = j.id AND e.claimed_at >= :scan_from
-  AND e.claimed_at < :since AND e.attempt = 1 AND e.slot >= :since AND e.slot <= :slots_to)
+  AND e.claimed_at < :since AND e.attempt = 1 AND e.slot >= :since AND e.slot <= :slots_to
+  AND NOT (e.status = 'lost' AND e.started_at IS NULL))
   AS early
 FROM jobs j CROSS JOIN LATERAL (
   SELECT count(*) AS runs,
@@ -312,7 +349,8 @@ FROM jobs j CROSS JOIN LATERAL (
   percentile_cont(ARRAY[0.5, 0.95]) WITHIN GROUP (ORDER BY duration_seconds)
     FILTER (WHERE status <> 'skipped_overlap') AS pct,
   max(duration_seconds) FILTER (WHERE status <> 'skipped_overlap') AS max,
-  count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to) AS present
+  count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to AND {ran})
+  AS present
   FROM runs r WHERE r.job_id = j.id AND r.claimed_at >= :since) w
 
 -- name: window_stats [sqlite]
@@ -324,7 +362,8 @@ count(*) FILTER (WHERE claimed_at >= :since AND status = 'running') AS running,
 NULL AS p50, NULL AS p95,
 max(duration_seconds) FILTER (WHERE claimed_at >= :since AND status <> 'skipped_overlap')
   AS max,
-count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to) AS present,
+count(*) FILTER (WHERE attempt = 1 AND slot >= :since AND slot <= :slots_to AND {ran})
+  AS present,
 0 AS early
 FROM runs WHERE claimed_at >= :scan_from AND job_id IS NOT NULL GROUP BY job_id
 
@@ -363,19 +402,19 @@ WHERE job_id IN (SELECT value FROM json_each(:job_ids)) AND claimed_at >= :since
 AND status = 'succeeded' AND duration_seconds IS NOT NULL ORDER BY job_id, duration_seconds
 
 -- name: slots_that_ran [postgresql]
--- Which (job, slot) pairs have a first attempt: an index probe on (job_id, slot) per pair.
+-- Which (job, slot) pairs have a first attempt that ran: an index probe on (job_id, slot) per pair.
 -- Slots are whole seconds, so POSIX times as float8 are exact and cheaper than timestamps.
-SELECT job_id, slot FROM runs WHERE attempt = 1 AND (job_id, slot) IN
+SELECT job_id, slot FROM runs WHERE attempt = 1 AND {ran} AND (job_id, slot) IN
 (SELECT j, to_timestamp(e) FROM unnest(:job_ids::int[], :epochs::float8[]) AS u(j, e))
 
 -- name: slots_that_ran [sqlite]
-SELECT job_id, slot FROM runs WHERE attempt = 1 AND (job_id, slot) IN
+SELECT job_id, slot FROM runs WHERE attempt = 1 AND {ran} AND (job_id, slot) IN
 (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(:pairs))
 
 -- name: slots_between
--- The slots of a job's first attempts in [start, end].
+-- The slots of a job's first attempts in [start, end] that ran.
 SELECT slot FROM runs WHERE job_id = :job_id AND attempt = 1 AND slot >= :start
-AND slot <= :end
+AND slot <= :end AND {ran}
 
 -- name: status_totals
 -- Counted by triggers on runs as each run reaches a final status (migration 0004), never

@@ -35,11 +35,13 @@ from schedctl.errors import (
 )
 from schedctl.models import (
     DEFAULT_FENCE_SECONDS,
+    MAX_FENCE_SECONDS,
     Job,
     JobSpec,
     RunStatus,
     Trigger,
     job_from_row,
+    sane_fence,
     webhook_secret,
 )
 
@@ -86,6 +88,10 @@ class RecordRefusedError(Exception):
     """The database will never take this result as it is: no such run, or a value it rejects."""
 
 
+class RunGoneError(RecordRefusedError):
+    """The run's row is gone: its job was removed with `--purge` meanwhile."""
+
+
 class RunDB(Protocol):
     """What `schedctl run` needs from the database (the Repository, or a test's stand-in)."""
 
@@ -121,8 +127,11 @@ class RunDB(Protocol):
         """Record that the job process starts now (also its first heartbeat); return when."""
         ...
 
-    def heartbeat(self, run_id: int, timeout: float | None = None) -> None:
-        """Prove the session is alive; raises when it is not, or no reply comes in `timeout`."""
+    def heartbeat(self, run_id: int, timeout: float | None = None) -> bool:
+        """Prove the session is alive; raises when it is not, or no reply comes in `timeout`.
+
+        Return whether the run's row is still there (`remove --purge` deletes it).
+        """
         ...
 
     def fence_left(self, job_id: int, run_id: int) -> float | None:
@@ -139,6 +148,18 @@ class RunDB(Protocol):
 
     def reconcile_lost(self, host: str) -> int:
         """Mark `running` rows whose runner is gone as `lost`; return how many."""
+        ...
+
+    def backend_pid(self) -> int | None:
+        """Return this session's server backend pid (PostgreSQL), else None."""
+        ...
+
+    def reown(self, run_id: int, old_pid: int | None) -> bool:
+        """Take an unstarted run row back on this session; False when it is no longer ours."""
+        ...
+
+    def abandon(self, run_id: int, old_pid: int | None) -> bool:
+        """Record an unstarted run as `lost` with no start; False when it was not ours any more."""
         ...
 
     def close(self) -> None:
@@ -204,6 +225,7 @@ class CheckData(NamedTuple):
 
 
 _NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+_FENCES = {"default_fence": DEFAULT_FENCE_SECONDS, "max_fence": MAX_FENCE_SECONDS}
 
 
 def as_time(value: datetime | str | None) -> datetime | None:
@@ -562,7 +584,7 @@ class Repository:
                  "slot": c.slot, "trigger": c.trigger.value, "attempt": c.attempt,
                  "host": c.host, "pid": c.pid, "backend_pid": self.backend_pid(),
                  "claimed_at": c.claimed_at, "clock_skew_seconds": c.clock_skew_seconds,
-                 "version": c.version, "fence_seconds": c.fence_seconds},
+                 "version": c.version, "fence_seconds": sane_fence(c.fence_seconds)},
             ).one()  # fmt: skip
         except RefusedError as e:
             if e.missing_parent:  # removed since it was loaded
@@ -581,14 +603,42 @@ class Repository:
         assert row is not None
         return at or _time(row[0])
 
-    def heartbeat(self, run_id: int, timeout: float | None = None) -> None:
-        """Touch heartbeat_at on this session; raise if the session is gone or answers late."""
+    def heartbeat(self, run_id: int, timeout: float | None = None) -> bool:
+        """Touch heartbeat_at on this session; raise if the session is gone or answers late.
+
+        Return False when the run's row is gone: its job was removed with `--purge` while it
+        ran. The session, and so the lock, is fine then.
+        """
         if isinstance(self.conn, SqliteConnector):
             # A local file: the busy timeout bounds the wait.
-            self._q("heartbeat", {"run_id": run_id, "now": self.now()})
-            return
-        if self.conn.run("heartbeat", {"run_id": run_id}, timeout=timeout).rowcount == 0:
-            raise TransactionPoolerError()
+            return self._q("heartbeat", {"run_id": run_id, "now": self.now()}).rowcount == 1
+        if self.conn.run("heartbeat", {"run_id": run_id}, timeout=timeout).rowcount == 1:
+            return True
+        if not self.conn.run("run_exists", {"run_id": run_id}, timeout=timeout).rows:
+            return False
+        # The row is there but names another backend: a transaction pooler moved us.
+        raise TransactionPoolerError()
+
+    def reown(self, run_id: int, old_pid: int | None) -> bool:
+        """Take an unstarted run row back on this session, if it still names `old_pid`.
+
+        False when another host marked it lost meanwhile, or its job started.
+        """
+        params = {"run_id": run_id, "old_pid": old_pid, "now": self._sqlite_now()}
+        if self.backend == "postgresql":
+            del params["now"]
+        else:
+            del params["old_pid"]
+        return self._q("reown_run", params).one() is not None
+
+    def abandon(self, run_id: int, old_pid: int | None) -> bool:
+        """Record an unstarted run as `lost` with no start, if it still names `old_pid`."""
+        params = {"run_id": run_id, "old_pid": old_pid, "now": self._sqlite_now()}
+        if self.backend == "postgresql":
+            del params["now"]
+        else:
+            del params["old_pid"]
+        return self._q("abandon_run", params).rowcount == 1
 
     def fence_left(self, job_id: int, run_id: int) -> float | None:
         """Return the seconds until other runners' started runs of the job have surely stopped.
@@ -599,7 +649,7 @@ class Repository:
             return None
         row = self._q(
             "fence_left",
-            {"default_fence": DEFAULT_FENCE_SECONDS, "job_id": job_id, "run_id": run_id},
+            {**_FENCES, "job_id": job_id, "run_id": run_id},
         ).one()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -637,7 +687,7 @@ class Repository:
         if done == 0:
             row = self._q("run_status", {"run_id": run_id}).one()
             if row is None:
-                raise RecordRefusedError(f"the database has no run {run_id}")
+                raise RunGoneError(f"the database has no run {run_id}")
             raise RecordRefusedError(
                 f"run {run_id} is final already ({row[0]}); a spooled result does not replace it"
             )
@@ -649,7 +699,7 @@ class Repository:
         host's, whose runner process is gone.
         """
         if self.backend == "postgresql":
-            return int(self._q("reconcile_lost", {"default_fence": DEFAULT_FENCE_SECONDS}).rowcount)
+            return int(self._q("reconcile_lost", _FENCES).rowcount)
         rows = self._q("running_on_host", {"host": host}).rows
         gone = [run_id for run_id, pid in rows if pid is None or not _pid_alive(int(pid))]
         for run_id in gone:
