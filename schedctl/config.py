@@ -336,9 +336,7 @@ def host_name(env: Mapping[str, str]) -> str:
             f"line separators): {fix}"
         )
     if len(name) > MAX_HOST_NAME:
-        raise ConfigError(
-            f"{where} is longer than {MAX_HOST_NAME} characters: {fix}"
-        )
+        raise ConfigError(f"{where} is longer than {MAX_HOST_NAME} characters: {fix}")
     return name
 
 

@@ -82,7 +82,9 @@ def test_a_claim_stores_a_fence_within_range(pg_url: str) -> None:
     from schedctl.config import parse_database_url
     from schedctl.db import schema
     from schedctl.db.repository import Claim, open_current
-    from schedctl.models import MAX_FENCE_SECONDS, JobSpec, Trigger
+    from schedctl.models import JobSpec, Trigger
+
+    longest = 611.0  # the fence of the longest heartbeat (300 s): 300 + 300 + 10 + 1
 
     url = parse_database_url(pg_url)
     schema.upgrade(url)
@@ -90,7 +92,7 @@ def test_a_claim_stores_a_fence_within_range(pg_url: str) -> None:
     try:
         spec = JobSpec(name="f", schedule="* * * * *", timezone="UTC", command=("true",))
         job = store.add_job(spec, datetime.now(UTC))
-        for fence, stored in ((float("inf"), MAX_FENCE_SECONDS), (float("nan"), MAX_FENCE_SECONDS),
+        for fence, stored in ((float("inf"), longest), (float("nan"), longest),
                               (-5.0, 0.0), (21.0, 21.0)):  # fmt: skip
             claim = Claim(job, None, Trigger.MANUAL, 1, "h", 1, datetime.now(UTC), 0.0, "t", fence)
             run_id = store.claim(claim)
