@@ -139,18 +139,25 @@ def test_a_host_name_a_stored_string_may_not_be_is_refused(
     assert "HYPERLINK" not in with_hosts and "hhhh" not in with_hosts
 
 
-def _backend_waiting_on_a_lock(admin: psycopg.Connection[Any], timeout: float = 20) -> int:
-    """Return the pid of the `schedctl run` session once it waits on a row lock."""
+def _backend_waiting_on_a_lock(
+    admin: psycopg.Connection[Any], database: str, timeout: float = 20
+) -> int:
+    """Return the pid of the `schedctl run` session on `database` once it waits on a row lock."""
     deadline = time.monotonic() + timeout
     while True:
         row = admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'schedctl run'"
-            " AND wait_event_type = 'Lock'"
+            " AND wait_event_type = 'Lock' AND datname = %s",
+            (database,),
         ).fetchone()
         if row:
             return int(row[0])
         assert time.monotonic() < deadline, "the runner never waited on the row lock"
         time.sleep(0.1)
+
+
+def _database(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
 
 
 def _held_row(url: str, run_id: int) -> psycopg.Connection[Any]:
@@ -188,7 +195,7 @@ def test_a_session_lost_between_claim_and_start_still_runs_the_slot_once(
     runner = start_run(env, "bx")
     try:
         with psycopg.connect(pg_url, autocommit=True) as admin:
-            pid = _backend_waiting_on_a_lock(admin)
+            pid = _backend_waiting_on_a_lock(admin, _database(pg_url))
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
         time.sleep(1)
         holder.commit()
@@ -219,13 +226,13 @@ def test_a_session_that_does_not_come_back_before_the_start_leaves_the_slot_miss
     side = tmp_path / "side"
     ok(cli("add", "bx", "-s", this_minute_daily(), "--tz", "UTC", "--shell", "--",
            f"echo RAN-BX >> {side}"))  # fmt: skip
-    database = pg_url.rsplit("/", 1)[1].split("?", maxsplit=1)[0]
+    database = _database(pg_url)
     dead = _insert_running(pg_url, "bx", "21")
     holder = _held_row(pg_url, dead)
     runner = start_run(env, "bx")
     admin = psycopg.connect(pg_url.rsplit("/", 1)[0] + "/postgres", autocommit=True)
     try:
-        pid = _backend_waiting_on_a_lock(admin)
+        pid = _backend_waiting_on_a_lock(admin, database)
         # No new session can come back within the runner's budget.
         admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
