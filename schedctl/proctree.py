@@ -165,12 +165,16 @@ def set_subreaper(on: bool) -> bool:
     return bool(previous.value)
 
 
-def child_setup_hook(cgroup: RunCgroup | None, uid: int | None) -> Callable[[], None]:
+def child_setup_hook(
+    cgroup: RunCgroup | None, uid: int | None, mask: Iterable[int] = ()
+) -> Callable[[], None]:
     """Return the job's pre-exec hook: join the run's cgroup, drop to `uid`, die with us.
 
     The cgroup is joined while still privileged, so the job cannot leave it before it starts.
-    PR_SET_PDEATHSIG is set last: a change of user clears it.
+    PR_SET_PDEATHSIG is set last: a change of user clears it. The signal mask becomes `mask`
+    (the parent blocks signals while the job starts; the job must not inherit that).
     """
+    blocked = set(mask)
     prctl = _prctl()  # resolved here, in the parent, not after fork
     procs_file = str(cgroup.path / "cgroup.procs") if cgroup is not None else None
     parent = os.getpid()
@@ -188,6 +192,7 @@ def child_setup_hook(cgroup: RunCgroup | None, uid: int | None) -> Callable[[], 
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:
             os._exit(1)  # schedctl died before the hook ran: never run without it
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     return hook
 

@@ -276,26 +276,34 @@ class Supervisor:
             self._foreign = set(children(os.getpid()))
             self._cgroup = RunCgroup.create() if req.cgroup else None
             self._save_record(cgroup_changed=True)  # a crash from here on leaves it on record
-            self._proc = _start(
-                list(req.argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(req.env),
-                cwd=req.cwd,
-                start_new_session=True,  # own session and process group
-                close_fds=True,
-                # The user's own groups (initgroups), none of schedctl's.
-                group=who.gid if who else None,
-                extra_groups=who.groups if who else None,
-                # schedctl run is single-threaded, and the hook makes no imports.
-                preexec_fn=child_setup_hook(self._cgroup, who.uid if who else None),
-            )
-            if self._cgroup is not None and not self._cgroup.holds(self._proc.pid):
-                self._drop_cgroup()  # the host would not let the job join it: do without
-            self._sweep()
-            previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
+            # The forwarded signals wait, blocked, until their handler is in place: one that
+            # came while the job started ended schedctl itself and left the job unwatched. The
+            # job starts with the mask schedctl had (the hook restores it before exec).
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED_SIGNALS)
+            previous: dict[int, Any] = {}
             try:
+                self._proc = _start(
+                    list(req.argv),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    env=dict(req.env),
+                    cwd=req.cwd,
+                    start_new_session=True,  # own session and process group
+                    close_fds=True,
+                    # The user's own groups (initgroups), none of schedctl's.
+                    group=who.gid if who else None,
+                    extra_groups=who.groups if who else None,
+                    # schedctl run is single-threaded, and the hook makes no imports.
+                    preexec_fn=child_setup_hook(self._cgroup, who.uid if who else None, mask),
+                )
+                previous = {s: signal.signal(s, self._on_signal) for s in FORWARDED_SIGNALS}
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending one is handled now
+            try:
+                if self._cgroup is not None and not self._cgroup.holds(self._proc.pid):
+                    self._drop_cgroup()  # the host would not let the job join it: do without
+                self._sweep()
                 self._pump(started, tick, tick_interval)
             except BaseException:
                 self._kill_all()  # an error in here must not leave the job running unwatched

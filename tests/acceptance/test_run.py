@@ -269,6 +269,38 @@ def test_signals_to_run_stop_the_whole_job(
     assert (row["status"], row["exit_code"]) == ("killed", 143)
 
 
+def test_a_signal_while_the_job_starts_still_stops_it_and_is_recorded(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    # The job signals its runner the moment it starts: before the runner's handler was in
+    # place, SIGTERM ended schedctl itself (-15), the run became `lost` and the job ran on.
+    cli, url, env = backend
+    pid_file = tmp_path / "pid"
+    job = f"kill -TERM $PPID; sleep 60 & echo $! > {pid_file}; wait"
+    ok(cli("add", "early", "-s", "@daily", "--shell", "--", job))
+    runner = start_run(env, "early", "--now")
+    try:
+        assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    if pid_file.exists() and pid_file.read_text().strip():
+        grandchild = int(pid_file.read_text())
+        deadline = time.monotonic() + 5
+        while alive(grandchild):
+            assert time.monotonic() < deadline, "the job's background process outlived its run"
+            time.sleep(0.05)
+    (row,) = run_rows(url)
+    assert (row["status"], row["exit_code"]) == ("killed", 143)
+    # Blocked while the job starts, not in the job: it gets the signal mask schedctl had.
+    ok(cli("add", "mask", "-s", "@daily", "--", "grep", "SigBlk", "/proc/self/status"))
+    done = subprocess.run(
+        [str(BIN), "run", "mask", "--now"],
+        check=False, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "SigBlk:\t0000000000000000\n"), done.stderr
+
+
 def test_kill_9_of_the_runner_is_reconciled_as_lost(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:
