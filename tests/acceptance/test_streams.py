@@ -123,20 +123,18 @@ def test_writing_a_report_over_a_directory_is_one_line(
     assert [p.name for p in target.iterdir()] == ["keep"]
 
 
-def test_event_values_escape_every_control_character(tmp_path: Path) -> None:
+def test_a_hostile_host_name_is_refused_in_one_line_without_its_controls(tmp_path: Path) -> None:
+    # A host name is stored on every run, so one no stored string may hold is refused before
+    # anything is claimed; the refusal names it escaped. (How events escape such values is
+    # tests/unit/test_log.py's: nothing a user controls reaches an event unchecked any more.)
     host = "\x1b]0;pwn\x07\x1b[2J\ttab\rcr\x7fdel\x85nel\u2028ls\u2029ps\x9b"
     cli = make_cli(tmp_path, SCHEDCTL_HOST=host)
     ok(cli("add", "c1", "-s", "0 3 * * *", "--", "true"))
-    r = ok(cli("run", "c1", "--now"))
-    lines = r.err.splitlines()
-    assert len(lines) == 3, r.err
-    for line in lines:
-        assert not CONTROLS & set(line), repr(line)
-        (value,) = [f.split(" ", 1)[0] for f in line.split(" host=")[1:]]
-        # Bare (no space, `=` or quote), escaped as a JSON string's body: nothing lost, the
-        # escapes read back as the value.
-        assert json.loads(f'"{value}"') == host
+    r = cli("run", "c1", "--now")
+    one_line_error(r, 78, "SCHEDCTL_HOST")
+    assert not CONTROLS & set(r.err.rstrip("\n")), repr(r.err)
     plain = make_cli(tmp_path, SCHEDCTL_HOST="web-1.example")
+    assert ok(plain("history", "--json")).out.strip() == "[]"  # nothing claimed
     assert " host=web-1.example " in ok(plain("run", "c1", "--now")).err  # as it was
 
 
