@@ -191,8 +191,11 @@ def test_two_hosts_with_the_same_units_run_each_slot_once(
     assert all(v >= 5 for v in activations.values()), activations
 
 
-def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg: PgServer) -> None:
-    """units/ as install.sh --system puts them: sync converges the host, prune applies retention."""
+def test_shipped_sync_prune_and_notify_timers_work_on_a_host(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    """units/ as install.sh --system puts them: sync converges the host, prune applies retention,
+    the notify timer delivers a failure's notification by itself."""
     from schedctl.config import parse_database_url
     from schedctl.db.schema import make_engine
     from schedctl.db.tables import runs
@@ -209,6 +212,20 @@ def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg:
                 attempt=1, status=status, host="old", claimed_at=old.replace(day=i + 1),
                 output_bytes=0, output_truncated=False, schedctl_version="test",
             ))  # fmt: skip
+    # A failure of a job with a command target: its notification waits in the outbox.
+    hook = "/usr/local/bin/record-notification"
+    ok(cli("add", "told", "-s", "0 5 * * *", "--tz", "UTC", "--notify", f"exec:{hook}",
+           "--", "/bin/false"))  # fmt: skip
+    told_id = json.loads(ok(cli("show", "told", "--json")).out)["id"]
+    recent = datetime.now(UTC).replace(second=0, microsecond=0)  # within every retention
+    with engine.begin() as conn:
+        run_id = conn.execute(runs.insert().values(
+            job_id=told_id, job_name="told", slot=recent,
+            trigger="timer", attempt=1, status="running", host="elsewhere",
+            claimed_at=recent, output_bytes=0,
+            output_truncated=False, schedctl_version="test",
+        ).returning(runs.c.id)).scalar_one()  # fmt: skip
+        conn.execute(runs.update().where(runs.c.id == run_id).values(status="failed", exit_code=1))
     engine.dispose()
     box = Sandbox("units", "systemd", pg.sockdir, sandbox_files(pg, url), binds())
     try:
@@ -217,10 +234,13 @@ def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg:
         for unit in shipped.iterdir():
             text = unit.read_text().replace("/usr/local/bin/schedctl", str(BIN))
             box.path(f"/etc/systemd/system/{unit.name}").write_text(text)
+        box.path(hook).write_text("#!/bin/sh\ncat > /var/tmp/notified.json\n")
+        box.path(hook).chmod(0o755)
         box.exec("systemctl", "daemon-reload")
-        box.exec("systemctl", "enable", "--now", "schedctl-sync.timer", "schedctl-prune.timer")
+        timers = ("schedctl-sync.timer", "schedctl-prune.timer", "schedctl-notify.timer")
+        box.exec("systemctl", "enable", "--now", *timers)
         listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
-        assert "schedctl-prune.timer" in listed and "schedctl-sync.timer" in listed
+        assert all(t in listed for t in timers), listed
 
         # The retention timer's service prunes (started by hand: it is due at night).
         box.exec("systemctl", "start", "schedctl-prune.service", timeout=120)
@@ -240,6 +260,22 @@ def test_shipped_sync_and_prune_timers_work_on_a_host(host: tuple[Cli, str], pg:
         time.sleep(2)
         listed = box.exec("systemctl", "list-timers", "--all", "--no-legend").stdout
         assert "schedctl-kept.timer" in listed
+
+        # The notify timer (second :15 of each minute) delivers the failure by itself.
+        notified = box.path("/var/tmp/notified.json")
+        deadline = time.monotonic() + 80
+        while not (notified.exists() and notified.read_text().rstrip().endswith("}")):
+            assert time.monotonic() < deadline, box.exec(
+                "journalctl", "-u", "schedctl-notify.service", "--no-pager"
+            ).stdout
+            time.sleep(1)
+        document = json.loads(notified.read_text())
+        assert (document["event"], document["job"], document["run_id"]) == (
+            "failure",
+            "told",
+            run_id,
+        )
+        assert (document["status"], document["exit_code"]) == ("failed", 1)
     finally:
         box.close()
 
