@@ -33,3 +33,21 @@ class FixedClock:
     def now(self) -> datetime:
         """Return the fixed instant."""
         return self._at
+
+
+class DatabaseClock:
+    """The database's clock, read on every call: what stored timestamps are judged by.
+
+    PostgreSQL stamps claims, starts and heartbeats with its own clock, so whether a slot is
+    due, a run stuck or a host gone is asked of that clock too, never of the host's (a
+    monitoring host minutes ahead would see slots missed that are not yet due). `source` is
+    the repository: its `now()` reads the server's clock, or on SQLite, whose one host's
+    clock is the database's, the clock it was given.
+    """
+
+    def __init__(self, source: Clock) -> None:
+        self._source = source
+
+    def now(self) -> datetime:
+        """Return the database's current time."""
+        return self._source.now()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from schedctl import config, datadir, log
-from schedctl.clock import Clock, SystemClock
+from schedctl.clock import Clock, DatabaseClock, SystemClock
 
 if TYPE_CHECKING:
     from schedctl.db.repository import Repository
@@ -63,6 +63,10 @@ class State:
         store = self.store()
         store.reconcile_lost(config.host_name(os.environ))
         return store
+
+    def db_clock(self) -> Clock:
+        """Return the database's clock (opening the database): stored times are judged by it."""
+        return DatabaseClock(self.store())
 
     def default_timezone(self) -> str:
         """Return the host's default zone for new jobs."""

@@ -25,7 +25,7 @@ def step_after_sync(st: State) -> None:
     try:
         settings = outbox.settings_from({**config.file_values(os.environ), **os.environ})
         host = config.host_name(os.environ)
-        outbox.step(st.store(), st.clock, settings, emit, host, budget=SYNC_BUDGET)
+        outbox.step(st.store(), st.db_clock(), settings, emit, host, budget=SYNC_BUDGET)
     except Exception as e:
         emit("notify.step_failed", level="warning", error=redact.describe(e))
 
@@ -49,7 +49,7 @@ def notify(
     st = state(ctx)
     settings = outbox.settings_from({**config.file_values(os.environ), **os.environ})
     host = config.host_name(os.environ)
-    report = outbox.step(st.settled_store(), st.clock, settings, emit, host)
+    report = outbox.step(st.settled_store(), st.db_clock(), settings, emit, host)
     o = report.outcome
     if json_:
         print_json({"missed_slots": report.missed, "sent": o.sent, "retrying": o.retrying,

@@ -53,7 +53,7 @@ def report(
     """
     st = state(ctx)
     seconds = parse_duration(since, what="--since")
-    rep = operate.report(st.settled_store(), st.clock, seconds, tag)
+    rep = operate.report(st.settled_store(), st.db_clock(), seconds, tag)
     if html is not None:
         from schedctl.hostfiles import atomic_write
 
@@ -122,7 +122,7 @@ def metrics(
 ) -> None:
     """Print Prometheus metrics for every job. Example: schedctl metrics -o /var/lib/node_exporter/schedctl.prom"""
     st = state(ctx)
-    text = operate.metrics(st.settled_store(), st.clock)
+    text = operate.metrics(st.settled_store(), st.db_clock())
     if output is None:
         sys.stdout.write(text)
         return
