@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             return run_main(own, db)
         from schedctl.cli.check import main as check_main
 
-        return check_main(own, db)
+        return check_main(own, db, stdout_closed)
     if stdout_closed:
         return _fail(
             "cannot write output: standard output is closed; give the command somewhere to "

@@ -11,7 +11,7 @@ import os
 import sys
 
 from schedctl import boundary, config, log, redact
-from schedctl.clock import SystemClock
+from schedctl.clock import DatabaseClock, SystemClock
 from schedctl.errors import ValidationError
 from schedctl.report import JobCheck, Severity, summary
 
@@ -70,6 +70,7 @@ def _parse(args: list[str]) -> tuple[list[str], bool, bool, str | None]:
 def _judge(names: list[str], settle: bool, db_flag: str | None) -> list[JobCheck]:
     from schedctl import datadir, operate
     from schedctl.cli.run import emit, warn_db_flag
+    from schedctl.db.connector import connect
     from schedctl.db.repository import open_repository
     from schedctl.services import settle_spool
 
@@ -77,7 +78,11 @@ def _judge(names: list[str], settle: bool, db_flag: str | None) -> list[JobCheck
     settings = config.resolve(os.environ, db_flag)
     warn_db_flag(settings)
     datadir.check(settings.data_dir)  # before anything in it is opened
-    db = open_repository(settings.database, SystemClock(), "schedctl check")
+    url = settings.database
+    db = open_repository(url, SystemClock(), "schedctl check")
+    # As for every other one-shot command: a session the server ended (a restart, a terminated
+    # backend) is replaced, and the plain read that lost it retried once on the new one.
+    db.reopen = lambda: connect(url, "schedctl check")
     try:
         db.check_schema()
         if settle:
@@ -86,14 +91,23 @@ def _judge(names: list[str], settle: bool, db_flag: str | None) -> list[JobCheck
             # read access.
             settle_spool(db, settings.data_dir / "spool", emit)
             db.reconcile_lost(config.host_name(os.environ))
-        return operate.check(db, SystemClock(), names or None)
+        # Heartbeats, starts and claims carry the database's time: judge them by its clock.
+        return operate.check(db, DatabaseClock(db), names or None)
     finally:
         db.close()
 
 
-def main(args: list[str], db_flag: str | None = None) -> int:
+def main(args: list[str], db_flag: str | None = None, stdout_closed: bool = False) -> int:
     """Run `schedctl check ARGS`; return the monitoring exit code, UNKNOWN whatever goes wrong."""
     as_json = "--json" in args
+    if stdout_closed:
+        # Started with stdout closed: the verdict could reach no one (what stands on fd 1 now
+        # is the /dev/null the entry point put there), so the check itself is UNKNOWN.
+        boundary.say(
+            "schedctl: error: cannot write the check's output: standard output is closed; "
+            "give the check somewhere to write (e.g. >/dev/null)\n"
+        )
+        return int(Severity.UNKNOWN)
 
     def body() -> int:
         code = _main(args, db_flag)

@@ -556,3 +556,48 @@ def test_a_statement_timeout_is_not_called_an_unreachable_database(
             result = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=short)("list")
         one_line_error(result, 75, "cancelled a statement")
         assert setting.replace("_", " ") in result.err and "cannot reach" not in result.err
+
+
+@pytest.mark.parametrize("args", [["check"], ["check", "j1"], ["check", "--json"], ["list"]])
+def test_a_read_whose_session_the_server_ended_is_retried_once(
+    tmp_path: Path, pg_url: str, args: list[str]
+) -> None:
+    """A plain read cut off by pg_terminate_backend runs again on a new session."""
+    import subprocess
+    import time
+
+    import psycopg
+    from cli_helpers import BIN, Result, cli_env
+
+    cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)
+    ok(cli("db", "upgrade"))
+    ok(cli("add", "j1", "-s", "@daily", "--", "true"))
+    with psycopg.connect(pg_url) as holder, psycopg.connect(pg_url, autocommit=True) as admin:
+        # The command's read of the jobs waits behind this lock, and is ended while it waits.
+        holder.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+        proc = subprocess.Popen(
+            [str(BIN), *args],
+            env=cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ended: list[tuple[bool]] = []
+            deadline = time.monotonic() + 30
+            while not ended:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.poll()
+                time.sleep(0.05)
+                ended = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                    " AND application_name LIKE 'schedctl%%'"
+                ).fetchall()
+            assert ended == [(True,)]
+            time.sleep(0.5)  # the retry now waits behind the lock in turn
+        finally:
+            holder.rollback()
+        out, err = proc.communicate(timeout=60)
+    result = Result(proc.returncode, out, err)
+    assert (result.rc, result.err) == (0, ""), result
+    assert "j1" in result.out or "OK - 1 jobs" in result.out, result

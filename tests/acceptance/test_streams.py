@@ -142,3 +142,35 @@ def test_an_unknown_command_suggests_once(tmp_path: Path) -> None:
     r = make_cli(tmp_path)("bogus")
     one_line_error(r, 2, "No such command")
     assert r.err.count("Did you mean") == 1, r.err
+
+
+@pytest.mark.parametrize("args", [["check"], ["check", "job"], ["check", "--json"]])
+def test_check_with_stdout_closed_is_unknown_in_one_line(
+    tmp_path: Path, cli: Cli, args: list[str]
+) -> None:
+    one_line_error(redirected(tmp_path, ">&-", *args), 3, "standard output is closed")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "job"],
+        ["next", "job"],
+        ["history"],
+        ["history", "job", "--csv"],
+        ["history", "job", "--missed"],
+        ["report"],
+        ["metrics"],
+        ["hosts"],
+        ["locks"],
+        ["logs", "1"],
+        ["render", "crontab", "job"],
+        ["db", "status"],
+        ["--version"],
+    ],
+)
+def test_every_other_command_with_stdout_closed_is_one_line(
+    tmp_path: Path, cli: Cli, args: list[str]
+) -> None:
+    assert cli("run", "job", "--now").rc == 3  # run 1, for `logs`
+    one_line_error(redirected(tmp_path, ">&-", *args), 74, "standard output is closed")
