@@ -70,7 +70,8 @@ def history(
     if missed:
         _missed(st, job, since_seconds, json_, csv_)
         return
-    found = operate.history(st.settled_store(), st.clock, job, status, since_seconds, host, limit)
+    store = st.settled_store()
+    found = operate.history(store, st.db_clock(), job, status, since_seconds, host, limit)
     if json_:
         print_json([r.to_dict() for r in found])
         return
@@ -79,7 +80,10 @@ def history(
         # stored text can start a row of its own (and a formula with it).
         writer = csv.DictWriter(sys.stdout, fieldnames=_CSV_FIELDS, lineterminator="\r\n")
         writer.writeheader()
-        writer.writerows({k: csv_cell(v) for k, v in r.to_dict().items()} for r in found)
+        # On a terminal, stored text (a host name a runner reported) is shown as a table shows
+        # it, so none of it can drive the terminal; piped or redirected it stays exact.
+        tty = sys.stdout.isatty()
+        writer.writerows({k: csv_cell(v, tty) for k, v in r.to_dict().items()} for r in found)
         return
     if not found:
         done("no runs recorded" + (f" for {job}" if job else ""))
@@ -118,7 +122,7 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
     if job is None:
         raise ValidationError("--missed needs a JOB: schedctl history JOB --missed")
     store = st.settled_store()
-    slots = operate.missed_slots(store, st.clock, job, since_seconds or 7 * 86400)
+    slots = operate.missed_slots(store, st.db_clock(), job, since_seconds or 7 * 86400)
     zone = store.load_job(job).spec.timezone
     if json_:
         print_json([{"job": job, "slot": iso(s)} for s in slots])
@@ -126,7 +130,7 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
     if csv_:
         writer = csv.writer(sys.stdout, lineterminator="\r\n")
         writer.writerow(["job", "slot"])
-        writer.writerows([csv_cell(job), iso(s)] for s in slots)
+        writer.writerows([csv_cell(job, sys.stdout.isatty()), iso(s)] for s in slots)
         return
     if not slots:
         done(f"no missed slots for {job}")

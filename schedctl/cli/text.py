@@ -32,9 +32,12 @@ def visible_lines(text: str) -> str:
     return _CONTROL_KEEP_LINES.sub(_escape, text)
 
 
-def csv_cell(value: object) -> object:
+def csv_cell(value: object, terminal: bool = False) -> object:
     """Return a CSV value no spreadsheet runs as a formula: text starting `= + - @`, TAB or CR
-    gets a leading `'`. Numbers stay numbers (a negative number is no formula)."""
+    gets a leading `'`. Numbers stay numbers (a negative number is no formula). For a
+    `terminal`, control characters in text are shown as `\\xNN`, as in a table."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
+        value = "'" + value
+    if terminal and isinstance(value, str):
+        return visible(value)
     return value

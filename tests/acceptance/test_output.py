@@ -92,3 +92,32 @@ def test_logs_escape_controls_on_a_terminal_and_keep_bytes_when_piped(tmp_path: 
     assert text == ("\\x1b[31mred\\x1b[0m\\x1b]0;pwned\\x07\tcol\r\nover\\x0dwrite\\x9b2J\n"), text
     rc, raw_out = tty_run(["logs", str(run_id), "--raw"], env)
     assert rc == 0 and b"\x1b[31mred" in raw_out
+
+
+def test_csv_on_a_terminal_escapes_stored_controls_and_stays_exact_when_piped(
+    tmp_path: Path,
+) -> None:
+    import sqlite3
+
+    cli = make_cli(tmp_path)
+    ok(cli("add", "hh", "-s", "@daily", "--", "true"))
+    ok(cli("run", "hh", "--now"))
+    # A host name stored by a schedctl that did not check them, written straight to the row.
+    host = "\x1b]0;PWN\x07\x1b[2J\u009b31m\u2028"
+    with sqlite3.connect(tmp_path / "data" / "schedctl.db") as db:
+        assert db.execute("UPDATE runs SET host = ?", (host,)).rowcount == 1
+    env = cli_env(tmp_path)
+    shown_as = "\\x1b]0;PWN\\x07\\x1b[2J\\x9b31m\\u2028"
+    for args in (["history", "hh", "--csv"], ["history", "hh"]):
+        rc, shown = tty_run(args, env)
+        assert rc == 0, shown
+        text = shown.decode()
+        # (A table on a terminal is styled: ESC [1m and [0m are rich's own.)
+        for raw in ("\x1b]", "\x1b[2J", "\x07", "\u009b", "\u2028"):
+            assert raw not in text, (args, shown)
+        assert shown_as in text, (args, shown)
+    piped = subprocess.run(
+        [str(BIN), "history", "hh", "--csv"], env=env, capture_output=True, check=True
+    ).stdout.decode()
+    [row] = list(csv.DictReader(io.StringIO(piped, newline="")))
+    assert row["host"] == host  # exact for programs
