@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import errno
 import os
 import selectors
 import signal
@@ -149,11 +150,15 @@ class _Ring:
 
 
 class CannotStart(Exception):
-    """The job's process could not be started (missing, not executable, no fork)."""
+    """The job's process could not be started (missing, not executable, no fork).
 
-    def __init__(self, error: OSError) -> None:
+    `workdir` is set when it was the working directory that could not be entered.
+    """
+
+    def __init__(self, error: OSError, workdir: str | None = None) -> None:
         super().__init__(str(error))
         self.error = error
+        self.workdir = workdir
 
 
 def _write_all(fd: int, data: bytes) -> bool:
@@ -509,12 +514,22 @@ class Supervisor:
         )
 
 
+# What chdir(2) fails with; the steps before exec that can fail otherwise (setgroups,
+# setgid) fail with EPERM.
+_CHDIR_ERRORS = {errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP, errno.ENAMETOOLONG,
+                 errno.EIO}  # fmt: skip
+
+
 def _start(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start the job's process; raise CannotStart when it cannot be started."""
     try:
         return subprocess.Popen(argv, **kwargs)
     except OSError as e:
-        raise CannotStart(e) from e
+        # subprocess names the working directory as the file when the child failed before
+        # exec, and the command when exec itself failed.
+        cwd = kwargs.get("cwd")
+        entering = cwd is not None and e.filename == cwd and e.errno in _CHDIR_ERRORS
+        raise CannotStart(e, str(cwd) if entering else None) from e
 
 
 def _pidfd(pid: int) -> int | None:

@@ -906,8 +906,17 @@ def _run_once(
         outcome = supervisor.run(tick=heartbeat, tick_interval=_TICK_SECONDS)
     except CannotStart as e:
         # Could not start it at all: report like a shell does (127 missing, 126 not executable).
-        code = 127 if isinstance(e.error, FileNotFoundError) else 126
-        message = f"schedctl: cannot execute {request.argv[0]}: {e.error.strerror}\n"
+        if e.workdir is not None:
+            # The command may well be there: it is the directory it should start in that is
+            # not, and saying the command is missing would send the operator the wrong way.
+            code = 126
+            message = (
+                f"schedctl: cannot enter the working directory {e.workdir} to run "
+                f"{request.argv[0]}: {e.error.strerror}\n"
+            )
+        else:
+            code = 127 if isinstance(e.error, FileNotFoundError) else 126
+            message = f"schedctl: cannot execute {request.argv[0]}: {e.error.strerror}\n"
         finished = _now_or(ctx, started)
         ctx.emit("run.finished", level="error", **fields, status="failed", exit_code=code)
         return RunResult(

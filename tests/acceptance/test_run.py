@@ -935,3 +935,23 @@ def test_a_retry_after_the_session_was_lost_never_runs_without_the_lock(tmp_path
         assert "[schedctl run] " in log
         unclosed = [ln for ln in log.splitlines() if "unexpected EOF" in ln and "schedctl" in ln]
         assert unclosed == [], unclosed
+
+
+def test_a_missing_working_directory_is_named_not_the_command(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    gone = tmp_path / "gone" / "dir"
+    not_dir = tmp_path / "plain-file"
+    not_dir.write_text("")
+    ok(cli("add", "wd", "-s", "@daily", "--workdir", str(gone), "--", "/bin/true"))
+    ok(cli("add", "nd", "-s", "@daily", "--workdir", str(not_dir), "--", "/bin/true"))
+    ok(cli("add", "cmd", "-s", "@daily", "--workdir", str(tmp_path), "--", "/nonexistent/bin"))
+    for job, code, says in (
+        ("wd", 126, f"cannot enter the working directory {gone} to run /bin/true: No such file"),
+        ("nd", 126, f"cannot enter the working directory {not_dir} to run /bin/true: Not a dir"),
+        # The command itself missing, in a directory that is there: as before.
+        ("cmd", 127, "cannot execute /nonexistent/bin: No such file or directory"),
+    ):
+        assert cli("run", job, "--now").rc == code, job
+        (run,) = json.loads(ok(cli("history", job, "--json")).out)
+        assert (run["status"], run["exit_code"]) == ("failed", code)
+        assert says in ok(cli("logs", str(run["id"]))).out, job
