@@ -6,6 +6,8 @@
 #   ./install.sh --dev           also install the test and lint tooling
 #   ./install.sh --system --db postgresql://...   write the URL to /etc/schedctl/schedctl.env
 #   ./install.sh --python PATH   use this interpreter (3.11+) for the virtualenv
+#   SCHEDCTL_VENV=DIR            user install into DIR, linked nowhere unless SCHEDCTL_BIN_DIR is set
+#   SCHEDCTL_BIN_DIR=DIR         link DIR/schedctl to the install (instead of the default link)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -13,7 +15,7 @@ mode=user dev=0 db="" py=""
 
 say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -36,9 +38,14 @@ if [ "$mode" = system ]; then
   venv=/opt/schedctl/venv
   link=/usr/local/bin/schedctl
 else
-  venv=${SCHEDCTL_VENV:-$HOME/.local/share/schedctl/venv}
+  default_venv=$HOME/.local/share/schedctl/venv
+  venv=${SCHEDCTL_VENV:-$default_venv}
   link=$HOME/.local/bin/schedctl
+  # A virtualenv of its own is a second copy (a test venv, a version tried beside the one in
+  # use): the `schedctl` already on PATH keeps pointing where it did.
+  [ "$venv" = "$default_venv" ] || link=""
 fi
+[ -z "${SCHEDCTL_BIN_DIR:-}" ] || link=$SCHEDCTL_BIN_DIR/schedctl
 [ -z "$db" ] || [ "$mode" = system ] || die "--db goes with --system; for a user install export SCHEDCTL_DATABASE_URL instead"
 
 # Debian's own interpreter first: it is world-readable, so jobs running as other users
@@ -94,8 +101,10 @@ trap 'rm -rf "$build"' EXIT
 cp -r "$here/pyproject.toml" "$here/README.md" "$here/schedctl" "$build/"
 "${pip[@]}" install --no-deps --no-build-isolation --force-reinstall "$build"
 
-mkdir -p "$(dirname "$link")"
-ln -sfn "$venv/bin/schedctl" "$link"
+if [ -n "$link" ]; then
+  mkdir -p "$(dirname "$link")"
+  ln -sfn "$venv/bin/schedctl" "$link"
+fi
 
 if [ "$mode" = system ]; then
   install -d -m 0755 /etc/schedctl
@@ -132,11 +141,15 @@ if [ "$mode" = system ]; then
 fi
 
 version=$("$venv/bin/schedctl" --version)
-say "$action $version: $link -> $venv/bin/schedctl"
-case ":$PATH:" in
-  *":$(dirname "$link"):"*) ;;
-  *) say "note: $(dirname "$link") is not on your PATH; add it, or run $link" ;;
-esac
+if [ -n "$link" ]; then
+  say "$action $version: $link -> $venv/bin/schedctl"
+  case ":$PATH:" in
+    *":$(dirname "$link"):"*) ;;
+    *) say "note: $(dirname "$link") is not on your PATH; add it, or run $link" ;;
+  esac
+else
+  say "$action $version: run it as $venv/bin/schedctl (SCHEDCTL_VENV is set, so no link was made; set SCHEDCTL_BIN_DIR=DIR to link DIR/schedctl to it)"
+fi
 if [ "$dev" = 1 ]; then
   say "run the tests with: $venv/bin/pytest"
 fi

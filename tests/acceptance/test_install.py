@@ -1,4 +1,5 @@
-"""`install.sh --system`: a world-usable install with the database URL kept private."""
+"""`install.sh`: a world-usable system install with the database URL kept private; a second
+copy in a virtualenv of its own leaves the `schedctl` on PATH alone."""
 
 from __future__ import annotations
 
@@ -15,15 +16,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = Path("/etc/schedctl/schedctl.env")
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.environ.get("SCHEDCTL_TEST_SYSTEM_INSTALL") != "1" or os.geteuid() != 0,
-        reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
-        "as root (.ci/run does)",
-    ),
-    # The machine's own /opt, /usr/local/bin and /etc: never two of these at once.
-    pytest.mark.xdist_group("system-install"),
-]
+system_install = pytest.mark.skipif(
+    os.environ.get("SCHEDCTL_TEST_SYSTEM_INSTALL") != "1" or os.geteuid() != 0,
+    reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
+    "as root (.ci/run does)",
+)
+# The machine's own /opt, /usr/local/bin and /etc: never two of these at once.
+one_at_a_time = pytest.mark.xdist_group("system-install")
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -50,6 +49,8 @@ def saved_env_file() -> Iterator[None]:
             ENV_FILE.write_bytes(backup)
 
 
+@system_install
+@one_at_a_time
 @pytest.mark.usefixtures("saved_env_file")
 def test_system_install_is_usable_by_other_users(pg_url: str) -> None:
     ENV_FILE.unlink(missing_ok=True)
@@ -101,3 +102,23 @@ def test_system_install_is_usable_by_other_users(pg_url: str) -> None:
     assert again.returncode == 0, again.stderr
     assert "upgraded schedctl" in again.stdout
     assert f"SCHEDCTL_DATABASE_URL={pg_url}" in ENV_FILE.read_text()
+
+
+def test_a_virtualenv_of_its_own_is_linked_only_where_asked(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    default_link = home / ".local" / "bin" / "schedctl"
+    default_link.parent.mkdir(parents=True)
+    default_link.symlink_to("/opt/elsewhere/bin/schedctl")  # the copy in use
+    venv = tmp_path / "second"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "SCHEDCTL_VENV": str(venv)}
+    first = sh(str(ROOT / "install.sh"), env=env)
+    assert first.returncode == 0, first.stderr
+    assert os.readlink(default_link) == "/opt/elsewhere/bin/schedctl"  # left alone
+    assert f"run it as {venv}/bin/schedctl" in first.stdout
+    assert sh(str(venv / "bin" / "schedctl"), "--version", env=env).returncode == 0
+    # Asked for a link: there, and only there.
+    bin_dir = tmp_path / "bin"
+    again = sh(str(ROOT / "install.sh"), env={**env, "SCHEDCTL_BIN_DIR": str(bin_dir)})
+    assert again.returncode == 0, again.stderr
+    assert os.readlink(bin_dir / "schedctl") == str(venv / "bin" / "schedctl")
+    assert os.readlink(default_link) == "/opt/elsewhere/bin/schedctl"
