@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 from urllib.parse import quote
@@ -32,6 +33,8 @@ class DatabaseURL:
     backend: str  # "postgresql" or "sqlite"
     sqlite_path: Path | None = None
     params: tuple[tuple[str, str], ...] = ()  # libpq keywords (PostgreSQL)
+    # A password file libpq would refuse (config.refused_passfile): not to be read at all.
+    skip_passfile: bool = False
 
     def __str__(self) -> str:
         if self.backend == "sqlite":
@@ -243,10 +246,59 @@ class Settings(NamedTuple):
     database: DatabaseURL
     source: str
     data_dir: Path
+    passfile_warning: str | None = None
+
+
+def refused_passfile(params: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, str] | None:
+    """Return (path, why) when libpq would read a password file for `params` and refuse it.
+
+    libpq's rules (fe-connect.c): with no password in the URL or $PGPASSWORD, it reads
+    `passfile`, else $PGPASSFILE, else ~/.pgpass ($HOME first); a file that is not a plain
+    file, or that the group or others may access, it ignores with a warning of its own.
+    """
+    if params.get("password") or env.get("PGPASSWORD"):
+        return None
+    path = params.get("passfile") or env.get("PGPASSFILE")
+    if not path:
+        home = env.get("HOME") or os.path.expanduser("~")
+        if not home or home == "~":
+            return None
+        path = os.path.join(home, ".pgpass")
+    try:
+        st = os.stat(path)
+    except OSError:  # libpq too passes over a file it cannot see
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return path, "is not a plain file"
+    if st.st_mode & 0o077:
+        return path, f"has group or world access (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def _with_passfile_checked(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """Say in one line that a password file is refused, and keep libpq from reading it.
+
+    libpq would ignore the file anyway, but print its own warning on stderr in a form no
+    monitoring expects (exit-codes.md: notices libpq would print are not printed).
+    """
+    url = settings.database
+    refused = refused_passfile(url.libpq_params(), env) if url.backend == "postgresql" else None
+    if refused is None:
+        return settings
+    path, why = refused
+    warning = (
+        f"password file {path} {why}, so it is not read: make it the connecting user's own "
+        f"with `chmod 0600 {path}`, or give the password another way"
+    )
+    return settings._replace(database=replace(url, skip_passfile=True), passfile_warning=warning)
 
 
 def resolve(env: Mapping[str, str], db_flag: str | None = None) -> Settings:
     """Resolve settings: `--db`, then $SCHEDCTL_DATABASE_URL, then the config file, then SQLite."""
+    return _with_passfile_checked(_resolve(env, db_flag), env)
+
+
+def _resolve(env: Mapping[str, str], db_flag: str | None) -> Settings:
     ddir = data_dir(env)
     if db_flag:
         return Settings(parse_database_url(db_flag, "--db"), "--db", ddir)

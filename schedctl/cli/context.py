@@ -32,9 +32,12 @@ class State:
         if self._settings is None:
             log.configure()  # a bad SCHEDCTL_LOG_* is a configuration error, as a bad URL is
             self._settings = config.resolve(os.environ, self.db_flag)
-            warning = config.db_flag_warning(self._settings)
-            if warning:
-                sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
+            for warning in (
+                config.db_flag_warning(self._settings),
+                self._settings.passfile_warning,
+            ):
+                if warning:
+                    sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
         return self._settings
 
     def store(self) -> Repository:

@@ -155,10 +155,10 @@ def main(args: list[str], db_flag: str | None = None) -> int:
 
 
 def warn_db_flag(settings: config.Settings) -> None:
-    """Say on stderr when --db carries a password, which `ps` shows to every user."""
-    warning = config.db_flag_warning(settings)
-    if warning:
-        _say(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
+    """Say on stderr when --db carries a password (`ps` shows it), or a password file is refused."""
+    for warning in (config.db_flag_warning(settings), settings.passfile_warning):
+        if warning:
+            _say(f"{log.prefix('warning')}schedctl: warning: {redact.scrub(warning)}\n")
 
 
 def _context(settings: config.Settings) -> RunContext:

@@ -108,6 +108,10 @@ def pg_params(url: DatabaseURL, application_name: str) -> dict[str, str]:
     params["options"] = f"{own} {PG_SESSION_OPTIONS}".strip()
     params["application_name"] = application_name
     params["client_encoding"] = "UTF8"
+    if url.skip_passfile:
+        # A path that cannot exist (/dev/null is no directory): libpq then reads no password
+        # file, silently, instead of refusing the one it found and printing that itself.
+        params["passfile"] = "/dev/null/refused-passfile"
     return params
 
 

@@ -601,3 +601,43 @@ def test_a_read_whose_session_the_server_ended_is_retried_once(
     result = Result(proc.returncode, out, err)
     assert (result.rc, result.err) == (0, ""), result
     assert "j1" in result.out or "OK - 1 jobs" in result.out, result
+
+
+@pytest.mark.parametrize("command", [["list"], ["check"], ["run", "j", "--now"]])
+def test_a_password_file_libpq_would_refuse_is_one_warning_of_schedctls_own(
+    tmp_path: Path, pg: PgServer, pg_url: str, command: list[str]
+) -> None:
+    """libpq prints its refusal of a group-readable password file itself; schedctl says it."""
+    ok(make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)("db", "upgrade"))
+    ok(make_cli(tmp_path, SCHEDCTL_DATABASE_URL=pg_url)("add", "j", "-s", "@daily", "--", "true"))
+    dbname = pg_url.rsplit("/", 1)[1]
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"*:*:*:*:{pg.password}\n")
+    passfile.chmod(0o644)
+    home_pgpass = tmp_path / "home" / ".pgpass"
+    home_pgpass.parent.mkdir(exist_ok=True)
+    home_pgpass.write_text(f"*:*:*:*:{pg.password}\n")
+    home_pgpass.chmod(0o640)
+    # Over the Unix socket the server trusts: no password needed, only the warning at stake.
+    socket_url = f"postgresql://postgres@/{dbname}?host={pg.sockdir}&port={pg.port}"
+
+    def stderr_lines(url: str) -> list[str]:
+        r = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)(*command)
+        assert r.rc == 0, r
+        return [ln for ln in r.err.splitlines() if not ln.startswith("timestamp=")]
+
+    advice = "so it is not read: make it the connecting user's own with `chmod 0600"
+    (line,) = stderr_lines(f"{socket_url}&passfile={passfile}")
+    assert line.startswith(
+        f"schedctl: warning: password file {passfile} has group or world access (mode 0644), "
+    ), line
+    assert advice in line
+    (line,) = stderr_lines(socket_url)  # ~/.pgpass, as libpq finds it
+    assert line.startswith(f"schedctl: warning: password file {home_pgpass} has group"), line
+    # A password in the URL: libpq reads no file, so there is nothing to say.
+    assert stderr_lines(f"{socket_url}&password={pg.password}") == []
+    # A private file is read as before: over TCP, its password is the one that logs in.
+    passfile.chmod(0o600)
+    home_pgpass.chmod(0o600)
+    tcp_url = f"postgresql://postgres@127.0.0.1:{pg.port}/{dbname}?passfile={passfile}"
+    assert stderr_lines(tcp_url) == []
