@@ -45,6 +45,8 @@ class PgServer:
     port: int
     password: str
     user: str = "postgres"
+    # Added to the environment of initdb, pg_ctl and so the server (libfaketime, say).
+    env: dict[str, str] | None = None
 
     @property
     def data(self) -> Path:
@@ -65,7 +67,8 @@ class PgServer:
         return list(argv)
 
     def _run(self, *argv: str) -> None:
-        subprocess.run(self._as_owner(*argv), check=True, capture_output=True, timeout=120)
+        env = None if self.env is None else {**os.environ, **self.env}
+        subprocess.run(self._as_owner(*argv), check=True, capture_output=True, timeout=120, env=env)
 
     def start(self) -> None:
         opts = (
@@ -100,8 +103,8 @@ class PgServer:
         return name
 
 
-def start_server() -> PgServer:
-    """Initialise and start a server in a fresh temp dir."""
+def start_server(env: dict[str, str] | None = None) -> PgServer:
+    """Initialise and start a server in a fresh temp dir (`env` added to its environment)."""
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError(
@@ -117,7 +120,7 @@ def start_server() -> PgServer:
         nobody = pwd.getpwnam("nobody")
         for p in (root, root / "sock", pwfile):
             os.chown(p, nobody.pw_uid, nobody.pw_gid)
-    server = PgServer(bindir, root, 0, password)  # its port: just before it starts
+    server = PgServer(bindir, root, 0, password, env=env)  # its port: just before it starts
     server._run(
         str(bindir / "initdb"),
         "-D",

@@ -6,7 +6,7 @@ wildcard minute in the repeated hour), a job edited twice, a job disabled all su
 added partway with jitter. Job changes are made at chosen instants; run rows are written as
 `run` writes them (a first attempt per slot that ran, claimed around its slot, some retried,
 some failed or skipped). The installed binary is then asked, under libfaketime, at chosen
-instants, and each answer compared with an oracle that knows nothing of schedctl:
+instants (on PostgreSQL the server's clock is set to each too: stored times are judged by it), and each answer compared with an oracle that knows nothing of schedctl:
 cronsim and a minute-by-minute wall-clock scan for the Debian-cron slots, and the timeline
 below for which schedule was in force and enabled.
 """
@@ -16,6 +16,9 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
@@ -23,9 +26,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from cli_helpers import Cli, at, faketime, make_cli
+from cli_helpers import Cli, at, cli_env, faketime, make_cli, ok
 from cronsim import CronSim
 from dbtools import engine_of
+from pgserver import destroy, start_server
 
 import schedctl
 from schedctl import services
@@ -148,9 +152,11 @@ def enabled_at(plan: Plan, t: datetime) -> bool:
 class History(NamedTuple):
     env: dict[str, str]
     ran: dict[str, set[datetime]]
+    # PostgreSQL's: monitoring judges by the database's clock, so the server is asked too.
+    server_clock: Path | None = None
 
 
-def build(backend: tuple[Cli, str, dict[str, str]]) -> History:
+def build(backend: tuple[Cli, str, dict[str, str]], server_clock: Path | None) -> History:
     """Make the jobs' changes at their instants and write the run rows of the slots that ran.
 
     The changes go through the same use cases `add`, `edit`, `enable` and `disable` call, in
@@ -191,7 +197,7 @@ def build(backend: tuple[Cli, str, dict[str, str]]) -> History:
         rows.append({**_row(ids["nightly"], "nightly", utc("2026-10-25 00:31"), 1, "succeeded",
                             rng), "slot": None, "trigger": "manual"})  # fmt: skip
         conn.execute(runs.insert(), rows)
-    return History({**env, "TZ": "UTC", "LD_PRELOAD": faketime()}, ran)
+    return History({**env, "TZ": "UTC", "LD_PRELOAD": faketime()}, ran, server_clock)
 
 
 def _row(
@@ -225,6 +231,10 @@ def oracle_check(h: History, plan: Plan, now: datetime) -> datetime | None:
 
 
 def asked(h: History, tmp_path: Path, now: datetime, *args: str) -> str:
+    if h.server_clock is not None:
+        staged = h.server_clock.with_suffix(".new")
+        staged.write_text(at(now) + "\n")
+        staged.replace(h.server_clock)  # whole: the server reads it at every clock call
     cli = make_cli(tmp_path, **{**h.env, "FAKETIME": at(now)})
     result = cli(*args)
     assert result.rc in (0, 1, 2), result
@@ -301,11 +311,41 @@ CHECKS = [
 ]
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_at(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[tuple[Cli, str, dict[str, str]], Path | None]]:
+    """The installed binary on each backend, and the file that sets PostgreSQL's clock.
+
+    PostgreSQL gets a server of its own under libfaketime, its time read from that file at
+    every call, so that it can be asked at the test's instants as the host is.
+    """
+    if request.param == "sqlite":
+        cli = make_cli(tmp_path)
+        ok(cli("db", "upgrade"))
+        yield (cli, f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}", cli_env(tmp_path)), None
+        return
+    where = Path(tempfile.mkdtemp(prefix="schedctl-clock-"))
+    where.chmod(0o755)  # the server runs as nobody
+    clock = where / "now"
+    clock.write_text(at(END) + "\n")
+    server = start_server({"LD_PRELOAD": faketime(), "FAKETIME_TIMESTAMP_FILE": str(clock),
+                           "FAKETIME_NO_CACHE": "1", "TZ": "UTC"})  # fmt: skip
+    try:
+        url = server.url(server.create_database())
+        cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+        ok(cli("db", "upgrade"))
+        yield (cli, url, cli_env(tmp_path, SCHEDCTL_DATABASE_URL=url)), clock
+    finally:
+        destroy(server)
+        shutil.rmtree(where)
+
+
 @pytest.mark.postgres
 def test_check_report_and_history_agree_with_the_oracle_slot_for_slot(
-    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+    backend_at: tuple[tuple[Cli, str, dict[str, str]], Path | None], tmp_path: Path
 ) -> None:
-    h = build(backend)
+    h = build(*backend_at)
     rng = random.Random(SEED)
     # Two more instants in each of the DST weeks, where every job but `late` is enabled.
     weeks = [utc("2026-03-27 00:02:30"), utc("2026-10-23 10:00:30")]
