@@ -184,6 +184,26 @@ def store_as_older_versions_did(url: str, job: str, **values: Any) -> None:
         engine.dispose()
 
 
+def host_as_older_versions_stored(url: str, placeholder: str, host: str) -> None:
+    """Rename the runs recorded by host `placeholder` to `host`, past today's validation.
+
+    Stands for a host name an older schedctl stored before host names were checked.
+    """
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
+    from schedctl.db.tables import runs
+
+    engine = make_engine(parse_database_url(url))
+    try:
+        with engine.begin() as conn:
+            done = conn.execute(sa.update(runs).where(runs.c.host == placeholder).values(host=host))
+            assert done.rowcount >= 1, placeholder
+    finally:
+        engine.dispose()
+
+
 def tty_run(args: list[str], env: dict[str, str]) -> tuple[int, bytes]:
     """Run the binary with stdout on a pseudo-terminal, as in an operator's shell."""
     import pty

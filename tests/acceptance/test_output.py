@@ -8,9 +8,18 @@ import json
 import subprocess
 from pathlib import Path
 
-from cli_helpers import BIN, cli_env, make_cli, ok, store_as_older_versions_did, tty_run
+from cli_helpers import (
+    BIN,
+    cli_env,
+    host_as_older_versions_stored,
+    make_cli,
+    ok,
+    store_as_older_versions_did,
+    tty_run,
+)
 
-# Host names reach history as the runner reported them (SCHEDCTL_HOST, or the host's name).
+# Host names reach history as the runner reported them (SCHEDCTL_HOST, or the host's name);
+# those with control characters only as older versions stored them.
 FORMULA_HOSTS = [
     '=HYPERLINK("http://evil.example/x","click")',
     "+1+cmd|' /C calc'!A0",
@@ -24,8 +33,10 @@ ESCAPES_HOST = "web\x1b]0;pwned\x07\x1b[2J1"
 
 def test_csv_neutralises_formulas_and_json_stays_raw(tmp_path: Path) -> None:
     ok(make_cli(tmp_path)("add", "j", "-s", "@daily", "--", "true"))
-    for host in [*FORMULA_HOSTS, "web-1"]:
-        ok(make_cli(tmp_path, SCHEDCTL_HOST=host)("run", "j", "--now"))
+    url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+    for n, host in enumerate([*FORMULA_HOSTS, "web-1"]):
+        ok(make_cli(tmp_path, SCHEDCTL_HOST=f"placeholder-{n}")("run", "j", "--now"))
+        host_as_older_versions_stored(url, f"placeholder-{n}", host)
     cli = make_cli(tmp_path)
     raw = subprocess.run(
         [str(BIN), "history", "--csv"], env=cli_env(tmp_path), capture_output=True, check=True
@@ -36,7 +47,8 @@ def test_csv_neutralises_formulas_and_json_stays_raw(tmp_path: Path) -> None:
     assert hosts == ["'" + h for h in FORMULA_HOSTS] + ["web-1"]  # OWASP: a leading '
     assert all(r["exit_code"] == "0" and r["status"] == "succeeded" for r in rows)
     # A line break inside a value is quoted: it cannot start a row (and a formula) of its own.
-    ok(make_cli(tmp_path, SCHEDCTL_HOST="x\r=1+1")("run", "j", "--now"))
+    ok(make_cli(tmp_path, SCHEDCTL_HOST="placeholder-cr")("run", "j", "--now"))
+    host_as_older_versions_stored(url, "placeholder-cr", "x\r=1+1")
     raw = subprocess.run(
         [str(BIN), "history", "--csv", "--limit", "1"], env=cli_env(tmp_path),
         capture_output=True, check=True,
@@ -52,11 +64,11 @@ def test_tables_show_control_characters_as_escapes_and_no_markup(tmp_path: Path)
     cli = make_cli(tmp_path)
     # `[/]` used to be read as rich markup: `list` and `show` failed with an internal error.
     ok(cli("add", "j", "-s", "@daily", "--description", "[bold]x[/bold]", "--", "echo", "[/]"))
-    ok(make_cli(tmp_path, SCHEDCTL_HOST=ESCAPES_HOST)("run", "j", "--now"))
+    url = f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}"
+    ok(make_cli(tmp_path, SCHEDCTL_HOST="placeholder")("run", "j", "--now"))
+    host_as_older_versions_stored(url, "placeholder", ESCAPES_HOST)
     # A description stored before validation refused escape sequences.
-    store_as_older_versions_did(
-        f"sqlite:///{tmp_path / 'data' / 'schedctl.db'}", "j", description="a\x1b[31mred\x9bb"
-    )
+    store_as_older_versions_did(url, "j", description="a\x1b[31mred\x9bb")
     listed = ok(cli("list")).out
     assert "echo '[/]'" in listed
     shown = ok(cli("show", "j")).out
