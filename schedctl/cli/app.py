@@ -24,6 +24,7 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "disable": ("schedctl.cli.jobs", "disable"),
     "list": ("schedctl.cli.jobs", "list_"),
     "show": ("schedctl.cli.jobs", "show"),
+    "import": ("schedctl.cli.importing", "import_app"),
     "next": ("schedctl.cli.jobs", "next_"),
     "history": ("schedctl.cli.runs", "history"),
     "logs": ("schedctl.cli.runs", "logs"),

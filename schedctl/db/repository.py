@@ -509,19 +509,28 @@ class Repository:
 
     def add_job(self, spec: JobSpec, now: datetime) -> Job:
         """Insert a new job; raise ConflictError if the name is taken."""
+        return self.add_jobs([spec], now)[0]
+
+    def add_jobs(self, specs: Iterable[JobSpec], now: datetime) -> list[Job]:
+        """Insert new jobs in one transaction: all of them, or none if any name is taken."""
+        added: list[Job] = []
+        spec: JobSpec | None = None
         try:
             with self._transaction():
-                if self._q("job_id_by_name", {"name": spec.name}).rows:
-                    raise _exists(spec.name)
-                row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
-                assert row is not None
-                new_id = int(row[0])
-                self._record_change(new_id, spec, now)
+                for spec in specs:
+                    if self._q("job_id_by_name", {"name": spec.name}).rows:
+                        raise _exists(spec.name)
+                    row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
+                    assert row is not None
+                    new_id = int(row[0])
+                    self._record_change(new_id, spec, now)
+                    added.append(Job(id=new_id, spec=spec, revision=1, created_at=now,
+                                     updated_at=now))  # fmt: skip
         except RefusedError as e:
-            if e.unique:  # lost a race with a concurrent add of the same name
+            if e.unique and spec is not None:  # lost a race with a concurrent add of the name
                 raise _exists(spec.name) from None
             raise
-        return Job(id=new_id, spec=spec, revision=1, created_at=now, updated_at=now)
+        return added
 
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
