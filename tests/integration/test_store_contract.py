@@ -137,6 +137,17 @@ def test_remove_keeps_history_unless_purged(store: Repository) -> None:
         services.get_job(store, "other")
 
 
+def test_add_jobs_is_all_or_nothing(store: Repository) -> None:
+    store.add_job(replace(SPEC, name="taken"), T0)
+    specs = [replace(SPEC, name=n) for n in ("first", "second", "taken", "last")]
+    with pytest.raises(ConflictError, match="taken"):
+        store.add_jobs(specs, T0)
+    assert [j.name for j in store.list_jobs()] == ["taken"]
+    added = store.add_jobs([specs[0], specs[1]], T0)
+    assert [j.name for j in added] == ["first", "second"]
+    assert [j.name for j in store.list_jobs()] == ["first", "second", "taken"]
+
+
 def test_unknown_job(store: Repository) -> None:
     with pytest.raises(NotFoundError, match="no job named 'ghost'"):
         services.get_job(store, "ghost")
