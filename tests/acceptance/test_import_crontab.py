@@ -181,6 +181,19 @@ def test_a_name_taken_by_another_job_imports_nothing(
     assert len(_jobs(cli)) == 5
 
 
+def test_a_changed_line_is_a_new_job_beside_the_old_one(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    cli, _, _ = backend
+    first = _import(cli, tmp_path, "0 1 * * * /bin/backup --full\n0 2 * * * /bin/other\n")
+    names = [c["name"] for c in first["created"]]
+    second = _import(cli, tmp_path, "0 1 * * * /bin/backup --fast\n0 2 * * * /bin/other\n")
+    (new,) = second["created"]
+    assert new["name"].startswith("backup-") and new["name"] not in names
+    assert [u["name"] for u in second["unchanged"]] == names[1:]
+    assert set(_jobs(cli)) == {*names, new["name"]}  # the old one stays until removed
+
+
 def _refuse_third(url: str, name: str) -> None:
     """Make the database refuse inserting the job called `name`, as a constraint would."""
     if url.startswith("sqlite"):
