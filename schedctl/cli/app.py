@@ -26,6 +26,8 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "show": ("schedctl.cli.jobs", "show"),
     "import": ("schedctl.cli.importing", "import_app"),
     "next": ("schedctl.cli.jobs", "next_"),
+    "export": ("schedctl.cli.declare", "export"),
+    "apply": ("schedctl.cli.declare", "apply"),
     "history": ("schedctl.cli.runs", "history"),
     "logs": ("schedctl.cli.runs", "logs"),
     "locks": ("schedctl.cli.runs", "locks"),

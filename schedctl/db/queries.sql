@@ -115,6 +115,10 @@ WHERE id = :id AND revision = :revision
 -- name: delete_job
 DELETE FROM jobs WHERE id = :id
 
+-- name: delete_job_at_revision
+-- `apply --prune`: a job changed since the plan was read is not removed.
+DELETE FROM jobs WHERE id = :id AND revision = :revision
+
 -- name: delete_job_runs
 DELETE FROM runs WHERE job_id = :job_id
 

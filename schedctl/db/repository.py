@@ -303,6 +303,13 @@ def _exists(name: str) -> ConflictError:
     )
 
 
+def _changed_meanwhile(name: str) -> ConflictError:
+    return ConflictError(
+        f"job {name!r} was changed or removed by someone else meanwhile: nothing was applied; "
+        f"look at `schedctl show {name}` and apply again"
+    )
+
+
 def _spec_params(spec: JobSpec) -> dict[str, Any]:
     return {
         "name": spec.name,
@@ -553,6 +560,44 @@ class Repository:
             if self._q("delete_job", {"id": job.id}).rowcount != 1:
                 raise NotFoundError(f"no job named {job.name!r}: it was removed meanwhile")
         return int(purged)
+
+    def apply_jobs(
+        self,
+        creates: list[JobSpec],
+        updates: list[tuple[Job, JobSpec]],
+        removes: list[Job],
+        now: datetime,
+    ) -> None:
+        """Create, update and remove jobs in one transaction: all of it, or none of it.
+
+        A job changed or removed since it was read, or a name taken meanwhile, raises
+        ConflictError and nothing is stored.
+        """
+        name = ""
+        try:
+            with self._transaction():
+                for spec in creates:
+                    name = spec.name
+                    if self._q("job_id_by_name", {"name": spec.name}).rows:
+                        raise _exists(spec.name)
+                    row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
+                    assert row is not None
+                    self._record_change(int(row[0]), spec, now)
+                for job, spec in updates:
+                    params = {**_spec_params(spec), "now": now, "id": job.id,
+                              "revision": job.revision}  # fmt: skip
+                    if self._q("update_job", params).rowcount != 1:
+                        raise _changed_meanwhile(job.name)
+                    if _timing(spec) != _timing(job.spec):
+                        self._record_change(job.id, spec, now)
+                for job in removes:
+                    params = {"id": job.id, "revision": job.revision}
+                    if self._q("delete_job_at_revision", params).rowcount != 1:
+                        raise _changed_meanwhile(job.name)
+        except RefusedError as e:
+            if e.unique:  # lost a race with a concurrent add of the same name
+                raise _exists(name) from None
+            raise
 
     def count_runs(self, job_id: int) -> int:
         """Return how many run rows reference the job."""
