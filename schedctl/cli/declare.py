@@ -122,7 +122,7 @@ def apply(
     counts = ", ".join(
         f"{the_plan.count(a)} {_WORDS[a][1]}"
         for a in ("create", "change", "unchanged", "remove", "keep")
-        if a != "remove" or prune
+        if a not in ("remove", "keep") or (a == "remove") == prune
     )
     lines.append(f"{'dry run, nothing changed: ' if dry_run else ''}{counts}\n")
     sys.stdout.write("".join(lines))
