@@ -59,7 +59,7 @@ class Entry:
 
 def _str(value: str) -> str:
     # JSON escapes are TOML basic-string escapes, except \/ which json never writes.
-    return json.dumps(value, ensure_ascii=False)
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def _value(value: Any) -> str:

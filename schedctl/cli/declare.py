@@ -102,6 +102,12 @@ def apply(
     st = state(ctx)
     text, source = _read(file)
     entries = jobfile.parse(text, source, st.default_timezone())
+    if prune and not entries:
+        # An empty input is more often a failed `export` upstream in a pipe than a wish.
+        raise ValidationError(
+            f"{source} defines no job, and --prune would remove every stored job: remove them "
+            f"with `schedctl remove` instead"
+        )
     store = st.store()
     the_plan = declare.plan(store, entries, source, prune)
     if not dry_run:

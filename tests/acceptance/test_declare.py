@@ -279,3 +279,12 @@ def test_an_edit_between_plan_and_apply_is_a_conflict(backend: Backend, tmp_path
     # Nothing applied: not the new job, not the other job's change; only the edit made meanwhile.
     assert revisions(cli) == {**before, "plain": before["plain"] + 1}
     assert '"hi"' in ok(cli("export", "plain")).out
+
+
+def test_prune_with_an_empty_file_removes_nothing(backend: Backend) -> None:
+    cli, _, _ = backend
+    two_jobs(cli)
+    # What a pipe gives when `export` failed upstream: no job at all.
+    one_line_error(cli("apply", "-f", "-", "--prune", stdin=""), ExitCode.USAGE,
+                   "<stdin> defines no job, and --prune would remove every stored job")  # fmt: skip
+    assert revisions(cli) == {"full": 1, "plain": 1}
