@@ -74,11 +74,35 @@ class LockHolder(NamedTuple):
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `locks --json`."""
         return {
+            "kind": "job",
             "job": self.job_name,
             "job_id": self.job_id,
             "run_id": self.run_id,
             "host": self.host,
             "pid": self.pid,
+            "since": None if self.since is None else self.since.isoformat(),
+        }
+
+
+class AppLockHolder(NamedTuple):
+    """Who holds an in-app lock (`schedctl.advisory_lock`) right now."""
+
+    name: str | None  # cut short with '…' when PostgreSQL's application_name could not hold it
+    key: str  # the PostgreSQL key (a number) or the lock file's name
+    host: str | None
+    pid: int | None
+    backend_pid: int | None
+    since: datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by `locks --json`."""
+        return {
+            "kind": "app",
+            "name": self.name,
+            "key": self.key,
+            "host": self.host,
+            "pid": self.pid,
+            "backend_pid": self.backend_pid,
             "since": None if self.since is None else self.since.isoformat(),
         }
 

@@ -104,10 +104,14 @@ class PgAdvisoryLock:
 
 
 class FileLock:
-    """flock(LOCK_EX | LOCK_NB) on `DIR/JOB_ID.lock`; the holder's pid is written inside."""
+    """flock(LOCK_EX | LOCK_NB) on `DIR/KEY.lock`; the holder's pid is written inside.
 
-    def __init__(self, lock_dir: Path, job_id: int) -> None:
-        self.path = lock_dir / f"{job_id}.lock"
+    `record` replaces the pid as what is written (in-app locks add the host and name).
+    """
+
+    def __init__(self, lock_dir: Path, key: int | str, record: str | None = None) -> None:
+        self.path = lock_dir / f"{key}.lock"
+        self.record = record
         self._fd: int | None = None
         self._held = False
 
@@ -146,7 +150,7 @@ class FileLock:
         except BlockingIOError:
             return False
         os.ftruncate(self._fd, 0)
-        os.write(self._fd, f"{os.getpid()}\n".encode())
+        os.write(self._fd, (self.record or f"{os.getpid()}\n").encode())
         self._held = True
         return True
 

@@ -12,7 +12,7 @@ from schedctl.clock import Clock
 from schedctl.errors import NotFoundError, ValidationError
 from schedctl.fleet import HostView, live_carriers, no_carrier_reason, stale_reason, uses_placement
 from schedctl.fleet import views as host_views
-from schedctl.history import JobChange, LockHolder, Run, WindowStats
+from schedctl.history import AppLockHolder, JobChange, LockHolder, Run, WindowStats
 from schedctl.locking import LOCK_NAMESPACE, FileLock
 from schedctl.models import Job, RunStatus
 from schedctl.report import (
@@ -410,3 +410,21 @@ def lock_holders(store: Repository, lock_dir: Path) -> list[LockHolder]:
             )
         )
     return out
+
+
+def app_lock_holders(store: Repository, lock_dir: Path) -> list[AppLockHolder]:
+    """Return which in-app locks (`schedctl.advisory_lock`) are held now, and by whom."""
+    from schedctl import guard
+
+    if store.url.backend == "postgresql":
+        out = []
+        for key, backend_pid, app_name, since in store.app_lock_holders(guard.APP_LOCK_NAMESPACE):
+            name, pid, host = guard.parse_application_name(app_name, key)
+            out.append(AppLockHolder(name, str(key), host, pid, backend_pid, since))
+        return out
+    return [
+        AppLockHolder(name, path.stem, host, pid, None, since)
+        for path in sorted(lock_dir.glob(f"{guard.APP_LOCK_PREFIX}*.lock"))
+        for pid, host, name, since in [guard.file_holder(path)]
+        if pid is not None
+    ]

@@ -213,24 +213,43 @@ def logs(
 def locks(
     ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
 ) -> None:
-    """Show which jobs' locks are held now, by which host and run. Example: schedctl locks"""
+    """Show which locks are held now (jobs' and in-app), by which host and process.
+
+    Example: schedctl locks
+    """
     st = state(ctx)
-    held = operate.lock_holders(st.settled_store(), st.settings.data_dir / "locks")
+    store = st.settled_store()
+    lock_dir = st.settings.data_dir / "locks"
+    held = operate.lock_holders(store, lock_dir)
+    app = operate.app_lock_holders(store, lock_dir)
     if json_:
-        print_json([h.to_dict() for h in held])
+        print_json([h.to_dict() for h in held] + [a.to_dict() for a in app])
         return
-    if not held:
-        done("no job locks are held")
+    if not held and not app:
+        done("no job locks or in-app locks are held")
         return
-    table = Table(header_style="bold")
-    for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
-        table.add_column(col, no_wrap=True)
-    for h in held:
-        table.add_row(
-            cell(h.job_name or f"(job id {h.job_id})"),
-            "-" if h.run_id is None else str(h.run_id),
-            cell(h.host or "-"),
-            "-" if h.pid is None else str(h.pid),
-            _when(h.since),
-        )
-    print_table(table)
+    if held:
+        table = Table(header_style="bold")
+        for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
+            table.add_column(col, no_wrap=True)
+        for h in held:
+            table.add_row(
+                cell(h.job_name or f"(job id {h.job_id})"),
+                "-" if h.run_id is None else str(h.run_id),
+                cell(h.host or "-"),
+                "-" if h.pid is None else str(h.pid),
+                _when(h.since),
+            )
+        print_table(table)
+    if app:
+        table = Table(header_style="bold")
+        for col in ("IN-APP LOCK", "HOST", "PID", "SINCE"):
+            table.add_column(col, no_wrap=True)
+        for a in app:
+            table.add_row(
+                cell(a.name or f"(key {a.key})"),
+                cell(a.host or "-"),
+                "-" if a.pid is None else str(a.pid),
+                _when(a.since),
+            )
+        print_table(table)

@@ -17,6 +17,7 @@ libpq is the copy psycopg[binary] ships, else the system's libpq.so.5.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import json
@@ -583,6 +584,19 @@ class Connection:
         if self._conn is not None:
             self._pq.PQfinish(self._conn)
             self._conn = None
+
+    def abandon(self) -> None:
+        """Close this process's copy of the socket without ending the session.
+
+        For a forked child: the session is its parent's, and PQfinish would end it (and
+        drop the parent's advisory locks); an open copy would keep it alive after the parent.
+        """
+        if self._conn is not None:
+            fd = int(self._pq.PQsocket(self._conn))
+            self._conn = None
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def __enter__(self) -> Connection:
         return self

@@ -68,6 +68,21 @@ SELECT pg_advisory_unlock(:namespace, :job_id)
 SELECT objid::int, pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2
 AND classid = :namespace ORDER BY objid
 
+-- name: app_try_lock [postgresql]
+-- An in-app lock (schedctl.guard): pg_try_advisory_lock(APP_LOCK_NAMESPACE, hash of the name).
+SELECT pg_try_advisory_lock(:namespace, :key)
+
+-- name: app_unlock [postgresql]
+SELECT pg_advisory_unlock(:namespace, :key)
+
+-- name: app_lock_holders [postgresql]
+-- Every granted in-app lock, with the session's application_name ("schedctl lock PID@HOST
+-- NAME") and when it last went idle: right after taking the lock, its last statement.
+SELECT l.objid::int, l.pid, a.application_name, a.state_change
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 AND l.classid = :namespace
+ORDER BY l.objid, l.pid
+
 
 -- ===== jobs =================================================================================
 

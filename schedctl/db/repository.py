@@ -815,6 +815,13 @@ class Repository:
         """Return (job id, backend pid) for every granted schedctl job lock (PostgreSQL)."""
         return [(int(j), int(p)) for j, p in self._q("lock_holders", {"namespace": namespace}).rows]
 
+    def app_lock_holders(
+        self, namespace: int
+    ) -> list[tuple[int, int, str | None, datetime | None]]:
+        """Return (key, backend pid, application_name, since) per held in-app lock (PostgreSQL)."""
+        rows = self._q("app_lock_holders", {"namespace": namespace}).rows
+        return [(int(k), int(p), a, t) for k, p, a, t in rows]
+
     # -- report, check, metrics ---------------------------------------------------------------
 
     def window_stats(self, since: datetime, slots_to: datetime) -> dict[int, WindowStats]:
