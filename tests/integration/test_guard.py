@@ -23,6 +23,7 @@ from cli_helpers import Cli, ok
 from schedctl import advisory_lock, log, single_instance
 from schedctl.config import parse_database_url
 from schedctl.db.connector import PgConnector
+from schedctl.errors import DatabaseUnavailableError
 from schedctl.guard import APP_LOCK_NAMESPACE, lock_key
 from schedctl.locking import LOCK_NAMESPACE
 
@@ -306,3 +307,18 @@ def test_hostile_names_are_distinct_locks_and_stay_in_the_lock_directory(
         data / "schedctl.db-shm",
     }
     assert not Path("/etc/passwd.lock").exists()
+
+
+def test_an_unreachable_database_fails_closed() -> None:
+    """No lock, no run: the error says why in one line, and the body never ran."""
+    url = "postgresql://nobody@127.0.0.1:1/none"
+    calls: list[int] = []
+
+    @single_instance("cleanup_old_events", url=url)
+    def cleanup_old_events() -> None:
+        calls.append(1)
+
+    with pytest.raises(DatabaseUnavailableError) as raised:
+        cleanup_old_events()
+    assert calls == []
+    assert "\n" not in str(raised.value)
