@@ -142,7 +142,8 @@ def _settings(url: str | None) -> tuple[config.DatabaseURL, Path]:
     return config.parse_database_url(url, "url="), config.data_dir(os.environ)
 
 
-# Locks this process holds; a forked child lets go of its copies (see _after_fork_in_child).
+# Locks this process holds or is taking; a forked child closes its copies of their sessions
+# and files (see _after_fork_in_child).
 _held: weakref.WeakSet[AdvisoryLock] = weakref.WeakSet()
 _held_guard = threading.Lock()
 
@@ -176,10 +177,14 @@ class AdvisoryLock(AbstractContextManager[bool]):
         if self.held:
             raise RuntimeError(f"lock {self.name!r} is already held by this object")
         url, data_dir = _settings(self.url)
-        take = self._pg_take(url) if url.backend == "postgresql" else self._file_take(data_dir)
         deadline = time.monotonic() + (self.wait or 0)
         pause = _FIRST_POLL
+        # Tracked from before its session or file opens: a fork meanwhile must not keep a copy.
+        with _held_guard:
+            _held.add(self)
         try:
+            pg = url.backend == "postgresql"
+            take = self._pg_take(url) if pg else self._file_take(data_dir)
             while not take():
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -191,8 +196,6 @@ class AdvisoryLock(AbstractContextManager[bool]):
             self._close()
             raise
         self._owner_pid = os.getpid()
-        with _held_guard:
-            _held.add(self)
         return True
 
     def _pg_take(self, url: config.DatabaseURL) -> Callable[[], bool]:
