@@ -362,6 +362,9 @@ class Schedule(NamedTuple):
                 continue
             for x in self._day_after(d, last):
                 last = x
+                # The horizon bounds the gap to the next instant, not the whole walk: a
+                # schedule firing every four years (Feb 29) still yields as many as asked.
+                limit = d + timedelta(days=_SEARCH_DAYS)
                 yield x
             d += _ONE_DAY
 

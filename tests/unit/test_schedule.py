@@ -403,3 +403,16 @@ def test_stored_schedules_an_older_schedctl_accepted_still_run() -> None:
         Schedule.of("\u00b9 * * * *", "UTC")
     with pytest.raises(CronError, match="schedules are ASCII"):
         parse_cron("\uff13 \uff14 * * *")
+
+
+def test_a_rare_schedule_yields_as_many_instants_as_asked() -> None:
+    # The search horizon bounded the whole walk: Feb 29 gave 8 of 30 asked for.
+    after = datetime(2026, 11, 30, tzinfo=UTC)
+    leap = Schedule.of("0 2 29 2 *", "UTC").next_after(after, 30)
+    assert len(leap) == 30
+    assert [x.year for x in leap] == [y for y in range(2028, 2300) if is_leap(y)][:30]
+    assert all((x.month, x.day, x.hour) == (2, 29, 2) for x in leap)
+
+
+def is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
