@@ -53,3 +53,14 @@ def format_duration(seconds: int | float | None) -> str:
         if n:
             parts.append(f"{n}{unit}")
     return "".join(parts)
+
+
+def format_elapsed(seconds: float | None) -> str:
+    """Format a measured duration: `120ms` under a second, `4.25s`, then `1m30s`; None as `-`."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    return format_duration(round(seconds, 1) if seconds < 60 else int(seconds))

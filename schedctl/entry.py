@@ -148,8 +148,18 @@ def _typer_main(args: list[str]) -> int:
         result = command.main(args=args, prog_name="schedctl", standalone_mode=False)
         sys.stdout.flush()  # here, where a failure still gets its line and exit code
     except click.UsageError as e:
+        message = e.format_message()
+        if not message:
+            # A bare `schedctl` (or group): the help just printed is the whole answer.
+            return ExitCode.USAGE
         path = e.ctx.command_path if e.ctx else "schedctl"
-        return _fail(f"{e.format_message()} (see `{path} --help`)", ExitCode.USAGE)
+        if isinstance(e, click.NoSuchOption) and e.ctx and e.ctx.info_name in ("add", "edit"):
+            # `add y -s @daily ls -la`: the job's own options reach schedctl's parser.
+            message += (
+                f" If it belongs to the job's command, put the command after `--`, e.g. "
+                f"{path} NAME -s @daily -- ls -la."
+            )
+        return _fail(f"{message} (see `{path} --help`)", ExitCode.USAGE)
     except click.ClickException as e:
         return _fail(e.format_message(), e.exit_code)
     except click.Abort:

@@ -25,8 +25,8 @@ class FileChange:
         """Return the change as a unified diff."""
         before = (self.old or "").splitlines(keepends=True)
         after = (self.new or "").splitlines(keepends=True)
-        source = "/dev/null" if self.old is None else f"a{self.path}"
-        dest = "/dev/null" if self.new is None else f"b{self.path}"
+        source = "/dev/null" if self.old is None else f"a/{str(self.path).lstrip('/')}"
+        dest = "/dev/null" if self.new is None else f"b/{str(self.path).lstrip('/')}"
         return "".join(difflib.unified_diff(before, after, source, dest))
 
 

@@ -225,10 +225,17 @@ class JobCheck(NamedTuple):
     severity: Severity
     reasons: tuple[str, ...] = ()
     kind: str = "job"  # or "host": a host that stopped syncing
+    # What is only worth a WARNING on a job that is CRITICAL for other reasons.
+    warnings: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON form used by `check --json`."""
-        return {self.kind: self.name, "state": self.severity.name, "reasons": list(self.reasons)}
+        return {
+            self.kind: self.name,
+            "state": self.severity.name,
+            "reasons": list(self.reasons),
+            "warnings": list(self.warnings),
+        }
 
 
 def _ago(delta: timedelta) -> str:
@@ -280,7 +287,7 @@ def check_job(facts: JobFacts, now: datetime) -> JobCheck:
                 f"over twice p95 ({facts.stats.p95:.1f}s)"
             )
     if crit:
-        return JobCheck(job.name, Severity.CRITICAL, tuple(crit + warn))
+        return JobCheck(job.name, Severity.CRITICAL, tuple(crit), warnings=tuple(warn))
     if warn:
         return JobCheck(job.name, Severity.WARNING, tuple(warn))
     return JobCheck(job.name, Severity.OK, ())

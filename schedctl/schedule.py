@@ -190,9 +190,17 @@ def parse_cron(text: str, *, strict: bool = True) -> CronExpr:
         expanded = expr
     parts = expanded.split(" ")
     if len(parts) != 5:
+        hint = ""
+        if len(parts) == 6:
+            # Pasted from /etc/crontab or cron.d, where a user name follows the fifth field.
+            hint = (
+                f"; a sixth field like {parts[5]!r} is the user field of /etc/crontab and "
+                "cron.d: give the first 5 fields here, the user with --user and the command "
+                "after `--`"
+            )
         raise CronError(
             f"bad cron expression {expr!r}: has {len(parts)} fields, needs 5 "
-            f"(minute hour day-of-month month day-of-week)"
+            f"(minute hour day-of-month month day-of-week){hint}"
         )
     minutes, hours, days, months, weekdays = (
         _parse_field(part, i, expr, strict) for i, part in enumerate(parts)

@@ -530,9 +530,8 @@ def _not_due(
 def _check_user(job: Job) -> None:
     user = job.spec.run_as_user
     if user and os.geteuid() != 0 and pwd.getpwuid(os.geteuid()).pw_name != user:
-        raise ConfigError(
-            f"job {job.name!r} runs as user {user!r}: start `schedctl run` as root or as {user}"
-        )
+        who = "root" if user == "root" else f"root or as {user}"
+        raise ConfigError(f"job {job.name!r} runs as user {user!r}: start `schedctl run` as {who}")
     if user and os.geteuid() == 0:
         try:
             pwd.getpwnam(user)

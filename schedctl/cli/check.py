@@ -149,6 +149,7 @@ def _main(args: list[str], db_flag: str | None) -> int:
             if c.severity is not Severity.OK:
                 what = c.name if c.kind == "job" else f"host {c.name}"
                 lines += [f"{c.severity.name} {what}: {reason}" for reason in c.reasons]
+                lines += [f"WARNING {what}: {reason}" for reason in c.warnings]
         # Reasons quote stored text (host names): one line each, nothing a terminal obeys.
         sys.stdout.write("\n".join(visible(x) for x in lines) + "\n")
     return int(worst)

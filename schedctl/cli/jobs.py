@@ -145,6 +145,19 @@ def _env(values: list[str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(parse_env_pair(v) for v in values or [])
 
 
+def _warn_unknown_user(user: str) -> None:
+    """Warn when --user names no account here; it is stored all the same (other hosts)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        sys.stderr.write(
+            f"schedctl: warning: no user {user!r} on this host: the job is stored, but `run` "
+            "refuses it on every host that lacks this user\n"
+        )
+
+
 def _fmt_command(job: Job) -> str:
     return job.spec.command[0] if job.spec.shell else shlex.join(job.spec.command)
 
@@ -219,6 +232,8 @@ def add(
         notify_on=_events(notify_on) or default_events or defaults.notify_on,
         placement=on or "",
     )
+    if user:
+        _warn_unknown_user(user)
     job = services.add_job(st.store(), spec, st.clock)
     nxt = services.next_fires(job, st.clock.now(), 1)
     state_word = "enabled" if job.spec.enabled else "disabled"
@@ -294,6 +309,8 @@ def edit(
         notify_on=_events(notify_on),
         placement=on,
     )
+    if user:
+        _warn_unknown_user(user)
     result = services.edit_job(st.store(), name, changes, st.clock)
     if result.changed:
         done(f"updated job {result.job.name}: now at revision {result.job.revision}")
@@ -473,5 +490,6 @@ def _parse_instant(text: str) -> datetime:
             f"bad --after {text!r}: use ISO 8601 with an offset, e.g. 2026-03-29T00:00:00+01:00"
         ) from None
     if dt.tzinfo is None:
-        raise ValidationError(f"--after {text!r} has no UTC offset: add one, e.g. {text}+00:00")
+        example = dt.isoformat(timespec="seconds") + "+00:00"
+        raise ValidationError(f"--after {text!r} has no UTC offset: add one, e.g. {example}")
     return dt

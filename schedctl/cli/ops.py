@@ -12,7 +12,7 @@ import typer
 from schedctl import operate
 from schedctl.cli.context import state
 from schedctl.cli.output import Cell, Table, cell, done, err, iso, out, print_json, print_table
-from schedctl.durations import format_duration, parse_duration
+from schedctl.durations import format_duration, format_elapsed, parse_duration
 from schedctl.report import JobReport
 
 _STATE_STYLE = {
@@ -27,11 +27,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 10:
-        return f"{seconds:.2f}s"
-    return format_duration(round(seconds, 1) if seconds < 60 else int(seconds))
+    return format_elapsed(seconds)
 
 
 def _ago(row_time: datetime | None, now: datetime) -> str:

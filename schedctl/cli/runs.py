@@ -21,7 +21,7 @@ from schedctl.cli.output import (
     utc_time,
 )
 from schedctl.cli.text import csv_cell, visible_lines
-from schedctl.durations import format_duration, parse_duration
+from schedctl.durations import format_duration, format_elapsed, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.history import Run
 
@@ -113,7 +113,7 @@ def history(
             "-" if r.exit_code is None else str(r.exit_code),
             cell(r.host),
             _when(r.started_at),
-            "-" if r.duration_seconds is None else format_duration(round(r.duration_seconds, 1)),
+            format_elapsed(r.duration_seconds),
         )
     print_table(table)
 

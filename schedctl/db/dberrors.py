@@ -65,7 +65,8 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
         )
     return DatabaseUnavailableError(
         f"cannot reach the database at {where}: {message}; check that PostgreSQL is running "
-        f"and the URL is right (`schedctl db status` tests the connection)"
+        f"and accepts connections there (`pg_isready`), and that the URL is right (--db, "
+        f"$SCHEDCTL_DATABASE_URL or the configuration file)"
     )
 
 
