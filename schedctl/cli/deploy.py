@@ -13,7 +13,7 @@ import typer
 from schedctl import __version__, config, deploy
 from schedctl.cli.context import state
 from schedctl.cli.notify import step_after_sync
-from schedctl.cli.output import done, note
+from schedctl.cli.output import done, note, print_json
 from schedctl.errors import ValidationError
 from schedctl.render import DEFAULT_ENV_FILE, Target
 from schedctl.schedule import load_zone
@@ -48,6 +48,9 @@ EnvFile = Annotated[
     ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the diff; change nothing.")]
+SyncJson = Annotated[
+    bool, typer.Option("--json", help="Print what changed (or would) as JSON, diff included.")
+]
 CronZone = Annotated[
     str | None,
     typer.Option(
@@ -204,9 +207,30 @@ def render_k8s(
     )
 
 
-def _finish(report: deploy.SyncReport, dry_run: bool, what: str) -> None:
+def _finish(report: deploy.SyncReport, dry_run: bool, what: str, json_: bool = False) -> None:
     for text in report.notes:
         note(text)
+    if json_:
+        print_json(
+            {
+                "dry_run": dry_run,
+                "changes": [
+                    {
+                        "path": str(c.path),
+                        "action": "create"
+                        if c.old is None
+                        else "remove"
+                        if c.new is None
+                        else "update",
+                    }
+                    for c in report.changes
+                ],
+                "unchanged": report.unchanged,
+                "commands": [list(argv) for argv in report.commands],
+                "diff": report.diff(),
+            }
+        )
+        return
     if dry_run:
         sys.stdout.write(report.diff())
         for argv in report.commands:
@@ -233,6 +257,7 @@ def sync_systemd(
     ] = False,
     schedctl: SchedctlPath = None,
     env_file: EnvFile = DEFAULT_ENV_FILE,
+    json_: SyncJson = False,
 ) -> None:
     """Install, update and remove the timers of the jobs placed on this host, then reload systemd.
 
@@ -244,7 +269,7 @@ def sync_systemd(
     report = deploy.sync_systemd(
         st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload, host
     )
-    _finish(report, dry_run, "unit files")
+    _finish(report, dry_run, "unit files", json_)
     if not dry_run:
         step_after_sync(st)
 
@@ -261,6 +286,7 @@ def sync_crontab(
     dry_run: DryRun = False,
     schedctl: SchedctlPath = None,
     cron_zone: CronZone = None,
+    json_: SyncJson = False,
 ) -> None:
     """Replace the managed block in a crontab with the jobs placed on this host.
 
@@ -275,6 +301,6 @@ def sync_crontab(
     report = deploy.sync_crontab(
         st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run, host
     )
-    _finish(report, dry_run, "crontab")
+    _finish(report, dry_run, "crontab", json_)
     if not dry_run:
         step_after_sync(st)

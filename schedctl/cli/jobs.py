@@ -186,6 +186,7 @@ def add(
     notify: Notify = None,
     notify_on: NotifyOn = None,
     on: On = None,
+    json_: JsonOut = False,
 ) -> None:
     """Add a job.
 
@@ -236,6 +237,9 @@ def add(
         _warn_unknown_user(user)
     job = services.add_job(st.store(), spec, st.clock)
     nxt = services.next_fires(job, st.clock.now(), 1)
+    if json_:
+        print_json({**job.to_dict(), "next_run": iso(nxt[0]), "created": True})
+        return
     state_word = "enabled" if job.spec.enabled else "disabled"
     done(
         f"added job {job.name} ({state_word}): {job.spec.schedule} {job.spec.timezone}, "
@@ -272,6 +276,7 @@ def edit(
     notify: Notify = None,
     notify_on: NotifyOn = None,
     on: On = None,
+    json_: JsonOut = False,
 ) -> None:
     """Change a job; options left out keep their value. Bumps the revision.
 
@@ -312,6 +317,9 @@ def edit(
     if user:
         _warn_unknown_user(user)
     result = services.edit_job(st.store(), name, changes, st.clock)
+    if json_:
+        print_json({**result.job.to_dict(), "changed": result.changed})
+        return
     if result.changed:
         done(f"updated job {result.job.name}: now at revision {result.job.revision}")
     else:
@@ -323,6 +331,7 @@ def remove(
     name: Annotated[str, typer.Argument(help="The job to remove.")],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete its run history.")] = False,
+    json_: JsonOut = False,
 ) -> None:
     """Remove a job. Its run history is kept unless --purge.
 
@@ -337,9 +346,22 @@ def remove(
             )
         what = " and its run history" if purge else ""
         if not typer.confirm(f"Remove job {job.name}{what}?", default=False):
-            done("nothing removed")
+            if json_:
+                print_json({"job": job.name, "removed": False})
+            else:
+                done("nothing removed")
             return
     result = services.remove_job(st.store(), name, purge)
+    if json_:
+        print_json(
+            {
+                "job": result.job.name,
+                "removed": True,
+                "runs_deleted": result.runs_deleted,
+                "runs_kept": result.runs_kept,
+            }
+        )
+        return
     history = (
         f"{result.runs_deleted} runs deleted"
         if purge
@@ -348,17 +370,31 @@ def remove(
     done(f"removed job {result.job.name} ({history})")
 
 
-def enable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job.")]) -> None:
+def enable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job.")],
+    json_: JsonOut = False,
+) -> None:
     """Enable a job so its schedule fires. Example: schedctl enable nightly-backup"""
     st = state(ctx)
     result = services.set_enabled(st.store(), name, True, st.clock)
+    if json_:
+        print_json({"job": name, "enabled": True, "changed": result.changed})
+        return
     done(f"job {name} {'enabled' if result.changed else 'was already enabled'}")
 
 
-def disable(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The job.")]) -> None:
+def disable(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The job.")],
+    json_: JsonOut = False,
+) -> None:
     """Disable a job; its definition and history stay. Example: schedctl disable nightly-backup"""
     st = state(ctx)
     result = services.set_enabled(st.store(), name, False, st.clock)
+    if json_:
+        print_json({"job": name, "enabled": False, "changed": result.changed})
+        return
     done(f"job {name} {'disabled' if result.changed else 'was already disabled'}")
 
 

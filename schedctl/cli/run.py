@@ -35,6 +35,9 @@ Options:
                    [default: timer under systemd, else cron].
   --db URL         Database URL [default: $SCHEDCTL_DATABASE_URL, config file,
                    or the embedded SQLite file]; visible to all users in ps.
+  --json           Print the result as one JSON document on stdout at the end
+                   (run id, slot, attempt, status, exit code...); the job's
+                   own output then passes through on stderr.
   --debug          Show tracebacks on errors.
   -h, --help       Show this message and exit.
 
@@ -47,13 +50,32 @@ Example: schedctl run nightly-backup --now
 _TRIGGERS = {t.value: t for t in Trigger if t is not Trigger.MANUAL}
 
 
+class _Collected:
+    """With --json: what the run's events said, for the document printed at the end."""
+
+    fields: dict[str, Any] | None = None
+
+
 def emit(event: str, level: str = "info", **fields: Any) -> None:
     """Write one event line to stderr (schedctl/log.py); to a person, say `not due` in words."""
+    if _Collected.fields is not None:
+        _remember(_Collected.fields, event, fields)
     if event == "run.skipped.no_slot" and log.config().terminal and fields.get("next_slot"):
         _say(f"not due: next slot {_local(fields['next_slot'], fields.get('timezone'))}; "
              "use --now to run it now\n")  # fmt: skip
         return
     log.emit(event, level, **fields)
+
+
+def _remember(result: dict[str, Any], event: str, fields: dict[str, Any]) -> None:
+    if event == "run.finished":
+        result.update(fields)
+        result["runs"] = [*result.get("runs", []), fields.get("run_id")]
+    elif event.startswith("run.skipped.") or event == "run.claimed":
+        result.update(fields)
+        if event != "run.claimed":
+            result["status"] = "skipped"
+            result["reason"] = event.removeprefix("run.skipped.")
 
 
 def _local(iso_instant: str, zone: str | None) -> str:
@@ -77,6 +99,7 @@ def error(message: str) -> None:
 
 
 def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
+    args = [a for a in args if a != "--json"]
     job: str | None = None
     now = False
     at_slot = False
@@ -124,6 +147,12 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         sys.stdout.write(USAGE)
         return 0
     ctx: RunContext | None = None
+    document = None
+    if "--json" in args:
+        # stdout carries only the document: the job's output goes to stderr meanwhile.
+        _Collected.fields = {}
+        document = os.dup(1)
+        os.dup2(2, 1)
 
     def body() -> int:
         nonlocal ctx
@@ -146,12 +175,39 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         gc.enable()
         return services.run_job(ctx, name, trigger, manual, at_slot)
 
+    code = 1
     try:
-        return boundary.guarded(body, boundary.debug_requested(args))
+        code = boundary.guarded(body, boundary.debug_requested(args))
+        return code
     finally:
         if ctx is not None:
             # The session current at the end: a reconnect may have replaced the first one.
             ctx.db.close()
+        if document is not None:
+            _write_document(document, code)
+
+
+def _write_document(fd: int, code: int) -> None:
+    """Write the --json document on the saved stdout, after everything the job wrote."""
+    import json
+
+    result = _Collected.fields or {}
+    sys.stdout.flush()
+    data = {
+        "job": result.get("job"),
+        "run_id": result.get("run_id"),
+        "runs": result.get("runs", []),
+        "slot": result.get("slot"),
+        "attempt": result.get("attempt"),
+        "status": result.get("status", "error" if code else None),
+        "reason": result.get("reason"),
+        "exit_code": result.get("exit_code"),
+        "duration_seconds": result.get("duration_seconds"),
+        "host": result.get("host"),
+        "exit_status": code,
+    }
+    with open(fd, "w", encoding="utf-8") as out:
+        out.write(json.dumps(data, ensure_ascii=False) + "\n")
 
 
 def warn_db_flag(settings: config.Settings) -> None:

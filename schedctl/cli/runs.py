@@ -21,7 +21,7 @@ from schedctl.cli.output import (
     utc_time,
 )
 from schedctl.cli.text import csv_cell, visible_lines
-from schedctl.durations import format_duration, format_elapsed, parse_duration
+from schedctl.durations import format_elapsed, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.history import Run
 
@@ -169,6 +169,9 @@ def logs(
     raw: Annotated[
         bool, typer.Option("--raw", help="Write the output as stored, even to a terminal.")
     ] = False,
+    json_: Annotated[
+        bool, typer.Option("--json", help="Print the run's fields and its output as JSON.")
+    ] = False,
 ) -> None:
     """Print the output a run left (its stored tail). Example: schedctl logs --failed backup
 
@@ -191,8 +194,14 @@ def logs(
                 f"give --job {target}"
             )
         run: Run = operate.get_run(st.store(), int(str(target)))
+        if json_:
+            print_json({**run.to_dict(), "output": run.output_tail or ""})
+            return
     else:
         run = operate.latest_run(st.store(), job, failed)
+        if json_:
+            print_json({**run.to_dict(), "output": run.output_tail or ""})
+            return
         code = "" if run.exit_code is None else f", exit {run.exit_code}"
         when = _when(run.finished_at or run.claimed_at)
         sys.stderr.write(f"run {run.id} of {run.job_name} ({run.status}"
