@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return the process exit code."""
     args = sys.argv[1:] if argv is None else argv
     stdout_closed = _standard_streams()
+    instruction = os.environ.get("_SCHEDCTL_COMPLETE")
+    if instruction:
+        # The shell asks for completions (the script `schedctl completion SHELL` prints).
+        from schedctl.cli.completion import complete
+
+        return complete(instruction)
     fast = _fast_args(args)
     if fast is not None:
         # Hot paths: timers start `run` and monitoring starts `check` on every host, again and

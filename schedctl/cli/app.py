@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gc
 import importlib
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from schedctl import __version__
 from schedctl.cli.context import State, state
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 # Every command, in the order --help lists it, and where it is defined: (module, attribute).
 # A module is imported only when one of its commands runs (or --help lists them all), so a
@@ -43,6 +46,7 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "render": ("schedctl.cli.deploy", "render_app"),
     "sync": ("schedctl.cli.deploy", "sync_app"),
     "db": ("schedctl.cli.db", "app"),
+    "completion": ("schedctl.cli.completion", "completion"),
 }
 
 
@@ -131,8 +135,32 @@ def root(
     ctx.obj = State(db_flag=db_url, debug=debug)
 
 
+class _OwnParserCommand(TyperCommand):
+    """`run` and `check`: their own parser reads the arguments; completion offers job names."""
+
+    options: tuple[str, ...] = ()
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        from click.shell_completion import CompletionItem
+
+        if incomplete.startswith("-"):
+            return [CompletionItem(o) for o in self.options if o.startswith(incomplete)]
+        from schedctl.cli.completion import complete_job
+
+        return [CompletionItem(n) for n in complete_job(ctx, incomplete)]
+
+
+class _RunCommand(_OwnParserCommand):
+    options = ("--now", "--at-slot", "--trigger", "--json", "--db", "--debug", "--help")
+
+
+class _CheckCommand(_OwnParserCommand):
+    options = ("--json", "--settle", "--db", "--debug", "--help")
+
+
 @app.command(
     "run",
+    cls=_RunCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )
@@ -147,6 +175,7 @@ def run_command(ctx: typer.Context) -> None:
 
 @app.command(
     "check",
+    cls=_CheckCommand,
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,
 )

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from schedctl import config, services
+from schedctl.cli.completion import complete_job
 from schedctl.cli.context import state
 from schedctl.cli.output import (
     Table,
@@ -249,7 +250,7 @@ def add(
 
 def edit(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job to change.")],
+    name: Annotated[str, typer.Argument(help="The job to change.", autocompletion=complete_job)],
     command: Command = None,
     schedule: Schedule = None,
     tz: Tz = None,
@@ -328,7 +329,7 @@ def edit(
 
 def remove(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job to remove.")],
+    name: Annotated[str, typer.Argument(help="The job to remove.", autocompletion=complete_job)],
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete its run history.")] = False,
     json_: JsonOut = False,
@@ -372,7 +373,7 @@ def remove(
 
 def enable(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
+    name: Annotated[str, typer.Argument(help="The job.", autocompletion=complete_job)],
     json_: JsonOut = False,
 ) -> None:
     """Enable a job so its schedule fires. Example: schedctl enable nightly-backup"""
@@ -386,7 +387,7 @@ def enable(
 
 def disable(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
+    name: Annotated[str, typer.Argument(help="The job.", autocompletion=complete_job)],
     json_: JsonOut = False,
 ) -> None:
     """Disable a job; its definition and history stay. Example: schedctl disable nightly-backup"""
@@ -435,7 +436,7 @@ def list_(
 
 def show(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
+    name: Annotated[str, typer.Argument(help="The job.", autocompletion=complete_job)],
     json_: JsonOut = False,
 ) -> None:
     """Show a job's definition and its next 5 fire times. Example: schedctl show nightly-backup"""
@@ -488,7 +489,7 @@ def show(
 
 def next_(
     ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="The job.")],
+    name: Annotated[str, typer.Argument(help="The job.", autocompletion=complete_job)],
     count: Annotated[int, typer.Option("--count", "-n", help="How many instants.")] = 5,
     after: Annotated[
         str | None,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from schedctl import operate
+from schedctl.cli.completion import complete_job
 from schedctl.cli.context import State, state
 from schedctl.cli.output import (
     Table,
@@ -44,7 +45,9 @@ _CSV_FIELDS = [
 
 def history(
     ctx: typer.Context,
-    job: Annotated[str | None, typer.Argument(help="Only this job.")] = None,
+    job: Annotated[
+        str | None, typer.Argument(help="Only this job.", autocompletion=complete_job)
+    ] = None,
     status: Annotated[str | None, typer.Option(help="Only runs with this status.")] = None,
     since: Annotated[
         str | None, typer.Option(help="Only runs claimed in this window, e.g. 7d.")
@@ -155,6 +158,7 @@ def logs(
         str | None,
         typer.Argument(
             metavar="RUN_ID|JOB",
+            autocompletion=complete_job,
             help="A run id (all digits, from history) or a job: its latest run that ended.",
             show_default=False,
         ),

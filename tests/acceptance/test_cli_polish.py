@@ -123,3 +123,61 @@ def test_a_root_job_started_by_another_user_says_root_once(tmp_path: Path) -> No
         assert "start `schedctl run` as root" in p.stderr, p.stderr
     finally:
         shutil.rmtree(shared)
+
+
+def test_json_on_the_changing_commands(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    added = json.loads(ok(cli("add", "j", "-s", "@daily", "--json", "--", "true")).out)
+    assert added["name"] == "j" and added["created"] is True and added["next_run"]
+    edited = json.loads(ok(cli("edit", "j", "--retries", "2", "--json")).out)
+    assert edited["retries"] == 2 and edited["changed"] is True and edited["revision"] == 2
+    again = json.loads(ok(cli("edit", "j", "--retries", "2", "--json")).out)
+    assert again["changed"] is False
+    assert json.loads(ok(cli("disable", "j", "--json")).out) == {
+        "job": "j", "enabled": False, "changed": True,
+    }  # fmt: skip
+    assert json.loads(ok(cli("enable", "j", "--json")).out) == {
+        "job": "j", "enabled": True, "changed": True,
+    }  # fmt: skip
+    ok(cli("run", "j", "--now"))
+    removed = json.loads(ok(cli("remove", "j", "--yes", "--json")).out)
+    assert removed == {"job": "j", "removed": True, "runs_deleted": 0, "runs_kept": 1}
+
+
+def test_sync_json_lists_the_changes(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    ok(cli("add", "j", "-s", "@daily", "--", "true"))
+    units = tmp_path / "units"
+    out = ok(cli("sync", "systemd", "--unit-dir", str(units), "--dry-run", "--json")).out
+    data = json.loads(out)
+    assert data["dry_run"] is True and data["unchanged"] == 0
+    assert [(c["path"], c["action"]) for c in data["changes"]] == [
+        (str(units / "schedctl-j.service"), "create"),
+        (str(units / "schedctl-j.timer"), "create"),
+    ]
+    assert f"+++ b{units}/schedctl-j.timer" in data["diff"]
+    assert not units.exists()
+
+
+def test_run_json_stays_parseable_when_the_job_writes_to_stdout(tmp_path: Path) -> None:
+    cli = make_cli(tmp_path)
+    ok(cli("add", "j", "-s", "@daily", "--shell", "--", "echo '{\"half\": '; echo to-err >&2"))
+    result = cli("run", "j", "--now", "--json")
+    assert result.rc == 0, result.err
+    data = json.loads(result.out)  # the whole of stdout: one document
+    assert data["job"] == "j" and data["status"] == "succeeded" and data["exit_code"] == 0
+    assert data["attempt"] == 1 and data["slot"] is None and data["exit_status"] == 0
+    assert isinstance(data["run_id"], int) and data["runs"] == [data["run_id"]]
+    assert '{"half": ' in result.err and "to-err" in result.err  # the job's output passed through
+    failing = cli("add", "f", "-s", "@daily", "--retries", "1", "--retry-delay", "1s", "--",
+                  "sh", "-c", "exit 3")  # fmt: skip
+    ok(failing)
+    result = cli("run", "f", "--now", "--json")
+    assert result.rc == 3
+    data = json.loads(result.out)
+    assert data["status"] == "failed" and data["exit_code"] == 3 and data["attempt"] == 2
+    assert len(data["runs"]) == 2 and data["exit_status"] == 3
+    logs = json.loads(ok(cli("logs", str(data["run_id"]), "--json")).out)
+    assert logs["id"] == data["run_id"] and logs["status"] == "failed" and logs["output"] == ""
+    shown = json.loads(ok(cli("logs", "j", "--json")).out)
+    assert shown["job"] == "j" and shown["output"] == '{"half": \nto-err\n'
