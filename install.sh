@@ -111,6 +111,14 @@ if [ "$mode" = system ]; then
   install -d -m 0755 /var/lib/schedctl
   envfile=/etc/schedctl/schedctl.env
   if [ -n "$db" ]; then
+    # Try the URL before writing it: every timer and job on this host would read it.
+    # Through the environment, not the command line, where `ps` would show a password.
+    rc=0
+    out=$(env SCHEDCTL_DATABASE_URL="$db" SCHEDCTL_CONFIG=/dev/null "$venv/bin/schedctl" db status 2>&1 >/dev/null) || rc=$?
+    # 0: current schema; 5: reachable, the schema still to create (`schedctl db upgrade`).
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; then
+      die "--db does not work, nothing written to $envfile: $(printf '%s' "$out" | tail -n 1 | sed 's/^schedctl: error: //')"
+    fi
     umask 077
     tmp=$(mktemp /etc/schedctl/.schedctl.env.XXXXXX)
     printf '# schedctl settings, read by schedctl itself (as root; keep this file 0600).\nSCHEDCTL_DATABASE_URL=%s\n' "$db" >"$tmp"

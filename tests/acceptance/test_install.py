@@ -122,3 +122,19 @@ def test_a_virtualenv_of_its_own_is_linked_only_where_asked(tmp_path: Path) -> N
     assert again.returncode == 0, again.stderr
     assert os.readlink(bin_dir / "schedctl") == str(venv / "bin" / "schedctl")
     assert os.readlink(default_link) == "/opt/elsewhere/bin/schedctl"
+
+
+@system_install
+@one_at_a_time
+@pytest.mark.usefixtures("saved_env_file")
+def test_a_database_url_that_does_not_work_is_not_written() -> None:
+    ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text("SCHEDCTL_DATABASE_URL=sqlite:////var/lib/schedctl/before.db\n")
+    url = "postgresql://schedctl:s3cret-pw@127.0.0.1:1/schedctl"
+    result = sh(str(ROOT / "install.sh"), "--system", "--db", url)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("install.sh: error: --db does not work"), lines
+    assert "cannot reach the database" in lines[0] and "nothing written" in lines[0]
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    assert ENV_FILE.read_text() == "SCHEDCTL_DATABASE_URL=sqlite:////var/lib/schedctl/before.db\n"
