@@ -247,6 +247,17 @@ class Settings(NamedTuple):
     source: str
     data_dir: Path
     passfile_warning: str | None = None
+    # Why the embedded SQLite database is used where a shared one was probably meant.
+    default_reason: str | None = None
+
+    def personal_database_note(self) -> str | None:
+        """Say which database is used and why, when a system install's URL was unreadable."""
+        if self.default_reason is None:
+            return None
+        return (
+            f"using your own SQLite database {self.database.sqlite_path}: {self.default_reason}; "
+            f"to use the system's database run as root, or set ${URL_VAR}"
+        )
 
 
 def refused_passfile(params: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, str] | None:
@@ -312,7 +323,11 @@ def _resolve(env: Mapping[str, str], db_flag: str | None) -> Settings:
     default = DatabaseURL(
         raw=f"sqlite:///{ddir / 'schedctl.db'}", backend="sqlite", sqlite_path=ddir / "schedctl.db"
     )
-    return Settings(default, "default", ddir)
+    reason = None
+    if not env.get("SCHEDCTL_CONFIG") and SYSTEM_CONFIG.is_file() and os.geteuid() != 0:
+        # A system install keeps the shared URL root's (0600): others fall through to here.
+        reason = f"{SYSTEM_CONFIG}, the system install's settings, is not readable by this user"
+    return Settings(default, "default", ddir, default_reason=reason)
 
 
 def default_timezone(env: Mapping[str, str]) -> str:

@@ -38,6 +38,11 @@ class State:
             ):
                 if warning:
                     sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {warning}\n")
+            note = self._settings.personal_database_note()
+            path = self._settings.database.sqlite_path
+            if note and path is not None and not path.exists():
+                # Once, when that database is about to be created: later runs stay quiet.
+                sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {note}\n")
         return self._settings
 
     def store(self) -> Repository:

@@ -51,6 +51,7 @@ def status(
     info = {
         "url": str(st.settings.database),
         "source": st.settings.source,
+        "source_note": st.settings.personal_database_note(),
         "backend": st.settings.database.backend,
         "server": server,
         "schema_revision": schema.current,

@@ -3,10 +3,12 @@ copy in a virtualenv of its own leaves the `schedctl` on PATH alone."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +140,35 @@ def test_a_database_url_that_does_not_work_is_not_written() -> None:
     assert "cannot reach the database" in lines[0] and "nothing written" in lines[0]
     assert "s3cret-pw" not in result.stdout + result.stderr
     assert ENV_FILE.read_text() == "SCHEDCTL_DATABASE_URL=sqlite:////var/lib/schedctl/before.db\n"
+
+
+@system_install
+@one_at_a_time
+@pytest.mark.usefixtures("saved_env_file")
+def test_a_user_who_cannot_read_the_system_settings_is_told_which_database() -> None:
+    ENV_FILE.parent.mkdir(parents=True, exist_ok=True)
+    ENV_FILE.write_text("SCHEDCTL_DATABASE_URL=postgresql://schedctl@db.example/schedctl\n")
+    ENV_FILE.chmod(0o600)
+    home = Path(tempfile.mkdtemp(prefix="schedctl-nobody-"))  # pytest's tmp dirs are 0700
+    shutil.chown(home, "nobody", "nogroup")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "NO_COLOR": "1"}
+    binary = str(Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl"))
+
+    def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+        return sh("runuser", "-u", "nobody", "--", "env", f"HOME={home}", binary, *argv, env=env)
+
+    try:
+        first = as_nobody("list")
+        again = as_nobody("list", "--json")
+        status = as_nobody("db", "status", "--json")
+    finally:
+        shutil.rmtree(home)
+    assert first.returncode == 0, first.stderr
+    [warning] = first.stderr.splitlines()
+    assert warning.startswith("schedctl: warning: using your own SQLite database ")
+    assert f"{home}/.local/share/schedctl/schedctl.db" in warning
+    assert str(ENV_FILE) in warning and "not readable" in warning
+    # Once: scripts that run it again see a quiet stderr and unchanged stdout.
+    assert again.returncode == 0 and again.stderr == "" and json.loads(again.stdout) == []
+    info = json.loads(status.stdout)
+    assert info["source"] == "default" and "not readable" in info["source_note"]
