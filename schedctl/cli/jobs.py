@@ -234,9 +234,9 @@ def add(
         notify_on=_events(notify_on) or default_events or defaults.notify_on,
         placement=on or "",
     )
-    if user:
-        _warn_unknown_user(user)
     job = services.add_job(st.store(), spec, st.clock)
+    if user:
+        _warn_unknown_user(user)  # once stored: a name `add` refuses gets its error alone
     nxt = services.next_fires(job, st.clock.now(), 1)
     if json_:
         print_json({**job.to_dict(), "next_run": iso(nxt[0]), "created": True})
@@ -315,9 +315,9 @@ def edit(
         notify_on=_events(notify_on),
         placement=on,
     )
-    if user:
-        _warn_unknown_user(user)
     result = services.edit_job(st.store(), name, changes, st.clock)
+    if user:
+        _warn_unknown_user(user)  # once stored: a name `edit` refuses gets its error alone
     if json_:
         print_json({**result.job.to_dict(), "changed": result.changed})
         return
