@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from schedctl.db.repository import Repository
 
 _RELOAD_HINT = "check `journalctl -xe`, or pass --no-reload to only write the files"
+_USER_RELOAD_HINT = (
+    "is your user manager running? It runs while you are logged in, or always after "
+    "`loginctl enable-linger $USER`; check `journalctl --user -xe`, or pass --no-reload to "
+    "only write the files"
+)
 _CRONTAB_HINT = "is Debian's cron package installed (apt-get install cron)?"
 
 
@@ -118,13 +123,44 @@ def write_units(out_dir: Path, files: dict[str, str]) -> None:
         hostfiles.atomic_write(out_dir / name, text)
 
 
-def render_systemd_files(jobs: Sequence[Job], target: Target, clock: Clock) -> dict[str, str]:
-    """Return {unit file name: content} for the jobs."""
+def user_unit_jobs(jobs: Sequence[Job], owner: str) -> tuple[list[Job], list[str]]:
+    """Return the jobs a user's own manager may run, and notes on those left out.
+
+    As in a user crontab: schedctl would run as `owner` too, so a job with --user is left out
+    (its own user could read the database password; another user cannot be switched to).
+    """
+    kept: list[Job] = []
+    notes: list[str] = []
+    for job in jobs:
+        runs_as = job.spec.run_as_user
+        if runs_as is None:
+            kept.append(job)
+        elif runs_as == owner:
+            notes.append(
+                f"job {job.name} runs as {runs_as}: left out of {owner}'s user units, where "
+                f"schedctl would run as {owner} too and the job could read its database "
+                f"password; install it as root instead (sudo schedctl sync systemd)"
+            )
+        else:
+            notes.append(f"job {job.name} runs as {runs_as}: not in {owner}'s user units")
+    return kept, notes
+
+
+def render_systemd_files(
+    jobs: Sequence[Job], target: Target, clock: Clock, user: bool = False
+) -> dict[str, str]:
+    """Return {unit file name: content} for the jobs (for a user's manager with `user`)."""
     now = clock.now()
     files: dict[str, str] = {}
     for job in renderable(jobs):
-        files.update(render_systemd(job, target, now))
+        files.update(render_systemd(job, target, now, user))
     return files
+
+
+def user_unit_dir(env: Mapping[str, str]) -> Path:
+    """Return where a user's own systemd manager reads units: $XDG_CONFIG_HOME/systemd/user."""
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "systemd" / "user"
 
 
 def sync_systemd(
@@ -136,14 +172,20 @@ def sync_systemd(
     reload: bool,
     host: HostIdentity,
     systemctl: str = "systemctl",
+    user: bool = False,
 ) -> SyncReport:
     """Make `unit_dir` hold exactly the units of the enabled jobs placed on this host.
 
-    Then reload and (re)arm, and record the host as synced.
+    Then reload and (re)arm, and record the host as synced. With `user`, the units are the
+    current user's, managed with `systemctl --user`.
     """
-    desired = render_systemd_files(select_jobs(store, [], host.labels), target, clock)
+    jobs = select_jobs(store, [], host.labels)
+    notes: list[str] = []
+    if user:
+        jobs, notes = user_unit_jobs(jobs, current_user())
+    desired = render_systemd_files(jobs, target, clock, user)
     existing = hostfiles.managed_files(unit_dir, UNIT_PREFIX, MANAGED_MARK)
-    report = SyncReport([], 0)
+    report = SyncReport([], 0, notes=notes)
     for name, text in sorted(desired.items()):
         path = unit_dir / name
         old = existing.get(name)
@@ -166,23 +208,29 @@ def sync_systemd(
     changed = [c.path.name for c in timers if c.old is not None and c.new is not None]
     before: list[list[str]] = []
     after: list[list[str]] = []
+    ctl = [systemctl, "--user"] if user else [systemctl]
+    hint = _USER_RELOAD_HINT if user else _RELOAD_HINT
     if reload and report.changes:
         # Disable first, while the unit file still exists to name its [Install] links.
-        before = [[systemctl, "disable", "--now", t] for t in removed]
-        after = [[systemctl, "daemon-reload"]]
+        before = [[*ctl, "disable", "--now", t] for t in removed]
+        after = [[*ctl, "daemon-reload"]]
         if added:
-            after.append([systemctl, "enable", "--now", *added])
+            after.append([*ctl, "enable", "--now", *added])
         if changed:
-            after.append([systemctl, "restart", *changed])  # re-arm with the new calendar
+            after.append([*ctl, "restart", *changed])  # re-arm with the new calendar
         report.commands = before + after
     if dry_run:
         return report
+    if user and reload:
+        # Without a running user manager the files would be written and never enabled, and
+        # the next sync would find them unchanged: ask the manager first.
+        hostfiles.check(hostfiles.command([*ctl, "show-environment"], hint), hint)
     hostfiles.ensure_dir(unit_dir)
     for argv in before:
-        hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
+        hostfiles.check(hostfiles.command(argv, hint), hint)
     hostfiles.apply(report.changes)
     for argv in after:
-        hostfiles.check(hostfiles.command(argv, _RELOAD_HINT), _RELOAD_HINT)
+        hostfiles.check(hostfiles.command(argv, hint), hint)
     register(store, host, "systemd")
     return report
 

@@ -194,7 +194,9 @@ def next_fires(job: Job, after: datetime, count: int) -> list[datetime]:
 SAMPLE_JOB = "hello"
 
 
-def ensure_sample_job(store: Repository, timezone: str, clock: Clock) -> tuple[Job, bool]:
+def ensure_sample_job(
+    store: Repository, timezone: str, clock: Clock, enabled: bool = True
+) -> tuple[Job, bool]:
     """Create the quickstart sample job unless it exists; return it and whether it was added."""
     try:
         return store.load_job(SAMPLE_JOB), False
@@ -207,6 +209,7 @@ def ensure_sample_job(store: Repository, timezone: str, clock: Clock) -> tuple[J
         command=("echo", "hello from schedctl"),
         description="Sample job added by `schedctl quickstart`; remove with `schedctl remove hello`",
         tags=("sample",),
+        enabled=enabled,
     )
     return add_job(store, spec, clock), True
 

@@ -189,6 +189,7 @@ class Sandbox:
         files: dict[str, str | tuple[str, int]] | None = None,
         binds: list[Path] | None = None,
         faketime_at: str | None = None,
+        logind: bool = False,
     ) -> None:
         why = unavailable(mode)
         if why:
@@ -200,7 +201,9 @@ class Sandbox:
         files = dict(files or {})
         if mode == "systemd":
             for unit in MASKED:
-                files[f"etc/systemd/system/{unit}"] = "@/dev/null"
+                # logind serves `loginctl enable-linger`, which starts a user's own manager.
+                if not (logind and unit == "systemd-logind.service"):
+                    files[f"etc/systemd/system/{unit}"] = "@/dev/null"
         else:
             init = _CRON_INIT.replace("FAKETIME_LIB", str(FAKETIME_LIB))
             if faketime_at:

@@ -40,8 +40,10 @@ def calendar(lines: list[str], base: datetime, n: int) -> list[datetime]:
     return sorted(found)[:n]
 
 
-def verify(unit_dir: Path) -> str:
+def verify(unit_dir: Path, user: bool = False) -> str:
     """Return everything `systemd-analyze verify` prints for the units in `unit_dir`.
+
+    With `user`, as units of a user's own manager (`systemd-analyze --user verify`).
 
     It writes temporary directories in /tmp and touches /run/systemd, so it runs in its own
     mount namespace with fresh tmpfs on both (root only).
@@ -56,7 +58,14 @@ def verify(unit_dir: Path) -> str:
         'mount -n -t tmpfs tmpfs /run && mkdir /run/units /run/keep && cp "$0"/* /run/units/ && '
         'mount -n --bind "$1" /run/keep && mount -n -t tmpfs tmpfs /tmp && '
         'mkdir -p "$1" && mount -n --bind /run/keep "$1" && '
-        "cd /run/units && exec systemd-analyze verify --man=no *"
+        "cd /run/units && "
+        # A user manager keeps its state in $XDG_RUNTIME_DIR: a fresh one on the fresh /run.
+        + (
+            "mkdir /run/rt && XDG_RUNTIME_DIR=/run/rt exec systemd-analyze --user"
+            if user
+            else "exec systemd-analyze"
+        )
+        + " verify --man=no *"
     )
     out = subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script, str(unit_dir), keep],

@@ -40,11 +40,22 @@ SchedctlPath = Annotated[
     ),
 ]
 EnvFile = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--env-file",
         help="File holding SCHEDCTL_DATABASE_URL, which units point schedctl at "
-        "(SCHEDCTL_CONFIG=); 'none' for none.",
+        f"(SCHEDCTL_CONFIG=); 'none' for none [default: {DEFAULT_ENV_FILE}; none with --user, "
+        "where schedctl reads the user's own configuration].",
+        show_default=False,
+    ),
+]
+UserUnits = Annotated[
+    bool,
+    typer.Option(
+        "--user",
+        help="Units for your own systemd manager (systemctl --user, ~/.config/systemd/user), "
+        "of the jobs without --user; they run while you are logged in, or always after "
+        "`loginctl enable-linger`.",
     ),
 ]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="Print the diff; change nothing.")]
@@ -80,7 +91,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 CRON_FILE = Path("/etc/cron.d/schedctl")
 
 
-def _target(schedctl: str | None, env_file: str = DEFAULT_ENV_FILE) -> Target:
+def _target(schedctl: str | None, env_file: str | None = DEFAULT_ENV_FILE) -> Target:
     """Return where units call schedctl: the given path, or the path this process runs as."""
     path = schedctl
     if path is None:
@@ -99,9 +110,17 @@ def _target(schedctl: str | None, env_file: str = DEFAULT_ENV_FILE) -> Target:
         raise ValidationError(
             f"--schedctl {path!r} contains a backslash: install schedctl elsewhere"
         )
-    if env_file != "none":
-        check_unit_path("--env-file", env_file)
-    return Target(path, None if env_file == "none" else env_file)
+    if env_file is None or env_file == "none":
+        return Target(path, None)
+    check_unit_path("--env-file", env_file)
+    return Target(path, env_file)
+
+
+def _unit_env_file(env_file: str | None, user: bool) -> str | None:
+    """Return the env file units name: the system one, or none for a user's own units."""
+    if env_file is not None:
+        return env_file
+    return None if user else DEFAULT_ENV_FILE
 
 
 def _host(as_host: str | None = None, labels: str | None = None) -> deploy.HostIdentity:
@@ -136,9 +155,10 @@ def render_systemd(
         Path | None, typer.Option("--out", help="Write the unit files into DIR instead.")
     ] = None,
     schedctl: SchedctlPath = None,
-    env_file: EnvFile = DEFAULT_ENV_FILE,
+    env_file: EnvFile = None,
     as_host: AsHost = None,
     labels: Labels = None,
+    user: UserUnits = False,
 ) -> None:
     """Print each job's .timer and .service: by default, of the jobs placed on this host.
 
@@ -146,11 +166,15 @@ def render_systemd(
     """
     st = state(ctx)
     host = _host(as_host, labels)
+    selected = deploy.select_jobs(st.store(), jobs or [], host.labels)
+    notes: list[str] = []
+    if user:
+        selected, notes = deploy.user_unit_jobs(selected, deploy.current_user())
     files = deploy.render_systemd_files(
-        deploy.select_jobs(st.store(), jobs or [], host.labels),
-        _target(schedctl, env_file),
-        st.clock,
+        selected, _target(schedctl, _unit_env_file(env_file, user)), st.clock, user
     )
+    for text in notes:
+        note(text)
     if out_dir is None:
         for name, text in files.items():
             sys.stdout.write(f"# ==> {name} <==\n{text}\n")
@@ -250,24 +274,40 @@ def _finish(report: deploy.SyncReport, dry_run: bool, what: str, json_: bool = F
 @sync_app.command("systemd")
 def sync_systemd(
     ctx: typer.Context,
-    unit_dir: Annotated[Path, typer.Option(help="Where the unit files live.")] = UNIT_DIR,
+    unit_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=f"Where the unit files live [default: {UNIT_DIR}; with --user "
+            "$XDG_CONFIG_HOME/systemd/user, i.e. ~/.config/systemd/user].",
+            show_default=False,
+        ),
+    ] = None,
     dry_run: DryRun = False,
     no_reload: Annotated[
         bool, typer.Option("--no-reload", help="Write files only; no systemctl calls.")
     ] = False,
     schedctl: SchedctlPath = None,
-    env_file: EnvFile = DEFAULT_ENV_FILE,
+    env_file: EnvFile = None,
     json_: SyncJson = False,
+    user: UserUnits = False,
 ) -> None:
     """Install, update and remove the timers of the jobs placed on this host, then reload systemd.
 
     A job whose --on selector does not match this host's labels is not installed here (and
-    is removed if it was). Example: schedctl sync systemd --dry-run
+    is removed if it was). Without root, --user installs your own timers.
+    Example: schedctl sync systemd --dry-run
     """
+    if unit_dir is None and not user and os.geteuid() != 0 and not dry_run:
+        raise ValidationError(
+            f"writing {UNIT_DIR} needs root: run `schedctl sync systemd --user` for timers "
+            f"of your own, or `sudo schedctl sync systemd`"
+        )
+    directory = unit_dir or (deploy.user_unit_dir(os.environ) if user else UNIT_DIR)
     st = state(ctx)
     host = _host()
+    target = _target(schedctl, _unit_env_file(env_file, user))
     report = deploy.sync_systemd(
-        st.store(), st.clock, _target(schedctl, env_file), unit_dir, dry_run, not no_reload, host
+        st.store(), st.clock, target, directory, dry_run, not no_reload, host, user=user
     )
     _finish(report, dry_run, "unit files", json_)
     if not dry_run:

@@ -98,8 +98,12 @@ def _env_value(text: str) -> str:
     return _text(text).replace("\\", "\\\\").replace('"', '\\"')
 
 
-def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
-    """Return {file name: content} for the job's .timer and .service."""
+def render_systemd(job: Job, target: Target, now: datetime, user: bool = False) -> dict[str, str]:
+    """Return {file name: content} for the job's .timer and .service.
+
+    With `user`, units for a user's own manager (`systemctl --user`): no `User=`, no system
+    targets; schedctl then reads the user's own configuration file, as it does in a shell.
+    """
     spec = job.spec
     stem = unit_name(job.name)
     schedule = Schedule.of(spec.schedule, spec.timezone)
@@ -115,16 +119,20 @@ def render_systemd(job: Job, target: Target, now: datetime) -> dict[str, str]:
     service = [MANAGED_MARK, "[Unit]", f"Description={about}"]
     if spec.description:
         service.append(f"# {_text(spec.description)}")
-    service += ["Wants=network-online.target", "After=network-online.target", "", "[Service]"]
+    if not user:
+        # A user manager has no network-online.target of its own to order after.
+        service += ["Wants=network-online.target", "After=network-online.target"]
+    service += ["", "[Service]"]
     service += ["Type=oneshot", "ExecStart=" + " ".join(_systemd_quote(a) for a in argv)]
     if target.env_file:
         # schedctl reads the URL from the file itself: loaded with EnvironmentFile= it would
         # sit in the process environment, where the job's user could look for it.
         service.append(f'Environment="SCHEDCTL_CONFIG={_env_value(target.env_file)}"')
-    # schedctl runs as root whatever the job's user: with User= the job would share the
-    # runner's user and could read the database password from its memory (/proc/PID/environ).
-    # `schedctl run` starts the job itself as the job's user, with that user's groups.
-    service.append("User=root")
+    if not user:
+        # schedctl runs as root whatever the job's user: with User= the job would share the
+        # runner's user and could read the database password from its memory
+        # (/proc/PID/environ). `schedctl run` starts the job as the job's user, with its groups.
+        service.append("User=root")
     if spec.run_as_user and spec.run_as_user != "root":
         service.append(f"# The job runs as {spec.run_as_user}.")
     service.append(f"WorkingDirectory={_exact(spec.workdir) if spec.workdir else '/'}")

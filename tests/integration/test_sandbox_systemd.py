@@ -391,3 +391,92 @@ def test_journalctl_p_err_finds_the_failing_run_only(host: tuple[Cli, str], pg: 
     assert clean == ""
     assert "all good" in everything and "level=info event=run.finished job=fine" in everything
     assert "<6>" not in everything
+
+
+USER_UID = 4712
+
+
+def user_manager_active(box: Sandbox) -> bool:
+    unit = f"user@{USER_UID}.service"
+    return box.exec("systemctl", "is-active", unit, check=False).returncode == 0
+
+
+def test_a_user_without_root_syncs_timers_of_their_own_that_fire(
+    host: tuple[Cli, str], pg: PgServer
+) -> None:
+    """`sync systemd --user` as a lingering non-root user: the user's manager runs the job."""
+    cli, url = host
+    ok(cli("add", "mine", "-s", "* * * * *", "--tz", "UTC", "--", "id", "-u"))
+    ok(cli("add", "theirs", "-s", "* * * * *", "--tz", "UTC", "--user", "nobody", "--", "true"))
+    home = "/home/sched"
+    files: dict[str, str | tuple[str, int]] = {
+        "etc/passwd": Path("/etc/passwd").read_text()
+        + f"sched:x:{USER_UID}:{USER_UID}:sched:{home}:/bin/sh\n",
+        "etc/group": Path("/etc/group").read_text() + f"sched:x:{USER_UID}:\n",
+        "etc/shadow": (Path("/etc/shadow").read_text() + "sched:*:19000:0:99999:7:::\n", 0o640),
+        # The user's own configuration; there is no /etc/schedctl/schedctl.env in this root.
+        f"{home[1:]}/.config/schedctl/schedctl.env": (
+            f"SCHEDCTL_DATABASE_URL={socket_url(pg, url)}\n",
+            0o600,
+        ),
+    }
+    box = Sandbox("sduser", "systemd", pg.sockdir, files, binds(), logind=True)
+    as_user = ["runuser", "-u", "sched", "--", "env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin",
+               f"XDG_RUNTIME_DIR=/run/user/{USER_UID}"]  # fmt: skip
+    try:
+        box.wait_running()
+        box.exec("chown", "-R", "sched:sched", home)
+        assert not box.path("/etc/schedctl/schedctl.env").exists()
+        # No session and no lingering: no user manager, and sync says what to do.
+        early = box.exec(*as_user, str(BIN), "sync", "systemd", "--user", check=False)
+        assert early.returncode == 78, early.stderr
+        assert "loginctl enable-linger" in early.stderr, early.stderr
+        assert len(early.stderr.strip().splitlines()) == 1, early.stderr
+        assert not box.path(f"{home}/.config/systemd").exists()  # nothing half-installed
+        # Lingering starts the user's manager without a session, as at boot.
+        box.exec("loginctl", "enable-linger", "sched")
+        deadline = time.monotonic() + 20
+        while not user_manager_active(box):
+            assert time.monotonic() < deadline, "user manager did not start"
+            time.sleep(0.2)
+        synced = box.exec(*as_user, str(BIN), "sync", "systemd", "--user", "--schedctl", str(BIN))
+        assert "ran: systemctl --user enable --now schedctl-mine.timer" in synced.stdout
+        assert "job theirs runs as nobody: not in sched's user units" in synced.stderr
+        units = box.path(f"{home}/.config/systemd/user")
+        assert sorted(p.name for p in units.iterdir() if p.is_file()) == [
+            "schedctl-mine.service",
+            "schedctl-mine.timer",
+        ]
+        service = (units / "schedctl-mine.service").read_text()
+        assert "User=" not in service and "/etc" not in service and "SCHEDCTL" not in service
+        assert not box.path("/etc/systemd/system/schedctl-mine.timer").exists()
+        armed = box.exec(*as_user, "systemctl", "--user", "is-active", "schedctl-mine.timer")
+        assert armed.stdout.strip() == "active"
+        # Make it elapse every 10 s and let it fire on its own.
+        path = units / "schedctl-mine.timer"
+        lines = [ln for ln in path.read_text().splitlines() if not ln.startswith("OnCalendar=")]
+        at = lines.index("[Timer]") + 1
+        path.write_text("\n".join([*lines[:at], "OnCalendar=*-*-* *:*:00/10", *lines[at:]]) + "\n")
+        box.exec(*as_user, "systemctl", "--user", "daemon-reload")
+        box.exec(*as_user, "systemctl", "--user", "restart", "schedctl-mine.timer")
+        deadline = time.monotonic() + 40
+        while not run_rows(url, "mine"):
+            assert time.monotonic() < deadline, box.exec("journalctl", "--no-pager").stdout[-3000:]
+            time.sleep(0.5)
+        time.sleep(1)
+        journal = box.exec(
+            "journalctl", f"_UID={USER_UID}", "--no-pager", "-o", "cat", check=False
+        ).stdout
+        # Without lingering the manager stops with the user's last session (here: none).
+        box.exec("loginctl", "disable-linger", "sched")
+        deadline = time.monotonic() + 20
+        while user_manager_active(box):
+            assert time.monotonic() < deadline, "user manager did not stop"
+            time.sleep(0.2)
+    finally:
+        box.close()
+    rows = run_rows(url, "mine")
+    assert rows and all(r["status"] == "succeeded" for r in rows), rows
+    assert rows[0]["trigger"] == "timer"
+    assert rows[0]["output_tail"].strip() == str(USER_UID), (rows[0], journal)
+    assert not run_rows(url, "theirs")
