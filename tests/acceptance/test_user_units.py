@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import BIN, Result, faketime, one_line_error
+from cli_helpers import BIN, Result, cli_env, faketime, make_cli, one_line_error
 from systemd_tools import verify
 
 from schedctl.deploy import user_unit_dir
@@ -104,3 +104,19 @@ def test_render_and_sync_systemd_user_write_user_units_only(home: Path) -> None:
 def test_user_unit_dir_follows_xdg_config_home() -> None:
     assert user_unit_dir({"HOME": "/home/a"}) == Path("/home/a/.config/systemd/user")
     assert user_unit_dir({"HOME": "/home/a", "XDG_CONFIG_HOME": "/c"}) == Path("/c/systemd/user")
+
+
+def test_quickstart_asks_on_a_terminal_only(tmp_path: Path) -> None:
+    # script(1) gives the command a terminal for stdin and stdout, and types the answer.
+    on_tty = subprocess.run(
+        ["script", "-qec", f"{BIN} quickstart", "/dev/null"],
+        input="none\n", env=cli_env(tmp_path), capture_output=True, text=True, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert on_tty.returncode == 0, on_tty.stdout + on_tty.stderr
+    assert "crontab (your crontab), systemd-user (your own timers), none" in on_tty.stdout
+    assert "schedctl enable hello && schedctl sync" in on_tty.stdout
+    # The same command in a script asks nothing and installs nothing.
+    piped = make_cli(tmp_path)("quickstart")
+    assert piped.rc == 0 and "Make the sample job fire?" not in piped.out + piped.err
+    assert "sample job already present" in piped.out
