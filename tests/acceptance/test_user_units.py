@@ -13,8 +13,6 @@ import pytest
 from cli_helpers import BIN, Result, cli_env, faketime, make_cli, one_line_error
 from systemd_tools import verify
 
-from schedctl.deploy import user_unit_dir
-
 
 @pytest.fixture
 def home() -> Iterator[Path]:
@@ -99,11 +97,6 @@ def test_render_and_sync_systemd_user_write_user_units_only(home: Path) -> None:
     assert verify(units, user=True) == ""
     dry = as_nobody(home, "sync", "systemd", "--user", "--dry-run", **env)
     assert "0 unit files would change, 2 unchanged" in dry.out, dry.out
-
-
-def test_user_unit_dir_follows_xdg_config_home() -> None:
-    assert user_unit_dir({"HOME": "/home/a"}) == Path("/home/a/.config/systemd/user")
-    assert user_unit_dir({"HOME": "/home/a", "XDG_CONFIG_HOME": "/c"}) == Path("/c/systemd/user")
 
 
 def test_quickstart_asks_on_a_terminal_only(tmp_path: Path) -> None:
