@@ -428,3 +428,59 @@ def app_lock_holders(store: Repository, lock_dir: Path) -> list[AppLockHolder]:
         for pid, host, name, since in [guard.file_holder(path)]
         if pid is not None
     ]
+
+
+class Upcoming(NamedTuple):
+    """One fire time of `schedctl upcoming`, with the job's last ended run."""
+
+    at: datetime
+    job: Job
+    last_at: datetime | None
+    last_status: str | None
+
+    def to_dict(self, now: datetime) -> dict[str, Any]:
+        """Return the JSON form used by `upcoming --json`."""
+        return {
+            "next": self.at.isoformat(timespec="seconds"),
+            "left_seconds": round((self.at - now).total_seconds()),
+            "job": self.job.name,
+            "enabled": self.job.spec.enabled,
+            "schedule": self.job.spec.schedule,
+            "timezone": self.job.spec.timezone,
+            "on": self.job.spec.placement,
+            "last": None if self.last_at is None else self.last_at.isoformat(timespec="seconds"),
+            "last_result": self.last_status,
+        }
+
+
+MAX_UPCOMING_PER_JOB = 1000
+
+
+def upcoming(
+    store: Repository, now: datetime, within_seconds: int, include_disabled: bool
+) -> list[Upcoming]:
+    """Return each job's fire times after `now` within the window (at least its next one),
+    soonest first, with its last ended run; disabled jobs only if `include_disabled`."""
+    end = now + timedelta(seconds=within_seconds)
+    outcomes = store.last_outcomes()
+    found = []
+    for job in store.list_jobs():
+        if not job.spec.enabled and not include_disabled:
+            continue
+        ok, bad = outcomes.get(job.id, (None, None))
+        last = max((o for o in (ok, bad) if o is not None), key=lambda o: o.at, default=None)
+        schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
+        within: list[datetime] = []
+        try:
+            for at in schedule.iter_after(now):
+                if within and (at > end or len(within) >= MAX_UPCOMING_PER_JOB):
+                    break
+                within.append(at)
+                if at > end:  # a job due later than the window: its next fire time only
+                    break
+        except OverflowError:  # no fire time left before the year 9999
+            pass
+        for at in within:
+            found.append(Upcoming(at, job, last and last.at, last and last.status))
+    found.sort(key=lambda u: (u.at, u.job.name))
+    return found

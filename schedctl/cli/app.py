@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import re
 from typing import TYPE_CHECKING, Annotated
 
 import click
@@ -29,6 +30,7 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "show": ("schedctl.cli.jobs", "show"),
     "import": ("schedctl.cli.importing", "import_app"),
     "next": ("schedctl.cli.jobs", "next_"),
+    "upcoming": ("schedctl.cli.runs", "upcoming"),
     "export": ("schedctl.cli.declare", "export"),
     "apply": ("schedctl.cli.declare", "apply"),
     "history": ("schedctl.cli.runs", "history"),
@@ -63,7 +65,29 @@ def _build(name: str, where: tuple[str, str]) -> click.Command:
         holder.add_typer(target, name=name)
     else:
         holder.command(name)(target)
-    return typer.main.get_group(holder).commands[name]
+    return _plain_help(typer.main.get_group(holder).commands[name])
+
+
+# What rich markup would read as a tag (rich's own pattern): help text is plain, so a
+# `[default: forbid]` in it is escaped, not dropped as an unknown style.
+_TAG = re.compile(r"(\\*)(\[[a-z#/@][^[]*?])")
+
+
+def _escape(text: str | None) -> str | None:
+    return None if text is None else _TAG.sub(lambda m: f"{m[1]}{m[1]}\\{m[2]}", text)
+
+
+def _plain_help(command: click.Command) -> click.Command:
+    """Escape what rich would read as markup in `command`'s help texts, its subcommands' too."""
+    command.help = _escape(command.help)
+    command.epilog = _escape(command.epilog)
+    for param in command.params:
+        if isinstance(param, click.Option | click.Argument):
+            param.help = _escape(getattr(param, "help", None))
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _plain_help(sub)
+    return command
 
 
 class _LazyGroup(TyperGroup):

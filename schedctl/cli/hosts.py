@@ -8,7 +8,7 @@ import typer
 
 from schedctl import operate
 from schedctl.cli.context import state
-from schedctl.cli.output import Table, cell, done, print_json, print_table
+from schedctl.cli.output import Layout, Output, Table, cell, done, print_json, print_table
 from schedctl.placement import format_labels
 
 
@@ -35,6 +35,7 @@ def hosts(
             show_default=False,
         ),
     ] = None,
+    output: Output = Layout.table,
 ) -> None:
     """List the hosts that ran sync, daemon or run: labels, the jobs each carries, last seen.
 
@@ -53,9 +54,11 @@ def hosts(
     if not found:
         done("no host has registered yet: hosts register when they run sync, daemon or run")
         return
-    table = Table(header_style="bold")
-    for col in ("HOST", "LABELS", "SCHEDULER", "VERSION", "LAST SEEN", "JOBS"):
-        table.add_column(col, no_wrap=col != "JOBS")
+    table = Table(wide=output is Layout.wide, header_style="bold")
+    table.add_column("HOST", no_wrap=True)
+    for col, priority in (("LABELS", 3), ("SCHEDULER", 4), ("VERSION", 5), ("LAST SEEN", 1)):
+        table.add_column(col, priority=priority, no_wrap=True)
+    table.add_column("JOBS", priority=2, shrink=16, overflow="fold")
     for h in found:
         seen = _ago(h.seen_seconds)
         table.add_row(

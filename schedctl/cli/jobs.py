@@ -14,6 +14,8 @@ from schedctl import config, services
 from schedctl.cli.completion import complete_job
 from schedctl.cli.context import state
 from schedctl.cli.output import (
+    Layout,
+    Output,
     Table,
     cell,
     done,
@@ -403,8 +405,13 @@ def list_(
     ctx: typer.Context,
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only jobs with this tag.")] = None,
     json_: JsonOut = False,
+    output: Output = Layout.table,
 ) -> None:
-    """List jobs with their next fire time. Example: schedctl list --tag backup"""
+    """List jobs with their next fire time. Example: schedctl list --tag backup
+
+    On a terminal narrower than every column, the columns least needed are left out (the
+    name stays, then the command, the next run, the schedule...); -o wide shows them all.
+    """
     st = state(ctx)
     now = st.clock.now()
     found = services.list_jobs(st.store(), tag)
@@ -415,10 +422,13 @@ def list_(
     if not found:
         done("no jobs" + (f" tagged {tag}" if tag else "") + "; add one with `schedctl add`")
         return
-    table = Table(header_style="bold")
-    for col in ("NAME", "SCHEDULE", "TIMEZONE", "NEXT RUN", "STATE", "TAGS", "NOTIFY", "ON"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("COMMAND", overflow="fold")
+    table = Table(wide=output is Layout.wide, header_style="bold")
+    table.add_column("NAME", no_wrap=True)
+    for col, priority in (("SCHEDULE", 3), ("TIMEZONE", 7), ("NEXT RUN", 2), ("STATE", 4),
+                          ("TAGS", 6), ("NOTIFY", 8), ("ON", 5)):  # fmt: skip
+        table.add_column(col, priority=priority, no_wrap=True)
+    # The command folds to 12 columns: beside a name of the longest kind, 63 characters.
+    table.add_column("COMMAND", priority=1, shrink=12, overflow="fold")
     for j in found:
         table.add_row(
             cell(j.name),

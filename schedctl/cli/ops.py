@@ -11,7 +11,19 @@ import typer
 
 from schedctl import operate
 from schedctl.cli.context import state
-from schedctl.cli.output import Cell, Table, cell, done, err, iso, out, print_json, print_table
+from schedctl.cli.output import (
+    Cell,
+    Layout,
+    Output,
+    Table,
+    cell,
+    done,
+    err,
+    iso,
+    out,
+    print_json,
+    print_table,
+)
 from schedctl.durations import format_duration, format_elapsed, parse_duration
 from schedctl.report import JobReport
 
@@ -42,8 +54,12 @@ def report(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML page here.")
     ] = None,
+    output: Output = Layout.table,
 ) -> None:
     """Per job: runs, failures, missed slots, durations, last results, what runs now.
+
+    On a terminal narrower than every column, the columns least needed are left out (job
+    and state stay, then failures, missed slots, next...); -o wide shows them all.
 
     Example: schedctl report --since 7d
     """
@@ -68,14 +84,17 @@ def report(
     if not rep.rows:
         done("no jobs defined" + (f" with tag {tag}" if tag else ""))
         return
-    print_table(_table(rep.rows, rep.until))
+    print_table(_table(rep.rows, rep.until, output is Layout.wide))
 
 
-def _table(rows: list[JobReport], now: datetime) -> Table:
-    table = Table(header_style="bold")
-    for col in ("JOB", "STATE", "RUNS", "OK", "FAILED", "SKIPPED", "MISSED", "RATE", "P50",
-                "P95", "MAX", "LAST SUCCESS", "LAST FAILURE", "RUNNING", "NEXT", "HOSTS"):  # fmt: skip
-        table.add_column(col, no_wrap=True)
+def _table(rows: list[JobReport], now: datetime, wide: bool = False) -> Table:
+    table = Table(wide=wide, header_style="bold")
+    table.add_column("JOB", no_wrap=True)
+    for col, priority in (("STATE", 0), ("RUNS", 3), ("OK", 10), ("FAILED", 1), ("SKIPPED", 11),
+                          ("MISSED", 1), ("RATE", 4), ("P50", 9), ("P95", 8), ("MAX", 12),
+                          ("LAST SUCCESS", 5), ("LAST FAILURE", 6), ("RUNNING", 7), ("NEXT", 2),
+                          ("HOSTS", 13)):  # fmt: skip
+        table.add_column(col, priority=priority, no_wrap=True)
     for r in rows:
         style = _STATE_STYLE.get(r.state, "white")
         table.add_row(

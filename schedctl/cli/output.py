@@ -8,13 +8,33 @@ import os
 import re
 import sys
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 from zoneinfo import ZoneInfo
+
+import typer
 
 from schedctl.cli.text import visible
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+
+class Layout(StrEnum):
+    """What `--output` shows of a table."""
+
+    table = "table"
+    wide = "wide"
+
+
+Output = Annotated[
+    Layout,
+    typer.Option(
+        "--output",
+        "-o",
+        help="table: on a terminal, the columns that fit its width; wide: every column.",
+    ),
+]
 
 
 # rich is loaded on first use: commands that print plain lines or JSON start without it.
@@ -83,19 +103,28 @@ def cell(value: object, style: str = "") -> Cell:
 class Table:
     """A rich table, recorded and printed by `print_table`; the options are rich's.
 
+    On a terminal, columns that do not fit its width are left out, the highest `priority`
+    number first (0: always shown); `wide` shows them all. A column with a `shrink` width
+    folds down to it before any column is left out. Piped output keeps every column.
+
     Piped or redirected, rich prints a table that fits the width as plain padded columns;
     `print_table` then writes those lines itself, and loading and running rich (a good part
     of a short command's time) is left for terminals and tables that need wrapping.
     """
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, wide: bool = False, **options: Any) -> None:
+        self.wide = wide
         self.options = options
         self.columns: list[tuple[str, dict[str, Any]]] = []
+        self.priorities: list[tuple[int, int]] = []
         self.rows: list[tuple[str | Cell, ...]] = []
 
-    def add_column(self, header: str = "", **options: Any) -> None:
-        """Add a column (rich's `Table.add_column` options)."""
+    def add_column(
+        self, header: str = "", priority: int = 0, shrink: int = 0, **options: Any
+    ) -> None:
+        """Add a column (rich's `Table.add_column` options) with its `priority` on a terminal."""
         self.columns.append((header, options))
+        self.priorities.append((priority, shrink))
 
     def add_row(self, *cells: str | Cell) -> None:
         """Add a row: plain strings are rich markup, as in rich; `Cell`s are shown as they are."""
@@ -111,12 +140,73 @@ def print_table(table: Table) -> None:
     from rich.table import Table as RichTable
     from rich.text import Text
 
+    shown = list(range(len(table.columns)))
+    widths: dict[int, dict[str, Any]] = {}
+    console = out()
+    width = console.width
+    if table.wide or sys.stdout.isatty():
+        measured = [
+            [Text(c.text) if isinstance(c, Cell) else Text.from_markup(c) for c in row]
+            for row in table.rows
+        ]
+        if table.wide:
+            # Every column, none cut: lines as long as the table (the terminal wraps them).
+            width = max(width, sum(_needs(table, measured)))
+        else:
+            shown, widths = _fitting(table, measured, width)
     rich_table = RichTable(box=None, **table.options)
-    for header, options in table.columns:
-        rich_table.add_column(header, **options)
+    for i in shown:
+        header, options = table.columns[i]
+        rich_table.add_column(header, **{**options, **widths.get(i, {})})
     for row in table.rows:
-        rich_table.add_row(*(Text(c.text, c.style) if isinstance(c, Cell) else c for c in row))
-    out().print(rich_table)
+        rich_table.add_row(*(_rich_cell(row[i]) for i in shown))
+    if width == console.width:
+        console.print(rich_table)
+        return
+    narrow = console.width
+    console.width = width  # Console.print's own width can only narrow
+    try:
+        console.print(rich_table)
+    finally:
+        console.width = narrow
+
+
+def _rich_cell(c: str | Cell) -> Any:
+    from rich.text import Text
+
+    return Text(c.text, c.style) if isinstance(c, Cell) else c
+
+
+def _needs(table: Table, rows: list[list[Any]], shrink: bool = False) -> list[int]:
+    """Return each column's width with rich's padding: its widest cell (or `shrink` width)."""
+    from rich.cells import cell_len
+
+    needs = []
+    for i, (header, _) in enumerate(table.columns):
+        natural = max([cell_len(header), *(r[i].cell_len for r in rows)])
+        least = table.priorities[i][1] if shrink else 0
+        needs.append((min(natural, least) if least else natural) + 2)  # 1 each side
+    return needs
+
+
+def _fitting(
+    table: Table, rows: list[list[Any]], width: int
+) -> tuple[list[int], dict[int, dict[str, Any]]]:
+    """Return the columns to show within `width` (the lowest priority numbers, in order) and
+    the column options that keep their cells whole: the width each needs if all fit, else
+    folding for those always shown (a name or id is never cut short)."""
+    needs = _needs(table, rows, shrink=True)
+    shown = list(range(len(table.columns)))
+    by_priority = sorted(shown, key=lambda i: (table.priorities[i][0], i))
+    while sum(needs[i] for i in shown) > width:
+        last = by_priority.pop()
+        if table.priorities[last][0] == 0:
+            break
+        shown.remove(last)
+    if sum(needs[i] for i in shown) > width:
+        fold = {"no_wrap": False, "overflow": "fold"}
+        return shown, {i: fold for i in shown if table.priorities[i][0] == 0}
+    return shown, {i: {"min_width": needs[i] - 2} for i in shown if not table.priorities[i][1]}
 
 
 def heading(text: str, tail: str = "") -> None:

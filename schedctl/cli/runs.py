@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from datetime import datetime
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import typer
 
@@ -12,6 +14,8 @@ from schedctl import operate
 from schedctl.cli.completion import complete_job
 from schedctl.cli.context import State, state
 from schedctl.cli.output import (
+    Layout,
+    Output,
     Table,
     cell,
     done,
@@ -60,8 +64,13 @@ def history(
         bool,
         typer.Option("--missed", help="List JOB's slots no host ran instead [--since default 7d]."),
     ] = False,
+    output: Output = Layout.table,
 ) -> None:
-    """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d"""
+    """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d
+
+    On a terminal narrower than every column, the columns least needed are left out (the run
+    id and job stay, then status, start, duration...); -o wide shows them all.
+    """
     st = state(ctx)
     if json_ and csv_:
         raise ValidationError("--json and --csv exclude each other: pick one")
@@ -91,20 +100,12 @@ def history(
     if not found:
         done("no runs recorded" + (f" for {job}" if job else ""))
         return
-    table = Table(header_style="bold")
-    for col in (
-        "ID",
-        "JOB",
-        "SLOT",
-        "TRIGGER",
-        "ATT",
-        "STATUS",
-        "EXIT",
-        "HOST",
-        "STARTED",
-        "DURATION",
-    ):
-        table.add_column(col, no_wrap=True)
+    table = Table(wide=output is Layout.wide, header_style="bold")
+    # The id and the job always stay (`logs` takes the id).
+    for col, priority in (("ID", 0), ("JOB", 0), ("SLOT", 6), ("TRIGGER", 8), ("ATT", 7),
+                          ("STATUS", 1), ("EXIT", 4), ("HOST", 5), ("STARTED", 2),
+                          ("DURATION", 3)):  # fmt: skip
+        table.add_column(col, priority=priority, no_wrap=True)
     for r in found:
         table.add_row(
             str(r.id),
@@ -224,7 +225,9 @@ def logs(
 
 
 def locks(
-    ctx: typer.Context, json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    output: Output = Layout.table,
 ) -> None:
     """Show which locks are held now (jobs' and in-app), by which host and process.
 
@@ -242,9 +245,9 @@ def locks(
         done("no job locks or in-app locks are held")
         return
     if held:
-        table = Table(header_style="bold")
-        for col in ("JOB", "RUN", "HOST", "PID", "SINCE"):
-            table.add_column(col, no_wrap=True)
+        table = Table(wide=output is Layout.wide, header_style="bold")
+        for col, priority in (("JOB", 0), ("RUN", 0), ("HOST", 1), ("PID", 3), ("SINCE", 2)):
+            table.add_column(col, priority=priority, no_wrap=True)
         for h in held:
             table.add_row(
                 cell(h.job_name or f"(job id {h.job_id})"),
@@ -255,9 +258,9 @@ def locks(
             )
         print_table(table)
     if app:
-        table = Table(header_style="bold")
-        for col in ("IN-APP LOCK", "HOST", "PID", "SINCE"):
-            table.add_column(col, no_wrap=True)
+        table = Table(wide=output is Layout.wide, header_style="bold")
+        for col, priority in (("IN-APP LOCK", 0), ("HOST", 1), ("PID", 3), ("SINCE", 2)):
+            table.add_column(col, priority=priority, no_wrap=True)
         for a in app:
             table.add_row(
                 cell(a.name or f"(key {a.key})"),
@@ -266,3 +269,62 @@ def locks(
                 _when(a.since),
             )
         print_table(table)
+
+
+def _minute(dt: datetime, zone: str) -> str:
+    """Format `dt` in `zone` to the minute, as fire times are."""
+    return dt.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def _left(seconds: float) -> str:
+    """Return a time left as `systemctl list-timers` says it: `in 4 min`, `in 2h 5min`."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"in {s}s"
+    if s < 3600:
+        return f"in {s // 60} min"
+    if s < 86400:
+        return f"in {s // 3600}h {s % 3600 // 60}min"
+    return f"in {s // 86400}d {s % 86400 // 3600}h"
+
+
+def upcoming(
+    ctx: typer.Context,
+    within: Annotated[
+        str, typer.Option("--within", help="Window to list fire times in, e.g. 30m, 1d.")
+    ] = "1h",
+    all_: Annotated[bool, typer.Option("--all", "-a", help="Also disabled jobs.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    output: Output = Layout.table,
+) -> None:
+    """List the jobs' next fire times, soonest first, with each job's last result.
+
+    Every fire time within --within, and a job's next one even when it is later, by the
+    database's clock: the same for every host of the fleet. Example: schedctl upcoming --within 6h
+    """
+    st = state(ctx)
+    seconds = parse_duration(within, what="--within")
+    now = st.db_clock().now()
+    found = operate.upcoming(st.store(), now, seconds, all_)
+    if json_:
+        print_json([u.to_dict(now) for u in found])
+        return
+    if not found:
+        done("no enabled jobs" + ("" if all_ else " (--all lists disabled ones)"))
+        return
+    table = Table(wide=output is Layout.wide, header_style="bold")
+    for col, priority in (("NEXT", 1), ("LEFT", 0), ("LAST", 3), ("RESULT", 2), ("JOB", 0),
+                          ("ON", 4)):  # fmt: skip
+        table.add_column(col, priority=priority, no_wrap=True)
+    for u in found:
+        zone = u.job.spec.timezone
+        status = u.last_status
+        table.add_row(
+            _minute(u.at, zone),
+            _left((u.at - now).total_seconds()),
+            "-" if u.last_at is None else _minute(u.last_at, zone),
+            "-" if status is None else cell(status, _STATUS_STYLE.get(status, "white")),
+            cell(u.job.name) if u.job.spec.enabled else cell(f"{u.job.name} (disabled)", "yellow"),
+            cell(u.job.spec.placement or "*"),
+        )
+    print_table(table)

@@ -30,6 +30,7 @@ h1{font-size:20px;margin:0 0 4px}p.meta{color:#495057;margin:0 0 16px}
 table{border-collapse:collapse;margin-bottom:24px}th,td{padding:4px 10px;text-align:right;
 border-bottom:1px solid #dee2e6;white-space:nowrap}th{background:#f1f3f5}
 td:first-child,th:first-child{text-align:left}
+th,td.t{white-space:normal}td:first-child{white-space:normal;overflow-wrap:anywhere;min-width:8em}
 .st{font-weight:600}.ok{color:#2f9e44}.failing,.missed{color:#e03131}.running{color:#1c7ed6}
 .disabled{color:#868e96}.legend span{display:inline-block;margin-right:14px}
 .legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
@@ -47,6 +48,9 @@ def _secs(value: float | None) -> str:
     return f"{value:.2f}s" if value < 10 else f"{value:.1f}s"
 
 
+_WRAPPING = {11, 12, 13, 14}  # last success, last failure, running, next
+
+
 def _table(rows: Sequence[JobReport]) -> str:
     head = ("Job", "State", "Runs", "OK", "Failed", "Skipped", "Missed", "Success", "p50", "p95",
             "Max", "Last success", "Last failure", "Running", "Next")  # fmt: skip
@@ -58,7 +62,11 @@ def _table(rows: Sequence[JobReport]) -> str:
                  r.succeeded, r.failed, r.skipped, r.missed, rate, _secs(r.p50), _secs(r.p95),
                  _secs(r.max), _fmt(r.last_success), _fmt(r.last_failure), escape(running),
                  _fmt(r.next_fire))  # fmt: skip
-        out.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        # Times and the running host may wrap at their spaces: the 15 columns fit 1280 pixels.
+        out.append("<tr>" + "".join(
+            f'<td class="t">{c}</td>' if i in _WRAPPING else f"<td>{c}</td>"
+            for i, c in enumerate(cells)
+        ) + "</tr>")  # fmt: skip
     return "\n".join(out) + "</table>"
 
 
