@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -139,6 +140,34 @@ def test_html_report_renders_in_headless_chromium(
     colours = {c for _, c in image.getcolors(maxcolors=1_000_000) or []}
     # The status colours of the timeline made it to the screen: succeeded green, failed red.
     assert (0x2F, 0x9E, 0x44) in colours and (0xE0, 0x31, 0x31) in colours
+
+
+def test_html_report_fits_1280_pixels_without_scrolling(
+    history: tuple[dict[str, str], Cli], tmp_path: Path
+) -> None:
+    _, cli = history
+    longest = "a" * 63
+    ok(cli("add", longest, "-s", "* * * * *", "--", "false"))
+    cli("run", longest, timeout=90)
+    page = tmp_path / "report.html"
+    ok(cli("report", "--html", str(page), "--since", "1h"))
+    browser = shutil.which("chromium")
+    if browser is None:
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    # The page's own width, as the browser laid it out, read back through the title.
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.read_text().replace(
+        "</body>", "<script>document.title='W'+document.documentElement.scrollWidth</script></body>"
+    ))  # fmt: skip
+    dom = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+         f"--user-data-dir={tmp_path / 'chrome'}", "--window-size=1280,900", "--dump-dom",
+         probe.as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout  # fmt: skip
+    found = re.search(r"<title>W(\d+)</title>", dom)
+    assert found, dom[:500]
+    assert int(found[1]) <= 1280
 
 
 def test_check_writes_nothing_and_runs_with_select_only(
