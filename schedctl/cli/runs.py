@@ -299,8 +299,8 @@ def upcoming(
 ) -> None:
     """List the jobs' next fire times, soonest first, with each job's last result.
 
-    Every fire time within --within, and a job's next one even when it is later, by the
-    database's clock: the same for every host of the fleet. Example: schedctl upcoming --within 6h
+    Every fire time within --within (at most 1,000 per job), and a job's next one even when
+    it is later, by the database's clock: the same for every host of the fleet. Example: schedctl upcoming --within 6h
     """
     st = state(ctx)
     seconds = parse_duration(within, what="--within")

@@ -158,7 +158,7 @@ def _help_hints() -> list[tuple[tuple[str, ...], str]]:
     """Return (command path, `[default...]` hint) for every hint written in a help text."""
     from schedctl.cli.app import app
 
-    found = []
+    found: list[tuple[tuple[str, ...], str]] = []
 
     def walk(command: click.Command, path: tuple[str, ...]) -> None:
         texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
