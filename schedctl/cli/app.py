@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import importlib
 import re
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -78,15 +78,32 @@ def _escape(text: str | None) -> str | None:
 
 
 def _plain_help(command: click.Command) -> click.Command:
-    """Escape what rich would read as markup in `command`'s help texts, its subcommands' too."""
-    command.help = _escape(command.help)
-    command.epilog = _escape(command.epilog)
-    for param in command.params:
-        if isinstance(param, click.Option | click.Argument):
-            param.help = _escape(getattr(param, "help", None))
+    """Make `command`'s --help (and its subcommands') show its help texts as written.
+
+    Escaped only while --help is printed: completion shows the same texts to the shell as is.
+    """
+    texts: list[Any] = [command, *command.params]
     if isinstance(command, click.Group):
+        texts += command.commands.values()
         for sub in command.commands.values():
             _plain_help(sub)
+    format_help = command.format_help
+
+    def escaped_help(ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        saved = [(t, getattr(t, "help", None), getattr(t, "epilog", None)) for t in texts]
+        for t, help_text, epilog in saved:
+            t.help = _escape(help_text)
+            if epilog is not None:
+                t.epilog = _escape(epilog)
+        try:
+            format_help(ctx, formatter)
+        finally:
+            for t, help_text, epilog in saved:
+                t.help = help_text
+                if epilog is not None:
+                    t.epilog = epilog
+
+    setattr(command, "format_help", escaped_help)  # noqa: B010 (a method of this one object)
     return command
 
 

@@ -188,6 +188,13 @@ def test_help_shows_every_default_hint(tmp_path: Path) -> None:
         if " ".join(hint.split()) not in flat:
             missing.append((path, hint))
     assert not missing
+    # Shell completion shows the same help texts as written, with no markup escapes.
+    completion = subprocess.run(
+        [str(BIN)], capture_output=True, text=True, check=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "_SCHEDCTL_COMPLETE": "zsh_complete",
+             "COMP_WORDS": "schedctl add --con", "COMP_CWORD": "2"},
+    ).stdout  # fmt: skip
+    assert "the lock [default: forbid]." in completion and "\\[" not in completion
 
 
 def test_upcoming_lists_fire_times_soonest_first_across_dst(
