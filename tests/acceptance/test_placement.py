@@ -282,7 +282,7 @@ def test_check_flags_a_host_that_stopped_and_the_jobs_it_alone_carried(
     data = json.loads(admin("check", "--json").out)
     assert data["hosts"] == [{"host": "db2", "state": "CRITICAL", "reasons": [
         "not seen for 6m (over 5m; labels host=db2,role=db): check its sync timer, or remove it "
-        "with `schedctl hosts --forget db2`"]}]  # fmt: skip
+        "with `schedctl hosts --forget db2`"], "warnings": []}]  # fmt: skip
     assert "not live" in ok(admin("hosts")).out
 
     _age_host(pg_url, "db1", 3600)
