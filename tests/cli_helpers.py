@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +47,40 @@ def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "SCHEDCTL_LOG_LEVEL": "info",
         **extra,
     }
+
+
+@functools.cache
+def binary_for_others() -> Path:
+    """Return a schedctl binary another user (nobody) can run: BIN, or a copy of its venv.
+
+    The suite's venv lies under root's home, which Debian makes 0700, so `nobody` cannot
+    reach it. The copy is hard links where the file system allows (instant), with its
+    console script pointed at the copy's own interpreter.
+    """
+    runuser = shutil.which("runuser") or "/usr/sbin/runuser"
+    if (
+        os.geteuid() != 0
+        or subprocess.run(
+            [runuser, "-u", "nobody", "--", "test", "-x", str(BIN)], check=False
+        ).returncode
+        == 0
+    ):
+        return BIN
+    venv = BIN.resolve().parent.parent
+    where = Path(tempfile.mkdtemp(prefix="schedctl-venv-"))
+    where.chmod(0o755)
+    atexit.register(shutil.rmtree, where, True)
+    copy = where / "venv"
+    linked = subprocess.run(["cp", "-al", str(venv), str(copy)], check=False, capture_output=True)
+    if linked.returncode != 0:
+        shutil.rmtree(copy, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(venv), str(copy)], check=True)
+    script = copy / "bin" / "schedctl"
+    text = script.read_text().split("\n", 1)
+    script.unlink()  # a hard link to the original: write a file of its own
+    script.write_text(f"#!{copy / 'bin' / 'python'}\n{text[1]}")
+    script.chmod(0o755)
+    return script
 
 
 def make_cli(tmp_path: Path, **extra: str) -> Cli:

@@ -36,6 +36,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A server command that failed, saying why: its own stderr."""
+
+    def __str__(self) -> str:
+        return f"{super().__str__()} {self.stderr!r}"
+
+
 @dataclass
 class PgServer:
     """A running server; `url(db)` builds connection URLs with the superuser password."""
@@ -68,7 +75,11 @@ class PgServer:
 
     def _run(self, *argv: str) -> None:
         env = None if self.env is None else {**os.environ, **self.env}
-        subprocess.run(self._as_owner(*argv), check=True, capture_output=True, timeout=120, env=env)
+        done = subprocess.run(
+            self._as_owner(*argv), check=False, capture_output=True, timeout=120, env=env
+        )
+        if done.returncode != 0:
+            raise CommandFailed(done.returncode, argv, done.stdout, done.stderr)
 
     def start(self) -> None:
         opts = (

@@ -40,10 +40,11 @@ def calendar(lines: list[str], base: datetime, n: int) -> list[datetime]:
     return sorted(found)[:n]
 
 
-def verify(unit_dir: Path, user: bool = False) -> str:
+def verify(unit_dir: Path, user: bool = False, binary: Path = BIN) -> str:
     """Return everything `systemd-analyze verify` prints for the units in `unit_dir`.
 
-    With `user`, as units of a user's own manager (`systemd-analyze --user verify`).
+    With `user`, as units of a user's own manager (`systemd-analyze --user verify`); `binary`
+    is the schedctl the units run.
 
     It writes temporary directories in /tmp and touches /run/systemd, so it runs in its own
     mount namespace with fresh tmpfs on both (root only).
@@ -53,7 +54,7 @@ def verify(unit_dir: Path, user: bool = False) -> str:
         pytest.skip("systemd-analyze verify needs root and unshare to keep off the real /tmp")
     # Units under pytest's tmp dir would vanish under the tmpfs on /tmp: copy them to the
     # fresh /run first; a schedctl under /tmp (a venv in a temporary HOME) is bound back over it.
-    keep = str(BIN.parent.parent)
+    keep = str(binary.parent.parent)
     script = (
         'mount -n -t tmpfs tmpfs /run && mkdir /run/units /run/keep && cp "$0"/* /run/units/ && '
         'mount -n --bind "$1" /run/keep && mount -n -t tmpfs tmpfs /tmp && '

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from cli_helpers import BIN, cli_env, make_cli, ok, one_line_error
+from cli_helpers import BIN, binary_for_others, cli_env, make_cli, ok, one_line_error
 
 
 def test_bare_schedctl_prints_help_and_no_empty_error(tmp_path: Path) -> None:
@@ -114,7 +114,7 @@ def test_a_root_job_started_by_another_user_says_root_once(tmp_path: Path) -> No
                 for path in shared.rglob("*"):
                     path.chmod(0o777 if path.is_dir() else 0o666)
                 argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                        str(BIN), "run", "r", "--now"]  # fmt: skip
+                        str(binary_for_others()), "run", "r", "--now"]  # fmt: skip
             else:
                 argv = [str(BIN), *argv]
             p = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)

@@ -8,12 +8,12 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import binary_for_others
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = Path("/etc/schedctl/schedctl.env")
@@ -152,7 +152,7 @@ def test_a_user_who_cannot_read_the_system_settings_is_told_which_database() -> 
     home = Path(tempfile.mkdtemp(prefix="schedctl-nobody-"))  # pytest's tmp dirs are 0700
     shutil.chown(home, "nobody", "nogroup")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(home), "NO_COLOR": "1"}
-    binary = str(Path(os.environ.get("SCHEDCTL_BIN") or Path(sys.executable).parent / "schedctl"))
+    binary = str(binary_for_others())
 
     def as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
         return sh("runuser", "-u", "nobody", "--", "env", f"HOME={home}", binary, *argv, env=env)

@@ -10,7 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cli_helpers import BIN, Result, cli_env, faketime, make_cli, one_line_error
+from cli_helpers import (
+    BIN,
+    Result,
+    binary_for_others,
+    cli_env,
+    faketime,
+    make_cli,
+    one_line_error,
+)
 from systemd_tools import verify
 
 
@@ -29,7 +37,7 @@ def as_nobody(home: Path, *args: str, **env: str) -> Result:
     argv = ["runuser", "-u", "nobody", "--", "env", "-i"]
     argv += [f"{k}={v}" for k, v in {**base, "COLUMNS": "200", **env}.items()]
     p = subprocess.run(
-        [*argv, str(BIN), *args],
+        [*argv, str(binary_for_others()), *args],
         capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     return Result(p.returncode, p.stdout, p.stderr)
@@ -94,7 +102,7 @@ def test_render_and_sync_systemd_user_write_user_units_only(home: Path) -> None:
         "schedctl-mine.timer",
     ]
     assert units.stat().st_uid == (home / ".local").stat().st_uid  # written as the user
-    assert verify(units, user=True) == ""
+    assert verify(units, user=True, binary=binary_for_others()) == ""
     dry = as_nobody(home, "sync", "systemd", "--user", "--dry-run", **env)
     assert "0 unit files would change, 2 unchanged" in dry.out, dry.out
 

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cli_helpers import BIN, Cli, make_cli, ok, run_rows
+from cli_helpers import BIN, Cli, binary_for_others, make_cli, ok, run_rows
 from pgserver import PgServer
 from sandbox import Sandbox, binds, sandbox_files, socket_url
 
@@ -420,7 +420,10 @@ def test_a_user_without_root_syncs_timers_of_their_own_that_fire(
             0o600,
         ),
     }
-    box = Sandbox("sduser", "systemd", pg.sockdir, files, binds(), logind=True)
+    # The user cannot reach the suite's venv under root's 0700 home: a copy it can run.
+    mine = binary_for_others()
+    extra = [] if mine == BIN else [mine.parent.parent]
+    box = Sandbox("sduser", "systemd", pg.sockdir, files, [*binds(), *extra], logind=True)
     as_user = ["runuser", "-u", "sched", "--", "env", "-i", f"HOME={home}", "PATH=/usr/bin:/bin",
                f"XDG_RUNTIME_DIR=/run/user/{USER_UID}"]  # fmt: skip
     try:
@@ -428,7 +431,7 @@ def test_a_user_without_root_syncs_timers_of_their_own_that_fire(
         box.exec("chown", "-R", "sched:sched", home)
         assert not box.path("/etc/schedctl/schedctl.env").exists()
         # No session and no lingering: no user manager, and sync says what to do.
-        early = box.exec(*as_user, str(BIN), "sync", "systemd", "--user", check=False)
+        early = box.exec(*as_user, str(mine), "sync", "systemd", "--user", check=False)
         assert early.returncode == 78, early.stderr
         assert "loginctl enable-linger" in early.stderr, early.stderr
         assert len(early.stderr.strip().splitlines()) == 1, early.stderr
@@ -439,7 +442,7 @@ def test_a_user_without_root_syncs_timers_of_their_own_that_fire(
         while not user_manager_active(box):
             assert time.monotonic() < deadline, "user manager did not start"
             time.sleep(0.2)
-        synced = box.exec(*as_user, str(BIN), "sync", "systemd", "--user", "--schedctl", str(BIN))
+        synced = box.exec(*as_user, str(mine), "sync", "systemd", "--user", "--schedctl", str(mine))
         assert "ran: systemctl --user enable --now schedctl-mine.timer" in synced.stdout
         assert "job theirs runs as nobody: not in sched's user units" in synced.stderr
         units = box.path(f"{home}/.config/systemd/user")
