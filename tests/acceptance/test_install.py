@@ -3,6 +3,7 @@ copy in a virtualenv of its own leaves the `schedctl` on PATH alone."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -23,8 +24,23 @@ system_install = pytest.mark.skipif(
     reason="changes /opt, /usr/local/bin and /etc: set SCHEDCTL_TEST_SYSTEM_INSTALL=1 and run "
     "as root (.ci/run does)",
 )
-# The machine's own /opt, /usr/local/bin and /etc: never two of these at once.
+# The machine's own /opt, /usr/local/bin and /etc: never two of these at once, whichever
+# workers run them (a lock on the machine, beside the group that keeps them on one worker).
 one_at_a_time = pytest.mark.xdist_group("system-install")
+
+
+@pytest.fixture(autouse=True)
+def machine_wide_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold the machine's system-install lock for a test that changes /opt, /usr/local, /etc."""
+    if request.node.get_closest_marker("xdist_group") is None:
+        yield
+        return
+    with open(Path(tempfile.gettempdir()) / "schedctl-test-system-install.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
