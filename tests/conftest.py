@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,6 +90,20 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     # pytest keeps lowercase short options for itself; xdist registers its -n the same way.
     group._addoption("-n", "--numprocesses", dest="numprocesses", default=None)
     group.addoption("--dist", dest="dist", default="no")
+
+
+@pytest.fixture
+def machine_settings_turn() -> Iterator[None]:
+    """Hold the machine-wide lock of the tests that write /opt, /usr/local/bin and /etc/schedctl.
+
+    For a test that needs those as they were: no system install's settings showing through.
+    """
+    with open(Path(tempfile.gettempdir()) / "schedctl-test-system-install.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

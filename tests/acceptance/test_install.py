@@ -3,7 +3,6 @@ copy in a virtualenv of its own leaves the `schedctl` on PATH alone."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -30,17 +29,10 @@ one_at_a_time = pytest.mark.xdist_group("system-install")
 
 
 @pytest.fixture(autouse=True)
-def machine_wide_turn(request: pytest.FixtureRequest) -> Iterator[None]:
+def machine_wide_turn(request: pytest.FixtureRequest) -> None:
     """Hold the machine's system-install lock for a test that changes /opt, /usr/local, /etc."""
-    if request.node.get_closest_marker("xdist_group") is None:
-        yield
-        return
-    with open(Path(tempfile.gettempdir()) / "schedctl-test-system-install.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    if request.node.get_closest_marker("xdist_group") is not None:
+        request.getfixturevalue("machine_settings_turn")
 
 
 def sh(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -31,6 +31,10 @@ def home() -> Iterator[Path]:
     shutil.rmtree(path)
 
 
+# As a user on a machine without a system install: none of its settings may show through.
+pytestmark = pytest.mark.usefixtures("machine_settings_turn")
+
+
 def as_nobody(home: Path, *args: str, **env: str) -> Result:
     """Run the installed binary as `nobody` with only a HOME: no system configuration."""
     base = {"HOME": str(home), "PATH": "/usr/bin:/bin", "TZ": "UTC", "NO_COLOR": "1"}

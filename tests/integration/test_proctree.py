@@ -16,7 +16,8 @@ from schedctl import proctree
 from schedctl.proctree import Proc, boot_id, identify, record_dir, stop_leftovers
 
 JOB_ID = 42
-TOKEN = "5f0c1e2d3a4b6978"
+# Random per test process: parallel workers must not find each other's marked processes.
+TOKEN = os.urandom(8).hex()
 
 
 @pytest.fixture

@@ -401,6 +401,7 @@ def user_manager_active(box: Sandbox) -> bool:
     return box.exec("systemctl", "is-active", unit, check=False).returncode == 0
 
 
+@pytest.mark.usefixtures("machine_settings_turn")  # no system install's settings show through
 def test_a_user_without_root_syncs_timers_of_their_own_that_fire(
     host: tuple[Cli, str], pg: PgServer
 ) -> None:
