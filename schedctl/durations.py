@@ -64,3 +64,15 @@ def format_elapsed(seconds: float | None) -> str:
     if seconds < 10:
         return f"{seconds:.2f}s"
     return format_duration(round(seconds, 1) if seconds < 60 else int(seconds))
+
+
+def format_age(seconds: float, *, days: bool = True) -> str:
+    """Return how long ago something was, coarsely: `45s`, `6m`, `3h05m`, `4d` (`days`)."""
+    s = int(seconds)
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800 or not days:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d"

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from schedctl.durations import format_age
 from schedctl.models import Job, iso
 from schedctl.placement import format_labels, selector_of
 
@@ -93,7 +94,9 @@ def no_carrier_reason(job: Job, hosts: Sequence[HostView]) -> str:
     selector = selector_of(job.spec.placement)
     matching = [h for h in hosts if selector.matches(h.labels)]
     if matching:
-        seen = ", ".join(f"{h.name} seen {_ago(h.seen_seconds)} ago" for h in matching[:3])
+        seen = ", ".join(
+            f"{h.name} seen {format_age(h.seen_seconds, days=False)} ago" for h in matching[:3]
+        )
         why = f"hosts that match are not live ({seen})"
     else:
         why = "no registered host has matching labels"
@@ -103,16 +106,7 @@ def no_carrier_reason(job: Job, hosts: Sequence[HostView]) -> str:
 def stale_reason(host: HostView) -> str:
     """Say that a host stopped syncing."""
     return (
-        f"not seen for {_ago(host.seen_seconds)} (over {int(LIVE_WINDOW.total_seconds() // 60)}m;"
+        f"not seen for {format_age(host.seen_seconds, days=False)} (over {int(LIVE_WINDOW.total_seconds() // 60)}m;"
         f" labels {format_labels(host.labels)}): check its sync timer, or remove it with "
         f"`schedctl hosts --forget {host.name}`"
     )
-
-
-def _ago(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -9,18 +9,8 @@ import typer
 from schedctl import operate
 from schedctl.cli.context import state
 from schedctl.cli.output import Layout, Output, Table, cell, done, print_json, print_table
+from schedctl.durations import format_age
 from schedctl.placement import format_labels
-
-
-def _ago(seconds: float) -> str:
-    s = int(seconds)
-    if s < 120:
-        return f"{s}s ago"
-    if s < 7200:
-        return f"{s // 60}m ago"
-    if s < 172800:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m ago"
-    return f"{s // 86400}d ago"
 
 
 def hosts(
@@ -60,7 +50,7 @@ def hosts(
         table.add_column(col, priority=priority, no_wrap=True)
     table.add_column("JOBS", priority=2, shrink=16, overflow="fold")
     for h in found:
-        seen = _ago(h.seen_seconds)
+        seen = f"{format_age(h.seen_seconds)} ago"
         table.add_row(
             cell(h.name),
             cell(format_labels(h.labels)),
