@@ -68,13 +68,17 @@ class PgServer:
         return f"postgresql://{self.user}:{pw}@127.0.0.1:{self.port}/{dbname}"
 
     def _as_owner(self, *argv: str) -> list[str]:
+        # The server's own variables are set after the switch to nobody: a preloaded runuser
+        # (libfaketime) would create its semaphore as root and hand its name down, and nobody's
+        # process, unable to open it, exits whenever its pid names a root-owned leftover.
+        extra = [f"{k}={v}" for k, v in (self.env or {}).items()]
         if os.geteuid() == 0:
             runuser = shutil.which("runuser") or "/usr/sbin/runuser"
-            return [runuser, "-u", "nobody", "--", *argv]
-        return list(argv)
+            return [runuser, "-u", "nobody", "--", "env", *extra, *argv]
+        return ["env", *extra, *argv] if extra else list(argv)
 
     def _run(self, *argv: str) -> None:
-        env = None if self.env is None else {**os.environ, **self.env}
+        env = {k: v for k, v in os.environ.items() if k != "FAKETIME_SHARED"}
         done = subprocess.run(
             self._as_owner(*argv), check=False, capture_output=True, timeout=120, env=env
         )
