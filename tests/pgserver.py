@@ -54,6 +54,8 @@ class PgServer:
     user: str = "postgres"
     # Added to the environment of initdb, pg_ctl and so the server (libfaketime, say).
     env: dict[str, str] | None = None
+    # Server settings (`-c NAME=VALUE`) given after the suite's own, so they win.
+    settings: dict[str, str] | None = None
 
     @property
     def data(self) -> Path:
@@ -91,6 +93,7 @@ class PgServer:
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
             "-c max_connections=200"
         )
+        opts += "".join(f" -c {k}={v}" for k, v in (self.settings or {}).items())
         self._run(
             str(self.bindir / "pg_ctl"),
             "-D",
@@ -118,24 +121,41 @@ class PgServer:
         return name
 
 
-def start_server(env: dict[str, str] | None = None) -> PgServer:
-    """Initialise and start a server in a fresh temp dir (`env` added to its environment)."""
+def _bindir() -> Path:
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError(
             "PostgreSQL server binaries not found: apt-get install postgresql "
             "(.ci/run does this on a fresh machine)"
         )
+    return bindir
+
+
+def _server_root() -> Path:
+    """Return a fresh directory (with its socket directory) the server's owner can use."""
     root = Path(tempfile.mkdtemp(prefix="schedctl-pg-"))
-    password = secrets.token_urlsafe(16)
     (root / "sock").mkdir()
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for p in (root, root / "sock"):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+    return root
+
+
+def start_server(
+    env: dict[str, str] | None = None, settings: dict[str, str] | None = None
+) -> PgServer:
+    """Initialise and start a server in a fresh temp dir (`env` added to its environment)."""
+    bindir = _bindir()
+    root = _server_root()
+    password = secrets.token_urlsafe(16)
     pwfile = root / "pw"
     pwfile.write_text(password + "\n")
     if os.geteuid() == 0:
         nobody = pwd.getpwnam("nobody")
-        for p in (root, root / "sock", pwfile):
-            os.chown(p, nobody.pw_uid, nobody.pw_gid)
-    server = PgServer(bindir, root, 0, password, env=env)  # its port: just before it starts
+        os.chown(pwfile, nobody.pw_uid, nobody.pw_gid)
+    # Its port: just before it starts.
+    server = PgServer(bindir, root, 0, password, env=env, settings=settings)
     server._run(
         str(bindir / "initdb"),
         "-D",
@@ -149,14 +169,20 @@ def start_server(env: dict[str, str] | None = None) -> PgServer:
         f"--pwfile={pwfile}",
         "--no-sync",
     )
+    _start_on_a_free_port(server)
+    return server
+
+
+def _start_on_a_free_port(server: PgServer) -> None:
     # The port was free a moment ago; a parallel test worker (or anything else on the machine)
     # may have bound it since: then another free port.
+    root = server.root
     server.port = free_port()
     tries = 5
     while True:
         try:
             server.start()
-            return server
+            return
         except subprocess.CalledProcessError:
             tries -= 1
             log = root / "log"
@@ -164,6 +190,61 @@ def start_server(env: dict[str, str] | None = None) -> PgServer:
             if not (tries and taken):
                 raise
             server.port = free_port()
+
+
+# A primary that streams its WAL to a standby (PostgreSQL 15's defaults already allow it; said
+# here so the test does not depend on them).
+PRIMARY_SETTINGS = {"wal_level": "replica", "max_wal_senders": "5", "wal_keep_size": "64MB"}
+
+
+def start_standby(primary: PgServer, settings: dict[str, str] | None = None) -> PgServer:
+    """Start a streaming standby of `primary`: `pg_basebackup -R` as the server's owner.
+
+    The standby's `primary_conninfo` (written by -R) names the primary's address and its
+    superuser password, so it replicates as soon as it starts.
+    """
+    root = _server_root()
+    standby = PgServer(
+        primary.bindir, root, 0, primary.password, env=primary.env, settings=settings
+    )
+    standby._run(
+        "env",
+        f"PGPASSWORD={primary.password}",
+        str(primary.bindir / "pg_basebackup"),
+        "-D",
+        str(standby.data),
+        "-R",
+        "-X",
+        "stream",
+        "--no-sync",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(primary.port),
+        "-U",
+        primary.user,
+        "-c",
+        "fast",
+    )
+    _start_on_a_free_port(standby)
+    return standby
+
+
+def start_pair(
+    standby_settings: dict[str, str] | None = None, primary_settings: dict[str, str] | None = None
+) -> tuple[PgServer, PgServer]:
+    """Start a primary and a streaming standby of it: (primary, standby)."""
+    primary = start_server(settings={**PRIMARY_SETTINGS, **(primary_settings or {})})
+    try:
+        return primary, start_standby(primary, standby_settings)
+    except BaseException:
+        destroy(primary)
+        raise
+
+
+def promote(standby: PgServer) -> None:
+    """Make the standby a primary, and wait until it accepts writes."""
+    standby._run(str(standby.bindir / "pg_ctl"), "-D", str(standby.data), "-w", "promote")
 
 
 def destroy(server: PgServer) -> None:

@@ -108,6 +108,12 @@ def pg_params(url: DatabaseURL, application_name: str) -> dict[str, str]:
     params["options"] = f"{own} {PG_SESSION_OPTIONS}".strip()
     params["application_name"] = application_name
     params["client_encoding"] = "UTF8"
+    if len(params.get("host", "").split(",")) > 1 and "target_session_attrs" not in params:
+        # Several servers, as a primary and its standbys are listed: libpq takes the first that
+        # answers, and every command writes (a claim, a flushed result, a reconciled row).
+        # A standby would refuse each write; libpq skips it instead, and after a failover
+        # finds the promoted one. The URL's own target_session_attrs wins.
+        params["target_session_attrs"] = "read-write"
     if url.skip_passfile:
         # A path that cannot exist (/dev/null is no directory): libpq then reads no password
         # file, silently, instead of refusing the one it found and printing that itself.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from schedctl import redact
 from schedctl.config import DatabaseURL
 from schedctl.errors import (
@@ -63,11 +65,52 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
         return ConfigError(
             f"{message} at {where}; create it (createdb) or fix the database name in the URL"
         )
+    servers = tried_servers(str(orig))
+    if any(_read_only(why) for why in servers.values()):
+        # Every server answered or failed, none is a primary: a failover under way (the
+        # primary down, its standby not promoted yet), or a URL that lists only standbys.
+        tried = "; ".join(
+            f"{name}: {'read-only (a standby)' if _read_only(why) else why}"
+            for name, why in servers.items()
+        )
+        return DatabaseUnavailableError(
+            f"no server of the database URL {where} accepts writes ({tried}): if a failover is "
+            f"under way, promote a standby and try again; otherwise add the primary to the URL"
+        )
+    if len(servers) > 1:
+        tried = "; ".join(f"{name}: {why}" for name, why in servers.items())
+        return DatabaseUnavailableError(
+            f"cannot reach any server of the database URL {where} ({tried}); check that "
+            f"PostgreSQL is running and accepts connections there (`pg_isready`), and that the "
+            f"URL is right (--db, $SCHEDCTL_DATABASE_URL or the configuration file)"
+        )
     return DatabaseUnavailableError(
         f"cannot reach the database at {where}: {message}; check that PostgreSQL is running "
         f"and accepts connections there (`pg_isready`), and that the URL is right (--db, "
         f"$SCHEDCTL_DATABASE_URL or the configuration file)"
     )
+
+
+# libpq's line per server it tried (psycopg repeats them): `connection to server at "H", port
+# P failed: WHY` or `connection to server on socket "PATH" failed: WHY`.
+_TRIED = re.compile(
+    r'connection to server (?:at "(?P<host>[^"]*)"(?: \([^)]*\))?, port (?P<port>\d+)'
+    r'|on socket "(?P<socket>[^"]*)") failed: (?P<why>[^\n]*)'
+)
+
+
+def tried_servers(message: str) -> dict[str, str]:
+    """Return each server libpq says it tried (`host:port` or the socket) and why it failed."""
+    found: dict[str, str] = {}
+    for m in _TRIED.finditer(message):
+        name = m["socket"] or f"{m['host']}:{m['port']}"
+        found[name] = redact.scrub(m["why"].strip()).removeprefix("FATAL:  ")
+    return found
+
+
+def _read_only(why: str) -> bool:
+    # What libpq says of a server target_session_attrs passes over (read-write, primary).
+    return why in ("session is read-only", "server is in hot standby mode")
 
 
 READ_ONLY_TRANSACTION = "25006"
