@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,6 +241,23 @@ def start_pair(
     except BaseException:
         destroy(primary)
         raise
+
+
+def wait_replayed(primary: PgServer, standby: PgServer, timeout: float = 60) -> None:
+    """Wait until the standby has replayed everything the primary has written so far."""
+    with primary.admin() as conn:
+        row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        assert row is not None
+        lsn = row[0]
+    deadline = time.monotonic() + timeout
+    with standby.admin() as conn:
+        while True:
+            done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
+            if done and done[0]:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the standby did not replay the primary's WAL up to {lsn}")
+            time.sleep(0.05)
 
 
 def promote(standby: PgServer) -> None:

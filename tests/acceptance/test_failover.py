@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 import pytest
 from cli_helpers import BIN, alive, cli_env, make_cli, ok
-from pgserver import PgServer, destroy, promote, start_pair
+from pgserver import PgServer, destroy, promote, start_pair, wait_replayed
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("pg_pair")]
+pytestmark = pytest.mark.slow
 
 HEARTBEAT = "1"
 # Commits wait until the standby has the WAL: a claim the primary confirmed is on the standby.
@@ -271,6 +271,7 @@ def test_a_claim_the_standby_never_received(tmp_path: Path, replication: str) ->
             f'echo $$ > "{marks}/$SCHEDCTL_JOB@$SCHEDCTL_SLOT@$SCHEDCTL_RUN_ID@$SCHEDCTL_HOST@$$"'
         )
         ok(setup("add", "cut", "-s", "* * * * *", "--shell", "--", f"{mark}; exec sleep $NAP"))
+        wait_replayed(primary, standby)
         with standby.admin() as conn:  # cut the standby off the primary's WAL
             conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
             conn.execute("SELECT pg_reload_conf()")

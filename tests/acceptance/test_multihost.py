@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from cli_helpers import BIN, Cli, make_cli, ok, one_line_error
-from pgserver import PgServer, destroy, free_port, start_pair
+from pgserver import PgServer, destroy, free_port, start_pair, wait_replayed
 
 from schedctl.config import parse_database_url
 
@@ -33,21 +33,6 @@ def _url(server: PgServer, dbname: str, *ports: int, query: str = "") -> str:
     return url + (f"?{query}" if query else "")
 
 
-def _replicated(primary: PgServer, standby: PgServer) -> None:
-    """Wait until the standby has replayed everything the primary has written so far."""
-    with primary.admin() as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
-        assert row is not None
-        lsn = row[0]
-    with standby.admin() as conn:
-        for _ in range(600):
-            done = conn.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)).fetchone()
-            if done and done[0]:
-                return
-            conn.execute("SELECT pg_sleep(0.05)")
-    raise AssertionError("the standby did not catch up")
-
-
 def _count(server: PgServer, dbname: str, sql: str) -> int:
     with psycopg.connect(server.url(dbname), autocommit=True) as conn:
         row = conn.execute(sql).fetchone()
@@ -61,7 +46,7 @@ def test_a_url_naming_the_standby_first_works_on_every_command(
     """The URL says nothing of target_session_attrs: schedctl asks libpq for a writable one."""
     primary, standby = pair
     dbname = primary.create_database()
-    _replicated(primary, standby)
+    wait_replayed(primary, standby)
     url = _url(primary, dbname, standby.port, primary.port)
     cli: Cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HOST="mh-a")
     ok(cli("db", "upgrade"))
@@ -98,7 +83,7 @@ def test_a_url_naming_the_standby_first_works_on_every_command(
     finally:
         if holder.poll() is None:
             holder.kill()
-    _replicated(primary, standby)
+    wait_replayed(primary, standby)
     # What the standby holds is what the primary wrote, and nothing more.
     assert _count(standby, dbname, "SELECT count(*) FROM runs") == 2
 
@@ -110,7 +95,7 @@ def test_the_urls_own_target_session_attrs_wins(
     primary, standby = pair
     dbname = primary.create_database()
     ok(make_cli(tmp_path, SCHEDCTL_DATABASE_URL=primary.url(dbname))("db", "upgrade"))
-    _replicated(primary, standby)
+    wait_replayed(primary, standby)
     url = _url(primary, dbname, standby.port, primary.port, query="target_session_attrs=any")
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
     one_line_error(cli("add", "mh", "-s", "@daily", "--", "true"), 75, "is read-only")
@@ -136,7 +121,7 @@ def test_a_url_that_reaches_only_standbys_fails_with_one_line(
     setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=primary.url(dbname))
     ok(setup("db", "upgrade"))
     ok(setup("add", "only", "-s", "* * * * *", "--", "touch", str(tmp_path / "ran")))
-    _replicated(primary, standby)
+    wait_replayed(primary, standby)
     down = free_port()
     url = _url(primary, dbname, standby.port, down)
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HOST="mh-b")
