@@ -127,3 +127,89 @@ class WindowStats(NamedTuple):
     p95: float | None = None
     max: float | None = None
     slots_present: int = 0  # first attempts whose slot lies in the window's judged range
+
+
+# Stored as SQLite's 0/1 or PostgreSQL's booleans: shown as booleans either way.
+_BOOLEAN_FIELDS = ("shell", "enabled")
+_ACTIONS = {"insert": "create", "update": "update", "delete": "delete"}
+
+
+def _boolean(value: Any) -> Any:
+    return bool(value) if isinstance(value, int) else value
+
+
+class ChangeRecord(NamedTuple):
+    """One change to a job, as the triggers on jobs recorded it (migration 0007).
+
+    `changes` is the definition for an insert or a delete, and `{field: [old, new]}` for an
+    update. Environment values are never recorded: `env` holds the keys (insert, delete) or
+    `{"added": [...], "removed": [...], "changed": [...]}` (update).
+    """
+
+    id: int
+    job_id: int | None
+    job_name: str
+    action: str
+    at: datetime
+    revision: int | None
+    db_role: str | None
+    session_role: str | None
+    application_name: str | None
+    client_addr: str | None
+    os_user: str | None
+    signer: str | None
+    changes: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        """Return create, update or delete."""
+        return _ACTIONS.get(self.action, self.action)
+
+    @property
+    def who(self) -> str:
+        """Return the database role, else the OS user schedctl ran as, else `?` (other SQL)."""
+        return self.db_role or self.os_user or "?"
+
+    def definition(self) -> dict[str, Any]:
+        """Return the created or removed definition (empty for an update)."""
+        if self.kind == "update":
+            return {}
+        return {k: _boolean(v) if k in _BOOLEAN_FIELDS else v for k, v in self.changes.items()}
+
+    def diff(self) -> dict[str, Any]:
+        """Return `{field: {"old": o, "new": n}}` for an update (env: keys added/removed/changed)."""
+        if self.kind != "update":
+            return {}
+        out: dict[str, Any] = {}
+        for field, change in sorted(self.changes.items()):
+            if field == "env":
+                out[field] = change
+                continue
+            old, new = change
+            if field in _BOOLEAN_FIELDS:
+                old, new = _boolean(old), _boolean(new)
+            out[field] = {"old": old, "new": new}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form used by `history --changes --json`."""
+        out: dict[str, Any] = {
+            "id": self.id,
+            "at": iso(self.at),
+            "job": self.job_name,
+            "job_id": self.job_id,
+            "action": self.kind,
+            "revision": self.revision,
+            "who": self.who,
+            "db_role": self.db_role,
+            "session_role": self.session_role,
+            "application_name": self.application_name,
+            "client_addr": self.client_addr,
+            "os_user": self.os_user,
+            "signer": self.signer,
+        }
+        if self.kind == "update":
+            out["changes"] = self.diff()
+        else:
+            out["definition"] = self.definition()
+        return out

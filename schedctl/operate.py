@@ -12,7 +12,14 @@ from schedctl.clock import Clock
 from schedctl.errors import NotFoundError, ValidationError
 from schedctl.fleet import HostView, live_carriers, no_carrier_reason, stale_reason, uses_placement
 from schedctl.fleet import views as host_views
-from schedctl.history import AppLockHolder, JobChange, LockHolder, Run, WindowStats
+from schedctl.history import (
+    AppLockHolder,
+    ChangeRecord,
+    JobChange,
+    LockHolder,
+    Run,
+    WindowStats,
+)
 from schedctl.locking import LOCK_NAMESPACE, FileLock
 from schedctl.models import Job, RunStatus
 from schedctl.report import (
@@ -364,6 +371,20 @@ def history(
         raise ValidationError(f"--limit must be between 1 and {MAX_HISTORY_LIMIT}")
     since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
     return store.list_runs(check_name(job) if job else None, status, since, host, limit)
+
+
+def changes(
+    store: Repository,
+    clock: Clock,
+    job: str | None = None,
+    since_seconds: int | None = None,
+    limit: int = 50,
+) -> list[ChangeRecord]:
+    """Return the recorded changes to jobs (a removed job's too), newest first."""
+    if not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise ValidationError(f"--limit must be between 1 and {MAX_HISTORY_LIMIT}")
+    since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
+    return store.change_records(check_name(job) if job else None, since, limit)
 
 
 def get_run(store: Repository, run_id: int) -> Run:

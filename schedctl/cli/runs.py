@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from datetime import datetime
 from typing import Annotated
@@ -14,6 +15,7 @@ from schedctl import operate
 from schedctl.cli.completion import complete_job
 from schedctl.cli.context import State, state
 from schedctl.cli.output import (
+    Cell,
     Layout,
     Output,
     Table,
@@ -28,7 +30,7 @@ from schedctl.cli.output import (
 from schedctl.cli.text import csv_cell, visible_lines
 from schedctl.durations import format_elapsed, parse_duration
 from schedctl.errors import ValidationError
-from schedctl.history import Run
+from schedctl.history import ChangeRecord, Run
 
 _STATUS_STYLE = {
     "succeeded": "green",
@@ -57,12 +59,18 @@ def history(
         str | None, typer.Option(help="Only runs claimed in this window, e.g. 7d.")
     ] = None,
     host: Annotated[str | None, typer.Option(help="Only runs on this host.")] = None,
-    limit: Annotated[int, typer.Option(help="At most this many runs.")] = 50,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many rows.")] = 50,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     csv_: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
     missed: Annotated[
         bool,
         typer.Option("--missed", help="List JOB's slots no host ran instead [--since default 7d]."),
+    ] = False,
+    changes: Annotated[
+        bool,
+        typer.Option(
+            "--changes", help="List changes to jobs instead: who, when, what (-o wide: the diff)."
+        ),
     ] = False,
     output: Output = Layout.table,
 ) -> None:
@@ -79,6 +87,14 @@ def history(
             "--missed lists slots no host ran: --status and --host do not apply; drop them"
         )
     since_seconds = None if since is None else parse_duration(since, what="--since")
+    if changes:
+        if missed or csv_ or status is not None or host is not None:
+            raise ValidationError(
+                "--changes lists changes to jobs: --missed, --csv, --status and --host do not "
+                "apply; drop them"
+            )
+        _changes(st, job, since_seconds, limit, json_, output is Layout.wide)
+        return
     if missed:
         _missed(st, job, since_seconds, json_, csv_)
         return
@@ -145,6 +161,80 @@ def _missed(st: State, job: str | None, since_seconds: int | None, json_: bool, 
     for s in slots:
         table.add_row(cell(job), local_time(s, zone), utc_time(s))
     print_table(table)
+
+
+def _changes(
+    st: State, job: str | None, since_seconds: int | None, limit: int, json_: bool, wide: bool
+) -> None:
+    found = operate.changes(st.store(), st.db_clock(), job, since_seconds, limit)
+    if json_:
+        print_json([c.to_dict() for c in found])
+        return
+    if not found:
+        done("no changes recorded" + (f" for {job}" if job else ""))
+        return
+    table = Table(wide=wide, header_style="bold")
+    table.add_column("WHEN (UTC)", no_wrap=True)
+    # A long job name and what changed fold onto more lines rather than push the table past
+    # the terminal; the rest never wraps.
+    table.add_column("JOB", overflow="fold")
+    table.add_column("WHO", priority=1, no_wrap=True)
+    table.add_column("REV", priority=2, no_wrap=True)
+    if wide:
+        for col in ("OS USER", "CLIENT", "SIGNER"):
+            table.add_column(col, no_wrap=True)
+    table.add_column("WHAT", overflow="fold")
+    for c in found:
+        row: list[str | Cell] = [
+            c.at.strftime("%Y-%m-%d %H:%M:%S"),
+            cell(c.job_name),
+            cell(c.who),
+            _dash(c.revision),
+        ]
+        if wide:
+            client = "@".join(x for x in (c.application_name, c.client_addr) if x)
+            row += [cell(c.os_user or "-"), cell(client or "-"), cell(c.signer or "-")]
+        table.add_row(*row, cell(change_text(c, wide)))
+    print_table(table)
+
+
+def change_text(c: ChangeRecord, full: bool) -> str:
+    """Return what a change did: the fields it changed, or with `full` each old -> new value.
+
+    Environment values are never recorded, so never shown: `env: +NEW ~CHANGED -REMOVED`.
+    """
+    if c.kind != "update":
+        verb = "created" if c.kind == "create" else "deleted"
+        if not full:
+            return verb
+        fields = c.definition()
+        parts = [
+            f"env: {' '.join(v)}" if k == "env" else f"{k}={_value(v)}"
+            for k, v in fields.items()
+            if k != "env" or v
+        ]
+        return f"{verb}: " + "; ".join(parts)
+    diff = c.diff()
+    if not full:
+        return ", ".join(diff)
+    parts = []
+    for field, d in diff.items():
+        if field == "env":
+            keys = [f"{mark}{k}" for mark, what in (("+", "added"), ("~", "changed"),
+                    ("-", "removed")) for k in d.get(what, [])]  # fmt: skip
+            parts.append("env: " + " ".join(keys))
+        else:
+            parts.append(f"{field}: {_value(d['old'])} -> {_value(d['new'])}")
+    return "; ".join(parts)
+
+
+def _value(value: object) -> str:
+    # JSON: strings quoted, newlines escaped, None as null; the cell escapes what is left.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _dash(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _when(dt: object) -> str:

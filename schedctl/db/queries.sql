@@ -148,6 +148,33 @@ VALUES (:job_id, :at, :enabled, :schedule, :timezone)
 -- name: job_changes
 SELECT job_id, at, enabled, schedule, timezone FROM job_changes ORDER BY job_id, at
 
+-- name: change_author [postgresql]
+-- The OS user schedctl runs as, for the change log's trigger to record beside the role; local
+-- to the transaction. It is what the client says, no more: the role is the database's word.
+SELECT set_config('schedctl.os_user', :os_user, true)
+
+-- name: changes_mark [sqlite]
+-- The newest change record before this transaction's writes (it holds the write lock).
+SELECT coalesce(max(id), 0) FROM job_audit
+
+-- name: change_author [sqlite]
+-- A trigger cannot know the OS user: the records this transaction's writes made get it here.
+UPDATE job_audit SET os_user = :os_user WHERE id > :mark AND os_user IS NULL
+
+-- fragment: change_columns
+id, job_id, job_name, action, at, revision, db_role, session_role, application_name,
+client_addr, os_user, signer, changes
+
+-- name: job_audit
+-- Newest first.
+SELECT {change_columns} FROM job_audit WHERE (:any_since OR at >= :since)
+ORDER BY id DESC LIMIT :limit
+
+-- name: job_audit_of_job
+-- On ix_job_audit_job_name_id: a removed job's changes stay under its name.
+SELECT {change_columns} FROM job_audit WHERE job_name = :job AND (:any_since OR at >= :since)
+ORDER BY id DESC LIMIT :limit
+
 -- name: prune_marks
 SELECT job_id, pruned_before FROM prune_marks
 

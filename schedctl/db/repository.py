@@ -46,7 +46,7 @@ from schedctl.models import (
 )
 
 if TYPE_CHECKING:
-    from schedctl.history import JobChange, Run, WindowStats
+    from schedctl.history import ChangeRecord, JobChange, Run, WindowStats
     from schedctl.locking import Statements
 
 JSON_COLUMNS = ("command", "env", "tags", "notify", "notify_on")
@@ -237,6 +237,17 @@ def as_time(value: datetime | str | None) -> datetime | None:
     return value if value.tzinfo is UTC else value.astimezone(UTC)
 
 
+def _os_user() -> str:
+    import os
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
 def _time(value: datetime | str) -> datetime:
     found = as_time(value)
     assert found is not None
@@ -390,6 +401,24 @@ class Repository:
         finally:
             self._in_transaction = False
 
+    @contextlib.contextmanager
+    def _job_writes(self) -> Iterator[None]:
+        """Run the block's job writes as one transaction whose change records name the OS user.
+
+        The triggers on jobs write the records (migration 0007); this only adds who ran
+        schedctl, which no trigger can know.
+        """
+        user = _os_user()
+        with self._transaction():
+            if self.backend == "postgresql":
+                self._q("change_author", {"os_user": user})
+                yield
+                return
+            row = self._q("changes_mark").one()
+            assert row is not None
+            yield
+            self._q("change_author", {"os_user": user, "mark": int(row[0])})
+
     def close(self) -> None:
         """Close the session (which also drops any advisory lock it holds)."""
         self.conn.close()
@@ -523,7 +552,7 @@ class Repository:
         added: list[Job] = []
         spec: JobSpec | None = None
         try:
-            with self._transaction():
+            with self._job_writes():
                 for spec in specs:
                     if self._q("job_id_by_name", {"name": spec.name}).rows:
                         raise _exists(spec.name)
@@ -542,7 +571,7 @@ class Repository:
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
         params = {**_spec_params(spec), "now": now, "id": job.id, "revision": job.revision}
-        with self._transaction():
+        with self._job_writes():
             done = self._q("update_job", params).rowcount
             if done == 1 and _timing(spec) != _timing(job.spec):
                 self._record_change(job.id, spec, now)
@@ -555,7 +584,7 @@ class Repository:
 
     def remove_job(self, job: Job, purge: bool) -> int:
         """Delete `job`; with `purge` also its run history. Return the runs deleted."""
-        with self._transaction():
+        with self._job_writes():
             purged = self._q("delete_job_runs", {"job_id": job.id}).rowcount if purge else 0
             if self._q("delete_job", {"id": job.id}).rowcount != 1:
                 raise NotFoundError(f"no job named {job.name!r}: it was removed meanwhile")
@@ -575,7 +604,7 @@ class Repository:
         """
         name = ""
         try:
-            with self._transaction():
+            with self._job_writes():
                 for spec in creates:
                     name = spec.name
                     if self._q("job_id_by_name", {"name": spec.name}).rows:
@@ -620,6 +649,21 @@ class Repository:
         out: dict[int, list[JobChange]] = defaultdict(list)
         for job_id, at, enabled, schedule, zone in self._q("job_changes").rows:
             out[job_id].append(JobChange(_time(at), bool(enabled), schedule, zone))
+        return out
+
+    def change_records(
+        self, job: str | None, since: datetime | None, limit: int
+    ) -> list[ChangeRecord]:
+        """Return the recorded changes to jobs, newest first."""
+        from schedctl.history import ChangeRecord
+
+        params = {"job": job, "since": since, "any_since": since is None, "limit": limit}
+        rows = self._q("job_audit" if job is None else "job_audit_of_job", params).dicts()
+        out = []
+        for d in rows:
+            d["at"] = _time(d["at"])
+            d["changes"] = _json(d["changes"])
+            out.append(ChangeRecord(**d))
         return out
 
     def pruned_before(self) -> dict[int, datetime]:

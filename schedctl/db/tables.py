@@ -206,6 +206,37 @@ job_changes = sa.Table(
 )
 sa.Index("ix_job_changes_job_id_at", job_changes.c.job_id, job_changes.c.at)
 
+# Every change to a job, written by triggers on jobs (migration 0007) whoever makes it, so
+# direct SQL is recorded too. No foreign key: the record of a removed job stays, by name, and
+# `prune` leaves it. Environment values are never copied here, only their keys.
+JOB_AUDIT_ACTIONS = ("insert", "update", "delete")
+job_audit = sa.Table(
+    "job_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("job_id", sa.Integer, nullable=True),
+    sa.Column("job_name", sa.String(63), nullable=False),
+    sa.Column("action", sa.String(8), nullable=False),
+    # The database's clock.
+    sa.Column("at", UTCDateTime, nullable=False),
+    # The job's revision after the change (on delete: the one removed).
+    sa.Column("revision", sa.Integer, nullable=True),
+    # PostgreSQL: the role in effect (SET ROLE, else the login role) and the login role.
+    sa.Column("db_role", sa.Text, nullable=True),
+    sa.Column("session_role", sa.Text, nullable=True),
+    sa.Column("application_name", sa.Text, nullable=True),
+    sa.Column("client_addr", sa.Text, nullable=True),
+    # The OS user schedctl ran as, as schedctl says; NULL for a change by other SQL.
+    sa.Column("os_user", sa.Text, nullable=True),
+    # Who signed the definition this change wrote, when it wrote a signature.
+    sa.Column("signer", sa.Text, nullable=True),
+    # insert/delete: the definition; update: {field: [old, new]} for the fields changed.
+    sa.Column("changes", _json(), nullable=False),
+    _in("action", JOB_AUDIT_ACTIONS),
+)
+sa.Index("ix_job_audit_job_name_id", job_audit.c.job_name, job_audit.c.id)
+sa.Index("ix_job_audit_at", job_audit.c.at)
+
 # Runs claimed before `pruned_before` may have been deleted: slots before it are not judged.
 prune_marks = sa.Table(
     "prune_marks",
