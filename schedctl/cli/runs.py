@@ -177,13 +177,13 @@ def _changes(
     table.add_column("WHEN (UTC)", no_wrap=True)
     # A long job name and what changed fold onto more lines rather than push the table past
     # the terminal; the rest never wraps.
-    table.add_column("JOB", overflow="fold")
-    table.add_column("WHO", priority=1, no_wrap=True)
-    table.add_column("REV", priority=2, no_wrap=True)
+    table.add_column("JOB", shrink=24, overflow="fold")
+    table.add_column("WHO", no_wrap=True)
+    table.add_column("REV", priority=1, no_wrap=True)
     if wide:
         for col in ("OS USER", "CLIENT", "SIGNER"):
             table.add_column(col, no_wrap=True)
-    table.add_column("WHAT", overflow="fold")
+    table.add_column("WHAT", shrink=20, overflow="fold")
     for c in found:
         row: list[str | Cell] = [
             c.at.strftime("%Y-%m-%d %H:%M:%S"),
