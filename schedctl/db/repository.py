@@ -658,7 +658,10 @@ class Repository:
         from schedctl.history import ChangeRecord
 
         params = {"job": job, "since": since, "any_since": since is None, "limit": limit}
-        rows = self._q("job_audit" if job is None else "job_audit_of_job", params).dicts()
+        if job is None:
+            rows = self._q("job_audit", params).dicts()
+        else:
+            rows = self._q("job_audit_of_job", params).dicts()
         out = []
         for d in rows:
             d["at"] = _time(d["at"])
