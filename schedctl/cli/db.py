@@ -8,10 +8,12 @@ import typer
 
 from schedctl.cli.context import state
 from schedctl.cli.output import done, out, print_json
-from schedctl.errors import SchemaError
+from schedctl.errors import SchemaError, ValidationError
 
 app = typer.Typer(
-    suggest_commands=False, help="Database schema: status and upgrade.", no_args_is_help=True
+    suggest_commands=False,
+    help="Database schema: status, upgrade and role grants.",
+    no_args_is_help=True,
 )
 
 
@@ -72,3 +74,52 @@ def status(
                 else ": upgrade schedctl on this host"
             )
         )
+
+
+@app.command()
+def grant(
+    ctx: typer.Context,
+    admin: Annotated[
+        str | None, typer.Option("--admin", help="Role for operators: every command.")
+    ] = None,
+    runner: Annotated[
+        str | None,
+        typer.Option("--runner", help="Role for hosts: run, sync, daemon, notify."),
+    ] = None,
+    reader: Annotated[
+        str | None,
+        typer.Option("--reader", help="Role for dashboards and check: reads only."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the SQL; change nothing.")
+    ] = False,
+) -> None:
+    """Give database roles exactly what operators, hosts or dashboards need (PostgreSQL).
+
+    Run it as the owner of schedctl's tables; again after every `db upgrade`. Roles that do
+    not exist are created without a login. Example: schedctl db grant --runner schedctl_host
+    """
+    from schedctl.db.grants import quote_ident
+    from schedctl.db.schema import grant as apply_grants
+
+    roles = {k: v for k, v in (("admin", admin), ("runner", runner), ("reader", reader)) if v}
+    if not roles:
+        raise ValidationError("give at least one of --admin ROLE, --runner ROLE, --reader ROLE")
+    if len(set(roles.values())) < len(roles):
+        raise ValidationError("give each of --admin, --runner and --reader a role of its own")
+    st = state(ctx)
+    outcome = apply_grants(st.settings.database, roles, dry_run)
+    if dry_run:
+        for statement in outcome.sql:
+            out().print(f"{statement};", markup=False, highlight=False, soft_wrap=True)
+        return
+    for role in outcome.created:
+        done(
+            f"created role {role} without a login; to connect as it, give it one in psql: "
+            f"ALTER ROLE {quote_ident(role)} LOGIN; then \\password {quote_ident(role)}"
+        )
+    given = ", ".join(f"{kind} {role}" for kind, role in roles.items())
+    if outcome.changed:
+        done(f"granted {given} ({st.settings.database})")
+    else:
+        done(f"grants already in place: {given} ({st.settings.database})")

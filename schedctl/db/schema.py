@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -11,15 +11,24 @@ from sqlalchemy.engine import Connection, Engine
 
 from schedctl.config import DatabaseURL
 from schedctl.db.connector import PG_CONNECT_ARGS, SQLITE_BUSY, create_private, pg_params
-from schedctl.db.dberrors import refusal, translate
+from schedctl.db.dberrors import INSUFFICIENT_PRIVILEGE, refusal, translate
 from schedctl.db.version import HEAD, SchemaStatus, require_current
-from schedctl.errors import SchemaError
+from schedctl.errors import ConfigError, SchemaError, ValidationError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Serialises concurrent `db upgrade` runs from several hosts (PostgreSQL advisory lock key).
 UPGRADE_LOCK_KEY = 0x5C4ED0
 
-__all__ = ["HEAD", "SchemaStatus", "current_revision", "make_engine", "status", "upgrade"]
+__all__ = [
+    "HEAD",
+    "GrantOutcome",
+    "SchemaStatus",
+    "current_revision",
+    "grant",
+    "make_engine",
+    "status",
+    "upgrade",
+]
 
 
 def make_engine(url: DatabaseURL) -> Engine:
@@ -147,3 +156,95 @@ def _first(e: exc.DBAPIError) -> str:
 def _half_applied(message: str) -> bool:
     """Return whether a migration failed on something it creates being there already."""
     return "already exists" in message or "duplicate column name" in message
+
+
+# Everything `db grant` sets, as text: equal before and after means it changed nothing.
+_GRANTS_STATE = """
+SELECT c.relname, coalesce((SELECT string_agg(x, ',' ORDER BY x) FROM unnest(c.relacl::text[]) x),
+  ''), c.relrowsecurity,
+  coalesce((SELECT string_agg(a.attname || '=' || x, ',' ORDER BY a.attnum, x)
+    FROM pg_attribute a, unnest(a.attacl::text[]) x WHERE a.attrelid = c.oid), ''),
+  coalesce((SELECT string_agg(p.polname || ':' || p.polcmd::text
+      || ':' || coalesce(pg_get_expr(p.polqual, p.polrelid), '')
+      || ':' || coalesce(pg_get_expr(p.polwithcheck, p.polrelid), ''), ',' ORDER BY p.polname)
+    FROM pg_policy p WHERE p.polrelid = c.oid), '')
+FROM pg_class c WHERE c.relnamespace = to_regnamespace(:schema) ORDER BY c.relname
+"""
+_FUNCTIONS_STATE = """
+SELECT p.proname, p.prosecdef, coalesce(p.proconfig::text, '') FROM pg_proc p
+WHERE p.pronamespace = to_regnamespace(:schema) ORDER BY p.proname
+"""
+
+
+class GrantOutcome(NamedTuple):
+    """What `db grant` did: the SQL, the roles it created, and whether anything changed."""
+
+    sql: list[str]
+    created: tuple[str, ...]
+    changed: bool
+
+
+def grant(url: DatabaseURL, roles: dict[str, str], dry_run: bool) -> GrantOutcome:
+    """Give each role (by kind: admin, runner, reader) exactly its privileges, in one transaction."""
+    from schedctl.db.grants import Grant, statements
+
+    if url.backend != "postgresql":
+        raise ConfigError(
+            "`db grant` needs PostgreSQL: SQLite has no database roles (who may use the "
+            f"file {url.sqlite_path} is up to its permissions)"
+        )
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": UPGRADE_LOCK_KEY})
+            require_current(status(conn))
+            schema, owner = conn.execute(
+                sa.text(
+                    "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.oid = 'jobs'::regclass"
+                )
+            ).one()
+            found = {
+                str(name): bool(superuser)
+                for name, superuser in conn.execute(
+                    sa.text("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = ANY(:n)"),
+                    {"n": list(roles.values())},
+                )
+            }
+            for kind, role in roles.items():
+                if role == owner or found.get(role):
+                    raise ValidationError(
+                        f"the role '{role}' owns schedctl's tables or is a superuser, so it "
+                        f"may do everything already: give --{kind} another role"
+                    )
+            plan = Grant(roles, str(schema), tuple(r for r in roles.values() if r not in found))
+            sql = statements(plan)
+            if dry_run:
+                return GrantOutcome(sql, plan.create, False)
+            before = _grants_state(conn, str(schema))
+            for statement in sql:
+                conn.exec_driver_sql(statement)
+            changed = bool(plan.create) or _grants_state(conn, str(schema)) != before
+    except exc.OperationalError as e:
+        raise translate(e, url) from e
+    except exc.DBAPIError as e:
+        if getattr(e.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+            raise ConfigError(
+                f"the database refused `db grant` to the URL's role ({_first(e)}): run it as "
+                f"the owner of schedctl's tables (who ran `schedctl db upgrade`) or a "
+                f"superuser; creating roles also takes CREATEROLE"
+            ) from e
+        found_error = refusal(getattr(e.orig, "sqlstate", None), str(e.orig), url)
+        if found_error is None:
+            raise
+        raise found_error from e
+    finally:
+        engine.dispose()
+    return GrantOutcome(sql, plan.create, changed)
+
+
+def _grants_state(conn: Connection, schema: str) -> list[tuple[Any, ...]]:
+    tables = [tuple(r) for r in conn.execute(sa.text(_GRANTS_STATE), {"schema": schema})]
+    functions = [tuple(r) for r in conn.execute(sa.text(_FUNCTIONS_STATE), {"schema": schema})]
+    return tables + functions
