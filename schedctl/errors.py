@@ -74,6 +74,10 @@ class ConfigError(SchedctlError):
     exit_code = ExitCode.CONFIG
 
 
+class PrivilegeError(ConfigError):
+    """The database role may not do what the command needs (SQLSTATE 42501)."""
+
+
 class TransactionPoolerError(ConfigError):
     """The connection reaches PostgreSQL through a pooler that does not keep a session's backend."""
 

@@ -161,7 +161,7 @@ class PgConnector:
                     unique=e.sqlstate == "23505",
                     missing_parent=e.sqlstate == "23503",
                 ) from e
-            found = refusal(e.sqlstate, str(e), self.url)
+            found = refusal(e.sqlstate, str(e), self.url, q.sql)
             if found is not None:
                 raise found from e
             raise

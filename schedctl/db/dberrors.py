@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from schedctl import redact
@@ -10,6 +11,7 @@ from schedctl.errors import (
     ConfigError,
     DatabaseAuthError,
     DatabaseUnavailableError,
+    PrivilegeError,
     SchedctlError,
 )
 
@@ -118,7 +120,9 @@ INSUFFICIENT_PRIVILEGE = "42501"
 INVALID_SCHEMA_NAME = "3F000"
 
 
-def refusal(sqlstate: str | None, message: str, url: DatabaseURL) -> SchedctlError | None:
+def refusal(
+    sqlstate: str | None, message: str, url: DatabaseURL, statement: str | None = None
+) -> SchedctlError | None:
     """Return the error for a statement the server will not run for this session, if it is one.
 
     A read-only server (a hot standby, default_transaction_read_only), a role without the
@@ -138,8 +142,30 @@ def refusal(sqlstate: str | None, message: str, url: DatabaseURL) -> SchedctlErr
             f"options"
         )
     if sqlstate == INSUFFICIENT_PRIVILEGE:
-        return ConfigError(
-            f"the database at {url} refused this to the URL's role ({line}): grant it the "
-            f"privileges on schedctl's tables or use the role that owns them"
-        )
+        return PrivilegeError(_privilege_line(line, url, statement))
     return None
+
+
+_FIXES = {
+    "admin": "run this as an admin role (schedctl db grant --admin ROLE)",
+    "runner": "run this as a runner role, as hosts do (schedctl db grant --runner ROLE)",
+    "reader": "connect as a role given one by `schedctl db grant` (--reader ROLE reads only)",
+}
+
+
+def _privilege_line(line: str, url: DatabaseURL, statement: str | None) -> str:
+    """Name the role, what it may not do and the role kind that may."""
+    import getpass
+
+    from schedctl.db.grants import needed_role
+
+    role = url.libpq_params().get("user") or os.environ.get("PGUSER") or getpass.getuser()
+    if statement is None:
+        what, fix = (
+            "change the schema",
+            "run `schedctl db upgrade` as the owner of schedctl's tables or a superuser",
+        )
+    else:
+        what, kind = needed_role(statement)
+        fix = _FIXES[kind]
+    return f"the database role '{role}' may not {what} ({line}): {fix}"

@@ -440,7 +440,7 @@ def test_a_read_only_server_or_a_role_without_grants_is_no_internal_error(
         ("edit", "kept", "--description", "changed"),
         ("run", "kept", "--now"),
     ):
-        one_line_error(viewer(*args), 78, "grant it the privileges")
+        one_line_error(viewer(*args), 78, f"the database role '{role}' may not")
     shown = json.loads(ok(cli("show", "kept", "--json")).out)
     assert (shown["description"], shown["revision"]) == ("", 1)
     assert "new" not in ok(cli("list")).out
