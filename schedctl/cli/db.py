@@ -80,26 +80,30 @@ def status(
 def grant(
     ctx: typer.Context,
     admin: Annotated[
-        str | None, typer.Option("--admin", help="Role for operators: every command.")
+        str | None,
+        typer.Option("--admin", metavar="ROLE", help="Role for operators: every command."),
     ] = None,
     runner: Annotated[
         str | None,
-        typer.Option("--runner", help="Role for hosts: run, sync, daemon, notify."),
+        typer.Option("--runner", metavar="ROLE", help="Role for hosts: run, sync, daemon, notify."),
     ] = None,
     reader: Annotated[
         str | None,
-        typer.Option("--reader", help="Role for dashboards and check: reads only."),
+        typer.Option("--reader", metavar="ROLE", help="Role for dashboards and check: reads only."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the SQL; change nothing.")
     ] = False,
 ) -> None:
-    """Give database roles exactly what operators, hosts or dashboards need (PostgreSQL).
+    """Give roles exactly what operators, hosts or dashboards need (PostgreSQL only).
 
-    Run it as the owner of schedctl's tables; again after every `db upgrade`. Roles that do
-    not exist are created without a login. Example: schedctl db grant --runner schedctl_host
+    Run it as the owner of schedctl's tables, and again after every `db upgrade`.
+
+    A role that does not exist is created without a login.
+
+    Example: schedctl db grant --admin ops --runner hosts --reader dashboards
     """
-    from schedctl.db.grants import quote_ident
+    from schedctl.db.grants import login_hint
     from schedctl.db.schema import grant as apply_grants
 
     roles = {k: v for k, v in (("admin", admin), ("runner", runner), ("reader", reader)) if v}
@@ -114,10 +118,7 @@ def grant(
             out().print(f"{statement};", markup=False, highlight=False, soft_wrap=True)
         return
     for role in outcome.created:
-        done(
-            f"created role {role} without a login; to connect as it, give it one in psql: "
-            f"ALTER ROLE {quote_ident(role)} LOGIN; then \\password {quote_ident(role)}"
-        )
+        done(f"created role {role} without a login; {login_hint(role)}")
     given = ", ".join(f"{kind} {role}" for kind, role in roles.items())
     if outcome.changed:
         done(f"granted {given} ({st.settings.database})")

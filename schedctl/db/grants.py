@@ -98,6 +98,14 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def login_hint(role: str) -> str:
+    """Say how to let a role created without a login connect (no password on a command line)."""
+    return (
+        f"to connect as it, give it a login in psql: ALTER ROLE {quote_ident(role)} LOGIN; "
+        f"then \\password {quote_ident(role)}"
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     """Which role gets which kind; `create` lists the roles not there yet."""

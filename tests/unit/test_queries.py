@@ -13,7 +13,8 @@ from schedctl.models import FAILURE_STATUSES
 
 PACKAGE = Path(queries.__file__).resolve().parent.parent
 # Schema work stays on SQLAlchemy and Alembic, whose statements are theirs.
-SCHEMA_MODULES = {"db/schema.py", "db/tables.py"}
+# DDL: the schema, and the grants of `db grant`, whose role names are identifiers, not parameters.
+SCHEMA_MODULES = {"db/schema.py", "db/tables.py", "db/grants.py"}
 
 
 def test_named_parameters_become_numbered_outside_quotes_comments_and_casts() -> None:
