@@ -149,7 +149,7 @@ def refusal(
 _FIXES = {
     "admin": "run this as an admin role (schedctl db grant --admin ROLE)",
     "runner": "run this as a runner role, as hosts do (schedctl db grant --runner ROLE)",
-    "reader": "connect as a role given one by `schedctl db grant` (--reader ROLE reads only)",
+    "reader": "run this as a reader or admin role (schedctl db grant --reader ROLE)",
 }
 
 

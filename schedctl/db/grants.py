@@ -46,6 +46,9 @@ PLAN: dict[str, dict[str, str]] = {
     # Only operators change what hosts run.
     "jobs": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
     "job_changes": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
+    # The change log (`history --changes`): written only by its trigger, as the owner, so no
+    # role (an admin included) can forge or erase what it records.
+    "job_audit": {"admin": "SELECT", "runner": "", "reader": "SELECT"},
     "prune_marks": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
     # A runner claims and records runs but deletes none; row security keeps it (and every
     # other role but the owner) off finished runs.
@@ -73,9 +76,11 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "job_changes_id_seq": ("admin",),
     "runs_id_seq": ("admin", "runner"),
     "notifications_id_seq": ("admin", "runner"),
+    "job_audit_id_seq": (),  # only the change log's trigger inserts, as the owner
 }
 
 # Trigger functions that write tables the invoking role may not: they run as their owner.
+# (schedctl_audit_job(), the change log's, is created SECURITY DEFINER by its migration.)
 DEFINER_FUNCTIONS = ("schedctl_count_run()",)
 
 # Row security on runs, for every role but the owner (who bypasses it): anyone granted it may
