@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from schedctl.clock import Clock
 from schedctl.db import spool
-from schedctl.db.repository import Claim, RecordRefusedError, RunDB, RunGoneError, RunResult
+from schedctl.db.repository import (
+    Claim,
+    RecordRefusedError,
+    RunDB,
+    RunGoneError,
+    Runner,
+    RunResult,
+)
 from schedctl.errors import (
     ConfigError,
     DatabaseUnavailableError,
@@ -348,7 +355,7 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
                 dead, ctx.db = ctx.db, ctx.reconnect()
                 with contextlib.suppress(Exception):
                     dead.close()
-            ctx.db.finish(run_id, result)
+            ctx.db.finish(run_id, result, Runner(ctx.host, os.getpid()))
             return "new" if attempt else "own"
         except RunGoneError:
             _removed(ctx, fields, status=result.status.value, recorded=False)
@@ -381,7 +388,7 @@ def _spool(
 ) -> None:
     status = result.status.value
     try:
-        path = spool.write(ctx.spool_dir, run_id, result)
+        path = spool.write(ctx.spool_dir, run_id, result, Runner(ctx.host, os.getpid()))
     except spool.SpoolWriteError as e:
         code = "" if result.exit_code is None else f", exit {result.exit_code}"
         ctx.error(

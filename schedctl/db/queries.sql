@@ -261,11 +261,17 @@ SELECT extract(epoch FROM max(coalesce(heartbeat_at, started_at)
 FROM runs WHERE job_id = :job_id AND status = 'running' AND started_at IS NOT NULL
 AND id <> :run_id
 
+-- fragment: same_runner
+-- The row is the run of the runner that sends the result (spool files of older versions name
+-- none). After a failover that lost a claim, the new primary can hand the same run id to
+-- another host's run: a result must not finish that one.
+(CAST(:host AS text) IS NULL OR (host = :host AND pid = :pid))
+
 -- name: finish_run
 UPDATE runs SET status = :status, exit_code = :exit_code, signal = :signal,
 started_at = :started_at, finished_at = :finished_at, duration_seconds = :duration_seconds,
 output_tail = :output_tail, output_bytes = :output_bytes, output_truncated = :output_truncated
-WHERE id = :run_id
+WHERE id = :run_id AND {same_runner}
 
 -- name: finish_spooled_run
 -- A spooled result finishes a run still unfinished: `running`, or `lost` because its runner
@@ -273,10 +279,10 @@ WHERE id = :run_id
 UPDATE runs SET status = :status, exit_code = :exit_code, signal = :signal,
 started_at = :started_at, finished_at = :finished_at, duration_seconds = :duration_seconds,
 output_tail = :output_tail, output_bytes = :output_bytes, output_truncated = :output_truncated
-WHERE id = :run_id AND status IN ('running', 'lost')
+WHERE id = :run_id AND status IN ('running', 'lost') AND {same_runner}
 
 -- name: run_status
-SELECT status FROM runs WHERE id = :run_id
+SELECT status, host, pid FROM runs WHERE id = :run_id
 
 -- name: reconcile_lost [postgresql]
 -- Runs whose session has ended, from any host. The function, not the pg_stat_activity view:

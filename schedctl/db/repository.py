@@ -84,6 +84,13 @@ class RunResult(NamedTuple):
     output_truncated: bool
 
 
+class Runner(NamedTuple):
+    """Who claimed a run: the host and the `schedctl run` process, as its row records them."""
+
+    host: str
+    pid: int
+
+
 class RecordRefusedError(Exception):
     """The database will never take this result as it is: no such run, or a value it rejects."""
 
@@ -138,11 +145,11 @@ class RunDB(Protocol):
         """Return the seconds until other runners' started runs of the job have surely stopped."""
         ...
 
-    def finish(self, run_id: int, result: RunResult) -> None:
+    def finish(self, run_id: int, result: RunResult, runner: Runner | None = None) -> None:
         """Record the outcome; RecordRefusedError when no retry could ever store it."""
         ...
 
-    def finish_spooled(self, run_id: int, result: RunResult) -> None:
+    def finish_spooled(self, run_id: int, result: RunResult, runner: Runner | None = None) -> None:
         """Record a spooled outcome unless the run is final already (RecordRefusedError)."""
         ...
 
@@ -754,19 +761,23 @@ class Repository:
         ).one()
         return None if row is None or row[0] is None else float(row[0])
 
-    def finish(self, run_id: int, result: RunResult) -> None:
-        """Record the outcome; RecordRefusedError when no retry could ever store it."""
-        self._finish(run_id, result, spooled=False)
+    def finish(self, run_id: int, result: RunResult, runner: Runner | None = None) -> None:
+        """Record the outcome; RecordRefusedError when no retry could ever store it.
 
-    def finish_spooled(self, run_id: int, result: RunResult) -> None:
+        With `runner`, only on a row that `runner` claimed (see `same_runner` in queries.sql).
+        """
+        self._finish(run_id, result, spooled=False, runner=runner)
+
+    def finish_spooled(self, run_id: int, result: RunResult, runner: Runner | None = None) -> None:
         """Record a spooled outcome of a run still `running` or `lost`.
 
         RecordRefusedError when the run has a final result already: the file is then a
-        stale copy (a replay, a second runner's), not the run's outcome.
+        stale copy (a replay, a second runner's), not the run's outcome; or when the row is
+        another runner's than `runner`.
         """
-        self._finish(run_id, result, spooled=True)
+        self._finish(run_id, result, spooled=True, runner=runner)
 
-    def _finish(self, run_id: int, result: RunResult, spooled: bool) -> None:
+    def _finish(self, run_id: int, result: RunResult, spooled: bool, runner: Runner | None) -> None:
         r = result
         # PostgreSQL text cannot hold NUL, and a job may well print one: store U+FFFD instead,
         # as for invalid UTF-8, rather than fail to record the run (spooled results too).
@@ -778,6 +789,7 @@ class Repository:
                 "duration_seconds": r.duration_seconds, "output_tail": tail,
                 "output_bytes": r.output_bytes, "output_truncated": r.output_truncated,
                 "run_id": run_id,
+                "host": runner.host if runner else None, "pid": runner.pid if runner else None,
             }  # fmt: skip
             if spooled:
                 done = self._q("finish_spooled_run", values).rowcount
@@ -789,6 +801,12 @@ class Repository:
             row = self._q("run_status", {"run_id": run_id}).one()
             if row is None:
                 raise RunGoneError(f"the database has no run {run_id}")
+            if runner is not None and (row[1], row[2]) != (runner.host, runner.pid):
+                raise RecordRefusedError(
+                    f"run {run_id} in the database is another run (claimed by host {row[1]}, "
+                    f"pid {row[2]}), not the one of host {runner.host}, pid {runner.pid}: this "
+                    f"run's row is gone, as after a failover that lost the claim"
+                )
             raise RecordRefusedError(
                 f"run {run_id} is final already ({row[0]}); a spooled result does not replace it"
             )

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from schedctl.datadir import private_dir
-from schedctl.db.repository import RecordRefusedError, RunDB, RunResult
+from schedctl.db.repository import RecordRefusedError, RunDB, Runner, RunResult
 from schedctl.errors import SchedctlError
 from schedctl.models import RunStatus
 
@@ -87,17 +87,23 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
-def _decode(raw: bytes, name: str) -> tuple[int, RunResult]:
-    """Return (run id, result) from a spool file's bytes, or raise _BadRecord saying why."""
+def _decode(raw: bytes, name: str) -> tuple[int, RunResult, Runner | None]:
+    """Return (run id, result, runner) from a spool file's bytes, or raise _BadRecord saying why.
+
+    Files of versions that did not record the runner have none.
+    """
     if _order(name)[0]:
         raise _BadRecord("its name is not run-NUMBER.json")
     try:
         data = json.loads(raw.decode("utf-8"))
     except (ValueError, RecursionError) as e:  # ValueError covers bad UTF-8 and bad JSON
         raise _BadRecord(f"not JSON ({e})" if raw.strip() else "an empty file") from None
-    if not isinstance(data, dict) or set(data) != {"run_id", "result"}:
-        raise _BadRecord('not a spooled result (expected the keys "run_id" and "result")')
+    if not isinstance(data, dict) or set(data) - {"runner"} != {"run_id", "result"}:
+        raise _BadRecord(
+            'not a spooled result (expected the keys "run_id", "result" and optionally "runner")'
+        )
     run_id, fields = data["run_id"], data["result"]
+    runner = _runner(data.get("runner"))
     if type(run_id) is not int or f"run-{run_id}.json" != name:
         raise _BadRecord(f"run_id {run_id!r} does not match its name")
     if not isinstance(fields, dict):
@@ -132,7 +138,21 @@ def _decode(raw: bytes, name: str) -> tuple[int, RunResult]:
             if when.tzinfo is None:
                 raise _BadRecord(f"{key} {values[key]!r} has no UTC offset")
             values[key] = when
-    return run_id, RunResult(**values)
+    return run_id, RunResult(**values), runner
+
+
+def _runner(value: Any) -> Runner | None:
+    if value is None:
+        return None
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"host", "pid"}
+        or not isinstance(value["host"], str)
+        or type(value["pid"]) is not int
+    ):
+        raise _BadRecord('"runner" is not an object of a host name and a pid')
+    _storable("runner host", value["host"])
+    return Runner(value["host"], value["pid"])
 
 
 def _storable(key: str, text: str) -> None:
@@ -150,12 +170,17 @@ def _storable(key: str, text: str) -> None:
         ) from None
 
 
-def write(spool_dir: Path, run_id: int, result: RunResult) -> Path:
+def write(spool_dir: Path, run_id: int, result: RunResult, runner: Runner | None = None) -> Path:
     """Store `result` for run `run_id` whole or not at all; return the file's path.
 
-    Raise SpoolWriteError (nothing half-written left behind) when it cannot be stored.
+    `runner` (this host and process) is kept with it: the result finishes no other run that
+    may have that id later. Raise SpoolWriteError (nothing half-written left behind) when it
+    cannot be stored.
     """
-    data = json.dumps({"run_id": run_id, "result": _encode(result)}).encode()
+    record: dict[str, Any] = {"run_id": run_id, "result": _encode(result)}
+    if runner is not None:
+        record["runner"] = runner._asdict()
+    data = json.dumps(record).encode()
     name = f"run-{run_id}.json"
     try:
         private_dir(spool_dir.parent, "data directory", create=True)
@@ -268,14 +293,14 @@ class _Queue:
                 continue  # another process has it
             fd, own = taken
             try:
-                run_id, result = _decode(_read(fd), name)
+                run_id, result, runner = _decode(_read(fd), name)
             except Exception as e:  # whatever the content, it is this file's fault
                 reason = str(e) if isinstance(e, _BadRecord) else f"unreadable ({e})"
                 self.move_to_bad(own, name, reason)
                 os.close(fd)
                 continue
             try:
-                db.finish_spooled(run_id, result)
+                db.finish_spooled(run_id, result, runner)
             except RecordRefusedError as e:
                 self.move_to_bad(own, name, f"the database refused it: {e}")
             except (UnicodeError, ValueError, TypeError) as e:

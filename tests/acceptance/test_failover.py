@@ -284,13 +284,16 @@ def test_a_claim_the_standby_never_received(tmp_path: Path, replication: str) ->
             else:
                 raise AssertionError("the standby still replicates")
 
-        def env(host: str, nap: str) -> dict[str, str]:
+        def env(host: str, nap: str, heartbeat: str) -> dict[str, str]:
             (tmp_path / host).mkdir(exist_ok=True)
             return cli_env(tmp_path / host, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HOST=f"cut-{host}",
-                           SCHEDCTL_HEARTBEAT=HEARTBEAT, NAP=nap)  # fmt: skip
+                           SCHEDCTL_HEARTBEAT=heartbeat, NAP=nap)  # fmt: skip
 
-        first = subprocess.Popen([str(BIN), "run", "cut"], env=env("a", "600"),
+        # Host a notices the loss at its next heartbeat, by when b has claimed the slot again
+        # (and, the run id sequence having replayed no further than a's claim, got a's id).
+        first = subprocess.Popen([str(BIN), "run", "cut"], env=env("a", "600", "5"),
                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
+        second: subprocess.Popen[str] | None = None
         try:
             if synchronous:
                 time.sleep(3)  # long enough to start, were its claim not waiting for the standby
@@ -302,25 +305,34 @@ def test_a_claim_the_standby_never_received(tmp_path: Path, replication: str) ->
                     time.sleep(0.05)
             primary.stop("immediate")
             promote(standby)
-            second = subprocess.run(
-                [str(BIN), "run", "cut"], env=env("b", "1"), capture_output=True, text=True,
-                timeout=120, check=False,
-            )  # fmt: skip
-            assert second.returncode == 0, second.stderr
+            second = subprocess.Popen([str(BIN), "run", "cut"], env=env("b", "15", HEARTBEAT),
+                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
             first.wait(timeout=60)
+            # Whatever host a did with its result, host b's run is still running, and says so.
+            mid = _rows(standby, dbname)
+            assert second.wait(timeout=60) == 0, second.stderr
         finally:
-            if first.poll() is None:
-                first.kill()
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+        ok(make_cli(tmp_path / "a", SCHEDCTL_DATABASE_URL=url)("list"))  # flushes a's spool
         ran = sorted(p.name.split("@")[3] for p in marks.iterdir())
         rows = _rows(standby, dbname)
+        first_log = first.stderr.read() if first.stderr else ""
         if synchronous:
-            assert first.returncode == 75, first.stderr.read() if first.stderr else ""
+            assert first.returncode == 75, first_log
             assert ran == ["cut-b"]
-            assert [(r["host"], r["status"]) for r in rows] == [("cut-b", "succeeded")]
         else:
             # Documented in docs/high-availability.md: the slot ran on both hosts.
             assert ran == ["cut-a", "cut-b"]
             assert first.returncode != 0
+            # But a's result did not finish b's run, which got a's run id again: it is kept
+            # aside on host a, saying why.
+            assert [(r["id"], r["host"], r["status"]) for r in mid] == [(1, "cut-b", "running")]
+            bad = list((tmp_path / "a" / "data" / "spool" / "bad").glob("run-1.json*"))
+            assert len(bad) == 1, first_log
+            assert '"host": "cut-a"' in bad[0].read_text()
+        assert [(r["host"], r["status"]) for r in rows] == [("cut-b", "succeeded")]
     finally:
         destroy(standby)
         destroy(primary)
