@@ -246,7 +246,8 @@ def start_pair(
 def wait_replayed(primary: PgServer, standby: PgServer, timeout: float = 60) -> None:
     """Wait until the standby has replayed everything the primary has written so far."""
     with primary.admin() as conn:
-        row = conn.execute("SELECT pg_current_wal_lsn()").fetchone()
+        # The insert position: with synchronous_commit off, a commit may not be written yet.
+        row = conn.execute("SELECT pg_current_wal_insert_lsn()").fetchone()
         assert row is not None
         lsn = row[0]
     deadline = time.monotonic() + timeout
