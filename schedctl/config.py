@@ -410,6 +410,30 @@ def host_name(env: Mapping[str, str]) -> str:
 HEARTBEAT_VAR = "SCHEDCTL_HEARTBEAT"
 
 
+CONNECT_RETRY_VAR = "SCHEDCTL_CONNECT_RETRY"
+# `run` reads the host's clock once connected: a minutely job's firing must still name its own
+# slot (the latest at or before that clock plus 5 s) after the longest wait, and a connection
+# timeout or two on top.
+MAX_CONNECT_RETRY = 45.0
+
+
+def connect_retry_seconds(env: Mapping[str, str], default: float) -> float:
+    """Return $SCHEDCTL_CONNECT_RETRY: how long to retry a server refusing connections as full."""
+    text = env.get(CONNECT_RETRY_VAR)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= MAX_CONNECT_RETRY:  # NaN fails both comparisons
+        raise ConfigError(
+            f"${CONNECT_RETRY_VAR} is {text[:40]!r}: give a number of seconds from 0 to "
+            f"{MAX_CONNECT_RETRY:g} (default {default:g}), or unset it"
+        )
+    return value
+
+
 def heartbeat_seconds(env: Mapping[str, str]) -> float:
     """Return $SCHEDCTL_HEARTBEAT in seconds; a value that is no number in range is a ConfigError.
 

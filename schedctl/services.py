@@ -241,7 +241,8 @@ class RunContext:
 
     db: RunDB
     lock_for: Callable[[Job], JobLock]
-    reconnect: Callable[[], RunDB]
+    # A new session; its argument, when given, bounds how long a full server is retried.
+    reconnect: Callable[..., RunDB]
     clock: Clock
     host: str
     version: str
@@ -617,7 +618,7 @@ def _reown(
     why = (str(lost).splitlines() or [type(lost).__name__])[0]
     while True:
         try:
-            fresh = ctx.reconnect()
+            fresh = ctx.reconnect(max(0.0, deadline - ctx.monotonic()))
             break
         except DatabaseUnavailableError as e:
             why = (str(e).splitlines() or [type(e).__name__])[0]

@@ -219,7 +219,7 @@ def warn_db_flag(settings: config.Settings) -> None:
 
 def _context(settings: config.Settings) -> RunContext:
     """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
-    from schedctl.db.connector import SQLITE_BUSY_RUN
+    from schedctl.db.connector import CONNECT_RETRY_RUN, SQLITE_BUSY_RUN
     from schedctl.db.repository import Repository, open_repository
     from schedctl.services import RunContext
 
@@ -229,8 +229,13 @@ def _context(settings: config.Settings) -> RunContext:
     labels = config.host_labels(os.environ)
     heartbeat = config.heartbeat_seconds(os.environ)
 
-    def connect() -> Repository:
-        return open_repository(url, clock, "schedctl run", SQLITE_BUSY_RUN)
+    # Checked before anything is claimed, like the heartbeat.
+    retry = config.connect_retry_seconds(os.environ, CONNECT_RETRY_RUN)
+
+    def connect(within: float | None = None) -> Repository:
+        # `within`: a reconnect that has a deadline of its own retries no longer than that.
+        budget = retry if within is None else min(retry, within)
+        return open_repository(url, clock, "schedctl run", SQLITE_BUSY_RUN, budget)
 
     if url.backend == "postgresql":
         from schedctl.locking import PgAdvisoryLock

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from schedctl.config import DatabaseURL
+from schedctl.config import DatabaseURL, connect_retry_seconds
 from schedctl.db import queries
-from schedctl.db.dberrors import refusal, translate
+from schedctl.db.dberrors import busy_error, refusal, refused_as_busy, translate
 from schedctl.errors import ConfigError, DatabaseUnavailableError, TransactionPoolerError
 from schedctl.models import MIN_HEARTBEAT_REPLY_SECONDS
 
@@ -45,6 +46,14 @@ PG_SESSION_OPTIONS = (
     "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
     f" -c tcp_user_timeout={TCP_USER_TIMEOUT_MS} -c TimeZone=UTC"
 )
+# A server refusing connections because it is full (or starting up) is tried again, after a
+# random wait up to a bound that doubles from the first to the cap ("full jitter": hosts
+# refused together spread out instead of returning together), for this long in all. A slot's
+# claim is still worth making seconds late; a person at a terminal waits less.
+CONNECT_RETRY_RUN = 30.0
+CONNECT_RETRY = 5.0
+RETRY_FIRST = 0.1
+RETRY_CAP = 5.0
 # `run` waits long for the write lock: hundreds of runs starting in the same second on one host
 # queue for it, and giving up would mean a slot not run. Other commands give up sooner.
 SQLITE_BUSY_RUN = 60.0
@@ -100,6 +109,13 @@ def _first_line(text: str) -> str:
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "refused")
 
 
+def backoff(refusals: int) -> float:
+    """Return a random wait before the next try: uniform up to a bound doubling to the cap."""
+    bound = min(RETRY_CAP, RETRY_FIRST * 2.0 ** min(refusals, 16))
+    # os.urandom, not random: `run` is a hot path and random's import is not free.
+    return float(bound * int.from_bytes(os.urandom(4), "big") / 0xFFFFFFFF)
+
+
 def pg_params(url: DatabaseURL, application_name: str) -> dict[str, str]:
     """Return the libpq keywords for a session: the URL's, schedctl's on top, options merged."""
     params = {**url.libpq_params(), **{k: str(v) for k, v in PG_CONNECT_ARGS.items()}}
@@ -126,19 +142,47 @@ class PgConnector:
 
     backend = "postgresql"
 
-    def __init__(self, url: DatabaseURL, application_name: str = "schedctl") -> None:
+    def __init__(
+        self,
+        url: DatabaseURL,
+        application_name: str = "schedctl",
+        retry_seconds: float | None = None,
+    ) -> None:
         from schedctl.db import libpq
 
+        if retry_seconds is None:
+            retry_seconds = connect_retry_seconds(os.environ, CONNECT_RETRY)
         self.url = url
         self.params = pg_params(url, application_name)
         # The server's own pid for this session (pg_backend_pid()); libpq's can be a pooler's.
         self.server_pid: int | None = None
-        try:
-            self.session = libpq.Connection(self.params, expand_dbname=False)
-        except libpq.LibpqMissingError as e:
-            raise ConfigError(e.advice()) from None
-        except libpq.PgError as e:
-            raise translate(e, url) from None
+        self.refusals = 0  # connections the server refused as full before this one
+        tries, last = 0, ""
+        started = time.monotonic()
+        while True:
+            try:
+                self.session = libpq.Connection(self.params, expand_dbname=False)
+                return
+            except libpq.LibpqMissingError as e:
+                raise ConfigError(e.advice()) from None
+            except libpq.PgError as e:
+                line = refused_as_busy(e)
+                # A server too busy to answer within connect_timeout is tried again too: in a
+                # storm that is the same crowd. An unreachable host costs the budget, no more.
+                slow = line is None and "timeout expired" in str(e)
+                if line is None and not slow:
+                    raise translate(e, url) from None
+                if line is not None:
+                    self.refusals += 1
+                    last = line
+                tries += 1
+                left = started + retry_seconds - time.monotonic()
+                if left <= 0:
+                    if not self.refusals:
+                        raise translate(e, url) from None
+                    spent = time.monotonic() - started
+                    raise busy_error(url, self.refusals, spent, last) from None
+                time.sleep(min(left, backoff(tries)))
 
     def run(
         self, name: str, params: Mapping[str, Any] | None = None, timeout: float | None = None
@@ -337,11 +381,18 @@ def create_private(url: DatabaseURL) -> None:
 
 
 def connect(
-    url: DatabaseURL, application_name: str = "schedctl", busy_seconds: float = SQLITE_BUSY
+    url: DatabaseURL,
+    application_name: str = "schedctl",
+    busy_seconds: float = SQLITE_BUSY,
+    retry_seconds: float | None = None,
 ) -> PgConnector | SqliteConnector:
-    """Open a session on `url` with the driver of its backend."""
+    """Open a session on `url` with the driver of its backend.
+
+    On PostgreSQL a server refusing connections as full is tried again for `retry_seconds`
+    ($SCHEDCTL_CONNECT_RETRY, else CONNECT_RETRY).
+    """
     if url.backend == "postgresql":
-        return PgConnector(url, application_name)
+        return PgConnector(url, application_name, retry_seconds)
     return SqliteConnector(url, busy_seconds)
 
 

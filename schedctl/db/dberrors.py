@@ -23,6 +23,45 @@ def _first_line(text: str, url: DatabaseURL) -> str:
     return line.removeprefix("connection failed: ").removeprefix("FATAL:  ")
 
 
+# A server that refuses a connection because it is full (SQLSTATE 53300: max_connections, the
+# slots reserved for superusers or pg_use_reserved_connections, a role's or database's
+# connection limit) or not yet open (57P03: starting up, in recovery, shutting down). libpq
+# gives no SQLSTATE for an error at connection time, only the message; these are the
+# server's (English) texts of those errors, and PgBouncer's for a full pool.
+BUSY_MARKERS = (
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for role",
+    "too many connections for database",
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "the database system is in recovery mode",
+    "the database system is shutting down",
+    "no more connections allowed",
+)
+
+
+def refused_as_busy(error: Exception) -> str | None:
+    """Return the server's refusal line if it refused the connection for now, else None."""
+    for line in str(error).splitlines():
+        if any(marker in line.lower() for marker in BUSY_MARKERS):
+            return line.strip().split("FATAL:", 1)[-1].strip()
+    return None
+
+
+def busy_error(url: DatabaseURL, refusals: int, seconds: float, line: str) -> SchedctlError:
+    """Return the error for a server that kept refusing connections for the whole budget."""
+    redact.remember(url.password)
+    return DatabaseUnavailableError(
+        f"the database at {url} refused {refusals} connection"
+        f"{'' if refusals == 1 else 's'} over {seconds:.0f} s ({redact.scrub(line)}); it has no "
+        f"connection slot free: raise its max_connections, or put a pooler such as PgBouncer "
+        f"(pool_mode = session) in front of it, or wait longer with $SCHEDCTL_CONNECT_RETRY "
+        f"(seconds)"
+    )
+
+
 def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
     """Map a driver (or SQLAlchemy-wrapped) connection error to an error with the fix in it."""
     orig = getattr(error, "orig", None) or error

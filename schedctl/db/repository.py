@@ -1110,9 +1110,12 @@ def open_repository(
     clock: Clock,
     application_name: str = "schedctl",
     busy_seconds: float | None = None,
+    retry_seconds: float | None = None,
 ) -> Repository:
     """Connect to `url` without looking at the schema."""
-    return Repository(connect(url, application_name, busy_seconds or SQLITE_BUSY), clock)
+    return Repository(
+        connect(url, application_name, busy_seconds or SQLITE_BUSY, retry_seconds), clock
+    )
 
 
 def open_current(url: DatabaseURL, clock: Clock, application_name: str = "schedctl") -> Repository:
