@@ -76,6 +76,12 @@ def test_a_full_server_is_tried_again_within_the_budget_then_refused_in_one_line
         assert REFUSED.search(refused.err), refused.err
         assert "remaining connection slots are reserved" in refused.err, refused.err
         assert 2 <= waited < 15, waited
+        # Every slot taken, the superuser's too: the server's other refusal, same answer.
+        reserved = [server.admin() for _ in range(3)]
+        full = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_CONNECT_RETRY="1")("list")
+        one_line_error(full, 75, "(sorry, too many clients already); it has no connection slot")
+        for r in reserved:
+            r.close()
 
         # A slot freed within `run`'s budget: the run connects and its job runs, late.
         def free() -> None:
