@@ -60,7 +60,7 @@ def test_a_full_server_is_tried_again_within_the_budget_then_refused_in_one_line
     tmp_path: Path,
 ) -> None:
     # Five connections, three kept for the superuser: an ordinary role gets two.
-    server = start_server(max_connections=5)
+    server = start_server(settings={"max_connections": "5"})
     try:
         url = storm_server_user(server)
         cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)

@@ -71,7 +71,7 @@ def main() -> dict[str, Any]:
     sh("ip", "link", "set", "lo", "up", netns=netns)
     sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", "vb", netns=netns)
     sh("ip", "link", "set", "vb", "up", netns=netns)
-    server = start_server(listen=f"127.0.0.1,{SERVER_IP}")
+    server = start_server(settings={"listen_addresses": f"127.0.0.1,{SERVER_IP}"})
     work = server.root / "host"
     runner: subprocess.Popen[str] | None = None
     try:
