@@ -185,6 +185,24 @@ def data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "schedctl"
 
 
+SYSTEM_SECRETS_DIR = Path("/etc/schedctl/secrets")
+
+
+def secrets_dir(env: Mapping[str, str]) -> Path:
+    """Return where this host keeps the files of `file:` secrets (SCHEDCTL_SECRETS_DIR).
+
+    The environment wins over the configuration file; the default is /etc/schedctl/secrets
+    for root, the user's configuration directory's `schedctl/secrets` otherwise.
+    """
+    chosen = env.get("SCHEDCTL_SECRETS_DIR") or file_values(env).get("SCHEDCTL_SECRETS_DIR")
+    if chosen:
+        return Path(chosen)
+    if os.geteuid() == 0:
+        return SYSTEM_SECRETS_DIR
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "schedctl" / "secrets"
+
+
 def config_file(env: Mapping[str, str]) -> Path | None:
     """Return the environment file to read, if one applies."""
     if env.get("SCHEDCTL_CONFIG"):

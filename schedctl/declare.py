@@ -52,9 +52,10 @@ class Plan:
 
 
 def _unmask(entry: Entry, job: Job | None, source: str) -> JobSpec:
-    """Put the stored webhook URLs back where the file has export's placeholder for them."""
+    """Put the stored webhook URLs and secret values back where the file has placeholders."""
+    spec = _unmask_env(entry, job, source)
     if not entry.masked:
-        return entry.spec
+        return spec
     stored = list(job.spec.notify) if job else []
     targets = []
     for target in entry.spec.notify:
@@ -70,7 +71,25 @@ def _unmask(entry: Entry, job: Job | None, source: str) -> JobSpec:
             )
         stored.remove(match)
         targets.append(match)
-    return replace(entry.spec, notify=tuple(targets))
+    return replace(spec, notify=tuple(targets))
+
+
+def _unmask_env(entry: Entry, job: Job | None, source: str) -> JobSpec:
+    """Put the stored value back for each secret-env entry the file gives as ***."""
+    if not entry.kept:
+        return entry.spec
+    stored = dict(job.spec.env) if job else {}
+    env = dict(entry.spec.env)
+    for key in entry.kept:
+        if job is None or key not in job.spec.secret_env or key not in stored:
+            line = entry.lines.get("secret-env", entry.line)
+            raise FileError(
+                f'{source}:{line}: secret-env: {key} = "***" is export\'s placeholder and job '
+                f"{entry.spec.name!r} has no stored secret value {key} it stands for: give the "
+                f"value (`schedctl export --with-secrets` writes them)"
+            )
+        env[key] = stored[key]
+    return replace(entry.spec, env=tuple(sorted(env.items())))
 
 
 def plan(store: Repository, entries: list[Entry], source: str, prune: bool) -> Plan:

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     DB_UNAVAILABLE = 75
     DB_AUTH = 77
     CONFIG = 78
+    SECRET = 79
 
 
 class SchedctlError(Exception):
@@ -87,3 +88,9 @@ class TransactionPoolerError(ConfigError):
             "PgBouncer with pool_mode = transaction), which cannot hold a job's lock: point "
             "schedctl at PostgreSQL directly or at a pool with pool_mode = session"
         )
+
+
+class SecretUnavailableError(SchedctlError):
+    """A secret of the job cannot be read on this host: the job was not run."""
+
+    exit_code = ExitCode.SECRET

@@ -16,6 +16,7 @@ from schedctl.errors import ValidationError
 from schedctl.models import (
     DEFAULT_OUTPUT_LIMIT,
     DEFAULT_RETRY_DELAY,
+    MASK,
     NOTIFY_EVENTS,
     CatchUpPolicy,
     ConcurrencyPolicy,
@@ -26,7 +27,7 @@ from schedctl.models import (
 # The keys of a job, in the order export writes them; the CLI's option names where there is one.
 KEYS = (
     "name", "description", "schedule", "tz", "command", "shell", "enabled", "on", "user",
-    "workdir", "env", "timeout", "concurrency", "catch-up", "jitter", "retries", "retry-delay",
+    "workdir", "env", "secret-env", "secrets", "timeout", "concurrency", "catch-up", "jitter", "retries", "retry-delay",
     "output-limit", "keep", "notify", "notify-on", "tags",
 )  # fmt: skip
 MASK_SUFFIX = "/***"
@@ -52,6 +53,7 @@ class Entry:
     line: int  # the line of its [[job]] header
     masked: tuple[str, ...]  # notify targets given as export's placeholder (webhook .../***)
     lines: dict[str, int]  # the line of each key given
+    kept: tuple[str, ...] = ()  # secret-env names given as export's placeholder (***)
 
 
 # -- writing ----------------------------------------------------------------------------------
@@ -108,8 +110,14 @@ def fields(spec: JobSpec, secrets: bool = False) -> dict[str, Any]:
         out["user"] = spec.run_as_user
     if spec.workdir:
         out["workdir"] = spec.workdir
-    if spec.env:
-        out["env"] = dict(spec.env)
+    plain = {k: v for k, v in spec.env if k not in spec.secret_env}
+    hidden = {k: v if secrets else MASK for k, v in spec.env if k in spec.secret_env}
+    if plain:
+        out["env"] = plain
+    if hidden:
+        out["secret-env"] = hidden
+    if spec.secrets:
+        out["secrets"] = dict(spec.secrets)
     if spec.timeout_seconds is not None:
         out["timeout"] = format_duration(spec.timeout_seconds)
     if spec.concurrency != d.concurrency:
@@ -137,6 +145,7 @@ def fields(spec: JobSpec, secrets: bool = False) -> dict[str, Any]:
 
 _SHOWN_DEFAULTS: dict[str, Any] = {
     "description": "", "enabled": True, "on": "", "user": "", "workdir": "", "env": {},
+    "secret-env": {}, "secrets": {},
     "timeout": "none", "concurrency": ConcurrencyPolicy.FORBID.value,
     "catch-up": CatchUpPolicy.LATEST.value, "jitter": "0s", "retries": 0,
     "retry-delay": format_duration(DEFAULT_RETRY_DELAY), "output-limit": DEFAULT_OUTPUT_LIMIT,
@@ -172,8 +181,10 @@ def render(specs: list[JobSpec], secrets: bool = False) -> str:
 
 
 def has_secrets(specs: list[JobSpec]) -> bool:
-    """Return whether writing `specs` with secrets would put a webhook URL in the file."""
-    return any(t.startswith("webhook:") for s in specs for t in s.notify)
+    """Return whether writing `specs` with secrets would put a webhook URL or a value in it."""
+    return any(t.startswith("webhook:") for s in specs for t in s.notify) or any(
+        s.secret_env for s in specs
+    )
 
 
 # -- reading ----------------------------------------------------------------------------------
@@ -306,6 +317,16 @@ def _entry(
     for k, v in env.items():
         if not isinstance(v, str):
             raise r.fail("env", f"{k}: must be a string, not {_kind(v)}")
+    hidden = r.get("secret-env", dict, 'a table of NAME = "value"') or {}
+    for k, v in hidden.items():
+        if not isinstance(v, str):
+            raise r.fail("secret-env", f"{k}: must be a string, not {_kind(v)}")
+        if k in env:
+            raise r.fail("secret-env", f"{k} is in env too: keep it in one of them")
+    secrets = r.get("secrets", dict, 'a table of NAME = "file:PATH" or "credential:ID"') or {}
+    for k, v in secrets.items():
+        if not isinstance(v, str):
+            raise r.fail("secrets", f"{k}: must be a string, not {_kind(v)}")
     retries = r.get("retries", int, "a whole number")
     output_limit = r.get("output-limit", int, "a number of bytes")
     notify_on = r.strings("notify-on")
@@ -331,7 +352,9 @@ def _entry(
         jitter_seconds=r.duration("jitter") or 0,
         retries=defaults.retries if retries is None else retries,
         retry_delay_seconds=pick_int(r.duration("retry-delay"), DEFAULT_RETRY_DELAY),
-        env=tuple(sorted(env.items())),
+        env=tuple(sorted({**env, **hidden}.items())),
+        secret_env=tuple(sorted(hidden)),
+        secrets=tuple(sorted(secrets.items())),
         workdir=r.get("workdir", str, "a string") or None,
         run_as_user=r.get("user", str, "a string") or None,
         description=r.get("description", str, "a string") or "",
@@ -343,7 +366,8 @@ def _entry(
         notify_on=tuple(notify_on) if notify_on is not None else NOTIFY_EVENTS,
         placement=r.get("on", str, "a string") or "",
     )
-    return Entry(spec, line, masked, lines)
+    kept = tuple(sorted(k for k, v in hidden.items() if v == MASK))
+    return Entry(spec, line, masked, lines, kept)
 
 
 def pick_int(value: int | None, default: int) -> int:
@@ -360,7 +384,8 @@ def pick_bool(value: bool | None, default: bool) -> bool:
 _SPEC_KEYS = (
     ("name", "name"), ("schedule", "schedule"), ("timezone", "tz"), ("command", "command"),
     ("timeout_seconds", "timeout"), ("jitter_seconds", "jitter"), ("retries", "retries"),
-    ("retry_delay_seconds", "retry-delay"), ("env", "env"), ("workdir", "workdir"),
+    ("retry_delay_seconds", "retry-delay"), ("env", "env"), ("secrets", "secrets"),
+    ("workdir", "workdir"),
     ("run_as_user", "user"), ("tags", "tags"), ("output_limit_bytes", "output-limit"),
     ("retention_seconds", "keep"), ("notify", "notify"), ("notify_on", "notify-on"),
     ("description", "description"), ("placement", "on"),

@@ -55,6 +55,8 @@ class Trigger(StrEnum):
 
 
 DEFAULT_OUTPUT_LIMIT = 64 * 1024
+# What schedctl prints in place of a secret value.
+MASK = "***"
 DEFAULT_RETRY_DELAY = 30
 # SIGTERM -> SIGKILL grace of `schedctl run` for a job it stops; units size their stop timeouts on it.
 KILL_GRACE_SECONDS = 10
@@ -154,6 +156,14 @@ class JobSpec:
     notify_on: tuple[str, ...] = NOTIFY_EVENTS
     # A label selector (placement.py) in its stored form; '' places the job on every host.
     placement: str = ""
+    # NAME -> REF (hostsecrets.py): where each host finds the value; the value is never stored.
+    secrets: tuple[tuple[str, str], ...] = ()
+    # Names of `env` entries whose values are masked (***) wherever schedctl prints them.
+    secret_env: tuple[str, ...] = ()
+
+    def shown_env(self) -> tuple[tuple[str, str], ...]:
+        """Return the environment as it may be printed: secret values as ***."""
+        return tuple((k, MASK if k in self.secret_env else v) for k, v in self.env)
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,9 @@ class Job:
             "jitter_seconds": s.jitter_seconds,
             "retries": s.retries,
             "retry_delay_seconds": s.retry_delay_seconds,
-            "env": dict(s.env),
+            "env": dict(s.shown_env()),
+            "secret_env": list(s.secret_env),
+            "secrets": dict(s.secrets),
             "workdir": s.workdir,
             "user": s.run_as_user,
             "description": s.description,
@@ -235,6 +247,9 @@ class JobChanges(NamedTuple):
     notify: tuple[str, ...] | None = None  # replaces the job's targets; () clears them
     notify_on: tuple[str, ...] | None = None
     placement: str | None = None  # '' places the job on every host again
+    secret_env: tuple[str, ...] = ()  # names in set_env whose values are masked from now on
+    set_secrets: tuple[tuple[str, str], ...] = ()
+    unset_secrets: tuple[str, ...] = ()
 
 
 def job_from_row(row: Mapping[str, Any]) -> Job:
@@ -262,5 +277,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         notify=tuple(row["notify"]),
         notify_on=tuple(row["notify_on"]),
         placement=row.get("placement") or "",
+        secrets=tuple(sorted((row.get("secrets") or {}).items())),
+        secret_env=tuple(sorted(row.get("secret_env") or ())),
     )
     return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])

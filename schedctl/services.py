@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from schedctl import redact
 from schedctl.clock import Clock
 from schedctl.db import spool
 from schedctl.db.repository import (
@@ -25,7 +26,9 @@ from schedctl.db.repository import (
 from schedctl.errors import (
     ConfigError,
     DatabaseUnavailableError,
+    ExitCode,
     NotFoundError,
+    SecretUnavailableError,
     ValidationError,
 )
 from schedctl.locking import JobLock
@@ -95,6 +98,13 @@ def apply_changes(spec: JobSpec, ch: JobChanges) -> JobSpec:
             raise ValidationError(f"--unset-env {key}: the job has no such variable")
         del env[key]
     env.update(ch.set_env)
+    secret_env = (set(spec.secret_env) - set(ch.unset_env)) | set(ch.secret_env)
+    secrets = dict(spec.secrets)
+    for key in ch.unset_secrets:
+        if key not in secrets:
+            raise ValidationError(f"--unset-secret {key}: the job has no such secret")
+        del secrets[key]
+    secrets.update(ch.set_secrets)
     tags = set(spec.tags)
     for tag in ch.remove_tags:
         if tag not in tags:
@@ -129,6 +139,8 @@ def apply_changes(spec: JobSpec, ch: JobChanges) -> JobSpec:
         notify=pick(ch.notify, spec.notify),
         notify_on=pick(ch.notify_on, spec.notify_on),
         placement=pick(ch.placement, spec.placement),
+        secrets=tuple(sorted(secrets.items())),
+        secret_env=tuple(sorted(secret_env)),
     )
 
 
@@ -260,6 +272,10 @@ class RunContext:
     notify: Callable[[list[int]], None] | None = None
     # This host's labels, `host=NAME` included: they decide which jobs it runs.
     labels: Mapping[str, str] = field(default_factory=dict)
+    # The host's secrets directory (for file: secrets), asked only by a job that has some.
+    secrets_dir: Callable[[], Path | None] = lambda: None
+    # $CREDENTIALS_DIRECTORY: where systemd put the credentials of the unit that started us.
+    credentials_dir: str | None = None
 
     @property
     def fence_seconds(self) -> float:
@@ -766,10 +782,14 @@ def _attempts(
 ) -> int:
     # Imported only by a run that won its claim: subprocess and its imports cost every racer
     # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
+    from schedctl.hostsecrets import mask, maskables, secret_values
     from schedctl.runner import RunRequest, identity
 
-    procs_dir = _stop_leftovers(ctx, job, fields)
     spec = job.spec
+    secrets = _secrets(ctx, job, run_id, fields)
+    if secrets is None:
+        return int(ExitCode.SECRET)
+    procs_dir = _stop_leftovers(ctx, job, fields)
     argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
     env = inherited_env(ctx.base_env)
     # Root starts the job as its user; the environment then says who it is, as systemd's
@@ -782,6 +802,8 @@ def _attempts(
         if cwd is None:
             cwd = who.home if os.path.isdir(who.home) else "/"
     env.update(spec.env)
+    env.update(secrets)
+    hide = maskables([*secrets.values(), *secret_values(dict(spec.env), spec.secret_env)])
     attempt, exit_code = 1, 0
     # Marks this run's processes for the next run to find should this runner be killed. Job
     # and run id alone are not unique on a host: another user's or another database's job of
@@ -801,6 +823,9 @@ def _attempts(
         )  # fmt: skip
         record = _record_for(ctx, procs_dir, job, run_id, token, fields)
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)
+        if hide:
+            # Before it is stored or notified: the job's output may show a secret it was given.
+            result = result._replace(output_tail=mask(result.output_tail or "", hide))
         recorded = _record(ctx, run_id, result, fields)
         retryable = result.status in (RunStatus.FAILED, RunStatus.TIMED_OUT)
         if not retryable or attempt > spec.retries or recorded == "gone":
@@ -817,6 +842,39 @@ def _attempts(
         run_id = next_id
         run_ids.append(run_id)
         fields = {**fields, "run_id": run_id}
+
+
+def _secrets(
+    ctx: RunContext, job: Job, run_id: int, fields: dict[str, Any]
+) -> dict[str, str] | None:
+    """Return the job's secret values; None once a missing one is said and recorded.
+
+    Fail closed: without one of its secrets the job is not started, and the run is recorded
+    failed with the reason as its output (`schedctl logs`).
+    """
+    if not job.spec.secrets:
+        return {}
+    from schedctl.hostsecrets import resolve
+
+    files = any(ref.startswith("file:") for _, ref in job.spec.secrets)
+    try:
+        values = resolve(
+            job.spec.secrets, ctx.secrets_dir() if files else None, ctx.credentials_dir
+        )
+    except SecretUnavailableError as e:
+        why = str(e)
+        ctx.error(why)
+        code = int(ExitCode.SECRET)
+        ctx.emit("run.finished", level="error", **fields, status="failed", exit_code=code,
+                 started=False, reason="secret unavailable")  # fmt: skip
+        now = _now_or(ctx, ctx.clock.now())
+        text = f"schedctl: {why}\n"
+        failed = RunResult(RunStatus.FAILED, code, None, None, now, None, text, len(text), False)
+        _record(ctx, run_id, failed, fields)
+        return None
+    # Nothing schedctl prints may show them either (an error line, a --debug traceback).
+    redact.remember(*values.values())
+    return values
 
 
 def _stop_leftovers(ctx: RunContext, job: Job, fields: dict[str, Any]) -> Path | None:

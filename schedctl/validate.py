@@ -109,6 +109,7 @@ def validate_spec(spec: JobSpec) -> JobSpec:
     env = tuple(sorted((check_env_key(k), _plain(f"--env {k}", v)) for k, v in spec.env))
     if len({k for k, _ in env}) != len(env):
         raise ValidationError("an environment variable is given twice: keep one --env per name")
+    secrets = _check_secrets(spec, {k for k, _ in env})
     workdir = spec.workdir or None
     if workdir is not None:
         check_unit_path("workdir", workdir)
@@ -141,7 +142,32 @@ def validate_spec(spec: JobSpec) -> JobSpec:
         notify=notify,
         notify_on=notify_on,
         placement=normalise(spec.placement),
+        secrets=secrets,
+        secret_env=tuple(sorted(set(spec.secret_env))),
     )
+
+
+def _check_secrets(spec: JobSpec, env_names: set[str]) -> tuple[tuple[str, str], ...]:
+    """Return the job's NAME=REF secrets checked; the secret env names must name env entries."""
+    from schedctl.hostsecrets import check_ref
+
+    for key in spec.secret_env:
+        if key not in env_names:
+            raise ValidationError(
+                f"{key} is marked secret but the job has no such variable: give it with "
+                f"--secret-env {key}=VALUE"
+            )
+    names = [check_env_key(name) for name, _ in spec.secrets]
+    if len(set(names)) != len(names):
+        raise ValidationError("a secret is given twice: keep one --secret per name")
+    for name, ref in spec.secrets:
+        if name in env_names:
+            raise ValidationError(
+                f"{name} is both an --env variable and a --secret: keep one of them"
+            )
+        _plain(f"--secret {name}", ref)
+        check_ref(name, ref)
+    return tuple(sorted(spec.secrets))
 
 
 _MAILTO_RE = re.compile(r"[A-Za-z0-9_.+=-][^@\s<>,;:\"'()\\]*@[A-Za-z0-9.-]+")

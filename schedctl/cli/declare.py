@@ -27,8 +27,9 @@ def export(
         bool,
         typer.Option(
             "--with-secrets",
-            help="Write webhook URLs whole (a file written with -o is then mode 0600); "
-            "without it they read webhook:https://HOST/*** and apply keeps the stored URL.",
+            help="Write webhook URLs and secret-env values whole (a file written with -o is "
+            'then mode 0600); without it they read webhook:https://HOST/*** and "***", and '
+            "apply keeps the stored ones. --secret references are always written.",
         ),
     ] = False,
 ) -> None:

@@ -68,6 +68,24 @@ Env = Annotated[
     list[str] | None,
     typer.Option("--env", "-e", help="KEY=VALUE for the job's environment; repeat."),
 ]
+SecretEnv = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret-env",
+        help="KEY=VALUE like --env, its value masked (***) in every output; repeat.",
+        metavar="KEY=VALUE",
+    ),
+]
+Secret = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--secret",
+        help="NAME=REF: the job gets $NAME read at run time from REF, file:PATH (under the "
+        "host's secrets directory) or credential:ID (a systemd credential); only the "
+        "reference is stored; repeat.",
+        metavar="NAME=REF",
+    ),
+]
 Workdir = Annotated[str | None, typer.Option(help="Absolute working directory.")]
 User = Annotated[str | None, typer.Option("--user", "-u", help="Run as this Unix user.")]
 Description = Annotated[str | None, typer.Option(help="Free text shown by show/list.")]
@@ -148,6 +166,22 @@ def _env(values: list[str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(parse_env_pair(v) for v in values or [])
 
 
+def _secret_env(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for text in values or []:
+        key, sep, value = text.partition("=")
+        if not sep:  # the text may be the value itself: never repeat it
+            raise ValidationError("bad --secret-env: use KEY=VALUE, e.g. --secret-env TOKEN=...")
+        pairs.append((key, value))
+    return tuple(pairs)
+
+
+def _secrets(values: list[str] | None) -> tuple[tuple[str, str], ...]:
+    from schedctl.hostsecrets import parse_pair
+
+    return tuple(parse_pair(v) for v in values or [])
+
+
 def _warn_unknown_user(user: str) -> None:
     """Warn when --user names no account here; it is stored all the same (other hosts)."""
     import pwd
@@ -178,6 +212,8 @@ def add(
     retry_delay: RetryDelay = None,
     jitter: Jitter = None,
     env: Env = None,
+    secret_env: SecretEnv = None,
+    secret: Secret = None,
     workdir: Workdir = None,
     user: User = None,
     description: Description = None,
@@ -196,6 +232,9 @@ def add(
     Without --notify (and --notify-on) the job gets this host's defaults, $SCHEDCTL_NOTIFY
     and $SCHEDCTL_NOTIFY_ON (or the configuration file's), stored with it: every host then
     notifies the same way.
+
+    `--secret NAME=REF` stores only where each host finds the value (file:PATH under
+    SCHEDCTL_SECRETS_DIR, or credential:ID); `--secret-env` values are stored but masked.
 
     Example: schedctl add nightly-backup --schedule '30 2 * * *' --tz Europe/Berlin
     --timeout 1h -- /usr/local/bin/backup --full
@@ -224,7 +263,9 @@ def add(
             if retry_delay is None
             else parse_duration(retry_delay, what="retry delay")
         ),
-        env=_env(env),
+        env=_env(env) + _secret_env(secret_env),
+        secret_env=tuple(k for k, _ in _secret_env(secret_env)),
+        secrets=_secrets(secret),
         workdir=workdir,
         run_as_user=user,
         description=description or "",
@@ -266,6 +307,12 @@ def edit(
     unset_env: Annotated[
         list[str] | None, typer.Option("--unset-env", help="Remove a variable; repeat.")
     ] = None,
+    secret_env: SecretEnv = None,
+    secret: Secret = None,
+    unset_secret: Annotated[
+        list[str] | None,
+        typer.Option("--unset-secret", help="Remove a --secret by its NAME; repeat."),
+    ] = None,
     workdir: Workdir = None,
     user: User = None,
     description: Description = None,
@@ -283,7 +330,9 @@ def edit(
 ) -> None:
     """Change a job; options left out keep their value. Bumps the revision.
 
-    `--env` adds or overrides one variable, `--tag` adds one tag; `--workdir ''`, `--user ''`,
+    `--env` adds or overrides one variable (a secret one stays masked), `--secret-env` adds
+    or overrides one and masks it, `--unset-env` removes one; `--secret NAME=REF` adds or
+    changes a secret, `--unset-secret NAME` removes it; `--tag` adds one tag; `--workdir ''`, `--user ''`,
     `--keep none` and `--on ''` clear those settings. `--notify` replaces all the job's targets
     (repeat it for several); `--notify none` removes them.
 
@@ -303,8 +352,11 @@ def edit(
         jitter_seconds=_duration(jitter, "jitter"),
         retries=retries,
         retry_delay_seconds=_duration(retry_delay, "retry delay"),
-        set_env=_env(env),
+        set_env=_env(env) + _secret_env(secret_env),
         unset_env=tuple(unset_env or ()),
+        secret_env=tuple(k for k, _ in _secret_env(secret_env)),
+        set_secrets=_secrets(secret),
+        unset_secrets=tuple(unset_secret or ()),
         workdir=workdir,
         run_as_user=user,
         description=description,
@@ -468,7 +520,8 @@ def show(
         ("catch-up", s.catch_up.value),
         ("retries", f"{s.retries} (first delay {format_duration(s.retry_delay_seconds)})"),
         ("jitter", format_duration(s.jitter_seconds)),
-        ("env", " ".join(f"{k}={v}" for k, v in s.env) or "-"),
+        ("env", " ".join(f"{k}={v}" for k, v in s.shown_env()) or "-"),
+        ("secrets", " ".join(f"{k}={v}" for k, v in s.secrets) or "-"),
         ("workdir", s.workdir or "-"),
         ("user", s.run_as_user or "-"),
         ("tags", ", ".join(s.tags) or "-"),

@@ -281,6 +281,8 @@ def _context(settings: config.Settings) -> RunContext:
         heartbeat_seconds=heartbeat,
         cgroup=os.environ.get("SCHEDCTL_RUN_CGROUP", "auto") != "off",
         notify=notify,
+        secrets_dir=lambda: config.secrets_dir(os.environ),
+        credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY") or None,
     )
     return ctx
 

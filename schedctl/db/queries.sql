@@ -9,7 +9,7 @@
 id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
 jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
 enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision, notify,
-notify_on, placement
+notify_on, placement, secrets, secret_env
 
 -- fragment: run_columns
 -- What history shows of a run (history.Run); the output tail is read only by `logs`.
@@ -108,11 +108,11 @@ SELECT id FROM jobs WHERE name = :name
 INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, concurrency,
 catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
 description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
-revision, notify, notify_on, placement)
+revision, notify, notify_on, placement, secrets, secret_env)
 VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
 :catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
 :description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1,
-:notify, :notify_on, :placement)
+:notify, :notify_on, :placement, :secrets, :secret_env)
 RETURNING id
 
 -- name: update_job
@@ -123,7 +123,8 @@ catch_up = :catch_up, jitter_seconds = :jitter_seconds, retries = :retries,
 retry_delay_seconds = :retry_delay_seconds, env = :env, workdir = :workdir,
 run_as_user = :run_as_user, description = :description, tags = :tags, enabled = :enabled,
 output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
-notify = :notify, notify_on = :notify_on, placement = :placement, updated_at = :now,
+notify = :notify, notify_on = :notify_on, placement = :placement, secrets = :secrets,
+secret_env = :secret_env, updated_at = :now,
 revision = :revision + 1
 WHERE id = :id AND revision = :revision
 

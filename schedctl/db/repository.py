@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from schedctl.history import ChangeRecord, JobChange, Run, WindowStats
     from schedctl.locking import Statements
 
-JSON_COLUMNS = ("command", "env", "tags", "notify", "notify_on")
+JSON_COLUMNS = ("command", "env", "tags", "notify", "notify_on", "secrets", "secret_env")
 # Fewer finished runs say little about how long a job usually takes.
 MIN_SAMPLES = 5
 
@@ -273,6 +273,8 @@ def _job(values: dict[str, Any]) -> Job:
         # A webhook URL is a credential: never in a message, a log line or a traceback.
         if target.startswith("webhook:"):
             redact.remember(webhook_secret(target))
+    # So are the env values marked secret.
+    redact.remember(*(values["env"].get(k) for k in values["secret_env"]))
     values["created_at"] = _time(values["created_at"])
     values["updated_at"] = _time(values["updated_at"])
     return job_from_row(values)
@@ -352,6 +354,8 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
         "notify": json.dumps(list(spec.notify)),
         "notify_on": json.dumps(list(spec.notify_on)),
         "placement": spec.placement or None,
+        "secrets": json.dumps(dict(spec.secrets)),
+        "secret_env": json.dumps(list(spec.secret_env)),
     }
 
 

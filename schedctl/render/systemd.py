@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
+from schedctl.hostsecrets import credentials
 from schedctl.models import Job
 from schedctl.render import (
     KILL_GRACE,
@@ -133,6 +134,10 @@ def render_systemd(job: Job, target: Target, now: datetime, user: bool = False) 
         # runner's user and could read the database password from its memory
         # (/proc/PID/environ). `schedctl run` starts the job as the job's user, with its groups.
         service.append("User=root")
+    # `credential:` secrets: systemd finds each in its credential store (/etc/credstore/ID...)
+    # and gives it to this service in $CREDENTIALS_DIRECTORY, where `schedctl run` reads it.
+    # IDs are validated to letters, digits and _ . @ + -: nothing to escape.
+    service += [f"LoadCredential={cred}" for cred in credentials(spec.secrets)]
     if spec.run_as_user and spec.run_as_user != "root":
         service.append(f"# The job runs as {spec.run_as_user}.")
     service.append(f"WorkingDirectory={_exact(spec.workdir) if spec.workdir else '/'}")
