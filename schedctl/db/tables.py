@@ -100,7 +100,7 @@ jobs = sa.Table(
     ),
     # A label selector (schedctl/placement.py); NULL places the job on every host.
     sa.Column("placement", sa.Text, nullable=True),
-    # Secrets by reference (migration 0007): NAME -> REF, never a value; and the names of the
+    # Secrets by reference (migration 0008): NAME -> REF, never a value; and the names of the
     # `env` entries whose values are masked in every output.
     sa.Column("secrets", _json(), nullable=False, server_default=sa.text("'{}'")),
     sa.Column("secret_env", _json(), nullable=False, server_default=sa.text("'[]'")),

@@ -123,7 +123,7 @@ def test_a_file_secret_reaches_the_job_and_no_output_or_table_holds_it(
             ["show", "deploy"], ["show", "deploy", "--json"], ["list"], ["list", "--json"],
             ["list", "-o", "wide"], ["export"], ["history"], ["history", "--json"],
             ["history", "--format", "csv"], ["logs", run_id], ["logs", run_id, "--json"],
-            ["report"], ["check"],
+            ["report"], ["check"], ["history", "--changes"], ["history", "--changes", "--json"],
         )
     }  # fmt: skip
     for what, r in results.items():
@@ -324,6 +324,9 @@ def test_editing_secrets_and_secret_env(tmp_path: Path) -> None:
     one_line_error(cli("edit", "j", "--secret-env", "second-value"), 2, "use KEY=VALUE")
     r = cli("edit", "j", "--secret-env", "second-value")
     assert "second-value" not in r.err
+    # The change log records a change of secrets alone, and of secret values only the names.
+    changes = ok(cli("history", "--changes", "--json")).out
+    assert '"T": "file:t"' in changes and "-value" not in changes, changes
     ok(cli("edit", "j", "--unset-env", "PW", "--env", "PW=now-plain"))
     assert json.loads(ok(cli("show", "j", "--json")).out)["env"] == {"PW": "now-plain"}
 
