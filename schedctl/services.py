@@ -358,8 +358,9 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
     """Write the result; on a dead session reconnect once; failing that, spool it locally.
 
     Return "own" when the run's own session wrote it, "new" when it did not (that session,
-    and on PostgreSQL the job's lock with it, is gone), "gone" when the run's row is: its job
-    was removed with `--purge` meanwhile, and the result is dropped with a warning. When even
+    and on PostgreSQL the job's lock with it, is gone), "gone" when the run's own session finds
+    its row gone: its job was removed with `--purge` meanwhile, and the result is dropped with a
+    warning (a row a new session does not find is spooled like any failure). When even
     the spool fails, say so in one line: the run then ends `lost` in history, and only this
     line and the job's own exit status tell how it went.
     """
@@ -374,7 +375,13 @@ def _record(ctx: RunContext, run_id: int, result: RunResult, fields: dict[str, A
                     dead.close()
             ctx.db.finish(run_id, result, Runner(ctx.host, os.getpid()))
             return "new" if attempt else "own"
-        except RunGoneError:
+        except RunGoneError as e:
+            if attempt:
+                # Gone from the server this new session reached: after a failover that lost
+                # the claim, the promoted server never had the row. Kept on the host, where
+                # the next flush sets it aside saying so, rather than dropped.
+                error = str(e)
+                break
             _removed(ctx, fields, status=result.status.value, recorded=False)
             return "gone"
         except RecordRefusedError as e:

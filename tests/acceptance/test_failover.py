@@ -336,3 +336,57 @@ def test_a_claim_the_standby_never_received(tmp_path: Path, replication: str) ->
     finally:
         destroy(standby)
         destroy(primary)
+
+
+def test_a_result_whose_row_the_failover_lost_is_kept_on_the_host(tmp_path: Path) -> None:
+    """Asynchronous replication lost the claim; no other run took its id: the result is kept.
+
+    The runner notices the lost session after the promotion, reconnects to the new primary and
+    finds no row for its run. It keeps the result in its spool, which the next command sets
+    aside in spool/bad/ with a warning, instead of taking the job for removed and dropping it.
+    """
+    primary, standby = start_pair()
+    try:
+        dbname = primary.create_database()
+        url = (
+            f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{standby.port},"
+            f"127.0.0.1:{primary.port}/{dbname}"
+        )
+        marks = tmp_path / "marks"
+        marks.mkdir()
+        setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
+        ok(setup("db", "upgrade"))
+        mark = f'echo $$ > "{marks}/$SCHEDCTL_JOB@$SCHEDCTL_SLOT@$SCHEDCTL_RUN_ID@$SCHEDCTL_HOST"'
+        ok(setup("add", "kept", "-s", "* * * * *", "--shell", "--", f"{mark}; exec sleep 600"))
+        wait_replayed(primary, standby)
+        with standby.admin() as conn:
+            conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            conn.execute("SELECT pg_reload_conf()")
+        (tmp_path / "a").mkdir()
+        # A heartbeat slower than the promotion: the runner's new session reaches the new primary.
+        env = cli_env(tmp_path / "a", SCHEDCTL_DATABASE_URL=url, SCHEDCTL_HOST="kept-a",
+                      SCHEDCTL_HEARTBEAT="8")  # fmt: skip
+        runner = subprocess.Popen([str(BIN), "run", "kept"], env=env, stderr=subprocess.PIPE,
+                                  text=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 30
+            while not any(marks.iterdir()):
+                assert time.monotonic() < deadline and runner.poll() is None, "never started"
+                time.sleep(0.05)
+            primary.stop("immediate")
+            promote(standby)
+            runner.wait(timeout=60)
+        finally:
+            if runner.poll() is None:
+                runner.kill()
+        log = runner.stderr.read() if runner.stderr else ""
+        assert "event=run.job_removed" not in log, log
+        assert "event=run.spooled" in log, log
+        flush = make_cli(tmp_path / "a", SCHEDCTL_DATABASE_URL=url)("list")
+        assert flush.rc == 0 and "event=spool.bad_record" in flush.err, flush
+        bad = list((tmp_path / "a" / "data" / "spool" / "bad").glob("run-1.json*"))
+        assert len(bad) == 1 and '"status": "lock_lost"' in bad[0].read_text(), log
+        assert _rows(standby, dbname) == []
+    finally:
+        destroy(standby)
+        destroy(primary)
