@@ -23,6 +23,7 @@ from schedctl.validate import validate_spec
 
 if TYPE_CHECKING:
     from schedctl.db.repository import Repository
+    from schedctl.trust import HostTrust
 
 _RELOAD_HINT = "check `journalctl -xe`, or pass --no-reload to only write the files"
 _USER_RELOAD_HINT = (
@@ -71,6 +72,41 @@ def select_jobs(
     if missing:
         raise NotFoundError(f"no job named {missing[0]!r}: see `schedctl list`")
     return [jobs[n] for n in dict.fromkeys(names)]
+
+
+def screen(
+    store: Repository,
+    jobs: list[Job],
+    host: str,
+    trust: HostTrust | None,
+    dry_run: bool,
+    env: Mapping[str, str],
+) -> tuple[list[Job], list[str]]:
+    """Return the jobs this host agrees to run, and a note on each one it refuses.
+
+    Refusals are recorded (so `check` shows them) and a refusal this host no longer makes is
+    cleared, unless `dry_run`.
+    """
+    if trust is None or not trust.active:
+        return jobs, []
+    from schedctl.trust import fix_for, judge
+
+    kept: list[Job] = []
+    notes: list[str] = []
+    for job in jobs:
+        refusal = judge(job, trust, env)
+        if refusal is None:
+            kept.append(job)
+            continue
+        notes.append(
+            f"job {job.name} not installed: this host refuses it ({refusal.kind}: "
+            f"{refusal.reason}); {fix_for(refusal.kind, job.name)}"
+        )
+        if not dry_run:
+            store.record_refusal(job, host, refusal, None)
+    if not dry_run:
+        store.clear_refusals(host, [j.id for j in kept])
+    return kept, notes
 
 
 def placed(jobs: Sequence[Job], labels: Mapping[str, str]) -> list[Job]:
@@ -173,16 +209,18 @@ def sync_systemd(
     host: HostIdentity,
     systemctl: str = "systemctl",
     user: bool = False,
+    trust: HostTrust | None = None,
 ) -> SyncReport:
     """Make `unit_dir` hold exactly the units of the enabled jobs placed on this host.
 
     Then reload and (re)arm, and record the host as synced. With `user`, the units are the
     current user's, managed with `systemctl --user`.
     """
-    jobs = select_jobs(store, [], host.labels)
-    notes: list[str] = []
+    jobs, notes = screen(store, select_jobs(store, [], host.labels), host.name, trust, dry_run,
+                         os.environ)  # fmt: skip
     if user:
-        jobs, notes = user_unit_jobs(jobs, current_user())
+        jobs, more = user_unit_jobs(jobs, current_user())
+        notes += more
     desired = render_systemd_files(jobs, target, clock, user)
     existing = hostfiles.managed_files(unit_dir, UNIT_PREFIX, MANAGED_MARK)
     report = SyncReport([], 0, notes=notes)
@@ -265,6 +303,7 @@ def sync_crontab(
     dry_run: bool,
     host: HostIdentity,
     crontab: str = "crontab",
+    trust: HostTrust | None = None,
 ) -> SyncReport:
     """Replace the managed block in a cron.d file (`file`) or in `user`'s crontab.
 
@@ -274,11 +313,13 @@ def sync_crontab(
         problem = cron_d_path_problem(file)
         if problem:
             raise ValidationError(problem)
-    jobs = select_jobs(store, [], host.labels)
+    jobs, refused = screen(store, select_jobs(store, [], host.labels), host.name, trust,
+                           dry_run, os.environ)  # fmt: skip
     owner = user or current_user()
     block, notes = crontab_block(
         renderable(jobs), target, daemon_zone, clock.now(), None if file else owner, user_exists
     )
+    notes = refused + notes
     if file is not None:
         old = hostfiles.read_text(file)
         label = file

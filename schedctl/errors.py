@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     DB_AUTH = 77
     CONFIG = 78
     SECRET = 79
+    REFUSED = 80  # `run`: this host refuses the job's definition (signature or host policy)
 
 
 class SchedctlError(Exception):

@@ -166,6 +166,14 @@ class JobSpec:
         return tuple((k, MASK if k in self.secret_env else v) for k, v in self.env)
 
 
+class Seal(NamedTuple):
+    """An operator's signature over a job's canonical definition (signing.py)."""
+
+    signature: str  # armored SSHSIG, namespace signing.NAMESPACE
+    signer: str  # the principal named in the hosts' allowed-signers files
+    key: str  # the signing key's fingerprint, SHA256:...
+
+
 @dataclass(frozen=True)
 class Job:
     """A stored job: its spec plus identity and bookkeeping."""
@@ -175,6 +183,7 @@ class Job:
     revision: int
     created_at: datetime
     updated_at: datetime
+    seal: Seal | None = None  # None: unsigned
 
     @property
     def name(self) -> str:
@@ -211,6 +220,8 @@ class Job:
             "notify_on": list(s.notify_on),
             "on": s.placement or None,
             "revision": self.revision,
+            "signed_by": self.seal.signer if self.seal else None,
+            "signing_key": self.seal.key if self.seal else None,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }
@@ -280,4 +291,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         secrets=tuple(sorted((row.get("secrets") or {}).items())),
         secret_env=tuple(sorted(row.get("secret_env") or ())),
     )
-    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"])
+    seal = None
+    if row.get("signature"):
+        seal = Seal(row["signature"], row.get("signer") or "", row.get("signing_key") or "")
+    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"], seal)

@@ -44,7 +44,7 @@ from schedctl.schedule import Schedule, claim_window
 from schedctl.validate import check_name
 
 if TYPE_CHECKING:
-    from schedctl.db.repository import Repository
+    from schedctl.db.repository import RefusalRow, Repository
 
 DEFAULT_WINDOW = 24 * 3600
 DEFAULT_OLDER_THAN = 90 * 86400
@@ -247,6 +247,11 @@ def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[
             last_run=data.last.get(job.id),
             due_slot=due,
             due_slot_ran=due is not None and (job.id, due.timestamp()) in ran,
+            refusals=tuple(
+                f"refused on host {r.host} ({r.kind}): {r.reason}; {r.times} time(s) since "
+                f"{r.first_at.isoformat()}"
+                for r in data.refusals.get(job.id, ())
+            ),
             **_placement_facts(job, fleet),
         )
         out.append(check_job(facts, now))
@@ -385,6 +390,12 @@ def changes(
         raise ValidationError(f"--limit must be between 1 and {MAX_HISTORY_LIMIT}")
     since = None if since_seconds is None else clock.now() - timedelta(seconds=since_seconds)
     return store.change_records(check_name(job) if job else None, since, limit)
+
+
+def refusals(store: Repository, job: str | None, host: str | None) -> list[RefusalRow]:
+    """Return hosts' standing refusals of jobs' current definitions (of `job`, on `host`)."""
+    name = check_name(job) if job else None
+    return [r for r in store.refusals() if name in (None, r.job_name) and host in (None, r.host)]
 
 
 def get_run(store: Repository, run_id: int) -> Run:

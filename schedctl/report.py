@@ -101,6 +101,8 @@ class JobFacts(NamedTuple):
     # The live hosts that carry the job; None for a job on every host (fleet.live_carriers).
     live_hosts: tuple[str, ...] | None = None
     no_host_reason: str = ""  # why none does, when none does
+    # Hosts' standing refusals of the job's current definition (trust.py), one line each.
+    refusals: tuple[str, ...] = ()
 
 
 class JobReport(NamedTuple):
@@ -250,6 +252,9 @@ def _ago(delta: timedelta) -> str:
 def check_job(facts: JobFacts, now: datetime) -> JobCheck:
     """Judge one job by monitoring rules (see docs/monitoring.md, `check`)."""
     job = facts.job
+    if facts.refusals:
+        # Whatever the stored flag says: a host refused what the row holds now.
+        return JobCheck(job.name, Severity.CRITICAL, facts.refusals)
     if not job.spec.enabled:
         return JobCheck(job.name, Severity.OK, ("disabled",))
     crit: list[str] = []

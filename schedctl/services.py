@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from schedctl.db.repository import Repository
     from schedctl.proctree import ProcRecord
     from schedctl.runner import RunOutcome, RunRequest
+    from schedctl.trust import Refusal
 
 T = TypeVar("T")
 AT_SLOT_DELAY = timedelta(minutes=2)
@@ -178,6 +179,16 @@ def set_enabled(store: Repository, name: str, enabled: bool, clock: Clock) -> Ed
     return EditResult(new, changed=True)
 
 
+def sign_jobs(store: Repository, names: list[str], clock: Clock) -> list[Job]:
+    """Store each named job (every job when none are named) again, signed by the store's sealer.
+
+    The revision goes up, as for any edit: the signature covers the new one.
+    """
+    jobs = [get_job(store, n) for n in names] if names else store.list_jobs()
+    now = clock.now()
+    return [store.update_job(job, job.spec, now) for job in jobs]
+
+
 class RemoveResult(NamedTuple):
     """What `remove` deleted and kept."""
 
@@ -276,6 +287,8 @@ class RunContext:
     secrets_dir: Callable[[], Path | None] = lambda: None
     # $CREDENTIALS_DIRECTORY: where systemd put the credentials of the unit that started us.
     credentials_dir: str | None = None
+    # Why this host will not run a job (trust.judge), None when it will; None: no checks.
+    judge: Callable[[Job], Refusal | None] | None = None
 
     @property
     def fence_seconds(self) -> float:
@@ -452,7 +465,8 @@ def run_job(
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
         return 0  # a superset crontab line's other instants: expected, so silent
-    _check_user(job)
+    if (refused := _admit(ctx, job, schedule, manual)) is not None:
+        return refused
     db_now, unregistered = _register(ctx, None if manual else SCHEDULERS.get(trigger))
 
     def said() -> int:
@@ -528,6 +542,44 @@ def run_job(
         # minutely `schedctl notify` sends.
         ctx.notify(run_ids)
     return code
+
+
+def _admit(ctx: RunContext, job: Job, schedule: Schedule, manual: bool) -> int | None:
+    """Return the exit code of this host's refusal of the job, or None to go on.
+
+    Judged before anything else about the job is believed: its user, its placement and its
+    enabled flag are all part of what was signed.
+    """
+    if ctx.judge is not None:
+        refusal = ctx.judge(job)
+        if refusal is not None:
+            return _refuse(ctx, job, schedule, manual, refusal)
+    _check_user(job)
+    return None
+
+
+def _refuse(ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal: Refusal) -> int:
+    """Record that this host refuses the job, say what to do, and return the refusal's code.
+
+    The slot is not claimed: a host whose allowed-signers file is stale must not keep hosts
+    that trust the definition from running it.
+    """
+    from schedctl.trust import fix_for
+
+    slot = None if manual else schedule.latest_at_or_before(ctx.clock.now())
+    recorded: str | None = None
+    try:
+        ctx.db.record_refusal(job, ctx.host, refusal, slot)
+    except DatabaseUnavailableError:
+        raise
+    except Exception as e:  # the refusal stands; the line below still says it
+        recorded = (str(e).splitlines() or [type(e).__name__])[0]
+    ctx.emit(
+        refusal.event, level="error", job=job.name, host=ctx.host, slot=_iso(slot),
+        revision=job.revision, reason=refusal.reason, hint=f"not run: {fix_for(refusal.kind, job.name)}",
+        **({"record_error": recorded} if recorded else {}),
+    )  # fmt: skip
+    return int(ExitCode.REFUSED)
 
 
 # What each trigger says about how the host schedules; a manual run or catch-up says nothing.

@@ -33,6 +33,8 @@ _COMMANDS: dict[str, tuple[str, str] | None] = {
     "upcoming": ("schedctl.cli.runs", "upcoming"),
     "export": ("schedctl.cli.declare", "export"),
     "apply": ("schedctl.cli.declare", "apply"),
+    "sign": ("schedctl.cli.trust", "sign"),
+    "verify": ("schedctl.cli.trust", "verify"),
     "history": ("schedctl.cli.runs", "history"),
     "logs": ("schedctl.cli.runs", "logs"),
     "locks": ("schedctl.cli.runs", "locks"),
@@ -167,13 +169,24 @@ def root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    sign_with: Annotated[
+        str | None,
+        typer.Option(
+            "--sign-with",
+            metavar="KEY",
+            help="Sign the definitions this command stores with this SSH key (a private key, "
+            "or a public key whose private half is in ssh-agent); default: "
+            "$SCHEDCTL_SIGNING_KEY. The principal is $SCHEDCTL_SIGNER.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run periodic jobs on a fleet of Linux hosts, exactly once per scheduled slot."""
     # The command is loaded by now (entry.py turned the collector off for that); what it
     # allocates from here, over a long `daemon` or `prune` too, is collected as usual.
     gc.freeze()
     gc.enable()
-    ctx.obj = State(db_flag=db_url, debug=debug)
+    ctx.obj = State(db_flag=db_url, debug=debug, sign_with=sign_with)
 
 
 class _OwnParserCommand(TyperCommand):

@@ -14,7 +14,12 @@ from schedctl import config, datadir, log
 from schedctl.clock import Clock, DatabaseClock, SystemClock
 
 if TYPE_CHECKING:
-    from schedctl.db.repository import Repository
+    from schedctl.db.repository import Repository, Sealer
+    from schedctl.models import JobSpec, Seal
+
+SIGNING_KEY_VAR = "SCHEDCTL_SIGNING_KEY"
+SIGNER_VAR = "SCHEDCTL_SIGNER"
+UNSIGNED_NOTE = "unsigned: hosts with require_signature will refuse it"
 
 
 @dataclass
@@ -24,8 +29,10 @@ class State:
     db_flag: str | None = None
     debug: bool = False
     clock: Clock = field(default_factory=SystemClock)
+    sign_with: str | None = None  # --sign-with: overrides $SCHEDCTL_SIGNING_KEY
     _settings: config.Settings | None = None
     _store: Repository | None = None
+    _said_unsigned: bool = False
 
     @property
     def settings(self) -> config.Settings:
@@ -64,8 +71,48 @@ class State:
             # A one-shot command replaces a session lost between statements (a flush the
             # server cut off, a restart) once, instead of failing what needs none of that.
             self._store.reopen = lambda: connect(url)
+            self._store.sealer = self.sealer()
             _settle(self._store, self.settings)
         return self._store
+
+    def sealer(self) -> Sealer:
+        """Return what signs each definition stored: the operator's key, or a note once.
+
+        The key is $SCHEDCTL_SIGNING_KEY (or --sign-with), the principal $SCHEDCTL_SIGNER; the
+        environment wins over the configuration file.
+        """
+        from pathlib import Path
+
+        from schedctl.errors import ConfigError
+
+        values = {**config.file_values(os.environ), **os.environ}
+        key = self.sign_with or values.get(SIGNING_KEY_VAR, "").strip()
+        if not key:
+
+            def unsigned(spec: JobSpec, revision: int) -> Seal | None:
+                if not self._said_unsigned:
+                    self._said_unsigned = True
+                    # Under --json stdout carries only the document.
+                    stream = sys.stderr if "--json" in sys.argv[1:] else sys.stdout
+                    stream.write(f"{UNSIGNED_NOTE} (set {SIGNING_KEY_VAR} to sign)\n")
+                return None
+
+            return unsigned
+        signer = values.get(SIGNER_VAR, "").strip()
+        if not signer or any(c.isspace() or c in ',"' for c in signer):
+            raise ConfigError(
+                f"a signing key is set but {SIGNER_VAR} is {'not set' if not signer else 'not a principal'}: "
+                f"set it to your principal in the hosts' allowed-signers files "
+                f"(e.g. {SIGNER_VAR}=alice@example.com)"
+            )
+        path = Path(key).expanduser()
+
+        def seal(spec: JobSpec, revision: int) -> Seal | None:
+            from schedctl import signing
+
+            return signing.sign(signing.canonical(spec, revision), path, signer)
+
+        return seal
 
     def settled_store(self) -> Repository:
         """Open the database, then also mark runs whose runner is gone as `lost`."""

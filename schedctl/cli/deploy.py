@@ -17,6 +17,7 @@ from schedctl.cli.output import done, note, print_json
 from schedctl.errors import ValidationError
 from schedctl.render import DEFAULT_ENV_FILE, Target
 from schedctl.schedule import load_zone
+from schedctl.trust import host_trust
 from schedctl.validate import check_text, check_unit_path
 
 render_app = typer.Typer(
@@ -307,8 +308,9 @@ def sync_systemd(
     host = _host()
     target = _target(schedctl, _unit_env_file(env_file, user))
     report = deploy.sync_systemd(
-        st.store(), st.clock, target, directory, dry_run, not no_reload, host, user=user
-    )
+        st.store(), st.clock, target, directory, dry_run, not no_reload, host, user=user,
+        trust=host_trust(os.environ),
+    )  # fmt: skip
     _finish(report, dry_run, "unit files", json_)
     if not dry_run:
         step_after_sync(st)
@@ -339,8 +341,9 @@ def sync_crontab(
     st = state(ctx)
     host = _host()
     report = deploy.sync_crontab(
-        st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run, host
-    )
+        st.store(), st.clock, _target(schedctl), _cron_zone(cron_zone), file, user, dry_run, host,
+        trust=host_trust(os.environ),
+    )  # fmt: skip
     _finish(report, dry_run, "crontab", json_)
     if not dry_run:
         step_after_sync(st)

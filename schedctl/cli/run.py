@@ -71,6 +71,10 @@ def _remember(result: dict[str, Any], event: str, fields: dict[str, Any]) -> Non
     if event == "run.finished":
         result.update(fields)
         result["runs"] = [*result.get("runs", []), fields.get("run_id")]
+    elif event.startswith("run.refused."):
+        result.update(fields)
+        result["status"] = "refused"
+        result["reason"] = event.removeprefix("run.")
     elif event.startswith("run.skipped.") or event == "run.claimed":
         result.update(fields)
         if event != "run.claimed":
@@ -251,6 +255,7 @@ def _context(settings: config.Settings) -> RunContext:
             return FileLock(settings.data_dir / "locks", job.id)
 
     host = config.host_name(os.environ)
+    judge = _judge()
 
     def notify(run_ids: list[int]) -> None:
         from schedctl import notify as outbox
@@ -283,8 +288,33 @@ def _context(settings: config.Settings) -> RunContext:
         notify=notify,
         secrets_dir=lambda: config.secrets_dir(os.environ),
         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY") or None,
+        judge=judge,
     )
     return ctx
+
+
+def _judge() -> Callable[[Job], Any] | None:
+    """Return this host's judge of jobs (trust.py), or None when it has no such settings.
+
+    A host without them pays nothing for the check: not even the module is loaded.
+    """
+    values = {**config.file_values(os.environ), **os.environ}
+    if not any(values.get(k) for k in _TRUST_VARS):
+        return None
+    from schedctl import trust
+
+    settings = trust.host_trust(os.environ)
+    if not settings.active:
+        return None
+    env = dict(os.environ)
+    return lambda job: trust.judge(job, settings, env)
+
+
+# trust.TRUST_VARS, here so that a host without them does not load trust.py.
+_TRUST_VARS = (
+    "SCHEDCTL_REQUIRE_SIGNATURE", "SCHEDCTL_ALLOWED_SIGNERS", "SCHEDCTL_ALLOWED_USERS",
+    "SCHEDCTL_COMMAND_DIRS",
+)  # fmt: skip
 
 
 def _with_current_schema(

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from datetime import datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from zoneinfo import ZoneInfo
 
 import typer
@@ -23,6 +23,7 @@ from schedctl.cli.output import (
     done,
     iso,
     local_time,
+    note,
     print_json,
     print_table,
     utc_time,
@@ -31,6 +32,9 @@ from schedctl.cli.text import csv_cell, visible_lines
 from schedctl.durations import format_elapsed, parse_duration
 from schedctl.errors import ValidationError
 from schedctl.history import ChangeRecord, Run
+
+if TYPE_CHECKING:
+    from schedctl.db.repository import RefusalRow
 
 _STATUS_STYLE = {
     "succeeded": "green",
@@ -72,6 +76,14 @@ def history(
             "--changes", help="List changes to jobs instead: who, when, what (-o wide: the diff)."
         ),
     ] = False,
+    refused: Annotated[
+        bool,
+        typer.Option(
+            "--refused",
+            help="List the hosts that refuse to run a job's definition instead (signature or "
+            "host policy).",
+        ),
+    ] = False,
     output: Output = Layout.table,
 ) -> None:
     """Show recorded runs, newest first. Example: schedctl history nightly-backup --since 7d
@@ -99,6 +111,10 @@ def history(
         _missed(st, job, since_seconds, json_, csv_)
         return
     store = st.settled_store()
+    refusals = operate.refusals(store, job, host)
+    if refused:
+        _refused(refusals, job, json_)
+        return
     found = operate.history(store, st.db_clock(), job, status, since_seconds, host, limit)
     if json_:
         print_json([r.to_dict() for r in found])
@@ -113,6 +129,13 @@ def history(
         tty = sys.stdout.isatty()
         writer.writerows({k: csv_cell(v, tty) for k, v in r.to_dict().items()} for r in found)
         return
+    for refusal in refusals:
+        # Refused runs take no slot and leave no run row: say so beside the runs.
+        note(
+            f"host {refusal.host} refuses job {refusal.job_name} ({refusal.kind}: "
+            f"{refusal.reason}), {refusal.times} time(s) since {utc_time(refusal.first_at)}; "
+            f"see `schedctl history --refused`"
+        )
     if not found:
         done("no runs recorded" + (f" for {job}" if job else ""))
         return
@@ -135,6 +158,24 @@ def history(
             _when(r.started_at),
             format_elapsed(r.duration_seconds),
         )
+    print_table(table)
+
+
+def _refused(found: list[RefusalRow], job: str | None, json_: bool) -> None:
+    if json_:
+        print_json([r.to_dict() for r in found])
+        return
+    if not found:
+        done("no host refuses " + (job if job else "any job"))
+        return
+    table = Table(header_style="bold")
+    for col, priority in (("JOB", 0), ("HOST", 0), ("KIND", 3), ("SINCE", 2), ("LAST", 4),
+                          ("COUNT", 5)):  # fmt: skip
+        table.add_column(col, priority=priority, no_wrap=True)
+    table.add_column("REASON", priority=1, shrink=16, overflow="fold")
+    for r in found:
+        table.add_row(cell(r.job_name), cell(r.host), cell(r.kind, "red"), utc_time(r.first_at),
+                      utc_time(r.last_at), str(r.times), cell(r.reason))  # fmt: skip
     print_table(table)
 
 

@@ -9,7 +9,7 @@
 id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
 jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
 enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision, notify,
-notify_on, placement, secrets, secret_env
+notify_on, placement, secrets, secret_env, signature, signer, signing_key
 
 -- fragment: run_columns
 -- What history shows of a run (history.Run); the output tail is read only by `logs`.
@@ -108,11 +108,13 @@ SELECT id FROM jobs WHERE name = :name
 INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, concurrency,
 catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
 description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
-revision, notify, notify_on, placement, secrets, secret_env)
+revision, notify, notify_on, placement, secrets, secret_env, signature, signer,
+signing_key)
 VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
 :catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
 :description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1,
-:notify, :notify_on, :placement, :secrets, :secret_env)
+:notify, :notify_on, :placement, :secrets, :secret_env, :signature, :signer,
+:signing_key)
 RETURNING id
 
 -- name: update_job
@@ -124,8 +126,8 @@ retry_delay_seconds = :retry_delay_seconds, env = :env, workdir = :workdir,
 run_as_user = :run_as_user, description = :description, tags = :tags, enabled = :enabled,
 output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
 notify = :notify, notify_on = :notify_on, placement = :placement, secrets = :secrets,
-secret_env = :secret_env, updated_at = :now,
-revision = :revision + 1
+secret_env = :secret_env, updated_at = :now, signature = :signature, signer = :signer,
+signing_key = :signing_key, revision = :revision + 1
 WHERE id = :id AND revision = :revision
 
 -- name: delete_job
@@ -208,6 +210,42 @@ ORDER BY name
 
 -- name: forget_host
 DELETE FROM hosts WHERE name = :name
+
+
+-- ===== refusals =============================================================================
+
+-- name: record_refusal [postgresql]
+-- One row per job and host: a host that keeps refusing counts up, and says when it began.
+INSERT INTO refusals (job_id, host, job_name, job_revision, kind, reason, slot, first_at,
+last_at, count)
+VALUES (:job_id, :host, :job_name, :job_revision, :kind, :reason, :slot, clock_timestamp(),
+clock_timestamp(), 1)
+ON CONFLICT (job_id, host) DO UPDATE SET job_name = EXCLUDED.job_name,
+job_revision = EXCLUDED.job_revision, kind = EXCLUDED.kind, reason = EXCLUDED.reason,
+slot = COALESCE(EXCLUDED.slot, refusals.slot), last_at = EXCLUDED.last_at,
+count = refusals.count + 1
+
+-- name: record_refusal [sqlite]
+INSERT INTO refusals (job_id, host, job_name, job_revision, kind, reason, slot, first_at,
+last_at, count)
+VALUES (:job_id, :host, :job_name, :job_revision, :kind, :reason, :slot, :now, :now, 1)
+ON CONFLICT (job_id, host) DO UPDATE SET job_name = excluded.job_name,
+job_revision = excluded.job_revision, kind = excluded.kind, reason = excluded.reason,
+slot = COALESCE(excluded.slot, refusals.slot), last_at = excluded.last_at,
+count = refusals.count + 1
+
+-- name: clear_refusal
+DELETE FROM refusals WHERE job_id = :job_id AND host = :host
+
+-- name: refused_by_host
+SELECT job_id FROM refusals WHERE host = :host
+
+-- name: list_refusals
+-- Only refusals of the job's current revision: a signed edit since then is judged anew.
+SELECT r.job_id, r.job_name, r.host, r.job_revision, r.kind, r.reason, r.slot, r.first_at,
+r.last_at, r.count
+FROM refusals r JOIN jobs j ON j.id = r.job_id AND j.revision = r.job_revision
+ORDER BY r.job_name, r.host
 
 
 -- ===== schedctl run =========================================================================

@@ -39,6 +39,7 @@ from schedctl.models import (
     Job,
     JobSpec,
     RunStatus,
+    Seal,
     Trigger,
     job_from_row,
     sane_fence,
@@ -48,8 +49,11 @@ from schedctl.models import (
 if TYPE_CHECKING:
     from schedctl.history import ChangeRecord, JobChange, Run, WindowStats
     from schedctl.locking import Statements
+    from schedctl.trust import Refusal
 
 JSON_COLUMNS = ("command", "env", "tags", "notify", "notify_on", "secrets", "secret_env")
+# Signs a definition about to be stored at a revision (signing.py); None stores it unsigned.
+Sealer = Callable[[JobSpec, int], Seal | None]
 # Fewer finished runs say little about how long a job usually takes.
 MIN_SAMPLES = 5
 
@@ -124,6 +128,10 @@ class RunDB(Protocol):
 
     def claim(self, claim: Claim) -> int | None:
         """Insert the run row; return its id, or None when the slot is already claimed."""
+        ...
+
+    def record_refusal(self, job: Job, host: str, refusal: Refusal, slot: datetime | None) -> None:
+        """Record that `host` refused to run `job` (its current revision), and why."""
         ...
 
     def ran_before_readded(self, name: str, slot: datetime) -> bool:
@@ -219,6 +227,31 @@ class Cutoffs(NamedTuple):
         }
 
 
+class RefusalRow(NamedTuple):
+    """A host's standing refusal to run a job (trust.py)."""
+
+    job_id: int
+    job_name: str
+    host: str
+    job_revision: int
+    kind: str
+    reason: str
+    slot: datetime | None
+    first_at: datetime
+    last_at: datetime
+    times: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form."""
+        return {
+            "job": self.job_name, "host": self.host, "revision": self.job_revision,
+            "kind": self.kind, "reason": self.reason,
+            "slot": None if self.slot is None else self.slot.isoformat(),
+            "first_at": self.first_at.isoformat(), "last_at": self.last_at.isoformat(),
+            "count": self.times,
+        }  # fmt: skip
+
+
 class CheckData(NamedTuple):
     """Everything `check` judges, read in a handful of statements."""
 
@@ -229,6 +262,7 @@ class CheckData(NamedTuple):
     running: dict[int, Run]
     heartbeats: dict[int, datetime | None]
     p95: dict[int, float]
+    refusals: dict[int, list[RefusalRow]]
 
 
 _NEVER = datetime(9999, 12, 31, tzinfo=UTC)
@@ -359,6 +393,12 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
     }
 
 
+def _seal_params(seal: Seal | None) -> dict[str, Any]:
+    if seal is None:
+        return {"signature": None, "signer": None, "signing_key": None}
+    return {"signature": seal.signature, "signer": seal.signer, "signing_key": seal.key}
+
+
 def _timing(spec: JobSpec) -> tuple[bool, str, str]:
     return spec.enabled, spec.schedule, spec.timezone
 
@@ -381,6 +421,8 @@ class Repository:
         # new session first. Not retried at once: the server may have ended the session for
         # what that statement did. Never on the run path, whose advisory lock lives on it.
         self.reopen = reopen
+        # Set by the operator commands: signs every definition they store (signing.py).
+        self.sealer: Sealer | None = None
         self._lost = False
         self._in_transaction = False
 
@@ -537,6 +579,34 @@ class Repository:
         """Delete a host's row; return whether there was one."""
         return bool(self._q("forget_host", {"name": name}).rowcount)
 
+    # -- refusals -----------------------------------------------------------------------------
+
+    def record_refusal(self, job: Job, host: str, refusal: Refusal, slot: datetime | None) -> None:
+        """Record that `host` refused to run `job` (its current revision), and why."""
+        params = {
+            "job_id": job.id, "host": host, "job_name": job.name, "job_revision": job.revision,
+            "kind": refusal.kind, "reason": refusal.reason, "slot": slot,
+        }  # fmt: skip
+        if self.backend == "sqlite":
+            params["now"] = self.now()
+        self._q("record_refusal", params)
+
+    def clear_refusals(self, host: str, job_ids: Iterable[int]) -> None:
+        """Forget `host`'s refusals of these jobs: it would run them now."""
+        refused = {int(r[0]) for r in self._q("refused_by_host", {"host": host}).rows}
+        for job_id in sorted(refused.intersection(job_ids)):
+            self._q("clear_refusal", {"job_id": job_id, "host": host})
+
+    def refusals(self) -> list[RefusalRow]:
+        """Return every standing refusal of a job's current revision, by job and host."""
+        out = []
+        for row in self._q("list_refusals").rows:
+            job_id, name, host, revision, kind, reason, slot, first, last, count = row
+            out.append(RefusalRow(int(job_id), str(name), str(host), int(revision), str(kind),
+                                  str(reason), as_time(slot), _time(first), _time(last),
+                                  int(count)))  # fmt: skip
+        return out
+
     # -- jobs ---------------------------------------------------------------------------------
 
     def load_job(self, name: str) -> Job:
@@ -567,12 +637,14 @@ class Repository:
                 for spec in specs:
                     if self._q("job_id_by_name", {"name": spec.name}).rows:
                         raise _exists(spec.name)
-                    row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
+                    seal = self._seal(spec, 1)
+                    params = {**_spec_params(spec), **_seal_params(seal), "now": now}
+                    row = self._q("insert_job", params).one()
                     assert row is not None
                     new_id = int(row[0])
                     self._record_change(new_id, spec, now)
                     added.append(Job(id=new_id, spec=spec, revision=1, created_at=now,
-                                     updated_at=now))  # fmt: skip
+                                     updated_at=now, seal=seal))  # fmt: skip
         except RefusedError as e:
             if e.unique and spec is not None:  # lost a race with a concurrent add of the name
                 raise _exists(spec.name) from None
@@ -581,7 +653,9 @@ class Repository:
 
     def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
         """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
-        params = {**_spec_params(spec), "now": now, "id": job.id, "revision": job.revision}
+        seal = self._seal(spec, job.revision + 1)
+        params = {**_spec_params(spec), **_seal_params(seal), "now": now, "id": job.id,
+                  "revision": job.revision}  # fmt: skip
         with self._job_writes():
             done = self._q("update_job", params).rowcount
             if done == 1 and _timing(spec) != _timing(job.spec):
@@ -591,7 +665,10 @@ class Repository:
                 f"job {job.name!r} was changed or removed by someone else meanwhile: "
                 f"look at `schedctl show {job.name}` and try again"
             )
-        return Job(job.id, spec, job.revision + 1, job.created_at, now)
+        return Job(job.id, spec, job.revision + 1, job.created_at, now, seal)
+
+    def _seal(self, spec: JobSpec, revision: int) -> Seal | None:
+        return None if self.sealer is None else self.sealer(spec, revision)
 
     def remove_job(self, job: Job, purge: bool) -> int:
         """Delete `job`; with `purge` also its run history. Return the runs deleted."""
@@ -620,12 +697,15 @@ class Repository:
                     name = spec.name
                     if self._q("job_id_by_name", {"name": spec.name}).rows:
                         raise _exists(spec.name)
-                    row = self._q("insert_job", {**_spec_params(spec), "now": now}).one()
+                    params = {**_spec_params(spec), **_seal_params(self._seal(spec, 1)),
+                              "now": now}  # fmt: skip
+                    row = self._q("insert_job", params).one()
                     assert row is not None
                     self._record_change(int(row[0]), spec, now)
                 for job, spec in updates:
-                    params = {**_spec_params(spec), "now": now, "id": job.id,
-                              "revision": job.revision}  # fmt: skip
+                    seal = self._seal(spec, job.revision + 1)
+                    params = {**_spec_params(spec), **_seal_params(seal), "now": now,
+                              "id": job.id, "revision": job.revision}  # fmt: skip
                     if self._q("update_job", params).rowcount != 1:
                         raise _changed_meanwhile(job.name)
                     if _timing(spec) != _timing(job.spec):
@@ -966,9 +1046,12 @@ class Repository:
             if run.job_id is not None:
                 last[run.job_id] = run
         running, beats = self.running()
+        refused: dict[int, list[RefusalRow]] = defaultdict(list)
+        for r in self.refusals():
+            refused[r.job_id].append(r)
         return CheckData(
             jobs, self.changes_by_job(), self.pruned_before(), last, running, beats,
-            self._p95(sorted(running), p95_since),
+            self._p95(sorted(running), p95_since), refused,
         )  # fmt: skip
 
     def _p95(self, job_ids: list[int], since: datetime) -> dict[int, float]:

@@ -104,6 +104,10 @@ jobs = sa.Table(
     # `env` entries whose values are masked in every output.
     sa.Column("secrets", _json(), nullable=False, server_default=sa.text("'{}'")),
     sa.Column("secret_env", _json(), nullable=False, server_default=sa.text("'[]'")),
+    # The operator's signature over the canonical definition (signing.py); NULL: unsigned.
+    sa.Column("signature", sa.Text, nullable=True),
+    sa.Column("signer", sa.Text, nullable=True),
+    sa.Column("signing_key", sa.Text, nullable=True),
     sa.UniqueConstraint("name", name="uq_jobs_name"),
     _in("concurrency", CONCURRENCY_VALUES),
     _in("catch_up", CATCH_UP_VALUES),
@@ -332,4 +336,29 @@ hosts = sa.Table(
     sa.Column("last_seen", UTCDateTime, nullable=False),
     # Set by `sync` and the daemon: a host that did once is expected to keep doing it.
     sa.Column("last_sync", UTCDateTime, nullable=True),
+)
+
+# A host's refusal to run a job (trust.py): its definition failed the signature check or the
+# host's policy. One row per job and host, kept while the host still refuses; it never takes a
+# slot, so a host with a stale allowed-signers file cannot stop others from running the job.
+refusals = sa.Table(
+    "refusals",
+    metadata,
+    sa.Column(
+        "job_id",
+        sa.Integer,
+        sa.ForeignKey("jobs.id", ondelete="CASCADE", name="fk_refusals_job_id"),
+        nullable=False,
+    ),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("job_name", sa.String(63), nullable=False),
+    sa.Column("job_revision", sa.Integer, nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("slot", UTCDateTime, nullable=True),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.PrimaryKeyConstraint("job_id", "host", name="pk_refusals"),
+    _in("kind", ("signature", "policy")),
 )

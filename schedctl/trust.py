@@ -1,0 +1,240 @@
+"""What this host agrees to run: signed definitions and its own policy (docs/security.md).
+
+Read from the host's configuration (the config file, then the environment):
+SCHEDCTL_REQUIRE_SIGNATURE, SCHEDCTL_ALLOWED_SIGNERS, SCHEDCTL_ALLOWED_USERS and
+SCHEDCTL_COMMAND_DIRS. `run` and `sync` judge every job by them before running or
+installing it; `verify` shows the verdicts.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from typing import NamedTuple
+
+from schedctl.errors import ConfigError
+from schedctl.models import Job
+
+REQUIRE_VAR = "SCHEDCTL_REQUIRE_SIGNATURE"
+SIGNERS_VAR = "SCHEDCTL_ALLOWED_SIGNERS"
+USERS_VAR = "SCHEDCTL_ALLOWED_USERS"
+DIRS_VAR = "SCHEDCTL_COMMAND_DIRS"
+# What a shell command may not hold for its first word to be the program that runs.
+_SHELL_SPECIALS = frozenset(";&|`$()<>\n\\*?[]{}~!#'\"")
+# A variable that makes the dynamic loader run other code in the allowed program.
+_LOADER_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT")
+
+
+class HostTrust(NamedTuple):
+    """This host's settings for which jobs it runs."""
+
+    require_signature: bool = False
+    allowed_signers: Path | None = None
+    allowed_users: tuple[str, ...] | None = None  # None: any user
+    command_dirs: tuple[str, ...] | None = None  # None: anywhere
+
+    @property
+    def active(self) -> bool:
+        """Return whether this host judges jobs at all."""
+        return self.require_signature or self.has_policy
+
+    @property
+    def has_policy(self) -> bool:
+        """Return whether a user or command-directory policy is set."""
+        return self.allowed_users is not None or self.command_dirs is not None
+
+
+class Refusal(NamedTuple):
+    """Why this host will not run a job: `signature` or `policy`, and a sentence."""
+
+    kind: str
+    reason: str
+
+    @property
+    def event(self) -> str:
+        """Return the event logged for it."""
+        return f"run.refused.{self.kind}"
+
+
+def fix_for(kind: str, name: str) -> str:
+    """Return what to do about a refusal of job `name`."""
+    if kind == "signature":
+        return (
+            f"re-sign it with `schedctl sign {name}` (SCHEDCTL_SIGNING_KEY set), or add its "
+            f"signer to this host's SCHEDCTL_ALLOWED_SIGNERS file"
+        )
+    return (
+        f"change the job (`schedctl edit {name}`) or this host's SCHEDCTL_ALLOWED_USERS / "
+        f"SCHEDCTL_COMMAND_DIRS"
+    )
+
+
+def _items(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+TRUST_VARS = (REQUIRE_VAR, SIGNERS_VAR, USERS_VAR, DIRS_VAR)
+
+
+def host_trust(env: Mapping[str, str]) -> HostTrust:
+    """Return this host's settings: the configuration file's, then the environment's per key.
+
+    Signatures are required when either says so: an environment cannot switch off what the
+    host's file requires.
+    """
+    from schedctl.config import file_values
+
+    found = file_values(env)
+    return parse_trust({**found, **env}, _flag(found) or _flag(env))
+
+
+def _flag(values: Mapping[str, str]) -> bool:
+    flag = values.get(REQUIRE_VAR, "").strip().lower()
+    if flag not in ("", "0", "1", "yes", "no", "true", "false"):
+        raise ConfigError(f"{REQUIRE_VAR} is {flag[:20]!r}: set it to 1 or 0")
+    return flag in ("1", "yes", "true")
+
+
+def parse_trust(values: Mapping[str, str], require: bool) -> HostTrust:
+    """Parse this host's settings; a value that cannot work is a ConfigError."""
+    signers = values.get(SIGNERS_VAR, "").strip()
+    path = Path(signers) if signers else None
+    if path is not None and not path.is_absolute():
+        raise ConfigError(f"{SIGNERS_VAR} is {signers!r}: give an absolute path")
+    if require and path is None:
+        raise ConfigError(
+            f"{REQUIRE_VAR} is set but {SIGNERS_VAR} is not: name the allowed-signers file "
+            f"(docs/security.md, Signed definitions)"
+        )
+    users = _items(values[USERS_VAR]) if USERS_VAR in values else None
+    dirs = None
+    if values.get(DIRS_VAR, "").strip():
+        dirs = _items(values[DIRS_VAR])
+        for d in dirs:
+            if not d.startswith("/"):
+                raise ConfigError(f"{DIRS_VAR} holds {d!r}: give absolute directories")
+        dirs = tuple(os.path.realpath(d) for d in dirs)
+    return HostTrust(require, path, users, dirs)
+
+
+def judge(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> Refusal | None:
+    """Return why this host must not run `job`, or None when it may."""
+    if trust.require_signature:
+        refused = signature_refusal(job, trust)
+        if refused is not None:
+            return refused
+    if trust.has_policy:
+        reason = policy_refusal(job, trust, base_env)
+        if reason is not None:
+            return Refusal("policy", reason)
+    return None
+
+
+def signature_refusal(job: Job, trust: HostTrust) -> Refusal | None:
+    """Return why `job`'s signature does not hold here, or None when it does."""
+    from schedctl import signing
+
+    assert trust.allowed_signers is not None
+    if job.seal is None:
+        return Refusal("signature", "its definition is unsigned")
+    if not os.access(trust.allowed_signers, os.R_OK):
+        return Refusal(
+            "signature", f"the allowed-signers file {trust.allowed_signers} cannot be read"
+        )
+    why = signing.verify(signing.canonical(job.spec, job.revision), job.seal,
+                         trust.allowed_signers)  # fmt: skip
+    return None if why is None else Refusal("signature", why)
+
+
+def runs_as(job: Job) -> str:
+    """Return the user the job runs as here: its --user, else whoever starts `schedctl run`."""
+    if job.spec.run_as_user:
+        return job.spec.run_as_user
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return str(os.geteuid())
+
+
+def policy_refusal(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> str | None:
+    """Return how `job` breaks this host's policy, or None."""
+    if trust.allowed_users is not None:
+        user = runs_as(job)
+        if user not in trust.allowed_users:
+            listed = ", ".join(trust.allowed_users) or "no user"
+            return f"it runs as {user!r}, and {USERS_VAR} lists only {listed}"
+    if trust.command_dirs is not None:
+        return _command_refusal(job, trust.command_dirs, base_env)
+    return None
+
+
+def _command_refusal(job: Job, dirs: tuple[str, ...], base_env: Mapping[str, str]) -> str | None:
+    spec = job.spec
+    allowed = ", ".join(dirs)
+    for key in _LOADER_ENV:
+        if key in dict(spec.env):
+            return f"its --env sets {key}, which {DIRS_VAR} does not allow (it loads other code)"
+    if spec.shell:
+        text = spec.command[0] if spec.command else ""
+        if any(c in _SHELL_SPECIALS for c in text):
+            return (
+                f"its shell command holds shell syntax (quotes, ;, |, $, redirections...), so "
+                f"what it runs cannot be checked against {DIRS_VAR}: make it a plain command"
+            )
+        words = shlex.split(text)
+        program = words[0] if words else ""
+    else:
+        program = spec.command[0] if spec.command else ""
+    path_var = dict(spec.env).get("PATH") or base_env.get("PATH") or os.defpath
+    if "/" in program:
+        if not program.startswith("/"):
+            return f"its command {program!r} is a relative path: give an absolute one"
+        found: str | None = program
+    else:
+        import shutil
+
+        found = shutil.which(program, path=path_var)
+    if found is None or not os.path.isfile(found):
+        return f"its command {program!r} is not found on this host"
+    real = os.path.realpath(found)
+    if not any(real.startswith(d.rstrip("/") + "/") for d in dirs):
+        return f"its command resolves to {real}, outside {DIRS_VAR} ({allowed})"
+    return None
+
+
+class Verdict(NamedTuple):
+    """What `schedctl verify` says of one job on this host."""
+
+    job: Job
+    valid: bool | None  # the signature against this host's allowed signers; None: not checked
+    why: str  # why it is not valid, or why it was not checked
+    refusal: Refusal | None  # what `run` here would refuse, None when it would run it
+
+    def to_dict(self) -> dict[str, object]:
+        """Return the JSON form."""
+        seal = self.job.seal
+        return {
+            "job": self.job.name,
+            "revision": self.job.revision,
+            "signed": seal is not None,
+            "signer": seal.signer if seal else None,
+            "key": seal.key if seal else None,
+            "valid": self.valid,
+            "reason": self.why or None,
+            "refused": self.refusal is not None,
+            "refusal": None if self.refusal is None else self.refusal._asdict(),
+        }
+
+
+def verdict(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> Verdict:
+    """Judge `job` as this host would, and check its signature even where none is required."""
+    refusal = judge(job, trust, base_env)
+    if trust.allowed_signers is None:
+        return Verdict(job, None, f"no {SIGNERS_VAR} on this host", refusal)
+    found = signature_refusal(job, trust)
+    if found is None:
+        return Verdict(job, True, "", refusal)
+    return Verdict(job, False, found.reason, refusal)
