@@ -1,0 +1,297 @@
+"""Signed definitions and host policy through the installed binary, with real ssh-keygen keys.
+
+A database writer must not be able to make hosts run a changed definition: hosts that
+require signatures refuse it (recorded, CRITICAL in `check`, not installed by `sync`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_helpers import BIN, Cli, make_cli, ok, one_line_error
+
+from schedctl.errors import ExitCode
+
+REFUSED = int(ExitCode.REFUSED)
+
+
+def make_key(where: Path, name: str) -> Path:
+    """Generate a real ed25519 key pair; return the private key's path."""
+    key = where / name
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(key)],
+                   check=True)  # fmt: skip
+    return key
+
+
+def allowed_signers(path: Path, *entries: tuple[str, Path, str]) -> Path:
+    """Write an allowed-signers file: (principal, key, options) per line."""
+    lines = []
+    for principal, key, options in entries:
+        public = Path(f"{key}.pub").read_text().strip()
+        lines.append(f"{principal} {options + ' ' if options else ''}{public}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def sql(url: str, statement: str) -> int:
+    """Run one statement straight on the database, as any writer of the `jobs` table could."""
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
+
+    engine = make_engine(parse_database_url(url))
+    try:
+        with engine.begin() as conn:
+            return int(conn.execute(sa.text(statement)).rowcount)
+    finally:
+        engine.dispose()
+
+
+def host_cli(tmp_path: Path, name: str, url: str, config: Path | None = None, **extra: str) -> Cli:
+    """A host: its own name, data directory and configuration file."""
+    where = tmp_path / name
+    where.mkdir(exist_ok=True)
+    settings = {"SCHEDCTL_HOST": name, **extra}
+    if url.startswith("postgresql"):
+        settings["SCHEDCTL_DATABASE_URL"] = url
+    else:
+        # SQLite: every "host" shares the one file, as hosts share a PostgreSQL database.
+        settings["SCHEDCTL_DATABASE_URL"] = url
+    if config is not None:
+        settings["SCHEDCTL_CONFIG"] = str(config)
+    return make_cli(where, **settings)
+
+
+def installed(crontab: Path) -> set[str]:
+    """Return the jobs a crontab file runs."""
+    return {line.rsplit(" ", 1)[1] for line in crontab.read_text().splitlines()
+            if line and not line.startswith("#") and " run " in line}  # fmt: skip
+
+
+def refusals(cli: Cli, job: str) -> dict[str, dict[str, object]]:
+    return {r["host"]: r for r in json.loads(ok(cli("history", job, "--refused", "--json")).out)}
+
+
+def test_a_definition_changed_in_sql_is_refused_on_every_host(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    _, url, _ = backend
+    key = make_key(tmp_path, "alice")
+    signers = allowed_signers(tmp_path / "allowed_signers",
+                              ("alice@example.com", key, 'namespaces="schedctl-job"'))  # fmt: skip
+    operator = host_cli(tmp_path, "op", url, SCHEDCTL_SIGNING_KEY=str(key),
+                        SCHEDCTL_SIGNER="alice@example.com")  # fmt: skip
+    # One host reads the settings from its configuration file, the other from its environment.
+    conf = tmp_path / "h1.env"
+    conf.write_text(f"SCHEDCTL_REQUIRE_SIGNATURE=1\nSCHEDCTL_ALLOWED_SIGNERS={signers}\n")
+    hosts = {
+        "h1": host_cli(tmp_path, "h1", url, conf),
+        "h2": host_cli(tmp_path, "h2", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                       SCHEDCTL_ALLOWED_SIGNERS=str(signers)),
+    }  # fmt: skip
+    # A schedule with no slot due now: `run` without --now then runs nothing even when allowed.
+    added = ok(operator("add", "nightly", "-s", "0 0 1 1 *", "--user", "nobody", "--json",
+                        "--", "/bin/true"))  # fmt: skip
+    assert json.loads(added.out)["signed_by"] == "alice@example.com"
+    assert "unsigned" not in added.out + added.err
+    for name, host in hosts.items():
+        ran = ok(host("run", "nightly", "--now"))
+        assert "run.finished" in ran.err, (name, ran.err)
+    cron = {name: tmp_path / name / "cron.d" / "schedctl" for name in hosts}
+    for path in cron.values():
+        path.parent.mkdir()
+    for name, host in hosts.items():
+        ok(host("sync", "crontab", "--file", str(cron[name]), "--schedctl", str(BIN)))
+        assert installed(cron[name]) == {"nightly"}
+
+    # The attack: whoever can write `jobs` changes the command and drops the user; the
+    # revision stays as it was.
+    pwned = tmp_path / "pwned"
+    cast = "::jsonb" if url.startswith("postgresql") else ""
+    assert sql(url, f"UPDATE jobs SET command = '[\"/usr/bin/touch\", \"{pwned}\"]'{cast}, "
+                    f"run_as_user = NULL WHERE name = 'nightly'") == 1  # fmt: skip
+    for name, host in hosts.items():
+        for args in (("run", "nightly"), ("run", "nightly", "--now")):
+            refused = host(*args)
+            assert refused.rc == REFUSED, (name, args, refused.rc, refused.err)
+            lines = [x for x in refused.err.splitlines() if "run.refused.signature" in x]
+            assert len(lines) == 1, refused.err
+            assert "changed after it was signed" in lines[0]
+            assert "schedctl sign nightly" in lines[0]
+            assert "Traceback" not in refused.err
+    assert not pwned.exists()
+    # Recorded per host; no slot taken, no run row beyond the two good ones.
+    found = refusals(operator, "nightly")
+    assert set(found) == {"h1", "h2"}
+    assert all(r["kind"] == "signature" and r["count"] == 2 for r in found.values())
+    history = json.loads(ok(operator("history", "nightly", "--json")).out)
+    assert [r["status"] for r in history] == ["succeeded", "succeeded"]
+    assert "host h1 refuses job nightly" in ok(operator("history", "nightly")).err
+    checked = operator("check", "nightly")
+    assert checked.rc == 2, checked.out
+    assert "refused on host h1 (signature)" in checked.out
+    assert "refused on host h2 (signature)" in checked.out
+    verified = operator("verify", "nightly", "--json")
+    assert verified.rc == 0  # the operator's host requires nothing
+    assert json.loads(verified.out)[0]["valid"] is None
+    verified = hosts["h2"]("verify", "nightly", "--json")
+    assert verified.rc == REFUSED
+    assert json.loads(verified.out)[0]["valid"] is False
+    # sync removes the line it had installed, and says why.
+    for name, host in hosts.items():
+        synced = ok(host("sync", "crontab", "--file", str(cron[name]), "--schedctl", str(BIN)))
+        assert "job nightly not installed: this host refuses it (signature" in synced.err
+        assert installed(cron[name]) == set()
+
+    # The operator looks, and signs the definition they mean: it runs again everywhere.
+    ok(operator("edit", "nightly", "--user", "nobody", "--", "/bin/true"))
+    for name, host in hosts.items():
+        ok(host("run", "nightly", "--now"))
+        ok(host("sync", "crontab", "--file", str(cron[name]), "--schedctl", str(BIN)))
+        assert installed(cron[name]) == {"nightly"}
+    assert not pwned.exists()
+    assert refusals(operator, "nightly") == {}
+    ok(operator("check", "nightly"))
+    assert ok(hosts["h1"]("verify", "nightly")).out.count("valid") == 1
+
+
+def test_unsigned_unknown_signers_and_tampered_signatures_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    alice, mallory = make_key(tmp_path, "alice"), make_key(tmp_path, "mallory")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", alice, ""),
+                              ("carol@example.com", mallory, 'namespaces="git"'))  # fmt: skip
+    as_alice = host_cli(tmp_path, "a", url, SCHEDCTL_SIGNING_KEY=str(alice),
+                        SCHEDCTL_SIGNER="alice@example.com")  # fmt: skip
+    as_mallory = host_cli(tmp_path, "m", url, SCHEDCTL_SIGNING_KEY=str(mallory),
+                          SCHEDCTL_SIGNER="alice@example.com")  # fmt: skip
+    as_carol = host_cli(tmp_path, "c", url, SCHEDCTL_SIGNING_KEY=str(mallory),
+                        SCHEDCTL_SIGNER="carol@example.com")  # fmt: skip
+    unsigned = host_cli(tmp_path, "u", url)
+    ok(as_alice("db", "upgrade"))
+    marker = tmp_path / "ran"
+    for cli, job in ((as_alice, "good"), (as_mallory, "forged"), (as_carol, "wrong-ns"),
+                     (as_alice, "tampered")):  # fmt: skip
+        added = ok(cli("add", job, "-s", "0 0 1 1 *", "--", "/usr/bin/touch", f"{marker}-{job}"))
+        assert "unsigned" not in added.out
+    added = ok(unsigned("add", "plain", "-s", "0 0 1 1 *", "--", "/usr/bin/touch", f"{marker}-p"))
+    assert added.out.count("unsigned: hosts with require_signature will refuse it") == 1
+    # A signature lifted from another job: valid bytes, wrong definition.
+    assert sql(url, "UPDATE jobs SET signature = (SELECT signature FROM jobs WHERE name = 'good') "
+                    "WHERE name = 'tampered'") == 1  # fmt: skip
+    host = host_cli(tmp_path, "h", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                    SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    expected = {
+        "forged": "not allowed to sign jobs",
+        "wrong-ns": "not allowed to sign jobs",
+        "tampered": "changed after it was signed",
+        "plain": "unsigned",
+    }
+    for job, why in expected.items():
+        refused = host("run", job, "--now")
+        assert refused.rc == REFUSED, (job, refused.err)
+        assert why in refused.err, (job, refused.err)
+        assert not Path(f"{marker}-{job}").exists()
+    ok(host("run", "good", "--now"))
+    assert Path(f"{marker}-good").exists()
+    verdicts = {v["job"]: v for v in json.loads(host("verify", "--json").out)}
+    assert host("verify").rc == REFUSED
+    assert verdicts["good"]["valid"] is True and not verdicts["good"]["refused"]
+    assert verdicts["forged"]["signer"] == "alice@example.com"
+    assert verdicts["forged"]["key"] != verdicts["good"]["key"]
+    for job, why in expected.items():
+        assert verdicts[job]["refused"] and why in verdicts[job]["refusal"]["reason"], job
+    assert ok(host("verify", "good")).out.count("runs") == 1
+    # Re-signing by an allowed signer is what makes a job run again.
+    ok(as_alice("sign", "tampered", "plain"))
+    ok(host("run", "tampered", "--now"))
+    ok(host("run", "plain", "--now"))
+
+
+def test_a_key_held_by_ssh_agent_signs(tmp_path: Path) -> None:
+    key = make_key(tmp_path, "agent-key")
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.run(["ssh-agent", "-a", str(sock), "-s"], capture_output=True, text=True,
+                           check=True)  # fmt: skip
+    pid = int(agent.stdout.split("SSH_AGENT_PID=", 1)[1].split(";", 1)[0])
+    try:
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)  # fmt: skip
+        key.unlink()  # only the agent holds the private half now
+        public = Path(f"{key}.pub")
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+        operator = host_cli(tmp_path, "op", url, SCHEDCTL_SIGNER="ops@example.com",
+                            SSH_AUTH_SOCK=str(sock))  # fmt: skip
+        ok(operator("--sign-with", str(public), "add", "agent-job", "-s", "0 0 1 1 *", "--",
+                    "/bin/true"))  # fmt: skip
+        no_agent = host_cli(tmp_path, "na", url, SCHEDCTL_SIGNER="ops@example.com",
+                            SCHEDCTL_SIGNING_KEY=str(public))  # fmt: skip
+        one_line_error(no_agent("add", "other", "-s", "@daily", "--", "/bin/true"),
+                       ExitCode.CONFIG, "ssh-keygen could not sign")  # fmt: skip
+    finally:
+        os.kill(pid, signal.SIGTERM)
+    signers = allowed_signers(tmp_path / "allowed", ("ops@example.com", key, ""))
+    host = host_cli(tmp_path, "h", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                    SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    ok(host("run", "agent-job", "--now"))
+    assert json.loads(ok(host("verify", "--json")).out) == [
+        {"job": "agent-job", "revision": 1, "signed": True, "signer": "ops@example.com",
+         "key": json.loads(ok(host("show", "agent-job", "--json")).out)["signing_key"],
+         "valid": True, "reason": None, "refused": False, "refusal": None}
+    ]  # fmt: skip
+    # Nothing half-stored by the failed add.
+    one_line_error(host("show", "other"), ExitCode.NOT_FOUND, "no job named 'other'")
+
+
+@pytest.mark.usefixtures("machine_settings_turn")
+def test_host_policy_refuses_users_and_commands_outside_its_directories(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    operator = host_cli(tmp_path, "op", url)
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    marker = tmp_path / "marks"
+    marker.mkdir()
+    script = jobs_dir / "mark"
+    script.write_text(f"#!/bin/sh\ntouch {marker}/\"$1\"\n")
+    script.chmod(0o755)
+    (jobs_dir / "escape").symlink_to("/usr/bin/touch")
+    ok(operator("add", "as-root", "-s", "0 0 1 1 *", "--", str(script), "as-root"))
+    ok(operator("add", "outside", "-s", "0 0 1 1 *", "--", "/usr/bin/touch", f"{marker}/outside"))
+    ok(operator("add", "linked", "-s", "0 0 1 1 *", "--", str(jobs_dir / "escape"),
+                f"{marker}/linked"))  # fmt: skip
+    ok(operator("add", "shelled", "-s", "0 0 1 1 *", "--shell", "--",
+                f"{script} shelled; touch {marker}/shelled-too"))  # fmt: skip
+    ok(operator("add", "plain-shell", "-s", "0 0 1 1 *", "--shell", "--",
+                f"{script} plain-shell"))  # fmt: skip
+    conf = tmp_path / "host.env"
+    conf.write_text(f"SCHEDCTL_ALLOWED_USERS=nobody\nSCHEDCTL_COMMAND_DIRS={jobs_dir}\n")
+    host = host_cli(tmp_path, "h", url, conf)
+    refused = host("run", "as-root", "--now")
+    assert refused.rc == REFUSED, refused.err
+    assert "run.refused.policy" in refused.err and "runs as 'root'" in refused.err
+    assert not (marker / "as-root").exists()
+    conf.write_text(f"SCHEDCTL_ALLOWED_USERS=nobody,root\nSCHEDCTL_COMMAND_DIRS={jobs_dir}\n")
+    ok(host("run", "as-root", "--now"))
+    assert (marker / "as-root").exists()
+    ok(host("run", "plain-shell", "--now"))
+    assert (marker / "plain-shell").exists()
+    for job, why in (("outside", "outside SCHEDCTL_COMMAND_DIRS"),
+                     ("linked", "resolves to /usr/bin/touch"),
+                     ("shelled", "holds shell syntax")):  # fmt: skip
+        refused = host("run", job, "--now")
+        assert refused.rc == REFUSED, (job, refused.err)
+        assert why in refused.err, (job, refused.err)
+    assert sorted(p.name for p in marker.iterdir()) == ["as-root", "plain-shell"]
+    checked = host("check", "outside")
+    assert checked.rc == 2 and "refused on host h (policy)" in checked.out
+    cron = tmp_path / "cron.d" / "schedctl"
+    cron.parent.mkdir()
+    synced = ok(host("sync", "crontab", "--file", str(cron), "--schedctl", str(BIN)))
+    assert installed(cron) == {"as-root", "plain-shell"}
+    for job in ("outside", "linked", "shelled"):
+        assert f"job {job} not installed: this host refuses it (policy" in synced.err
