@@ -23,8 +23,9 @@ Usage: schedctl check [OPTIONS] [JOB]...
   WARNING: a run started late, took a retry, was skipped for overlap, or runs longer than
   twice its usual p95. CRITICAL: the last run failed (timed out, was killed, lost its lock or
   its host), the latest due slot was missed, or a run is stuck; a job placed with --on
-  that no live host carries; once jobs are placed, a host that synced before and has not
-  been seen for 5 minutes. Disabled jobs are OK.
+  that no live host carries; a host refuses the job's definition (signature or host
+  policy); once jobs are placed, a host that synced before and has not been seen for 5
+  minutes. Disabled jobs are OK unless refused.
 
   Read-only: nothing is written to the database unless --settle is given.
 

@@ -65,7 +65,7 @@ def verify(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     output: Output = Layout.table,
 ) -> None:
-    """Show who signed each job and whether this host would run it; exit 79 if it would refuse any.
+    """Show who signed each job and whether this host would run it; exit 80 if it would refuse any.
 
     Judged by this host's SCHEDCTL_ALLOWED_SIGNERS, SCHEDCTL_REQUIRE_SIGNATURE,
     SCHEDCTL_ALLOWED_USERS and SCHEDCTL_COMMAND_DIRS. Example: schedctl verify nightly-backup

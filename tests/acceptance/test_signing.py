@@ -257,7 +257,7 @@ def test_host_policy_refuses_users_and_commands_outside_its_directories(tmp_path
     marker = tmp_path / "marks"
     marker.mkdir()
     script = jobs_dir / "mark"
-    script.write_text(f"#!/bin/sh\ntouch {marker}/\"$1\"\n")
+    script.write_text(f'#!/bin/sh\ntouch {marker}/"$1"\n')
     script.chmod(0o755)
     (jobs_dir / "escape").symlink_to("/usr/bin/touch")
     ok(operator("add", "as-root", "-s", "0 0 1 1 *", "--", str(script), "as-root"))

@@ -230,6 +230,7 @@ def test_run_path_modules_load_no_heavy_framework() -> None:
     code = (
         "import sys\n"
         "import schedctl.db.repository, schedctl.runner, schedctl.locking, schedctl.services\n"
+        "import schedctl.trust, schedctl.signing\n"
         "heavy = sorted(m for m in sys.modules if m.split('.')[0] in "
         "('sqlalchemy', 'typer', 'rich', 'click', 'alembic'))\n"
         "print(','.join(heavy))\n"
