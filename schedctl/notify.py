@@ -37,6 +37,9 @@ class NotifySettings(NamedTuple):
     backoff_max: float = 3600.0  # the longest wait between attempts (BACKOFF_MAX)
     attempts: int = 10  # then the notification is given up, recorded as failed (ATTEMPTS)
     budget: float = 5.0  # what `run` may spend delivering after the job (BUDGET)
+    # Set on hosts that require signed definitions (trust.py): an exec: target runs only when
+    # the job's definition, verified against this allowed-signers file, names it.
+    allowed_signers: str = ""
 
     @property
     def lease(self) -> float:
@@ -75,7 +78,32 @@ def settings_from(values: Mapping[str, str]) -> NotifySettings:
         if number is None or not math.isfinite(number) or number < least:
             raise ConfigError(f"{var}={text!r} is not a number of at least {least}: fix it")
         found[key] = number
+    if values.get("SCHEDCTL_REQUIRE_SIGNATURE", "").strip().lower() in ("1", "yes", "true"):
+        found["allowed_signers"] = values.get("SCHEDCTL_ALLOWED_SIGNERS", "").strip() or "-"
     return NotifySettings(**found)
+
+
+def _check_exec(store: Repository, job_name: str, target: str, signers: str) -> None:
+    """Raise DeliveryError unless `job_name`'s verified definition names exec: `target`.
+
+    The outbox is not signed: whoever can write it could otherwise make hosts run a command.
+    """
+    from pathlib import Path
+
+    from schedctl.errors import NotFoundError
+    from schedctl.trust import HostTrust, signature_refusal
+
+    try:
+        job = store.load_job(job_name)
+    except NotFoundError:
+        raise DeliveryError(
+            "refused: the job is gone, so its exec: target cannot be verified"
+        ) from None
+    refusal = signature_refusal(job, HostTrust(True, Path(signers)))
+    if refusal is not None:
+        raise DeliveryError(f"refused: this host requires signed definitions and {refusal.reason}")
+    if target not in job.spec.notify:
+        raise DeliveryError("refused: the job's signed definition names no such exec: target")
 
 
 class Outcome(NamedTuple):
@@ -345,6 +373,8 @@ def deliver(
             fields = {"job": row["job_name"], "on": row["event"], "run_id": row["run_id"],
                       "target": mask_target(target), "attempt": row["attempts"]}  # fmt: skip
             try:
+                if settings.allowed_signers and target.startswith("exec:"):
+                    _check_exec(store, str(row["job_name"]), target, settings.allowed_signers)
                 send(target, document(row), settings.timeout, host, total)
             except DeliveryError as e:
                 error = str(e)

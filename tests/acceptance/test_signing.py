@@ -295,3 +295,31 @@ def test_host_policy_refuses_users_and_commands_outside_its_directories(tmp_path
     assert installed(cron) == {"as-root", "plain-shell"}
     for job in ("outside", "linked", "shelled"):
         assert f"job {job} not installed: this host refuses it (policy" in synced.err
+
+
+def test_an_exec_notification_written_into_the_outbox_is_not_run(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    key = make_key(tmp_path, "alice")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", key, ""))
+    scripts = {}
+    for name in ("signed-target", "planted"):
+        script = tmp_path / name
+        script.write_text(f"#!/bin/sh\ntouch {tmp_path}/{name}.ran\n")
+        script.chmod(0o755)
+        scripts[name] = script
+    operator = host_cli(tmp_path, "op", url, SCHEDCTL_SIGNING_KEY=str(key),
+                        SCHEDCTL_SIGNER="alice@example.com")  # fmt: skip
+    ok(operator("add", "good", "-s", "0 0 1 1 *", "--notify", f"exec:{scripts['signed-target']}",
+                "--", "/bin/true"))  # fmt: skip
+    # Whoever can write the outbox queues a command of their own for the job.
+    for target in scripts.values():
+        assert sql(url, "INSERT INTO notifications (job_id, job_name, event, target, state, "
+                        "attempts, created_at, next_attempt_at) SELECT id, name, 'failure', "
+                        f"'exec:{target}', 'pending', 0, '2026-01-01 00:00:00', "
+                        "'2026-01-01 00:00:00' FROM jobs WHERE name = 'good'") == 1  # fmt: skip
+    host = host_cli(tmp_path, "h", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                    SCHEDCTL_ALLOWED_SIGNERS=str(signers), SCHEDCTL_NOTIFY_ATTEMPTS="1")  # fmt: skip
+    delivered = host("notify")
+    assert (tmp_path / "signed-target.ran").exists(), delivered.err
+    assert not (tmp_path / "planted.ran").exists()
+    assert "names no such exec: target" in delivered.err
