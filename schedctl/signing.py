@@ -8,8 +8,6 @@ verify it against an allowed-signers file (the format git uses for SSH-signed co
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -73,6 +71,10 @@ def key_fingerprint(signature: str) -> str:
 
     Raise ValueError when `signature` is not one.
     """
+    # Here, not at the top: a host verifying on the run path never needs the fingerprint.
+    import base64
+    import hashlib
+
     lines = [x.strip() for x in signature.strip().splitlines()]
     if len(lines) < 3 or lines[0] != "-----BEGIN SSH SIGNATURE-----":
         raise ValueError("not an SSH signature")

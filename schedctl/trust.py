@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -184,6 +183,8 @@ def _command_refusal(job: Job, dirs: tuple[str, ...], base_env: Mapping[str, str
                 f"its shell command holds shell syntax (quotes, ;, |, $, redirections...), so "
                 f"what it runs cannot be checked against {DIRS_VAR}: make it a plain command"
             )
+        import shlex
+
         words = shlex.split(text)
         program = words[0] if words else ""
     else:
