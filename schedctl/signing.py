@@ -26,7 +26,8 @@ SSH_KEYGEN_TIMEOUT = 30.0
 def canonical(spec: JobSpec, revision: int) -> bytes:
     """Return the bytes a job's signature covers: deterministic for equal definitions.
 
-    Left out: description, tags and retention, which change nothing a host runs.
+    Left out: description, tags, retention and which env values are masked in output, which
+    change nothing a host runs.
     """
     doc: dict[str, Any] = {
         "schedctl-job": CANONICAL_VERSION,
@@ -51,6 +52,8 @@ def canonical(spec: JobSpec, revision: int) -> bytes:
         # exec: targets are commands the host runs too.
         "notify": list(spec.notify),
         "notify_on": list(spec.notify_on),
+        # Where each host reads a secret from decides what the job gets.
+        "secrets": dict(spec.secrets),
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return text.encode("utf-8")

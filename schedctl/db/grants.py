@@ -68,6 +68,9 @@ PLAN: dict[str, dict[str, str]] = {
     },
     # Hosts register themselves; only operators forget one.
     "hosts": {"admin": _ALL, "runner": "SELECT, INSERT, UPDATE", "reader": "SELECT"},
+    # A host records the jobs it refuses to run (signature, host policy) and clears its own
+    # refusal once it would run the job; `check` reads them.
+    "refusals": {"admin": _ALL, "runner": "SELECT, INSERT, UPDATE, DELETE", "reader": "SELECT"},
 }
 
 # Sequences behind the serial ids: whoever inserts rows draws from them.
@@ -170,6 +173,9 @@ _NEEDS: dict[tuple[str, str], tuple[str, str]] = {
     ("insert", "notifications"): ("deliver notifications", "runner"),
     ("update", "notifications"): ("deliver notifications", "runner"),
     ("delete", "notifications"): ("deliver notifications", "runner"),
+    ("insert", "refusals"): ("record refusals of jobs", "runner"),
+    ("update", "refusals"): ("record refusals of jobs", "runner"),
+    ("delete", "refusals"): ("record refusals of jobs", "runner"),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import BIN, Cli, make_cli, ok, one_line_error
+from test_roles import Roles, roles  # noqa: F401 (the fixture)
 
 from schedctl.errors import ExitCode
 
@@ -326,3 +327,28 @@ def test_an_exec_notification_written_into_the_outbox_is_not_run(tmp_path: Path)
     assert (tmp_path / "signed-target.ran").exists(), delivered.err
     assert not (tmp_path / "planted.ran").exists()
     assert "names no such exec: target" in delivered.err
+
+
+def test_the_runner_role_records_and_clears_refusals_the_reader_sees(
+    roles: Roles,  # noqa: F811 (the fixture imported above)
+    tmp_path: Path,
+) -> None:
+    key = make_key(tmp_path, "alice")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", key, ""))
+    ok(roles.cli("admin")("add", "nightly", "-s", "0 0 1 1 *", "--", "/bin/true"))
+    host = roles.cli("runner", SCHEDCTL_HOST="h1", SCHEDCTL_REQUIRE_SIGNATURE="1",
+                     SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    refused = host("run", "nightly", "--now")
+    assert refused.rc == REFUSED and "its definition is unsigned" in refused.err, refused.err
+    assert "record_error" not in refused.err
+    cron = tmp_path / "cron.d" / "schedctl"
+    cron.parent.mkdir()
+    ok(host("sync", "crontab", "--file", str(cron), "--schedctl", str(BIN)))
+    assert installed(cron) == set()
+    checked = roles.cli("reader")("check", "nightly")
+    assert checked.rc == 2 and "refused on host h1 (signature)" in checked.out
+    ok(roles.cli("admin", SCHEDCTL_SIGNING_KEY=str(key), SCHEDCTL_SIGNER="alice@example.com")(
+        "sign", "nightly"))  # fmt: skip
+    ok(host("sync", "crontab", "--file", str(cron), "--schedctl", str(BIN)))
+    assert installed(cron) == {"nightly"}
+    assert json.loads(ok(roles.cli("reader")("history", "--refused", "--json")).out) == []

@@ -12,7 +12,7 @@ from schedctl.signing import CANONICAL_VERSION, canonical
 BASE = JobSpec(name="nightly", schedule="0 3 * * *", timezone="Europe/Berlin",
                command=("/opt/jobs/backup", "--all"), env=(("A", "1"), ("B", "2")))  # fmt: skip
 # What a host's run does not depend on: the rest is signed.
-UNSIGNED = {"description", "tags", "retention_seconds"}
+UNSIGNED = {"description", "tags", "retention_seconds", "secret_env"}
 CHANGED: dict[str, Any] = {
     "name": "other", "schedule": "0 4 * * *", "timezone": "UTC", "command": ("/bin/sh",),
     "shell": True, "timeout_seconds": 60, "concurrency": ConcurrencyPolicy.ALLOW,
@@ -20,7 +20,7 @@ CHANGED: dict[str, Any] = {
     "retry_delay_seconds": 7, "env": (("A", "1"),), "workdir": "/srv", "run_as_user": "root",
     "description": "x", "tags": ("t",), "enabled": False, "output_limit_bytes": 1,
     "retention_seconds": 9, "notify": ("exec:/bin/true",), "notify_on": ("failure",),
-    "placement": "role=db",
+    "placement": "role=db", "secrets": (("TOKEN", "file:token"),), "secret_env": ("A",),
 }  # fmt: skip
 
 

@@ -1,10 +1,10 @@
 """Signed job definitions, and hosts' refusals of jobs they will not run.
 
-The change log (0007) records the signer of a change that wrote a signature; the key's
+The change log (0007, 0008) records the signer of a change that wrote a signature; the key's
 fingerprint, like the signature, signs a definition rather than defining it.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 """
 
 import importlib.util
@@ -14,20 +14,30 @@ from types import ModuleType
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
 
-def _change_log() -> ModuleType:
-    """Load migration 0007, whose trigger texts this one extends."""
-    path = Path(__file__).with_name("0007_change_log.py")
-    spec = importlib.util.spec_from_file_location("schedctl_migration_0007", path)
+def _migration(file: str) -> ModuleType:
+    """Load an earlier migration, whose trigger texts this one extends."""
+    path = Path(__file__).with_name(file)
+    spec = importlib.util.spec_from_file_location(f"schedctl_migration_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _change_log() -> ModuleType:
+    """Load migration 0007: the change log's PostgreSQL functions."""
+    return _migration("0007_change_log.py")
+
+
+def _secrets() -> ModuleType:
+    """Load migration 0008: the change log's SQLite triggers as they stand, with secrets."""
+    return _migration("0008_secrets.py")
 
 
 _NOT_DEFINITION = (
@@ -44,24 +54,28 @@ def _pg_functions(m: ModuleType, not_definition: str) -> list[str]:
     ]
 
 
+def _sqlite_columns(m: ModuleType) -> tuple[str, ...]:
+    return (*m._BEFORE, "secrets", "secret_env")
+
+
 def _sqlite_triggers(m: ModuleType) -> list[str]:
-    """Return 0007's insert and update triggers, recording the signer of a signed change."""
+    """Return 0008's insert and update triggers, recording the signer of a signed change."""
     insert = (
         "INSERT INTO job_audit (job_id, job_name, action, at, revision, signer, changes) VALUES "
     )
-    columns = m._SQLITE_COLUMNS
+    columns = _sqlite_columns(m)
     return [
         f"CREATE TRIGGER tr_jobs_audit_insert AFTER INSERT ON jobs BEGIN {insert}"
-        f"(NEW.id, NEW.name, 'insert', {m._SQLITE_NOW}, NEW.revision, NEW.signer, "
-        f"{m._definition('NEW')}); END",
+        f"(NEW.id, NEW.name, 'insert', {m._NOW}, NEW.revision, NEW.signer, "
+        f"{m._definition('NEW', columns)}); END",
         "CREATE TRIGGER tr_jobs_audit_update AFTER UPDATE ON jobs WHEN "
         + " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
         + " BEGIN UPDATE jobs SET revision = OLD.revision + 1"
         " WHERE id = NEW.id AND NEW.revision = OLD.revision; "
-        f"{insert}(NEW.id, NEW.name, 'update', {m._SQLITE_NOW},"
+        f"{insert}(NEW.id, NEW.name, 'update', {m._NOW},"
         " (SELECT revision FROM jobs WHERE id = NEW.id),"
         " CASE WHEN NEW.signature IS NOT OLD.signature THEN NEW.signer END,"
-        f" {m._diff()}); END",
+        f" {m._diff(columns)}); END",
     ]
 
 
@@ -90,32 +104,32 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("job_id", "host", name="pk_refusals"),
         sa.CheckConstraint("kind IN ('signature', 'policy')", name="ck_kind"),
     )
-    m = _change_log()
     if op.get_bind().dialect.name == "postgresql":
-        for text in _pg_functions(m, _NOT_DEFINITION):
+        for text in _pg_functions(_change_log(), _NOT_DEFINITION):
             op.execute(text)
     else:
         op.execute("DROP TRIGGER tr_jobs_audit_insert")
         op.execute("DROP TRIGGER tr_jobs_audit_update")
-        for ddl in _sqlite_triggers(m):
+        for ddl in _sqlite_triggers(_secrets()):
             op.execute(ddl)
 
 
 def downgrade() -> None:
-    m = _change_log()
     op.drop_table("refusals")
     if op.get_bind().dialect.name == "postgresql":
+        m = _change_log()
         for text in _pg_functions(m, m._NOT_DEFINITION):
             op.execute(text)
         for column in ("signing_key", "signer", "signature"):
             op.drop_column("jobs", column)
         return
-    # Rebuilding the table drops its triggers: 0007's come back afterwards.
+    # Rebuilding the table drops its triggers: 0008's come back afterwards.
     for name in ("insert", "update", "delete"):
         op.execute(f"DROP TRIGGER IF EXISTS tr_jobs_audit_{name}")
     with op.batch_alter_table("jobs") as batch:
         batch.drop_column("signing_key")
         batch.drop_column("signer")
         batch.drop_column("signature")
-    for ddl in m._SQLITE_TRIGGERS:
+    s = _secrets()
+    for ddl in s._sqlite_triggers(_sqlite_columns(s)):
         op.execute(ddl)
