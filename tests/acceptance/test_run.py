@@ -228,12 +228,21 @@ def test_thirty_racing_hosts_run_the_slot_once(
     print(f"\n30 racers on {url.split(':')[0]}: 1 ran, 29 skipped, {wall:.2f} s wall")
 
 
-def test_overlap_is_skipped_under_forbid(backend: tuple[Cli, str, dict[str, str]]) -> None:
+def test_overlap_is_skipped_under_forbid(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
     cli, url, env = backend
-    ok(cli("add", "long", "-s", "@daily", "--", "sleep", "3"))
+    started, release = tmp_path / "started", tmp_path / "release"
+    # The job holds the lock until the test has tried the second run, however slow the machine.
+    script = f"touch {started}; while [ ! -e {release} ]; do sleep 0.05; done"
+    ok(cli("add", "long", "-s", "@daily", "--shell", "--", script))
     first = start_run(env, "long", "--now")
-    time.sleep(1.5)
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.05)
     second = cli("run", "long", "--now")
+    release.touch()
     assert second.rc == 0 and "event=run.lock.busy" in second.err
     assert first.wait(timeout=30) == 0
     assert sorted(r["status"] for r in run_rows(url)) == ["skipped_overlap", "succeeded"]
