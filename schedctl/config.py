@@ -435,21 +435,26 @@ CONNECT_RETRY_VAR = "SCHEDCTL_CONNECT_RETRY"
 MAX_CONNECT_RETRY = 45.0
 
 
-def connect_retry_seconds(env: Mapping[str, str], default: float) -> float:
-    """Return $SCHEDCTL_CONNECT_RETRY: how long to retry a server refusing connections as full."""
-    text = env.get(CONNECT_RETRY_VAR)
+def _seconds(env: Mapping[str, str], var: str, low: float, high: float, default: float) -> float:
+    """Return $var as seconds in [low, high], `default` when unset; else a ConfigError."""
+    text = env.get(var)
     if not text:
         return default
     try:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 <= value <= MAX_CONNECT_RETRY:  # NaN fails both comparisons
+    if not low <= value <= high:  # NaN fails both comparisons; infinity the upper one
         raise ConfigError(
-            f"${CONNECT_RETRY_VAR} is {text[:40]!r}: give a number of seconds from 0 to "
-            f"{MAX_CONNECT_RETRY:g} (default {default:g}), or unset it"
+            f"${var} is {text[:40]!r}: give a number of seconds from {low:g} to {high:g} "
+            f"(default {default:g}), or unset it"
         )
     return value
+
+
+def connect_retry_seconds(env: Mapping[str, str], default: float) -> float:
+    """Return $SCHEDCTL_CONNECT_RETRY: how long to retry a server refusing connections as full."""
+    return _seconds(env, CONNECT_RETRY_VAR, 0, MAX_CONNECT_RETRY, default)
 
 
 def heartbeat_seconds(env: Mapping[str, str]) -> float:
@@ -464,18 +469,6 @@ def heartbeat_seconds(env: Mapping[str, str]) -> float:
         MIN_HEARTBEAT_SECONDS,
     )
 
-    text = env.get(HEARTBEAT_VAR)
-    if not text:
-        return DEFAULT_HEARTBEAT_SECONDS
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    # NaN fails both comparisons; infinity the upper one.
-    if not MIN_HEARTBEAT_SECONDS <= value <= MAX_HEARTBEAT_SECONDS:
-        raise ConfigError(
-            f"${HEARTBEAT_VAR} is {text[:40]!r}: give a number of seconds from "
-            f"{MIN_HEARTBEAT_SECONDS:g} to {MAX_HEARTBEAT_SECONDS:g} (default "
-            f"{DEFAULT_HEARTBEAT_SECONDS:g}), or unset it"
-        )
-    return value
+    return _seconds(
+        env, HEARTBEAT_VAR, MIN_HEARTBEAT_SECONDS, MAX_HEARTBEAT_SECONDS, DEFAULT_HEARTBEAT_SECONDS
+    )
