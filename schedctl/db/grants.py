@@ -84,6 +84,7 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
 
 # Trigger functions that write tables the invoking role may not: they run as their owner.
 # (schedctl_audit_job(), the change log's, is created SECURITY DEFINER by its migration.)
+# Their bodies name every relation by its schema (migration 0010).
 DEFINER_FUNCTIONS = ("schedctl_count_run()",)
 
 # Row security on runs, for every role but the owner (who bypasses it): anyone granted it may
@@ -142,9 +143,10 @@ def statements(grant: Grant) -> list[str]:
             sql.append(f"GRANT USAGE ON SEQUENCE {', '.join(seqs)} TO {who}")
     for function in DEFINER_FUNCTIONS:
         # A fixed search_path: the function runs with the owner's rights, so it must not
-        # find a caller's table of the same name first.
+        # find a caller's table of the same name first (pg_temp comes first unless named).
         sql.append(
-            f"ALTER FUNCTION {function} SECURITY DEFINER SET search_path = {schema}, pg_temp"
+            f"ALTER FUNCTION {schema}.{function} SECURITY DEFINER"
+            " SET search_path = pg_catalog, pg_temp"
         )
     for name, rule in POLICIES:
         sql.append(f"DROP POLICY IF EXISTS {name} ON runs")
