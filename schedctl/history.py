@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from schedctl.models import iso
+from schedctl.models import iso, mask_target
 
 
 @dataclass(frozen=True)
@@ -138,12 +138,23 @@ def _boolean(value: Any) -> Any:
     return bool(value) if isinstance(value, int) else value
 
 
+def _shown(field: str, value: Any) -> Any:
+    """Return a logged value as it may be shown: booleans as such, webhook tokens masked."""
+    if field in _BOOLEAN_FIELDS:
+        return _boolean(value)
+    if field == "notify" and isinstance(value, list):
+        return [mask_target(t) if isinstance(t, str) else t for t in value]
+    return value
+
+
 class ChangeRecord(NamedTuple):
     """One change to a job, as the triggers on jobs recorded it (migration 0007).
 
     `changes` is the definition for an insert or a delete, and `{field: [old, new]}` for an
     update. Environment values are never recorded: `env` holds the keys (insert, delete) or
-    `{"added": [...], "removed": [...], "changed": [...]}` (update).
+    `{"added": [...], "removed": [...], "changed": [...]}` (update). Webhook targets are
+    recorded masked (0010) and masked again here. An update may hold `signature`: before and
+    after, each None (unsigned) or the `signer` and `key` the row claimed, unverified.
     """
 
     id: int
@@ -174,7 +185,7 @@ class ChangeRecord(NamedTuple):
         """Return the created or removed definition (empty for an update)."""
         if self.kind == "update":
             return {}
-        return {k: _boolean(v) if k in _BOOLEAN_FIELDS else v for k, v in self.changes.items()}
+        return {k: _shown(k, v) for k, v in self.changes.items()}
 
     def diff(self) -> dict[str, Any]:
         """Return `{field: {"old": o, "new": n}}` for an update (env: keys added/removed/changed)."""
@@ -186,9 +197,7 @@ class ChangeRecord(NamedTuple):
                 out[field] = change
                 continue
             old, new = change
-            if field in _BOOLEAN_FIELDS:
-                old, new = _boolean(old), _boolean(new)
-            out[field] = {"old": old, "new": new}
+            out[field] = {"old": _shown(field, old), "new": _shown(field, new)}
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,7 +215,9 @@ class ChangeRecord(NamedTuple):
             "application_name": self.application_name,
             "client_addr": self.client_addr,
             "os_user": self.os_user,
-            "signer": self.signer,
+            # Whatever the row said when its signature was written: nothing here checked it
+            # (`schedctl verify` does).
+            "signer_claimed": self.signer,
         }
         if self.kind == "update":
             out["changes"] = self.diff()

@@ -222,7 +222,8 @@ def _changes(
     table.add_column("WHO", no_wrap=True)
     table.add_column("REV", priority=1, no_wrap=True)
     if wide:
-        for col in ("OS USER", "CLIENT", "SIGNER"):
+        # The signer a change's row claimed: the log cannot check a signature, `verify` does.
+        for col in ("OS USER", "CLIENT", "SIGNED AS (claimed)"):
             table.add_column(col, no_wrap=True)
     table.add_column("WHAT", shrink=20, overflow="fold")
     for c in found:
@@ -264,9 +265,19 @@ def change_text(c: ChangeRecord, full: bool) -> str:
             keys = [f"{mark}{k}" for mark, what in (("+", "added"), ("~", "changed"),
                     ("-", "removed")) for k in d.get(what, [])]  # fmt: skip
             parts.append("env: " + " ".join(keys))
+        elif field == "signature":
+            parts.append(_signature_text(d["old"], d["new"]))
         else:
             parts.append(f"{field}: {_value(d['old'])} -> {_value(d['new'])}")
     return "; ".join(parts)
+
+
+def _signature_text(old: object, new: object) -> str:
+    """Say how a change left the signature, naming the signer only as claimed."""
+    if not isinstance(new, dict):
+        return "signature removed"
+    claimed = f"claimed by {_value(new.get('signer'))}, key {_value(new.get('key'))}"
+    return ("re-signed" if isinstance(old, dict) else "signed") + f" ({claimed})"
 
 
 def _value(value: object) -> str:

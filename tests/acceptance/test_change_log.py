@@ -57,7 +57,7 @@ def test_every_command_records_who_when_what(backend: Backend, tmp_path: Path) -
     else:
         assert {c["who"] for c in found} == {ME}
         assert {c["db_role"] for c in found} == {None}
-    assert {c["signer"] for c in found} == {None}
+    assert {c["signer_claimed"] for c in found} == {None}
 
     removed, applied, enabled, disabled, edited, created = found
     assert created["definition"]["command"] == ["/bin/echo", "hi"]

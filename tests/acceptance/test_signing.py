@@ -159,7 +159,11 @@ def test_a_definition_changed_in_sql_is_refused_on_every_host(
     assert not pwned.exists()
     # The change log names the signer of the signed changes, and none for the direct UPDATE.
     changes = json.loads(ok(operator("history", "nightly", "--changes", "--json")).out)
-    assert [c["signer"] for c in changes] == ["alice@example.com", None, "alice@example.com"]
+    assert [c["signer_claimed"] for c in changes] == [
+        "alice@example.com",
+        None,
+        "alice@example.com",
+    ]
     assert refusals(operator, "nightly") == {}
     ok(operator("check", "nightly"))
     assert ok(hosts["h1"]("verify", "nightly")).out.count("valid") == 1
