@@ -292,3 +292,40 @@ def test_signature_changes_by_sql_are_recorded_without_a_new_revision(backend: B
     (both,) = changes(cli, "pgs", "-n", "1")
     assert both["revision"] == 2 and set(both["changes"]) == {"description", "signature"}
     assert both["signer_claimed"] == "bob"
+
+
+def test_downgrade_to_0009_and_back_keeps_a_working_log(db_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from schedctl.config import parse_database_url
+    from schedctl.db import schema
+
+    url = parse_database_url(db_url)
+    schema.upgrade(url)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(schema.MIGRATIONS))
+    engine = schema.make_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0009")
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "0010")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO jobs (name, command, shell, schedule, timezone, concurrency,"
+                    " catch_up, jitter_seconds, retries, retry_delay_seconds, env, description,"
+                    " tags, enabled, output_limit_bytes, revision, notify, created_at,"
+                    " updated_at) VALUES ('j', '[\"/bin/true\"]', false, '@daily', 'UTC',"
+                    " 'forbid', 'skip', 0, 0, 0, '{}', '', '[]', true, 1, 1,"
+                    f" '[\"webhook:https://h.example.com/{TOKEN}\"]',"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            logged_now = str(conn.execute(sa.text("SELECT changes FROM job_audit")).all())
+        assert "webhook:https://h.example.com/***" in logged_now and TOKEN not in logged_now
+    finally:
+        engine.dispose()
