@@ -51,6 +51,7 @@ class RunRequest(NamedTuple):
     grace: float = DEFAULT_GRACE
     user: str | None = None  # run as this user, with its groups (needs root)
     cgroup: bool = True  # also hold the job in a cgroup of its own where the host allows it
+    executable: str | None = None  # the file to start, argv[0] being only its name
 
 
 class RunOutcome(NamedTuple):
@@ -289,6 +290,7 @@ class Supervisor:
             try:
                 self._proc = _start(
                     list(req.argv),
+                    executable=req.executable,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     from schedctl.db.repository import Repository
     from schedctl.proctree import ProcRecord
     from schedctl.runner import RunOutcome, RunRequest
-    from schedctl.trust import Refusal
+    from schedctl.trust import Admitted, Refusal
 
 T = TypeVar("T")
 AT_SLOT_DELAY = timedelta(minutes=2)
@@ -287,8 +287,9 @@ class RunContext:
     secrets_dir: Callable[[], Path | None] = lambda: None
     # $CREDENTIALS_DIRECTORY: where systemd put the credentials of the unit that started us.
     credentials_dir: str | None = None
-    # Why this host will not run a job (trust.judge), None when it will; None: no checks.
-    judge: Callable[[Job], Refusal | None] | None = None
+    # Why this host will not run a job, or what it runs when it will (trust.admit); None: no
+    # checks.
+    judge: Callable[[Job], Refusal | Admitted] | None = None
 
     @property
     def fence_seconds(self) -> float:
@@ -465,8 +466,8 @@ def run_job(
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
     if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
         return 0  # a superset crontab line's other instants: expected, so silent
-    if (refused := _admit(ctx, job, schedule, manual)) is not None:
-        return refused
+    if isinstance(admitted := _admit(ctx, job, schedule, manual), int):
+        return admitted
     db_now, unregistered = _register(ctx, None if manual else SCHEDULERS.get(trigger))
 
     def said() -> int:
@@ -534,7 +535,7 @@ def run_job(
     try:
         code = _settle_and_lock(ctx, job, held, run_id, fields)
         if code is None:
-            code = _attempts(ctx, job, slot, run_id, claim, fields, run_ids)
+            code = _attempts(ctx, job, slot, run_id, claim, fields, run_ids, admitted)
     finally:
         held[-1].release()
     if job.spec.notify and ctx.notify is not None:
@@ -544,18 +545,22 @@ def run_job(
     return code
 
 
-def _admit(ctx: RunContext, job: Job, schedule: Schedule, manual: bool) -> int | None:
-    """Return the exit code of this host's refusal of the job, or None to go on.
+def _admit(ctx: RunContext, job: Job, schedule: Schedule, manual: bool) -> int | Admitted | None:
+    """Return the exit code of this host's refusal of the job, else what it runs (or None).
 
     Judged before anything else about the job is believed: its user, its placement and its
     enabled flag are all part of what was signed.
     """
+    admitted = None
     if ctx.judge is not None:
-        refusal = ctx.judge(job)
-        if refusal is not None:
-            return _refuse(ctx, job, schedule, manual, refusal)
+        from schedctl.trust import Refusal  # loaded already by whoever made the judge
+
+        found = ctx.judge(job)
+        if isinstance(found, Refusal):
+            return _refuse(ctx, job, schedule, manual, found)
+        admitted = found
     _check_user(job)
-    return None
+    return admitted
 
 
 def _refuse(ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal: Refusal) -> int:
@@ -838,6 +843,7 @@ def _attempts(
     claim: Callable[[int], int | None],
     fields: dict[str, Any],
     run_ids: list[int],
+    admitted: Admitted | None = None,
 ) -> int:
     # Imported only by a run that won its claim: subprocess and its imports cost every racer
     # that lost ~5 ms of CPU, and at the top of the hour those racers share the host's cores.
@@ -850,6 +856,11 @@ def _attempts(
         return int(ExitCode.SECRET)
     procs_dir = _stop_leftovers(ctx, job, fields)
     argv = ["/bin/sh", "-c", spec.command[0]] if spec.shell else list(spec.command)
+    executable = None
+    if admitted is not None and admitted.executable is not None:
+        # The host checked this file against its COMMAND_DIRS: start it, with no PATH lookup
+        # (or shell) that could find another; a checked shell command is plain words.
+        argv, executable = list(admitted.argv or argv), admitted.executable
     env = inherited_env(ctx.base_env)
     # Root starts the job as its user; the environment then says who it is, as systemd's
     # User= and cron do, unless the job's own --env says otherwise.
@@ -878,7 +889,7 @@ def _attempts(
         request = RunRequest(
             argv, env, cwd=cwd, timeout=spec.timeout_seconds,
             output_limit=spec.output_limit_bytes, grace=ctx.grace_seconds, user=user,
-            cgroup=ctx.cgroup,
+            cgroup=ctx.cgroup, executable=executable,
         )  # fmt: skip
         record = _record_for(ctx, procs_dir, job, run_id, token, fields)
         result, exit_code = _run_once(ctx, request, run_id, {**fields, "attempt": attempt}, record)

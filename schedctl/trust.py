@@ -23,8 +23,26 @@ USERS_VAR = "SCHEDCTL_ALLOWED_USERS"
 DIRS_VAR = "SCHEDCTL_COMMAND_DIRS"
 # What a shell command may not hold for its first word to be the program that runs.
 _SHELL_SPECIALS = frozenset(";&|`$()<>\n\\*?[]{}~!#'\"")
-# A variable that makes the dynamic loader run other code in the allowed program.
-_LOADER_ENV = ("LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT")
+# Variables that make the allowed program (its loader, its shell, its interpreter, or a tool
+# it starts) load or run code from elsewhere: refused in a job's --env under COMMAND_DIRS.
+# Exact names, then prefixes. docs/security.md lists them.
+CODE_ENV = frozenset({
+    "BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "PS4", "PROMPT_COMMAND", "IFS", "CDPATH",
+    "GLOBIGNORE", "GCONV_PATH", "GETCONF_DIR", "LOCPATH", "NLSPATH", "HOSTALIASES",
+    "GLIBC_TUNABLES", "CLASSPATH", "TCLLIBPATH", "PHPRC", "PHP_INI_SCAN_DIR", "EDITOR",
+    "VISUAL", "PAGER", "BROWSER", "LESSOPEN", "LESSCLOSE", "SSH_ASKPASS", "SUDO_ASKPASS",
+    "OPENSSL_CONF", "OPENSSL_ENGINES", "HOME", "ZDOTDIR", "XDG_CONFIG_HOME", "XDG_CONFIG_DIRS",
+    "_JAVA_OPTIONS", "JDK_JAVA_OPTIONS",
+})  # fmt: skip
+CODE_ENV_PREFIXES = (
+    "LD_", "BASH_FUNC_", "PYTHON", "PERL", "RUBY", "GEM_", "LUA_", "NODE_", "NPM_CONFIG_",
+    "JAVA_", "GIT_", "GCONV_", "DYLD_",
+)  # fmt: skip
+
+
+def code_env(name: str) -> bool:
+    """Return whether a job's --env `name` can make a program load or run other code."""
+    return name in CODE_ENV or name.startswith(CODE_ENV_PREFIXES)
 
 
 class HostTrust(NamedTuple):
@@ -119,17 +137,39 @@ def parse_trust(values: Mapping[str, str], require: bool) -> HostTrust:
     return HostTrust(require, path, users, dirs)
 
 
-def judge(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> Refusal | None:
-    """Return why this host must not run `job`, or None when it may."""
+class Admitted(NamedTuple):
+    """This host runs the job; under COMMAND_DIRS, exactly the program it checked.
+
+    `executable` is the absolute path the check resolved (every symlink followed) and `argv`
+    the job's words, so the runner starts that file and no lookup can find another one.
+    """
+
+    executable: str | None = None
+    argv: tuple[str, ...] | None = None
+
+
+def admit(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> Refusal | Admitted:
+    """Return why this host must not run `job`, or what it runs when it may."""
     if trust.require_signature:
         refused = signature_refusal(job, trust)
         if refused is not None:
             return refused
-    if trust.has_policy:
-        reason = policy_refusal(job, trust, base_env)
+    if trust.allowed_users is not None:
+        reason = _user_refusal(job, trust.allowed_users)
         if reason is not None:
             return Refusal("policy", reason)
-    return None
+    if trust.command_dirs is not None:
+        found = _command_check(job, trust.command_dirs, base_env)
+        if isinstance(found, str):
+            return Refusal("policy", found)
+        return found
+    return Admitted()
+
+
+def judge(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> Refusal | None:
+    """Return why this host must not run `job`, or None when it may."""
+    found = admit(job, trust, base_env)
+    return found if isinstance(found, Refusal) else None
 
 
 def signature_refusal(job: Job, trust: HostTrust) -> Refusal | None:
@@ -158,24 +198,70 @@ def runs_as(job: Job) -> str:
         return str(os.geteuid())
 
 
-def policy_refusal(job: Job, trust: HostTrust, base_env: Mapping[str, str]) -> str | None:
-    """Return how `job` breaks this host's policy, or None."""
-    if trust.allowed_users is not None:
-        user = runs_as(job)
-        if user not in trust.allowed_users:
-            listed = ", ".join(trust.allowed_users) or "no user"
-            return f"it runs as {user!r}, and {USERS_VAR} lists only {listed}"
-    if trust.command_dirs is not None:
-        return _command_refusal(job, trust.command_dirs, base_env)
+def _user_refusal(job: Job, users: tuple[str, ...]) -> str | None:
+    user = runs_as(job)
+    if user not in users:
+        listed = ", ".join(users) or "no user"
+        return f"it runs as {user!r}, and {USERS_VAR} lists only {listed}"
     return None
 
 
-def _command_refusal(job: Job, dirs: tuple[str, ...], base_env: Mapping[str, str]) -> str | None:
+def _inside(path: str, dirs: tuple[str, ...]) -> bool:
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _path_refusal(path_var: str, dirs: tuple[str, ...]) -> str | None:
+    """Return why a job's own PATH could lead the allowed program to other code, or None."""
+    from schedctl.pathtrust import untrusted
+
+    for entry in path_var.split(":"):
+        if not entry.startswith("/"):
+            shown = entry or "an empty entry"
+            return (
+                f"its --env PATH holds {shown!r}, which means its working directory or one "
+                f"relative to it; under {DIRS_VAR} give only absolute directories"
+            )
+        if _inside(os.path.realpath(entry), dirs):
+            continue
+        why = untrusted(entry, (0,), must_exist=False)
+        if why is not None:
+            return (
+                f"its --env PATH holds {entry}, which someone other than root could change "
+                f"({why}); under {DIRS_VAR} list only allowed or root-only directories"
+            )
+    return None
+
+
+def _lookup(program: str, path_var: str) -> str | None:
+    """Return the file a bare `program` names on `path_var`, as exec would find it.
+
+    Only absolute entries count: the checked path is what runs, so an empty, `.` or relative
+    entry (the job's working directory) never decides what starts.
+    """
+    for entry in path_var.split(":"):
+        if not entry.startswith("/"):
+            continue
+        candidate = os.path.join(entry, program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _command_check(job: Job, dirs: tuple[str, ...], base_env: Mapping[str, str]) -> str | Admitted:
+    """Return how the job's command breaks COMMAND_DIRS, or the file and words it runs."""
     spec = job.spec
     allowed = ", ".join(dirs)
-    for key in _LOADER_ENV:
-        if key in dict(spec.env):
-            return f"its --env sets {key}, which {DIRS_VAR} does not allow (it loads other code)"
+    env = dict(spec.env)
+    for key in sorted(env):
+        if code_env(key):
+            return (
+                f"its --env sets {key}, which {DIRS_VAR} does not allow (it can make the "
+                f"program load or run other code; docs/security.md lists them)"
+            )
+    if "PATH" in env:
+        why = _path_refusal(env["PATH"], dirs)
+        if why is not None:
+            return why
     if spec.shell:
         text = spec.command[0] if spec.command else ""
         if any(c in _SHELL_SPECIALS for c in text):
@@ -185,25 +271,23 @@ def _command_refusal(job: Job, dirs: tuple[str, ...], base_env: Mapping[str, str
             )
         import shlex
 
-        words = shlex.split(text)
-        program = words[0] if words else ""
+        words = tuple(shlex.split(text))
     else:
-        program = spec.command[0] if spec.command else ""
-    path_var = dict(spec.env).get("PATH") or base_env.get("PATH") or os.defpath
+        words = tuple(spec.command)
+    program = words[0] if words else ""
+    path_var = env.get("PATH") or base_env.get("PATH") or os.defpath
     if "/" in program:
         if not program.startswith("/"):
             return f"its command {program!r} is a relative path: give an absolute one"
         found: str | None = program
     else:
-        import shutil
-
-        found = shutil.which(program, path=path_var)
-    if found is None or not os.path.isfile(found):
+        found = _lookup(program, path_var)
+    if not program or found is None or not os.path.isfile(found):
         return f"its command {program!r} is not found on this host"
     real = os.path.realpath(found)
-    if not any(real.startswith(d.rstrip("/") + "/") for d in dirs):
+    if not _inside(real, dirs):
         return f"its command resolves to {real}, outside {DIRS_VAR} ({allowed})"
-    return None
+    return Admitted(real, words)
 
 
 class Verdict(NamedTuple):

@@ -307,7 +307,7 @@ def _judge() -> Callable[[Job], Any] | None:
     if not settings.active:
         return None
     env = dict(os.environ)
-    return lambda job: trust.judge(job, settings, env)
+    return lambda job: trust.admit(job, settings, env)
 
 
 # trust.TRUST_VARS, here so that a host without them does not load trust.py.

@@ -356,3 +356,96 @@ def test_the_runner_role_records_and_clears_refusals_the_reader_sees(
     ok(host("sync", "crontab", "--file", str(cron), "--schedctl", str(BIN)))
     assert installed(cron) == {"nightly"}
     assert json.loads(ok(roles.cli("reader")("history", "--refused", "--json")).out) == []
+
+
+def policy_host(tmp_path: Path) -> tuple[Cli, Cli, Path, Path, Path]:
+    """A host that allows root and only the programs of `allowed/`, and a planted `evil/`.
+
+    Returns (operator, host, allowed, evil, marks): each program writes its name into marks.
+    """
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    allowed, evil = tmp_path / "allowed", tmp_path / "evil"
+    for where, mark in ((allowed, "ALLOWED"), (evil, "EVIL")):
+        where.mkdir()
+        for name in ("x", "sh") if where == evil else ("x",):
+            script = where / name
+            script.write_text(f'#!/bin/sh\necho {mark} > {marks}/{mark}-{name}-"$1"\n')
+            script.chmod(0o755)
+    conf = tmp_path / "host.env"
+    conf.write_text(f"SCHEDCTL_ALLOWED_USERS=root\nSCHEDCTL_COMMAND_DIRS={allowed}\n")
+    return host_cli(tmp_path, "op", url), host_cli(tmp_path, "h", url, conf), allowed, evil, marks
+
+
+def test_command_dirs_run_the_checked_file_whatever_the_path_and_working_directory(
+    tmp_path: Path,
+) -> None:
+    """An empty or `.` PATH entry cannot make `run` start ./x from the job's working directory."""
+    operator, host, allowed, evil, marks = policy_host(tmp_path)
+    for job, path, shell in (("empty", f":{allowed}:/usr/bin:/bin", False),
+                             ("dot", f".:{allowed}:/usr/bin:/bin", False),
+                             ("relative", f"evil:{allowed}:/usr/bin:/bin", False),
+                             ("shell-empty", f":{allowed}:/usr/bin:/bin", True)):  # fmt: skip
+        command = ["--shell", "--", f"x {job}"] if shell else ["--", "x", job]
+        ok(operator("add", job, "-s", "0 0 1 1 *", "--workdir", str(evil), "-e", f"PATH={path}",
+                    *command))  # fmt: skip
+        refused = host("run", job, "--now")
+        assert refused.rc == REFUSED, (job, refused.err)
+        assert "run.refused.policy" in refused.err and "give only absolute directories" in (
+            refused.err
+        ), (job, refused.err)
+        verified = host("verify", job, "--json")
+        assert verified.rc == REFUSED and json.loads(verified.out)[0]["refused"] is True, verified
+    # The host's own PATH may hold an empty entry: the file checked is the file started, not
+    # the ./x a lookup from the job's working directory would find.
+    ok(operator("add", "host-path", "-s", "0 0 1 1 *", "--workdir", str(evil), "--", "x", "hp"))
+    ok(operator("add", "host-path-shell", "-s", "0 0 1 1 *", "--workdir", str(evil), "--shell",
+                "--", "x hps"))  # fmt: skip
+    conf = tmp_path / "host.env"
+    odd = host_cli(tmp_path, "h", f"sqlite:///{tmp_path / 'shared.db'}", conf,
+                   PATH=f":{allowed}:/usr/bin:/bin")  # fmt: skip
+    ok(odd("run", "host-path", "--now"))
+    ok(odd("run", "host-path-shell", "--now"))
+    assert sorted(p.name for p in marks.iterdir()) == ["ALLOWED-x-hp", "ALLOWED-x-hps"]
+
+
+def test_command_dirs_refuse_variables_that_load_other_code(tmp_path: Path) -> None:
+    """BASH_ENV, a PATH others can write for `#!/usr/bin/env`, GCONV_PATH and their kind."""
+    operator, host, allowed, evil, marks = policy_host(tmp_path)
+    bash = allowed / "bs"
+    bash.write_text(f"#!/bin/bash\necho bash > {marks}/ALLOWED-bs\n")
+    via_env = allowed / "es"
+    via_env.write_text(f"#!/usr/bin/env sh\necho env > {marks}/ALLOWED-es\n")
+    for script in (bash, via_env):
+        script.chmod(0o755)
+    planted = evil / "evilenv.sh"
+    planted.write_text(f"echo EVIL > {marks}/EVIL-bash-env\n")
+    # A directory another user owns: what `env sh` finds there is theirs.
+    shutil_chown(evil, "nobody")
+    cases = {
+        "bash-env": (["-e", f"BASH_ENV={planted}"], bash, "sets BASH_ENV"),
+        "env-path": (["-e", f"PATH={evil}:/usr/bin:/bin"], via_env, "someone other than root"),
+        "gconv": (["-e", f"GCONV_PATH={evil}"], bash, "sets GCONV_PATH"),
+        "python": (["-e", f"PYTHONPATH={evil}"], bash, "sets PYTHONPATH"),
+        "perl": (["-e", "PERL5OPT=-Mevil"], bash, "sets PERL5OPT"),
+        "node": (["-e", "NODE_OPTIONS=--require /x"], bash, "sets NODE_OPTIONS"),
+        "shellopts": (["-e", "SHELLOPTS=xtrace", "-e", "PS4=$(id)"], bash, "sets PS4"),
+    }
+    for job, (env, script, why) in cases.items():
+        ok(operator("add", job, "-s", "0 0 1 1 *", *env, "--", str(script)))
+        refused = host("run", job, "--now")
+        assert refused.rc == REFUSED, (job, refused.err)
+        assert why in refused.err and "run.refused.policy" in refused.err, (job, refused.err)
+    assert list(marks.iterdir()) == []
+    # A PATH of root-only directories, and the allowed ones, is fine.
+    ok(operator("add", "root-path", "-s", "0 0 1 1 *", "-e", f"PATH={allowed}:/usr/bin:/bin",
+                "-e", "LANG=C.UTF-8", "--", str(via_env)))  # fmt: skip
+    ok(host("run", "root-path", "--now"))
+    assert [p.name for p in marks.iterdir()] == ["ALLOWED-es"]
+
+
+def shutil_chown(path: Path, user: str) -> None:
+    import shutil
+
+    shutil.chown(path, user)
