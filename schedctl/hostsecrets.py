@@ -106,40 +106,82 @@ def _refuse(name: str, ref: str, why: str) -> SecretUnavailableError:
     return SecretUnavailableError(f"secret {name} ({ref}): {why}; the job was not run")
 
 
-def _read_file(name: str, ref: str, where: str, secrets_dir: Path | None) -> bytes:
-    if secrets_dir is None:
-        raise _refuse(name, ref, "this host has no secrets directory: set SCHEDCTL_SECRETS_DIR")
-    base = os.path.realpath(secrets_dir)
-    path = os.path.join(secrets_dir, where)
+def _owners() -> set[int]:
+    return {0, os.geteuid()}
+
+
+def _who() -> str:
+    return "root" if os.geteuid() == 0 else "root or you"
+
+
+def _check_dir(name: str, ref: str, directory: str, what: str) -> None:
+    """Refuse a directory another user could change: a secret there is not this host's."""
+    from schedctl.pathtrust import untrusted
+
+    why = untrusted(directory, _owners())
+    if why is not None:
+        raise _refuse(
+            name, ref,
+            f"the {what} {directory} is not safe ({why}): it and every directory above it "
+            f"must belong to {_who()} and be writable by no one else (`chown`, `chmod go-w`), "
+            f"or another user could swap a secret",
+        )  # fmt: skip
+
+
+def _inside(name: str, ref: str, directory: str, path: str, what: str) -> str:
+    """Return where `path` leads, refusing a symlink that leaves `directory`."""
+    base = os.path.realpath(directory)
     real = os.path.realpath(path)
     if os.path.commonpath([base, real]) != base:
         raise _refuse(
             name, ref,
-            f"{path} is a symlink that leads out of the secrets directory {secrets_dir} "
+            f"{path} is a symlink that leads out of the {what} {directory} "
             f"(to {real}): put the file itself there",
         )  # fmt: skip
+    return real
+
+
+def _read_file(name: str, ref: str, where: str, secrets_dir: Path | None) -> bytes:
+    if secrets_dir is None:
+        raise _refuse(name, ref, "this host has no secrets directory: set SCHEDCTL_SECRETS_DIR")
+    what = "secrets directory"
+    path = os.path.join(secrets_dir, where)
+    real = _inside(name, ref, str(secrets_dir), path, what)
+    if os.path.isdir(secrets_dir):
+        _check_dir(name, ref, str(secrets_dir), what)
+        # Each subdirectory and symlink on the way, as named and as resolved; the file itself
+        # is checked once open.
+        for directory in {os.path.dirname(path), os.path.dirname(real)}:
+            if os.path.isdir(directory):
+                _check_dir(name, ref, directory, what)
+        if os.path.islink(path) and os.lstat(path).st_uid not in _owners():
+            raise _refuse(
+                name, ref, f"{path} is a symlink owned by uid {os.lstat(path).st_uid}, not "
+                f"{_who()}: replace it with the file",
+            )  # fmt: skip
+    hint = f"create it (owned by root, mode 0600) in {secrets_dir}"
+    return _read_checked(name, ref, path, real, 0o077, hint)
+
+
+def _read_checked(name: str, ref: str, path: str, real: str, refused_bits: int, hint: str) -> bytes:
+    """Read the file `path` leads to (`real`): a regular file of root or ours, no mode bit
+    of `refused_bits`."""
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
-        hint = (
-            f"create it (owned by root, mode 0600) in {secrets_dir}"
-            if isinstance(e, FileNotFoundError)
-            else "check the file"
-        )
-        raise _refuse(name, ref, f"cannot read {path}: {e.strerror}: {hint}") from None
+        fix = hint if isinstance(e, FileNotFoundError) else "check the file"
+        raise _refuse(name, ref, f"cannot read {path}: {e.strerror}: {fix}") from None
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise _refuse(name, ref, f"{path} is not a regular file: put the value in a file")
-        owners = {0, os.geteuid()}
-        if st.st_uid not in owners:
-            who = "root" if os.geteuid() == 0 else "root or you"
+        if st.st_uid not in _owners():
             raise _refuse(
                 name, ref,
-                f"{path} is owned by uid {st.st_uid}, not {who}: `chown` it (a secret another "
-                f"user can replace is not this host's)",
+                f"{path} is owned by uid {st.st_uid}, not {_who()}: `chown` it (a secret "
+                f"another user can replace is not this host's)",
             )  # fmt: skip
-        if st.st_mode & 0o077:
+        if st.st_mode & refused_bits:
             mode = stat.S_IMODE(st.st_mode)
             raise _refuse(
                 name, ref,
@@ -162,16 +204,19 @@ def _read_credential(name: str, cred: str, credentials_dir: str | None) -> bytes
             "reaches only a run started by the job's systemd unit (LoadCredential=), not cron, "
             "the daemon or a shell; use a file: secret there",
         )  # fmt: skip
+    what = "credentials directory"
     path = os.path.join(credentials_dir, cred)
-    try:
-        with open(path, "rb") as f:
-            return f.read(MAX_VALUE_BYTES + 1)
-    except OSError as e:
-        raise _refuse(
-            name, ref,
-            f"cannot read {path}: {e.strerror}: add `LoadCredential={cred}` to the job's unit "
-            f"(`schedctl sync` does) and put the credential in /etc/credstore/{cred}",
-        ) from None  # fmt: skip
+    hint = (
+        f"add `LoadCredential={cred}` to the job's unit (`schedctl sync` does) and put the "
+        f"credential in /etc/credstore/{cred}"
+    )
+    if not os.path.isdir(credentials_dir):
+        raise _refuse(name, ref, f"cannot read {path}: no such directory: {hint}")
+    real = _inside(name, ref, credentials_dir, path, what)
+    _check_dir(name, ref, credentials_dir, what)
+    # systemd writes each credential 0400 (0440 with an ACL for the unit's user), owned by
+    # root or the unit's user, which is who runs `schedctl run` (systemd.exec(5)).
+    return _read_checked(name, ref, path, real, 0o027, hint)
 
 
 def _value(name: str, ref: str, raw: bytes) -> str:

@@ -259,6 +259,7 @@ def test_a_credential_secret_is_loaded_by_the_unit_and_read_from_the_credentials
     creds.mkdir(mode=0o700)
     value = "k3y=Ω\nline2"
     (creds / "api.key").write_text(value)
+    (creds / "api.key").chmod(0o400)  # as systemd writes it (systemd.exec(5), Credentials)
     with_creds = make_cli(tmp_path, CREDENTIALS_DIRECTORY=str(creds))
     ran = with_creds("run", "j", "--now")
     assert ran.rc == 0, ran.err
@@ -346,3 +347,95 @@ def test_a_failure_notification_carries_the_masked_output(tmp_path: Path) -> Non
         ok(cli("notify"))
     document = got.read_text()
     assert "leaking ***" in document and "notified-secret-value" not in document
+
+
+NOBODY = pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.parametrize("case", ["mode 0777", "mode 1777", "owned by nobody", "parent 0777",
+                                  "symlink owned by nobody"])  # fmt: skip
+def test_a_secrets_directory_others_can_change_is_refused(tmp_path: Path, case: str) -> None:
+    """Another user who can swap a file or symlink there would choose the value a job gets."""
+    parent = tmp_path / "parent"
+    parent.mkdir(mode=0o755)
+    where = parent / "secrets"
+    where.mkdir(mode=0o700)
+    put(where, "a_tok", "value-for-this-job")
+    put(where, "b_tok", "ROOT-ONLY-OTHER-KEY")
+    mark = tmp_path / "got"
+    cli = make_cli(tmp_path, SCHEDCTL_SECRETS_DIR=str(where))
+    ok(cli("add", "sa", "-s", "@daily", "--secret", "TOK=file:a_tok", "--", "/bin/sh", "-c",
+           f'printf %s "$TOK" > {mark}'))  # fmt: skip
+    # A symlink inside the directory to a file that passes the checks is followed.
+    (where / "a_tok").unlink()
+    (where / "a_tok").symlink_to("b_tok")
+    ok(cli("run", "sa", "--now"))
+    assert mark.read_text() == "ROOT-ONLY-OTHER-KEY"
+    mark.unlink()
+    (where / "a_tok").unlink()
+    put(where, "a_tok", "value-for-this-job")
+    expect = "is not safe"
+    if case == "mode 0777":
+        where.chmod(0o777)
+        expect = f"the secrets directory {where} is not safe ({where} is writable by its group"
+    elif case == "mode 1777":
+        where.chmod(0o1777)
+        expect = f"({where} is writable by its group or others (mode 1777))"
+    elif case == "owned by nobody":
+        os.chown(where, NOBODY, -1)
+        expect = f"({where} belongs to uid {NOBODY})"
+    elif case == "parent 0777":
+        parent.chmod(0o777)
+        expect = f"({parent} is writable by its group or others (mode 0777))"
+    else:
+        (where / "a_tok").unlink()
+        (where / "a_tok").symlink_to("b_tok")
+        os.lchown(where / "a_tok", NOBODY, -1)
+        expect = f"{where / 'a_tok'} is a symlink owned by uid {NOBODY}"
+    if case.startswith(("mode", "owned", "parent")):
+        # What the other user does once they can: point the job's secret at another one.
+        (where / "a_tok").unlink()
+        (where / "a_tok").symlink_to("b_tok")
+    refused = cli("run", "sa", "--now")
+    assert refused.rc == SECRET_EXIT, refused.err
+    errors = [ln for ln in refused.err.splitlines() if ln.startswith("schedctl: error: ")]
+    assert len(errors) == 1 and "Traceback" not in refused.err, refused.err
+    assert errors[0].startswith("schedctl: error: secret TOK (file:a_tok): ")
+    assert expect in errors[0] and errors[0].endswith("the job was not run"), errors[0]
+    assert not mark.exists() and "ROOT-ONLY" not in refused.err
+
+
+@pytest.mark.parametrize("case", ["mode 0644", "owned by nobody", "symlink out",
+                                  "directory 0777"])  # fmt: skip
+def test_an_unsafe_credential_is_refused_and_the_job_not_run(tmp_path: Path, case: str) -> None:
+    """A credential gets the checks a file secret gets, for what systemd writes: 0400, ours."""
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o500)
+    mark = tmp_path / "got"
+    cli = make_cli(tmp_path, CREDENTIALS_DIRECTORY=str(creds))
+    ok(cli("add", "j", "-s", "@daily", "--secret", "KEY=credential:api.key", "--", "/bin/sh",
+           "-c", f'printf %s "$KEY" > {mark}'))  # fmt: skip
+    path = put(creds, "api.key", "v-as-systemd-wrote-it", 0o400)
+    ok(cli("run", "j", "--now"))
+    assert mark.read_text() == "v-as-systemd-wrote-it"
+    mark.unlink()
+    if case == "mode 0644":
+        path.chmod(0o644)
+        expect = f"{path} has mode 0644, open to others"
+    elif case == "owned by nobody":
+        os.chown(path, NOBODY, -1)
+        expect = f"{path} is owned by uid {NOBODY}"
+    elif case == "symlink out":
+        path.unlink()
+        path.symlink_to(put(tmp_path, "outside", "v-outside"))
+        expect = "is a symlink that leads out of the credentials directory"
+    else:
+        creds.chmod(0o777)
+        expect = f"the credentials directory {creds} is not safe"
+    refused = cli("run", "j", "--now")
+    assert refused.rc == SECRET_EXIT, refused.err
+    errors = [ln for ln in refused.err.splitlines() if ln.startswith("schedctl: error: ")]
+    assert len(errors) == 1 and "Traceback" not in refused.err, refused.err
+    assert errors[0].startswith("schedctl: error: secret KEY (credential:api.key): ")
+    assert expect in errors[0] and errors[0].endswith("the job was not run"), errors[0]
+    assert not mark.exists() and "v-" not in refused.err
