@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -83,27 +84,38 @@ def settings_from(values: Mapping[str, str]) -> NotifySettings:
     return NotifySettings(**found)
 
 
-def _check_exec(store: Repository, job_name: str, target: str, signers: str) -> None:
-    """Raise DeliveryError unless `job_name`'s verified definition names exec: `target`.
+class Dropped(Exception):
+    """A notification that must never be delivered; the message says why, for `last_error`."""
 
-    The outbox is not signed: whoever can write it could otherwise make hosts run a command.
+
+def _vet(store: Repository, row: Mapping[str, Any], signers: str) -> Job:
+    """Return the job a claimed row is for, as it is now; raise Dropped unless it lists the target.
+
+    The outbox is not the job's definition: whoever can write it could otherwise choose what
+    a host runs (exec:) or mails. Only a target the job's current definition lists is used,
+    and on hosts that require signatures only one its verified definition lists.
     """
     from pathlib import Path
 
-    from schedctl.errors import NotFoundError
+    from schedctl.errors import ValidationError
     from schedctl.trust import HostTrust, signature_refusal
+    from schedctl.validate import check_target
 
-    try:
-        job = store.load_job(job_name)
-    except NotFoundError:
-        raise DeliveryError(
-            "refused: the job is gone, so its exec: target cannot be verified"
-        ) from None
-    refusal = signature_refusal(job, HostTrust(True, Path(signers)))
-    if refusal is not None:
-        raise DeliveryError(f"refused: this host requires signed definitions and {refusal.reason}")
+    target = str(row["target"])
+    job = None if row["job_id"] is None else store.job_by_id(int(row["job_id"]))
+    if job is None:
+        raise Dropped("dropped: the job is gone, so its targets cannot be checked")
     if target not in job.spec.notify:
-        raise DeliveryError("refused: the job's signed definition names no such exec: target")
+        raise Dropped(f"dropped: job {job.name} lists no such target (not delivered)")
+    try:
+        check_target(target)
+    except ValidationError:
+        raise Dropped(f"dropped: job {job.name} lists an unusable target") from None
+    if signers and target.startswith("exec:"):
+        refusal = signature_refusal(job, HostTrust(True, Path(signers)))
+        if refusal is not None:
+            raise Dropped(f"refused: this host requires signed definitions and {refusal.reason}")
+    return job
 
 
 class Outcome(NamedTuple):
@@ -270,19 +282,35 @@ def _command(argv: list[str], stdin: bytes, timeout: float) -> None:
         raise DeliveryError(f"{argv[0]} exited {proc.returncode}" + (f": {said}" if said else ""))
 
 
+# Anything that would end a header line or hide in one: CR, LF, other controls, separators.
+_NOT_IN_HEADER = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u0085]")
+
+
+def header_value(value: object) -> str:
+    """Return `value` as one header line's text: every control character made a space.
+
+    A newline in a host or job name read from the database would otherwise add headers
+    (Bcc:, a second Subject:) to the mail.
+    """
+    return _NOT_IN_HEADER.sub(" ", str(value))
+
+
 def _mail(address: str, doc: Mapping[str, Any], host: str) -> bytes:
     subject = {"failure": "failed", "recovery": "recovered", "missed": "missed a slot"}
+    event = str(doc["event"])
     lines = [
-        f"To: {address}",
-        f"Subject: schedctl: {doc['job']} {subject[doc['event']]}"
-        + (f" on {doc['host']}" if doc.get("host") else ""),
+        f"To: {header_value(address)}",
+        header_value(
+            f"Subject: schedctl: {doc['job']} {subject.get(event, event)}"
+            + (f" on {doc['host']}" if doc.get("host") else "")
+        ),
         "MIME-Version: 1.0",
         "Content-Type: text/plain; charset=utf-8",
         "Content-Transfer-Encoding: 8bit",
         "Auto-Submitted: auto-generated",
-        f"X-Schedctl-Job: {doc['job']}",
-        f"X-Schedctl-Event: {doc['event']}",
-        f"X-Schedctl-Host: {host}",
+        f"X-Schedctl-Job: {header_value(doc['job'])}",
+        f"X-Schedctl-Event: {header_value(event)}",
+        f"X-Schedctl-Host: {header_value(host)}",
         "",
         doc["text"],
         "",
@@ -373,9 +401,18 @@ def deliver(
             fields = {"job": row["job_name"], "on": row["event"], "run_id": row["run_id"],
                       "target": mask_target(target), "attempt": row["attempts"]}  # fmt: skip
             try:
-                if settings.allowed_signers and target.startswith("exec:"):
-                    _check_exec(store, str(row["job_name"]), target, settings.allowed_signers)
-                send(target, document(row), settings.timeout, host, total)
+                job = _vet(store, row, settings.allowed_signers)
+            except Dropped as e:
+                # Settled at once: trying again would deliver it no more than now.
+                store.notification_gave_up(nid, owner, str(e))
+                gave_up += 1
+                emit("notify.dropped", level="error", **fields, error=str(e))
+                continue
+            fields["job"] = job.name
+            try:
+                # The job's name as it is now: the row's copy is only what its writer said.
+                send(target, document({**row, "job_name": job.name}), settings.timeout, host,
+                     total)  # fmt: skip
             except DeliveryError as e:
                 error = str(e)
                 if int(row["attempts"]) >= settings.attempts:

@@ -94,6 +94,10 @@ def grant(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the SQL; change nothing.")
     ] = False,
+    rekind: Annotated[
+        bool,
+        typer.Option("--rekind", help="Let a role granted another kind before change kind."),
+    ] = False,
 ) -> None:
     """Give roles exactly what operators, hosts or dashboards need (PostgreSQL only).
 
@@ -112,13 +116,16 @@ def grant(
     if len(set(roles.values())) < len(roles):
         raise ValidationError("give each of --admin, --runner and --reader a role of its own")
     st = state(ctx)
-    outcome = apply_grants(st.settings.database, roles, dry_run)
+    outcome = apply_grants(st.settings.database, roles, dry_run, rekind)
     if dry_run:
         for statement in outcome.sql:
             out().print(f"{statement};", markup=False, highlight=False, soft_wrap=True)
         return
     for role in outcome.created:
         done(f"created role {role} without a login; {login_hint(role)}")
+    for role, was in outcome.rekinded.items():
+        now = next(k for k, r in roles.items() if r == role)
+        done(f"role {role} changed kind: {was} before, {now} now")
     given = ", ".join(f"{kind} {role}" for kind, role in roles.items())
     if outcome.changed:
         done(f"granted {given} ({st.settings.database})")

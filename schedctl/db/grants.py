@@ -29,6 +29,19 @@ RUN_UPDATE_COLUMNS = (
     "output_truncated",
     "db_backend_pid",
 )
+# What a new notification is given, by the trigger on runs or `notify` adding a missed slot.
+NOTIFICATION_INSERT_COLUMNS = (
+    "job_id",
+    "job_name",
+    "run_id",
+    "slot",
+    "event",
+    "target",
+    "state",
+    "attempts",
+    "created_at",
+    "next_attempt_at",
+)
 # What the delivery step writes of a notification: its claim and its outcome.
 NOTIFICATION_UPDATE_COLUMNS = (
     "state",
@@ -47,8 +60,9 @@ PLAN: dict[str, dict[str, str]] = {
     "jobs": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
     "job_changes": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
     # The change log (`history --changes`): written only by its trigger, as the owner, so no
-    # role (an admin included) can forge or erase what it records.
-    "job_audit": {"admin": "SELECT", "runner": "", "reader": "SELECT"},
+    # role (an admin included) can forge or erase what it records. A host reads no more there
+    # than `jobs` shows it: it may run the reader's commands.
+    "job_audit": {"admin": "SELECT", "runner": "SELECT", "reader": "SELECT"},
     "prune_marks": {"admin": _ALL, "runner": "SELECT", "reader": "SELECT"},
     # A runner claims and records runs but deletes none; row security keeps it (and every
     # other role but the owner) off finished runs.
@@ -58,12 +72,16 @@ PLAN: dict[str, dict[str, str]] = {
         "reader": "SELECT",
     },
     # Written only by the counting trigger, which runs as the tables' owner (SECURITY DEFINER).
-    "run_counts": {"admin": "SELECT", "runner": "", "reader": "SELECT"},
+    "run_counts": {"admin": "SELECT", "runner": "SELECT", "reader": "SELECT"},
     # The outbox: rows come from the trigger on runs (as the role finishing the run) and from
-    # `notify` finding missed slots; the delivery step claims, settles and tidies them.
+    # `notify` finding missed slots; the delivery step claims, settles and tidies them. Row
+    # security (below) holds every new row to a target its job lists and keeps pending rows.
     "notifications": {
         "admin": _ALL,
-        "runner": f"SELECT, INSERT, UPDATE ({', '.join(NOTIFICATION_UPDATE_COLUMNS)}), DELETE",
+        "runner": (
+            f"SELECT, INSERT ({', '.join(NOTIFICATION_INSERT_COLUMNS)}), "
+            f"UPDATE ({', '.join(NOTIFICATION_UPDATE_COLUMNS)}), DELETE"
+        ),
         "reader": "SELECT",
     },
     # Hosts register themselves; only operators forget one.
@@ -99,6 +117,22 @@ POLICIES = (
         "FOR UPDATE USING (status IN ('running', 'lost')) WITH CHECK (true)",
     ),
     ("schedctl_runs_delete", "FOR DELETE USING (true)"),
+)
+# Row security on the outbox, for every role but the owner: a new row is a pending, untried
+# notification to a target its job lists (what the trigger on runs and `notify` add), so
+# whoever may add rows cannot choose where hosts deliver; only settled rows are deleted, so
+# no alert is made to vanish before it is tried. Hosts check the target again at delivery.
+NOTIFICATION_POLICIES = (
+    ("schedctl_notifications_read", "FOR SELECT USING (true)"),
+    (
+        "schedctl_notifications_add",
+        "FOR INSERT WITH CHECK (state = 'pending' AND attempts = 0"
+        " AND event IN ('failure', 'recovery', 'missed') AND EXISTS (SELECT 1 FROM jobs j"
+        " WHERE j.id = notifications.job_id"
+        " AND j.notify @> jsonb_build_array(notifications.target)))",
+    ),
+    ("schedctl_notifications_settle", "FOR UPDATE USING (true) WITH CHECK (true)"),
+    ("schedctl_notifications_tidy", "FOR DELETE USING (state <> 'pending')"),
 )
 
 
@@ -148,10 +182,11 @@ def statements(grant: Grant) -> list[str]:
             f"ALTER FUNCTION {schema}.{function} SECURITY DEFINER"
             " SET search_path = pg_catalog, pg_temp"
         )
-    for name, rule in POLICIES:
-        sql.append(f"DROP POLICY IF EXISTS {name} ON runs")
-        sql.append(f"CREATE POLICY {name} ON runs {rule}")
-    sql.append("ALTER TABLE runs ENABLE ROW LEVEL SECURITY")
+    for table, policies in (("runs", POLICIES), ("notifications", NOTIFICATION_POLICIES)):
+        for name, rule in policies:
+            sql.append(f"DROP POLICY IF EXISTS {name} ON {table}")
+            sql.append(f"CREATE POLICY {name} ON {table} {rule}")
+        sql.append(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
     return sql
 
 

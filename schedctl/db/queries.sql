@@ -89,6 +89,9 @@ ORDER BY l.objid, l.pid
 -- name: load_job
 SELECT {job_columns} FROM jobs WHERE name = :name
 
+-- name: load_job_by_id
+SELECT {job_columns} FROM jobs WHERE id = :id
+
 -- name: list_jobs
 SELECT {job_columns} FROM jobs ORDER BY name
 
@@ -569,7 +572,7 @@ SET pruned_before = max(prune_marks.pruned_before, excluded.pruned_before)
 -- outlasts its delivery timeouts, so no two deliverers ever send the same row.
 
 -- fragment: notification_columns
-n.id, n.job_name, n.run_id, n.slot, n.event, n.target, n.attempts, r.status, r.exit_code,
+n.id, n.job_id, n.job_name, n.run_id, n.slot, n.event, n.target, n.attempts, r.status, r.exit_code,
 r.signal, r.host, r.started_at, r.finished_at, r.duration_seconds, r.attempt, r.trigger,
 r.output_tail, r.claimed_at
 

@@ -616,6 +616,11 @@ class Repository:
             raise _not_found(name)
         return _job(found[0])
 
+    def job_by_id(self, job_id: int) -> Job | None:
+        """Return the job with id `job_id` as it is now, or None if it is gone."""
+        found = self._q("load_job_by_id", {"id": job_id}).dicts()
+        return _job(found[0]) if found else None
+
     def list_jobs(self) -> list[Job]:
         """Return every job, ordered by name."""
         return [_job(d) for d in self._q("list_jobs").dicts()]

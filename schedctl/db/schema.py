@@ -176,16 +176,37 @@ WHERE p.pronamespace = to_regnamespace(:schema) ORDER BY p.proname
 """
 
 
+# The kind a role was granted before, told by what only that kind holds on its own (not
+# through another role): adding jobs is an admin's, recording runs a runner's.
+_KIND_NOW = """
+SELECT r.rolname, CASE
+  WHEN bool_or(c.relname = 'jobs' AND a.privilege_type = 'INSERT') THEN 'admin'
+  WHEN bool_or(c.relname = 'runs' AND a.privilege_type = 'INSERT') THEN 'runner'
+  WHEN bool_or(c.relname = 'jobs' AND a.privilege_type = 'SELECT') THEN 'reader' END
+FROM pg_roles r
+JOIN pg_class c ON c.relnamespace = to_regnamespace(:schema) AND c.relname IN ('jobs', 'runs')
+CROSS JOIN LATERAL aclexplode(c.relacl) a
+WHERE a.grantee = r.oid AND r.rolname = ANY(:n) GROUP BY r.rolname
+"""
+
+
 class GrantOutcome(NamedTuple):
-    """What `db grant` did: the SQL, the roles it created, and whether anything changed."""
+    """What `db grant` did: the SQL, the roles it created, whether anything changed, and the
+    roles that changed kind (role -> the kind it had)."""
 
     sql: list[str]
     created: tuple[str, ...]
     changed: bool
+    rekinded: dict[str, str]
 
 
-def grant(url: DatabaseURL, roles: dict[str, str], dry_run: bool) -> GrantOutcome:
-    """Give each role (by kind: admin, runner, reader) exactly its privileges, in one transaction."""
+def grant(
+    url: DatabaseURL, roles: dict[str, str], dry_run: bool, rekind: bool = False
+) -> GrantOutcome:
+    """Give each role (by kind: admin, runner, reader) exactly its privileges, in one transaction.
+
+    A role granted another kind before is refused unless `rekind`.
+    """
     from schedctl.db.grants import Grant, statements
 
     if url.backend != "postgresql":
@@ -218,10 +239,27 @@ def grant(url: DatabaseURL, roles: dict[str, str], dry_run: bool) -> GrantOutcom
                         f"the role '{role}' owns schedctl's tables or is a superuser, so it "
                         f"may do everything already: give --{kind} another role"
                     )
+            had = {
+                str(name): str(kind)
+                for name, kind in conn.execute(
+                    sa.text(_KIND_NOW), {"schema": str(schema), "n": list(roles.values())}
+                )
+                if kind is not None
+            }
+            rekinded = {r: had[r] for k, r in roles.items() if had.get(r, k) != k}
+            if rekinded and not rekind:
+                role = next(iter(rekinded))
+                kind = next(k for k, r in roles.items() if r == role)
+                raise ValidationError(
+                    f"the role '{role}' is granted as {rekinded[role]}, and a role is taken "
+                    f"for one kind only: give --{kind} another role, or add --rekind to make "
+                    f"it {_article(kind)} {kind} (it loses what {_article(rekinded[role])} "
+                    f"{rekinded[role]} may do)"
+                )
             plan = Grant(roles, str(schema), tuple(r for r in roles.values() if r not in found))
             sql = statements(plan)
             if dry_run:
-                return GrantOutcome(sql, plan.create, False)
+                return GrantOutcome(sql, plan.create, False, rekinded)
             before = _grants_state(conn, str(schema))
             for statement in sql:
                 conn.exec_driver_sql(statement)
@@ -241,7 +279,11 @@ def grant(url: DatabaseURL, roles: dict[str, str], dry_run: bool) -> GrantOutcom
         raise found_error from e
     finally:
         engine.dispose()
-    return GrantOutcome(sql, plan.create, changed)
+    return GrantOutcome(sql, plan.create, changed, rekinded)
+
+
+def _article(kind: str) -> str:
+    return "an" if kind[0] in "aeiou" else "a"
 
 
 def _grants_state(conn: Connection, schema: str) -> list[tuple[Any, ...]]:

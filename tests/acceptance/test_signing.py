@@ -330,7 +330,7 @@ def test_an_exec_notification_written_into_the_outbox_is_not_run(tmp_path: Path)
     delivered = host("notify")
     assert (tmp_path / "signed-target.ran").exists(), delivered.err
     assert not (tmp_path / "planted.ran").exists()
-    assert "names no such exec: target" in delivered.err
+    assert "lists no such target" in delivered.err
 
 
 def test_the_runner_role_records_and_clears_refusals_the_reader_sees(
