@@ -176,15 +176,17 @@ WHERE p.pronamespace = to_regnamespace(:schema) ORDER BY p.proname
 """
 
 
-# The kind a role was granted before, told by what only that kind holds on its own (not
-# through another role): adding jobs is an admin's, recording runs a runner's.
+# The kind a role was granted before, told by what only `db grant` gives each kind, directly
+# (not through another role): drawing job ids is an admin's, drawing run ids a runner's, and
+# reading jobs without either a reader's. Privileges added by hand on tables do not count.
 _KIND_NOW = """
 SELECT r.rolname, CASE
-  WHEN bool_or(c.relname = 'jobs' AND a.privilege_type = 'INSERT') THEN 'admin'
-  WHEN bool_or(c.relname = 'runs' AND a.privilege_type = 'INSERT') THEN 'runner'
+  WHEN bool_or(c.relname = 'jobs_id_seq' AND a.privilege_type = 'USAGE') THEN 'admin'
+  WHEN bool_or(c.relname = 'runs_id_seq' AND a.privilege_type = 'USAGE') THEN 'runner'
   WHEN bool_or(c.relname = 'jobs' AND a.privilege_type = 'SELECT') THEN 'reader' END
 FROM pg_roles r
-JOIN pg_class c ON c.relnamespace = to_regnamespace(:schema) AND c.relname IN ('jobs', 'runs')
+JOIN pg_class c ON c.relnamespace = to_regnamespace(:schema)
+  AND c.relname IN ('jobs', 'jobs_id_seq', 'runs_id_seq')
 CROSS JOIN LATERAL aclexplode(c.relacl) a
 WHERE a.grantee = r.oid AND r.rolname = ANY(:n) GROUP BY r.rolname
 """
