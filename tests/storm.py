@@ -109,7 +109,9 @@ def fire(
     for i in range(processes):
         host = f"h{i + 1:03d}"
         env = {**base, "SCHEDCTL_HOST": host, "SCHEDCTL_DATA_DIR": str(work / "hosts" / host)}
-        argv = ["/bin/sh", "-c", park, "parked", binary, "run", f"storm-{i % jobs}"]
+        # bash, not sh: dash refuses a redirection to a descriptor above 9, and a long-lived
+        # test worker's pipes easily have such numbers.
+        argv = ["/bin/bash", "-c", park, "parked", binary, "run", f"storm-{i % jobs}"]
         procs.append(
             subprocess.Popen(
                 argv,
@@ -123,7 +125,14 @@ def fire(
     os.close(gate_r)
     parked = 0
     while parked < processes:
-        parked += len(os.read(ready_r, processes))
+        got = os.read(ready_r, processes)
+        if not got:  # every writer is gone: some hosts died before parking
+            for p in procs:
+                p.kill()
+                p.wait()
+            errs = {(p.stderr.read() if p.stderr else b"").decode(errors="replace") for p in procs}
+            raise RuntimeError(f"{processes - parked} hosts exited before parking: {sorted(errs)}")
+        parked += len(got)
     os.close(ready_r)
     launch = time.monotonic() - launched
     released = time.monotonic()
