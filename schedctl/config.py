@@ -435,15 +435,16 @@ CONNECT_RETRY_VAR = "SCHEDCTL_CONNECT_RETRY"
 MAX_CONNECT_RETRY = 45.0
 
 
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]*)?|\.[0-9]+", re.ASCII)
+
+
 def _seconds(env: Mapping[str, str], var: str, low: float, high: float, default: float) -> float:
     """Return $var as seconds in [low, high], `default` when unset; else a ConfigError."""
     text = env.get(var)
     if not text:
         return default
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
+    # Plain ASCII decimals only: float() also takes "1_0", other scripts' digits and "1e-320".
+    value = float(text) if _DECIMAL.fullmatch(text) else float("nan")
     if not low <= value <= high:  # NaN fails both comparisons; infinity the upper one
         raise ConfigError(
             f"${var} is {text[:40]!r}: give a number of seconds from {low:g} to {high:g} "

@@ -15,7 +15,7 @@ import pytest
 from cli_helpers import BIN, Cli, cli_env, make_cli, ok, run_rows
 from test_run import start_run, this_minute_daily
 
-BAD_HEARTBEATS = ["inf", "1e300", "nan", "0", "-1", "abc", "301"]
+BAD_HEARTBEATS = ["inf", "1e300", "nan", "0", "-1", "abc", "301", "1_0", "\u0663"]
 
 
 @pytest.mark.parametrize("value", BAD_HEARTBEATS)

@@ -96,7 +96,7 @@ def test_a_full_server_is_tried_again_within_the_budget_then_refused_in_one_line
         assert side.read_text() == "ran\n"
         assert 3 <= waited < 30, waited
         # A budget that is no number of seconds in range is refused before anything runs.
-        for bad in ("abc", "-1", "nan", "46"):
+        for bad in ("abc", "-1", "nan", "46", "1_0", "\u0663", "1e-320"):
             wrong = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_CONNECT_RETRY=bad)
             one_line_error(wrong("run", "late", "--now"), 78, "SCHEDCTL_CONNECT_RETRY")
         assert side.read_text() == "ran\n"
