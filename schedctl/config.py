@@ -191,10 +191,10 @@ SYSTEM_SECRETS_DIR = Path("/etc/schedctl/secrets")
 def secrets_dir(env: Mapping[str, str]) -> Path:
     """Return where this host keeps the files of `file:` secrets (SCHEDCTL_SECRETS_DIR).
 
-    The environment wins over the configuration file; the default is /etc/schedctl/secrets
+    The configuration file wins over the environment; the default is /etc/schedctl/secrets
     for root, the user's configuration directory's `schedctl/secrets` otherwise.
     """
-    chosen = env.get("SCHEDCTL_SECRETS_DIR") or file_values(env).get("SCHEDCTL_SECRETS_DIR")
+    chosen = file_values(env).get("SCHEDCTL_SECRETS_DIR") or env.get("SCHEDCTL_SECRETS_DIR")
     if chosen:
         return Path(chosen)
     if os.geteuid() == 0:
@@ -215,7 +215,14 @@ def config_file(env: Mapping[str, str]) -> Path | None:
 
 
 def read_env_file(path: Path) -> dict[str, str]:
-    """Read `KEY=VALUE` lines (systemd EnvironmentFile subset: comments, optional quotes)."""
+    """Read `KEY=VALUE` lines (systemd EnvironmentFile subset: comments, optional quotes).
+
+    Run as root, a file another user owns or can write is refused: it names the database and
+    what this host trusts.
+    """
+    from schedctl.datadir import root_trusts
+
+    root_trusts(path, "config file", "set SCHEDCTL_CONFIG to a file root owns")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

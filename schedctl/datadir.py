@@ -79,6 +79,31 @@ def private_dir(path: Path, what: str, create: bool = False, link_ok: bool = Tru
     return True
 
 
+def root_trusts(path: Path, what: str, instead: str) -> None:
+    """Refuse, when running as root, a file or directory another user owns or can write.
+
+    What it holds decides what root runs (as ssh judges its configuration). `instead` says
+    what else the user can do. A missing path is left to whoever opens it.
+    """
+    if os.geteuid() != 0:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return
+    if st.st_uid != 0:
+        raise ConfigError(
+            f"unsafe {what} {path}: it belongs to user {_user(st.st_uid)}, and root runs what "
+            f"it says; check what is in it, then `chown root {path}`, or {instead}"
+        )
+    if st.st_mode & 0o022:
+        who = {0o020: "its group", 0o002: "others"}.get(st.st_mode & 0o022, "group and others")
+        raise ConfigError(
+            f"unsafe {what} {path}: writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}), and "
+            f"root runs what it says; check what is in it, then `chmod go-w {path}`, or {instead}"
+        )
+
+
 def _target(path: Path) -> str:
     try:
         return os.readlink(path)

@@ -20,6 +20,7 @@ class ExitCode(IntEnum):
     CONFIG = 78
     SECRET = 79
     REFUSED = 80  # `run`: this host refuses the job's definition (signature or host policy)
+    CHANGED_AFTER_SIGNING = 81  # an edit or `sign` of a job changed since it was signed
 
 
 class SchedctlError(Exception):
@@ -89,6 +90,16 @@ class TransactionPoolerError(ConfigError):
             "PgBouncer with pool_mode = transaction), which cannot hold a job's lock: point "
             "schedctl at PostgreSQL directly or at a pool with pool_mode = session"
         )
+
+
+class ChangedAfterSigningError(SchedctlError):
+    """A job's stored definition no longer matches its signature: nothing was stored."""
+
+    exit_code = ExitCode.CHANGED_AFTER_SIGNING
+
+    def __init__(self, message: str, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class SecretUnavailableError(SchedctlError):

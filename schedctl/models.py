@@ -171,7 +171,10 @@ class Seal(NamedTuple):
 
     signature: str  # armored SSHSIG, namespace signing.NAMESPACE
     signer: str  # the principal named in the hosts' allowed-signers files
-    key: str  # the signing key's fingerprint, SHA256:...
+    key: str  # the signing key's fingerprint, SHA256:... (as stored: verify reads the signature's)
+    # The canonical definition the signature covers, as signed: what `verify` compares the
+    # stored definition with. "" for signatures stored before it was kept.
+    signed: str = ""
 
 
 @dataclass(frozen=True)
@@ -293,5 +296,6 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     )
     seal = None
     if row.get("signature"):
-        seal = Seal(row["signature"], row.get("signer") or "", row.get("signing_key") or "")
+        seal = Seal(row["signature"], row.get("signer") or "", row.get("signing_key") or "",
+                    row.get("signed_definition") or "")  # fmt: skip
     return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"], seal)

@@ -24,6 +24,7 @@ from schedctl.db.repository import (
     RunResult,
 )
 from schedctl.errors import (
+    ChangedAfterSigningError,
     ConfigError,
     DatabaseUnavailableError,
     ExitCode,
@@ -157,13 +158,19 @@ class EditResult(NamedTuple):
     changed: bool
 
 
-def edit_job(store: Repository, name: str, changes: JobChanges, clock: Clock) -> EditResult:
-    """Apply `changes` to the job; bump its revision only if something changed."""
+def edit_job(
+    store: Repository, name: str, changes: JobChanges, clock: Clock, accept_changes: bool = False
+) -> EditResult:
+    """Apply `changes` to the job; bump its revision only if something changed.
+
+    A job changed after it was signed is refused (ChangedAfterSigningError) unless
+    `accept_changes`: the operator has seen that change and stores what they mean.
+    """
     job = get_job(store, name)
     new_spec = validate_spec(apply_changes(job.spec, changes))
     if new_spec == job.spec:
         return EditResult(job, changed=False)
-    return EditResult(store.update_job(job, new_spec, clock.now()), changed=True)
+    return EditResult(store.update_job(job, new_spec, clock.now(), accept_changes), changed=True)
 
 
 def set_enabled(store: Repository, name: str, enabled: bool, clock: Clock) -> EditResult:
@@ -175,18 +182,67 @@ def set_enabled(store: Repository, name: str, enabled: bool, clock: Clock) -> Ed
     job = get_job(store, name)
     if not job.spec.enabled:
         return EditResult(job, changed=False)
-    new = store.update_job(job, replace(job.spec, enabled=False), clock.now())
+    spec = replace(job.spec, enabled=False)
+    try:
+        new = store.update_job(job, spec, clock.now())
+    except ChangedAfterSigningError:
+        # Taken off every host all the same, but not signed: the old signature stays, so the
+        # change stays evident and a later `enable` or `edit` is refused as this one would be.
+        new = store.update_job(job, spec, clock.now(), keep_seal=True)
     return EditResult(new, changed=True)
 
 
-def sign_jobs(store: Repository, names: list[str], clock: Clock) -> list[Job]:
-    """Store each named job (every job when none are named) again, signed by the store's sealer.
+def resign_guard(allowed_signers: Path | None) -> Callable[[Job], None]:
+    """Return the check run before a signed job is stored again (Repository.guard)."""
+    from schedctl import signing
 
-    The revision goes up, as for any edit: the signature covers the new one.
+    def guard(job: Job) -> None:
+        why = signing.unsafe_to_resign(job, allowed_signers)
+        if why is not None:
+            raise ChangedAfterSigningError(
+                f"job {job.name!r} not stored: {why}; see what changed with `schedctl verify "
+                f"{job.name}`, then re-sign it with `schedctl sign {job.name} --accept-changes` "
+                f"only if the change is intended (or store the definition you mean with "
+                f"`schedctl edit {job.name} --accept-changes ...`)",
+                reason=why,
+            )
+
+    return guard
+
+
+class SignResult(NamedTuple):
+    """What `schedctl sign` signed, and what it left alone and why."""
+
+    signed: list[Job]
+    skipped: list[tuple[Job, str]]
+
+
+def sign_jobs(
+    store: Repository, names: list[str], clock: Clock, accept_changes: bool = False
+) -> SignResult:
+    """Store each named job again, signed by the store's sealer; with no names, every job.
+
+    The revision goes up, as for any edit: the signature covers the new one. A named job
+    changed after it was signed is refused (ChangedAfterSigningError) unless `accept_changes`;
+    with no names such jobs are skipped, each with why.
     """
-    jobs = [get_job(store, n) for n in names] if names else store.list_jobs()
+    if accept_changes and not names:
+        raise ValidationError(
+            "--accept-changes signs what changed after signing: name the jobs you reviewed "
+            "with `schedctl verify JOB`"
+        )
     now = clock.now()
-    return [store.update_job(job, job.spec, now) for job in jobs]
+    if names:
+        jobs = [get_job(store, n) for n in names]
+        return SignResult([store.update_job(j, j.spec, now, accept_changes) for j in jobs], [])
+    signed: list[Job] = []
+    skipped: list[tuple[Job, str]] = []
+    for job in store.list_jobs():
+        try:
+            signed.append(store.update_job(job, job.spec, now))
+        except ChangedAfterSigningError as e:
+            skipped.append((job, f"{e.reason} (`schedctl verify {job.name}` shows it)"))
+    return SignResult(signed, skipped)
 
 
 class RemoveResult(NamedTuple):

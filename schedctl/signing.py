@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from schedctl.errors import ConfigError
-from schedctl.models import JobSpec, Seal
+from schedctl.models import MASK, Job, JobSpec, Seal
 
 NAMESPACE = "schedctl-job"
 CANONICAL_VERSION = 1
@@ -146,7 +146,7 @@ def sign(data: bytes, key: Path, signer: str) -> Seal:
             f"ssh-keygen could not sign with {key} ({err or f'exit {code}'}): give a private "
             f"key without a passphrase, or a public key whose private half is in ssh-agent"
         )
-    return Seal(out.strip(), signer, key_fingerprint(out))
+    return Seal(out.strip(), signer, key_fingerprint(out), data.decode("utf-8"))
 
 
 def verify(data: bytes, seal: Seal, allowed_signers: Path) -> str | None:
@@ -171,3 +171,107 @@ def verify(data: bytes, seal: Seal, allowed_signers: Path) -> str | None:
         "the definition was changed after it was signed, or its signature is damaged "
         f"(signed by {seal.signer!r}, key {seal.key})"
     )
+
+
+def intact(data: bytes, seal: Seal) -> bool:
+    """Return whether `seal` is a good signature of `data`, whoever made it.
+
+    Needs no allowed-signers file: it says the bytes are the ones signed, not who may sign.
+    """
+    code, _, _ = _keygen(["-Y", "check-novalidate", "-n", NAMESPACE, "-s", "{sig}"], data,
+                         seal.signature)  # fmt: skip
+    return code == 0
+
+
+def signature_key(seal: Seal) -> str:
+    """Return the fingerprint of the key that made the signature, read from the signature."""
+    try:
+        return key_fingerprint(seal.signature)
+    except ValueError:
+        return "unreadable"
+
+
+class Change(NamedTuple):
+    """One field of a job's definition, as signed and as stored now."""
+
+    field: str
+    signed: str
+    now: str
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is _UNSET else json.dumps(value, ensure_ascii=False)
+
+
+_UNSET = object()
+
+
+def unknown_signed(job: Job) -> str | None:
+    """Return why the definition `job`'s signature covers cannot be shown, or None if it can."""
+    seal = job.seal
+    if seal is None:
+        return "it is unsigned"
+    if not seal.signed:
+        return "the signed definition is not stored (signed before it was kept)"
+    if not intact(seal.signed.encode("utf-8"), seal):
+        return "the stored signed definition does not match the signature either"
+    return None
+
+
+def changes_since_signing(job: Job) -> list[Change] | None:
+    """Return what differs between the definition that was signed and the stored one.
+
+    None when the signed text is not known: not stored (signed before it was kept) or not the
+    text the signature covers. Values of masked env entries are shown as ***.
+    """
+    if unknown_signed(job) is not None:
+        return None
+    assert job.seal is not None
+    seal = job.seal
+    try:
+        before = json.loads(seal.signed)
+    except ValueError:
+        return None
+    if not isinstance(before, dict):
+        return None
+    after = json.loads(canonical(job.spec, job.revision))
+    masked = set(job.spec.secret_env)
+    found: list[Change] = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key, _UNSET), after.get(key, _UNSET)
+        if old == new:
+            continue
+        if key == "env" and isinstance(old, dict) and isinstance(new, dict):
+            for name in sorted(set(old) | set(new)):
+                a, b = old.get(name, _UNSET), new.get(name, _UNSET)
+                if a != b:
+                    if name in masked:
+                        a, b = (x if x is _UNSET else MASK for x in (a, b))
+                    found.append(Change(f"env.{name}", _shown(a), _shown(b)))
+            continue
+        found.append(Change(key, _shown(old), _shown(new)))
+    return found
+
+
+def unsafe_to_resign(job: Job, allowed_signers: Path | None) -> str | None:
+    """Return why signing `job` again would sign what nobody reviewed, or None when it would not.
+
+    A signature that no longer matches the stored definition means someone changed the row
+    after signing; a signer `allowed_signers` (when given) does not list is no one to vouch
+    for it either.
+    """
+    seal = job.seal
+    if seal is None:
+        return None
+    data = canonical(job.spec, job.revision)
+    if not intact(data, seal):
+        changed = changes_since_signing(job)
+        what = (
+            unknown_signed(job) or ""
+            if changed is None
+            else ", ".join(dict.fromkeys(c.field.split(".")[0] for c in changed)) or "revision"
+        )
+        return f"its definition was changed after {seal.signer!r} signed it ({what})"
+    if allowed_signers is not None and verify(data, seal, allowed_signers) is not None:
+        return f"it is signed by {seal.signer!r}, whom {allowed_signers} does not allow"
+    return None

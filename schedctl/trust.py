@@ -21,6 +21,7 @@ REQUIRE_VAR = "SCHEDCTL_REQUIRE_SIGNATURE"
 SIGNERS_VAR = "SCHEDCTL_ALLOWED_SIGNERS"
 USERS_VAR = "SCHEDCTL_ALLOWED_USERS"
 DIRS_VAR = "SCHEDCTL_COMMAND_DIRS"
+SECRETS_VAR = "SCHEDCTL_SECRETS_DIR"  # where `file:` secrets come from (config.secrets_dir)
 # What a shell command may not hold for its first word to be the program that runs.
 _SHELL_SPECIALS = frozenset(";&|`$()<>\n\\*?[]{}~!#'\"")
 # Variables that make the allowed program (its loader, its shell, its interpreter, or a tool
@@ -80,8 +81,9 @@ def fix_for(kind: str, name: str) -> str:
     """Return what to do about a refusal of job `name`."""
     if kind == "signature":
         return (
-            f"re-sign it with `schedctl sign {name}` (SCHEDCTL_SIGNING_KEY set), or add its "
-            f"signer to this host's SCHEDCTL_ALLOWED_SIGNERS file"
+            f"check `schedctl verify {name}` (what changed after signing, who signed it) and "
+            f"re-sign it with `schedctl sign {name} --accept-changes` only if the change is "
+            f"intended, or add its signer to this host's SCHEDCTL_ALLOWED_SIGNERS file"
         )
     return (
         f"change the job (`schedctl edit {name}`) or this host's SCHEDCTL_ALLOWED_USERS / "
@@ -97,15 +99,23 @@ TRUST_VARS = (REQUIRE_VAR, SIGNERS_VAR, USERS_VAR, DIRS_VAR)
 
 
 def host_trust(env: Mapping[str, str]) -> HostTrust:
-    """Return this host's settings: the configuration file's, then the environment's per key.
+    """Return this host's settings: the configuration file's, the environment's where it is silent.
 
-    Signatures are required when either says so: an environment cannot switch off what the
-    host's file requires.
+    A setting the file makes is the host's: an environment that gives it another value is a
+    ConfigError, never a way to loosen what the file requires.
     """
-    from schedctl.config import file_values
+    from schedctl.config import config_file, read_env_file
 
-    found = file_values(env)
-    return parse_trust({**found, **env}, _flag(found) or _flag(env))
+    path = config_file(env)
+    found = {} if path is None else read_env_file(path)
+    for key in (*TRUST_VARS, SECRETS_VAR):
+        if key in found and key in env and env[key].strip() != found[key].strip():
+            raise ConfigError(
+                f"{key} is set in the environment ({env[key][:60]!r}) and in {path} "
+                f"({found[key][:60]!r}); the file decides it on this host: unset {key} in the "
+                f"environment, or change it in {path}"
+            )
+    return parse_trust({**env, **found}, _flag(found) or _flag(env))
 
 
 def _flag(values: Mapping[str, str]) -> bool:

@@ -15,7 +15,7 @@ from schedctl.clock import Clock, DatabaseClock, SystemClock
 
 if TYPE_CHECKING:
     from schedctl.db.repository import Repository, Sealer
-    from schedctl.models import JobSpec, Seal
+    from schedctl.models import Job, JobSpec, Seal
 
 SIGNING_KEY_VAR = "SCHEDCTL_SIGNING_KEY"
 SIGNER_VAR = "SCHEDCTL_SIGNER"
@@ -72,6 +72,7 @@ class State:
             # server cut off, a restart) once, instead of failing what needs none of that.
             self._store.reopen = lambda: connect(url)
             self._store.sealer = self.sealer()
+            self._store.guard = _resign_guard
             _settle(self._store, self.settings)
         return self._store
 
@@ -138,6 +139,13 @@ def state(ctx: typer.Context) -> State:
     obj = ctx.find_root().obj
     assert isinstance(obj, State)
     return obj
+
+
+def _resign_guard(job: Job) -> None:
+    """Refuse to store again a job changed after signing (services.resign_guard)."""
+    from schedctl import services, trust
+
+    services.resign_guard(trust.host_trust(os.environ).allowed_signers)(job)
 
 
 def _settle(store: Repository, settings: config.Settings) -> None:

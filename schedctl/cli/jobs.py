@@ -326,6 +326,14 @@ def edit(
     notify: Notify = None,
     notify_on: NotifyOn = None,
     on: On = None,
+    accept_changes: Annotated[
+        bool,
+        typer.Option(
+            "--accept-changes",
+            help="Store and sign the edit even if the job changed after it was signed "
+            "(review that change with `schedctl verify JOB` first).",
+        ),
+    ] = False,
     json_: JsonOut = False,
 ) -> None:
     """Change a job; options left out keep their value. Bumps the revision.
@@ -369,7 +377,7 @@ def edit(
         notify_on=_events(notify_on),
         placement=on,
     )
-    result = services.edit_job(st.store(), name, changes, st.clock)
+    result = services.edit_job(st.store(), name, changes, st.clock, accept_changes)
     if user:
         _warn_unknown_user(user)  # once stored: a name `edit` refuses gets its error alone
     if json_:

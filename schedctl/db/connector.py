@@ -309,6 +309,12 @@ class SqliteConnector:
         assert url.sqlite_path is not None
         self.url = url
         create_private(url)
+        from schedctl.datadir import root_trusts
+
+        # Run as root, another user's database (or one in their directory) decides what root runs.
+        instead = "point SCHEDCTL_DATABASE_URL at a database root owns"
+        root_trusts(url.sqlite_path.parent, "SQLite database directory", instead)
+        root_trusts(url.sqlite_path, "SQLite database", instead)
         try:
             self.conn = sqlite3.connect(url.sqlite_path, timeout=busy_seconds, isolation_level=None)
             self.conn.execute("PRAGMA foreign_keys=ON")

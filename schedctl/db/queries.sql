@@ -9,7 +9,7 @@
 id, name, command, shell, schedule, timezone, timeout_seconds, concurrency, catch_up,
 jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user, description, tags,
 enabled, output_limit_bytes, retention_seconds, created_at, updated_at, revision, notify,
-notify_on, placement, secrets, secret_env, signature, signer, signing_key
+notify_on, placement, secrets, secret_env, signature, signer, signing_key, signed_definition
 
 -- fragment: run_columns
 -- What history shows of a run (history.Run); the output tail is read only by `logs`.
@@ -112,12 +112,12 @@ INSERT INTO jobs (name, command, shell, schedule, timezone, timeout_seconds, con
 catch_up, jitter_seconds, retries, retry_delay_seconds, env, workdir, run_as_user,
 description, tags, enabled, output_limit_bytes, retention_seconds, created_at, updated_at,
 revision, notify, notify_on, placement, secrets, secret_env, signature, signer,
-signing_key)
+signing_key, signed_definition)
 VALUES (:name, :command, :shell, :schedule, :timezone, :timeout_seconds, :concurrency,
 :catch_up, :jitter_seconds, :retries, :retry_delay_seconds, :env, :workdir, :run_as_user,
 :description, :tags, :enabled, :output_limit_bytes, :retention_seconds, :now, :now, 1,
 :notify, :notify_on, :placement, :secrets, :secret_env, :signature, :signer,
-:signing_key)
+:signing_key, :signed_definition)
 RETURNING id
 
 -- name: update_job
@@ -130,7 +130,8 @@ run_as_user = :run_as_user, description = :description, tags = :tags, enabled = 
 output_limit_bytes = :output_limit_bytes, retention_seconds = :retention_seconds,
 notify = :notify, notify_on = :notify_on, placement = :placement, secrets = :secrets,
 secret_env = :secret_env, updated_at = :now, signature = :signature, signer = :signer,
-signing_key = :signing_key, revision = :revision + 1
+signing_key = :signing_key, signed_definition = :signed_definition,
+revision = :revision + 1
 WHERE id = :id AND revision = :revision
 
 -- name: delete_job

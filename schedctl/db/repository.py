@@ -395,8 +395,9 @@ def _spec_params(spec: JobSpec) -> dict[str, Any]:
 
 def _seal_params(seal: Seal | None) -> dict[str, Any]:
     if seal is None:
-        return {"signature": None, "signer": None, "signing_key": None}
-    return {"signature": seal.signature, "signer": seal.signer, "signing_key": seal.key}
+        return {"signature": None, "signer": None, "signing_key": None, "signed_definition": None}
+    return {"signature": seal.signature, "signer": seal.signer, "signing_key": seal.key,
+            "signed_definition": seal.signed or None}  # fmt: skip
 
 
 def _timing(spec: JobSpec) -> tuple[bool, str, str]:
@@ -423,6 +424,9 @@ class Repository:
         self.reopen = reopen
         # Set by the operator commands: signs every definition they store (signing.py).
         self.sealer: Sealer | None = None
+        # Set by the operator commands: raises ChangedAfterSigningError for a job whose stored
+        # definition no longer matches its signature, before any edit stores it again.
+        self.guard: Callable[[Job], None] | None = None
         self._lost = False
         self._in_transaction = False
 
@@ -656,9 +660,24 @@ class Repository:
             raise
         return added
 
-    def update_job(self, job: Job, spec: JobSpec, now: datetime) -> Job:
-        """Store `spec` for `job` if nobody changed it meanwhile; bump its revision."""
-        seal = self._seal(spec, job.revision + 1)
+    def update_job(
+        self,
+        job: Job,
+        spec: JobSpec,
+        now: datetime,
+        accept_changes: bool = False,
+        keep_seal: bool = False,
+    ) -> Job:
+        """Store `spec` for `job` if nobody changed it meanwhile; bump its revision.
+
+        A job changed after it was signed is refused (the guard) unless `accept_changes`;
+        `keep_seal` stores its old signature as it is instead of signing again.
+        """
+        if keep_seal:
+            seal = job.seal
+        else:
+            self._check_signed(job, accept_changes)
+            seal = self._seal(spec, job.revision + 1)
         params = {**_spec_params(spec), **_seal_params(seal), "now": now, "id": job.id,
                   "revision": job.revision}  # fmt: skip
         with self._job_writes():
@@ -671,6 +690,10 @@ class Repository:
                 f"look at `schedctl show {job.name}` and try again"
             )
         return Job(job.id, spec, job.revision + 1, job.created_at, now, seal)
+
+    def _check_signed(self, job: Job, accept_changes: bool = False) -> None:
+        if job.seal is not None and self.guard is not None and not accept_changes:
+            self.guard(job)
 
     def _seal(self, spec: JobSpec, revision: int) -> Seal | None:
         return None if self.sealer is None else self.sealer(spec, revision)
@@ -708,6 +731,7 @@ class Repository:
                     assert row is not None
                     self._record_change(int(row[0]), spec, now)
                 for job, spec in updates:
+                    self._check_signed(job)
                     seal = self._seal(spec, job.revision + 1)
                     params = {**_spec_params(spec), **_seal_params(seal), "now": now,
                               "id": job.id, "revision": job.revision}  # fmt: skip

@@ -19,6 +19,7 @@ from test_roles import Roles, roles  # noqa: F401 (the fixture)
 from schedctl.errors import ExitCode
 
 REFUSED = int(ExitCode.REFUSED)
+CHANGED = int(ExitCode.CHANGED_AFTER_SIGNING)
 
 
 def make_key(where: Path, name: str) -> Path:
@@ -124,7 +125,8 @@ def test_a_definition_changed_in_sql_is_refused_on_every_host(
             lines = [x for x in refused.err.splitlines() if "run.refused.signature" in x]
             assert len(lines) == 1, refused.err
             assert "changed after it was signed" in lines[0]
-            assert "schedctl sign nightly" in lines[0]
+            assert "schedctl verify nightly" in lines[0]
+            assert "schedctl sign nightly --accept-changes" in lines[0]
             assert "Traceback" not in refused.err
     assert not pwned.exists()
     # Recorded per host; no slot taken, no run row beyond the two good ones.
@@ -150,8 +152,14 @@ def test_a_definition_changed_in_sql_is_refused_on_every_host(
         assert "job nightly not installed: this host refuses it (signature" in synced.err
         assert installed(cron[name]) == set()
 
-    # The operator looks, and signs the definition they mean: it runs again everywhere.
-    ok(operator("edit", "nightly", "--user", "nobody", "--", "/bin/true"))
+    # The operator looks, and signs the definition they mean: it runs again everywhere. A
+    # plain edit would sign the changed row's other fields unseen: refused, nothing stored.
+    one_line_error(operator("edit", "nightly", "--user", "nobody", "--", "/bin/true"),
+                   CHANGED, "changed after 'alice@example.com' signed it (command, ")  # fmt: skip
+    shown = ok(operator("verify", "nightly")).out
+    assert f'command: ["/bin/true"] -> ["/usr/bin/touch", "{pwned}"]' in shown, shown
+    assert 'run_as_user: "nobody" -> null' in shown, shown
+    ok(operator("edit", "nightly", "--accept-changes", "--user", "nobody", "--", "/bin/true"))
     for name, host in hosts.items():
         ok(host("run", "nightly", "--now"))
         ok(host("sync", "crontab", "--file", str(cron[name]), "--schedctl", str(BIN)))
@@ -216,7 +224,9 @@ def test_unsigned_unknown_signers_and_tampered_signatures_are_refused(tmp_path: 
         assert verdicts[job]["refused"] and why in verdicts[job]["refusal"]["reason"], job
     assert ok(host("verify", "good")).out.count("runs") == 1
     # Re-signing by an allowed signer is what makes a job run again.
-    ok(as_alice("sign", "tampered", "plain"))
+    one_line_error(as_alice("sign", "tampered", "plain"), CHANGED,
+                   "does not match the signature either")  # fmt: skip
+    ok(as_alice("sign", "tampered", "plain", "--accept-changes"))
     ok(host("run", "tampered", "--now"))
     ok(host("run", "plain", "--now"))
 
@@ -250,7 +260,8 @@ def test_a_key_held_by_ssh_agent_signs(tmp_path: Path) -> None:
     assert json.loads(ok(host("verify", "--json")).out) == [
         {"job": "agent-job", "revision": 1, "signed": True, "signer": "ops@example.com",
          "key": json.loads(ok(host("show", "agent-job", "--json")).out)["signing_key"],
-         "valid": True, "reason": None, "refused": False, "refusal": None}
+         "valid": True, "reason": None, "refused": False, "refusal": None,
+         "key_matches_stored": True, "changed_after_signing": False, "changes": None}
     ]  # fmt: skip
     # Nothing half-stored by the failed add.
     one_line_error(host("show", "other"), ExitCode.NOT_FOUND, "no job named 'other'")
@@ -449,3 +460,187 @@ def shutil_chown(path: Path, user: str) -> None:
     import shutil
 
     shutil.chown(path, user)
+
+
+def sql_value(url: str, query: str) -> object:
+    """Read one value straight from the database."""
+    import sqlalchemy as sa
+
+    from schedctl.config import parse_database_url
+    from schedctl.db.schema import make_engine
+
+    engine = make_engine(parse_database_url(url))
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text(query)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_a_definition_changed_in_sql_is_not_signed_again_by_routine_commands(
+    backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
+) -> None:
+    _, url, _ = backend
+    alice, mallory = make_key(tmp_path, "alice"), make_key(tmp_path, "mallory")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", alice, ""))
+    # The operator's own host knows who may sign: a job mallory signed is no one's to re-sign.
+    operator = host_cli(tmp_path, "op", url, SCHEDCTL_SIGNING_KEY=str(alice),
+                        SCHEDCTL_SIGNER="alice@example.com",
+                        SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    as_mallory = host_cli(tmp_path, "m", url, SCHEDCTL_SIGNING_KEY=str(mallory),
+                          SCHEDCTL_SIGNER="mallory@example.com")  # fmt: skip
+    host = host_cli(tmp_path, "h", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                    SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    out = tmp_path / "out"
+    ok(operator("add", "sj", "-s", "0 0 1 1 *", "--shell", "--",
+                f"echo signed-ran BACKDOOR=$BACKDOOR >> {out}"))  # fmt: skip
+    ok(operator("add", "other", "-s", "0 0 1 1 *", "--", "/bin/true"))
+    ok(as_mallory("add", "mal", "-s", "0 0 1 1 *", "--", "/bin/true"))
+    ok(host_cli(tmp_path, "u", url)("add", "plain", "-s", "0 0 1 1 *", "--", "/bin/true"))
+    ok(host("run", "sj", "--now"))
+    assert out.read_text() == "signed-ran BACKDOOR=\n"
+
+    cast = "::jsonb" if url.startswith("postgresql") else ""
+    assert sql(url, f"""UPDATE jobs SET env = '{{"BACKDOOR": "1"}}'{cast}, """
+                    f"""command = '["echo TAMPERED BACKDOOR=$BACKDOOR >> {out}"]'{cast} """
+                    "WHERE name = 'sj'") == 1  # fmt: skip
+    signature = sql_value(url, "SELECT signature FROM jobs WHERE name = 'sj'")
+    refused = host("run", "sj", "--now")
+    assert refused.rc == REFUSED, refused.err
+    assert "check `schedctl verify sj`" in refused.err
+    assert "`schedctl sign sj --accept-changes` only if the change is intended" in refused.err
+
+    # Each routine command is refused (one line, nothing stored), or skips the job.
+    for args in (("edit", "sj", "--description", "nightly report"), ("sign", "sj")):
+        one_line_error(operator(*args), CHANGED,
+                       "job 'sj' not stored: its definition was changed after "
+                       "'alice@example.com' signed it (command, env, ")  # fmt: skip
+    signed_all = operator("sign")
+    assert signed_all.rc == CHANGED, signed_all.err
+    assert "signed job other" in signed_all.out and "signed job plain" in signed_all.out
+    assert "skipped job sj: its definition was changed after" in signed_all.err
+    assert "skipped job mal: it is signed by 'mallory@example.com', whom" in signed_all.err
+    assert "signed job sj" not in signed_all.out and "signed job mal" not in signed_all.out
+    ok(operator("disable", "sj"))  # taken off every host, its old signature kept
+    one_line_error(operator("enable", "sj"), CHANGED, "job 'sj' not stored")
+    assert sql_value(url, "SELECT signature FROM jobs WHERE name = 'sj'") == signature
+    assert sql_value(url, "SELECT signer FROM jobs WHERE name = 'mal'") == "mallory@example.com"
+    assert host("run", "sj", "--now").rc == REFUSED
+    assert out.read_text() == "signed-ran BACKDOOR=\n"
+
+    # Review, then the explicit act: only named jobs.
+    shown = ok(operator("verify", "sj")).out
+    assert "job sj changed after alice@example.com signed it:" in shown, shown
+    assert 'env.BACKDOOR: (unset) -> "1"' in shown, shown
+    assert f'command: ["echo signed-ran BACKDOOR=$BACKDOOR >> {out}"] -> ' in shown, shown
+    assert "enabled: true -> false" in shown, shown
+    one_line_error(operator("sign", "--accept-changes"), int(ExitCode.USAGE), "name the jobs")
+    ok(operator("sign", "sj", "--accept-changes"))
+    ok(operator("enable", "sj"))
+    ok(host("run", "sj", "--now"))
+    assert out.read_text() == "signed-ran BACKDOOR=\nTAMPERED BACKDOOR=1\n"
+    assert "changed after" not in ok(operator("verify", "sj")).out
+
+
+def test_verify_shows_the_key_of_the_signature_not_the_stored_one(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    key = make_key(tmp_path, "alice")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", key, ""))
+    operator = host_cli(tmp_path, "op", url, SCHEDCTL_SIGNING_KEY=str(key),
+                        SCHEDCTL_SIGNER="alice@example.com")  # fmt: skip
+    ok(operator("add", "rich", "-s", "0 0 1 1 *", "--", "/bin/true"))
+    listed = subprocess.run(["ssh-keygen", "-l", "-f", f"{key}.pub"], capture_output=True,
+                            text=True, check=True).stdout.split()[1]  # fmt: skip
+    fake = "SHA256:FakeFingerprintOfBobsHardwareKey0000000000"
+    assert sql(url, f"UPDATE jobs SET signing_key = '{fake}' WHERE name = 'rich'") == 1
+    host = host_cli(tmp_path, "h", url, SCHEDCTL_REQUIRE_SIGNATURE="1",
+                    SCHEDCTL_ALLOWED_SIGNERS=str(signers))  # fmt: skip
+    found = json.loads(host("verify", "rich", "--json").out)[0]
+    assert found["key"] == listed and found["key_matches_stored"] is False
+    shown = host("verify", "rich", "-o", "wide").out
+    assert fake not in shown.split("\n\n")[0].split("rich", 1)[1].splitlines()[0], shown
+    assert listed in shown
+    assert f"its stored key {fake} is not the key that made its signature ({listed})" in shown
+
+
+def test_the_config_files_trust_settings_are_not_loosened_by_the_environment(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    alice, mallory = make_key(tmp_path, "alice"), make_key(tmp_path, "mallory")
+    signers = allowed_signers(tmp_path / "allowed", ("alice@example.com", alice, ""))
+    theirs = allowed_signers(tmp_path / "theirs", ("mallory@example.com", mallory, ""))
+    marker = tmp_path / "ran"
+    as_mallory = host_cli(tmp_path, "m", url, SCHEDCTL_SIGNING_KEY=str(mallory),
+                          SCHEDCTL_SIGNER="mallory@example.com")  # fmt: skip
+    ok(as_mallory("add", "mj", "-s", "0 0 1 1 *", "--", "/usr/bin/touch", str(marker)))
+    conf = tmp_path / "host.env"
+    conf.write_text(f"SCHEDCTL_ALLOWED_SIGNERS={signers}\nSCHEDCTL_REQUIRE_SIGNATURE=1\n"
+                    "SCHEDCTL_ALLOWED_USERS=nobody\n")  # fmt: skip
+    assert host_cli(tmp_path, "h", url, conf)("run", "mj", "--now").rc == REFUSED
+    for key, value in (("SCHEDCTL_ALLOWED_SIGNERS", str(theirs)),
+                       ("SCHEDCTL_REQUIRE_SIGNATURE", "0"),
+                       ("SCHEDCTL_ALLOWED_USERS", "nobody,root")):  # fmt: skip
+        loosened = host_cli(tmp_path, "h", url, conf, **{key: value})
+        for args in (("run", "mj", "--now"), ("verify", "mj")):
+            one_line_error(loosened(*args), int(ExitCode.CONFIG),
+                           f"{key} is set in the environment")  # fmt: skip
+    assert not marker.exists()
+    # The same value as the file's is no conflict; where the file is silent the environment
+    # still applies (here: a command directory the job's command is outside of).
+    same = host_cli(tmp_path, "h", url, conf, SCHEDCTL_ALLOWED_SIGNERS=str(signers),
+                    SCHEDCTL_COMMAND_DIRS=str(tmp_path / "nowhere"))  # fmt: skip
+    refused = same("run", "mj", "--now")
+    assert refused.rc == REFUSED and "not allowed to sign jobs" in refused.err, refused.err
+    conf.write_text("SCHEDCTL_ALLOWED_USERS=nobody,root\n")
+    silent = host_cli(tmp_path, "h", url, conf, SCHEDCTL_COMMAND_DIRS=str(tmp_path / "nowhere"))
+    refused = silent("run", "mj", "--now")
+    assert refused.rc == REFUSED and "outside SCHEDCTL_COMMAND_DIRS" in refused.err, refused.err
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="root's checks: run as root")
+def test_root_refuses_a_config_file_or_database_another_user_can_change(tmp_path: Path) -> None:
+    import pwd
+    import shutil
+
+    nobody = pwd.getpwnam("nobody")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    url = f"sqlite:///{theirs / 'evil.db'}"
+    marker = tmp_path / "ran"
+    planter = host_cli(tmp_path, "p", url)
+    ok(planter("add", "backup", "-s", "0 0 1 1 *", "--", "/usr/bin/touch", str(marker)))
+    conf = tmp_path / "cfg.env"
+    conf.write_text(f"SCHEDCTL_DATABASE_URL={url}\n")
+    (tmp_path / "h").mkdir()
+    host = make_cli(tmp_path / "h", SCHEDCTL_CONFIG=str(conf), SCHEDCTL_HOST="h")
+
+    def chown(path: Path, uid: int, mode: int) -> None:
+        os.chown(path, uid, uid and nobody.pw_gid)
+        path.chmod(mode)
+
+    # Another user's file, or one anyone may write: refused before it is read.
+    chown(conf, nobody.pw_uid, 0o644)
+    one_line_error(host("run", "backup", "--now"), int(ExitCode.CONFIG),
+                   f"unsafe config file {conf}: it belongs to user nobody")  # fmt: skip
+    chown(conf, 0, 0o666)
+    one_line_error(host("list"), int(ExitCode.CONFIG),
+                   f"unsafe config file {conf}: writable by group and others (mode 0666)")  # fmt: skip
+    chown(conf, 0, 0o600)
+    # Its database: the file, and the directory it lies in.
+    chown(theirs, nobody.pw_uid, 0o755)
+    one_line_error(host("run", "backup", "--now"), int(ExitCode.CONFIG),
+                   f"unsafe SQLite database directory {theirs}: it belongs to user nobody")  # fmt: skip
+    chown(theirs, 0, 0o700)
+    chown(theirs / "evil.db", nobody.pw_uid, 0o600)
+    one_line_error(host("run", "backup", "--now"), int(ExitCode.CONFIG),
+                   f"unsafe SQLite database {theirs / 'evil.db'}: it belongs to user nobody")  # fmt: skip
+    chown(theirs / "evil.db", 0, 0o620)
+    one_line_error(host("run", "backup", "--now"), int(ExitCode.CONFIG),
+                   "writable by its group (mode 0620)")  # fmt: skip
+    assert not marker.exists()
+    chown(theirs / "evil.db", 0, 0o600)
+    ok(host("run", "backup", "--now"))
+    assert marker.exists()
+    shutil.rmtree(theirs)
