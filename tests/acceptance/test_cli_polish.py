@@ -106,11 +106,13 @@ def test_a_root_job_started_by_another_user_says_root_once(tmp_path: Path) -> No
     # nobody cannot enter pytest's tmp_path: a directory of its own, removed afterwards.
     shared = Path(tempfile.mkdtemp(prefix="schedctl-root-wording-"))
     try:
-        shared.chmod(0o777)
+        # Root refuses a database in a directory others can write: opened up for the run only.
+        shared.chmod(0o755)
         env = cli_env(shared, SCHEDCTL_DATABASE_URL=f"sqlite:///{shared / 'jobs.db'}")
         for name in ("add", "run"):
             argv = ["add", "r", "-s", "@daily", "--user", "root", "--", "true"]
             if name == "run":
+                shared.chmod(0o777)
                 for path in shared.rglob("*"):
                     path.chmod(0o777 if path.is_dir() else 0o666)
                 argv = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
