@@ -108,7 +108,7 @@ jobs = sa.Table(
     sa.Column("signature", sa.Text, nullable=True),
     sa.Column("signer", sa.Text, nullable=True),
     sa.Column("signing_key", sa.Text, nullable=True),
-    # The canonical bytes that were signed (migration 0010): what changed since is shown.
+    # The canonical bytes that were signed (migration 0011): what changed since is shown.
     sa.Column("signed_definition", sa.Text, nullable=True),
     sa.UniqueConstraint("name", name="uq_jobs_name"),
     _in("concurrency", CONCURRENCY_VALUES),

@@ -3,15 +3,15 @@
 The column signs nothing and defines nothing: the change log and the revision trigger leave
 it out, as they leave out the signature itself.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
