@@ -13,11 +13,12 @@ Kept free of heavy imports: it sits on the `schedctl run` path once the claim is
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -382,46 +383,83 @@ def stop_leftovers(directory: Path, job_id: int, grace: float) -> Leftovers:
     runs: list[int] = []
     stopped = survivors = 0
     for path in sorted(directory.glob(f"{job_id}-*.json")):
-        try:
-            data = json.loads(path.read_bytes())
-            runner = Proc(*data["runner"]) if data["runner"] else None
-            if runner is not None and alive(runner):
-                continue
-            if data["boot"] != boot_id():
-                path.unlink()  # processes of an earlier boot are gone
-                continue
-            procs = {Proc(*p) for p in data["procs"]}
-            # A record without a token (written before tokens) gets no environment scan:
-            # job and run id alone could match another user's or database's processes.
-            token = data.get("token")
-            marks = (
-                (
-                    f"SCHEDCTL_JOB={data['job']}",
-                    f"SCHEDCTL_RUN_ID={data['run_id']}",
-                    f"SCHEDCTL_RUN_TOKEN={token}",
-                )
-                if isinstance(token, str) and token
-                else ()
-            )
-            cgroup = _recorded_cgroup(data["cgroup"])
-            started = runner.start if runner else 0
-        except (ValueError, KeyError, TypeError, OSError):
-            with contextlib.suppress(OSError):
-                path.unlink()  # unreadable: nothing in it can be acted on
-            continue
-
-        find = _finder(procs, marks, started)
-        found = find()
-        if not found and (cgroup is None or not cgroup.populated()):
-            _forget(path, cgroup)
-            continue
-        runs.append(int(data["run_id"]))
-        stopped += len(found)
-        left = _stop(find, cgroup, grace)
-        survivors += left
-        if not left:
-            _forget(path, cgroup)
+        with _claim(path) as raw:
+            if raw is None:
+                continue  # gone: another run of the job dealt with it
+            left = _stop_recorded(path, raw, grace)
+        if left is not None:
+            runs.append(left[0])
+            stopped += left[1]
+            survivors += left[2]
     return Leftovers(runs, stopped, survivors)
+
+
+@contextlib.contextmanager
+def _claim(path: Path) -> Iterator[bytes | None]:
+    """Hold `path` locked and yield its content; None if it went (or is someone else's now).
+
+    Runs of an `allow` job start together and all find what a killed runner left: one stops
+    it and removes the record; the others wait for that, then find the record gone.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield None
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino
+        except OSError:
+            same = False
+        if not same:
+            yield None
+            return
+        with open(fd, "rb", closefd=False) as f:
+            yield f.read()
+    finally:
+        os.close(fd)
+
+
+def _stop_recorded(path: Path, raw: bytes, grace: float) -> tuple[int, int, int] | None:
+    """Stop what the (claimed) record lists; return (run id, stopped, survivors) if any ran."""
+    try:
+        data = json.loads(raw)
+        runner = Proc(*data["runner"]) if data["runner"] else None
+        if runner is not None and alive(runner):
+            return None
+        if data["boot"] != boot_id():
+            _unlink(path)  # processes of an earlier boot are gone
+            return None
+        procs = {Proc(*p) for p in data["procs"]}
+        # A record without a token (written before tokens) gets no environment scan:
+        # job and run id alone could match another user's or database's processes.
+        token = data.get("token")
+        marks = (
+            (
+                f"SCHEDCTL_JOB={data['job']}",
+                f"SCHEDCTL_RUN_ID={data['run_id']}",
+                f"SCHEDCTL_RUN_TOKEN={token}",
+            )
+            if isinstance(token, str) and token
+            else ()
+        )
+        cgroup = _recorded_cgroup(data["cgroup"])
+        started = runner.start if runner else 0
+        run_id = int(data["run_id"])
+    except (ValueError, KeyError, TypeError, OSError):
+        _unlink(path)  # unreadable: nothing in it can be acted on
+        return None
+
+    find = _finder(procs, marks, started)
+    found = find()
+    if not found and (cgroup is None or not cgroup.populated()):
+        _forget(path, cgroup)
+        return None
+    left = _stop(find, cgroup, grace)
+    if not left:
+        _forget(path, cgroup)
+    return run_id, len(found), left
 
 
 def _finder(
@@ -454,6 +492,11 @@ def _recorded_cgroup(path: str | None) -> RunCgroup | None:
 
 def _forget(path: Path, cgroup: RunCgroup | None) -> None:
     if cgroup is None or cgroup.remove():
+        _unlink(path)
+
+
+def _unlink(path: Path) -> None:
+    with contextlib.suppress(OSError):
         path.unlink()
 
 

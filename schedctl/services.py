@@ -1070,6 +1070,8 @@ def _run_once(
         # The lock went with the session: the job may not start. Say so on the row, on a new
         # session if one comes, so the slot counts as missed instead of ran.
         why = (str(e).splitlines() or [type(e).__name__])[0]
+        if record is not None:
+            record.remove()  # nothing started: nothing for the next run to stop
         _abandon(ctx, run_id, owner)
         raise _not_run(run_id, fields, why, "its lock went with it") from None
     ctx.emit("run.started", **fields, command=request.argv[0])

@@ -888,6 +888,41 @@ def test_clean_up_after_a_killed_runner_spares_another_databases_job_of_the_same
             other.wait(timeout=30)
 
 
+def test_concurrent_runs_of_an_allow_job_share_a_killed_runners_clean_up(
+    pg_url: str, tmp_path: Path
+) -> None:
+    # A runner of an `allow` job is killed, leaving its record. The next runs, started together,
+    # all find that record: one stops what it lists and removes it, the others must neither
+    # fail on the file being gone nor start before it is dealt with.
+    env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, SCHEDCTL_HOST="h-allow")
+    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k.startswith("SCHEDCTL_")})
+    ok(cli("db", "upgrade"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    job = f"touch {marks}/$SCHEDCTL_RUN_ID; sleep 3"
+    ok(cli("add", "al", "-s", "0 0 1 1 *", "--concurrency", "allow", "--shell", "--", job))
+    first = start_run(env, "al", "--now")
+    deadline = time.monotonic() + 30
+    while not list(marks.iterdir()):
+        assert first.poll() is None, first.communicate()
+        assert time.monotonic() < deadline, "the first run never started"
+        time.sleep(0.05)
+    first.kill()
+    first.wait(timeout=10)
+    procs = tmp_path / "data" / "procs"
+    assert len(list(procs.glob("*.json"))) == 1  # what the killed runner left
+
+    racers = [start_run(env, "al", "--now") for _ in range(10)]
+    results = [(p.communicate(timeout=120)[1], p.returncode)[::-1] for p in racers]
+    assert [rc for rc, _ in results] == [0] * 10, [err for rc, err in results if rc]
+    assert not any("Traceback" in err or "internal error" in err for _, err in results)
+    assert len(list(marks.iterdir())) == 11  # every job ran
+    assert sum("event=run.leftovers_stopped" in err for _, err in results) == 1
+    assert list(procs.iterdir()) == []  # the leftover record is gone, and so are theirs
+    statuses = sorted(r["status"] for r in run_rows(pg_url, "al"))
+    assert statuses == ["lost"] + ["succeeded"] * 10
+
+
 def test_stored_tail_is_bounded_in_bytes(
     backend: tuple[Cli, str, dict[str, str]], tmp_path: Path
 ) -> None:
