@@ -58,15 +58,17 @@ def display_url(params: Mapping[str, str]) -> str:
     """Write libpq keywords back as a URL for messages, secrets shown as ***."""
     rest = dict(params)
     user, password = rest.pop("user", ""), rest.pop("password", None)
-    hosts = [h for h in rest.pop("host", "").split(",") if h]
-    ports = [p for p in rest.pop("port", "").split(",") if p]
+    # Empty entries stay: libpq reads an empty host as its default (the Unix socket) and an
+    # empty port as 5432, so dropping one would show another list of servers.
+    hosts = rest.pop("host").split(",") if "host" in rest else []
+    ports = rest.pop("port").split(",") if "port" in rest else []
     dbname = rest.pop("dbname", "")
     query: list[tuple[str, str]] = []
     netloc = ""
     if hosts and not any(h.startswith(("/", "@")) for h in hosts):  # no Unix socket paths
         names = [f"[{h}]" if ":" in h else quote(h, safe="") for h in hosts]
         if len(ports) == len(hosts):
-            names = [f"{h}:{p}" for h, p in zip(names, ports, strict=True)]
+            names = [f"{h}:{p}" if p else h for h, p in zip(names, ports, strict=True)]
         elif ports:
             query.append(("port", ",".join(ports)))
         netloc = ",".join(names)
@@ -131,6 +133,9 @@ def _parse_postgresql(raw: str, source: str | None) -> DatabaseURL:
     except libpq.LibpqMissingError as e:
         raise ConfigError(e.advice()) from None
     except libpq.PgError as e:
+        unknown = re.fullmatch(r'invalid URI query parameter: "([A-Za-z0-9_]+)"', str(e))
+        if unknown:
+            raise ConfigError(_unknown_parameter(uri, unknown[1], where)) from None
         # libpq quotes the offending part of the URL, which may be the password (itself
         # perhaps holding a quote): keep only what comes before the first quote.
         head, quoted, _ = str(e).partition('"')
@@ -139,7 +144,45 @@ def _parse_postgresql(raw: str, source: str | None) -> DatabaseURL:
     redact.remember(*(params.get(k) for k in SECRET_KEYWORDS))
     if not all(re.fullmatch(r"[0-9]*", p) for p in params.get("port", "").split(",")):
         raise ConfigError(f"the database URL{where} has a port that is not a number: {hint}")
+    attrs = params.get("target_session_attrs")
+    if attrs and attrs not in TARGET_SESSION_ATTRS:
+        # libpq refuses it only when connecting, which reads as an outage worth retrying.
+        raise ConfigError(
+            f"the database URL{where} has target_session_attrs={attrs!r}, which libpq does not "
+            f"know: use read-write (schedctl needs a server that accepts writes); libpq also "
+            f"takes {', '.join(v for v in TARGET_SESSION_ATTRS if v != 'read-write')}"
+        )
     return DatabaseURL(raw=raw, backend="postgresql", params=tuple(params.items()))
+
+
+# libpq's values (PostgreSQL 14 and later).
+TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", "prefer-standby")
+
+
+def _unknown_parameter(uri: str, name: str, where: str) -> str:
+    """Name a query parameter libpq does not know, and the keyword it may stand for."""
+    from schedctl.db import libpq
+
+    lower = name.lower()
+    if lower != name:
+        head, _, query = uri.partition("?")
+        fixed = "&".join(
+            lower + part[len(name) :] if part.split("=", 1)[0] == name else part
+            for part in query.split("&")
+        )
+        try:
+            libpq.conninfo_parse(f"{head}?{fixed}")
+        except libpq.PgError:
+            pass
+        else:
+            return (
+                f"the database URL{where} has the parameter {name!r}, which libpq does not know: "
+                f"its parameter names are lower case, write {lower!r}"
+            )
+    return (
+        f"the database URL{where} has the parameter {name!r}, which libpq does not know: fix "
+        f"or remove it (libpq's documentation lists its parameter key words)"
+    )
 
 
 def parse_database_url(raw: str, source: str | None = None) -> DatabaseURL:

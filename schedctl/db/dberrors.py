@@ -50,15 +50,50 @@ def refused_as_busy(error: Exception) -> str | None:
     return None
 
 
+# A server that is not open for connections: what to do about each state (57P03).
+_NOT_OPEN = (
+    (
+        "shutting down",
+        "the server is shutting down: start it again once it has stopped (a smart shutdown "
+        "waits for every open session to end), or check its state with pg_isready",
+    ),
+    (
+        "starting up",
+        "the server is starting up: wait for it, or check its state with pg_isready",
+    ),
+    (
+        "not yet accepting connections",
+        "the server is starting up (replaying its log): wait for it, or check its state with "
+        "pg_isready",
+    ),
+    (
+        "recovery mode",
+        "the server is recovering after a crash: wait for it, or check its state with "
+        "pg_isready and its log",
+    ),
+    (
+        "not accepting connections",
+        "the server does not accept connections (a standby with hot_standby = off): point the "
+        "URL at the primary",
+    ),
+)
+
+
 def busy_error(url: DatabaseURL, refusals: int, seconds: float, line: str) -> SchedctlError:
     """Return the error for a server that kept refusing connections for the whole budget."""
     redact.remember(url.password)
-    return DatabaseUnavailableError(
+    said = (
         f"the database at {url} refused {refusals} connection"
-        f"{'' if refusals == 1 else 's'} over {seconds:.0f} s ({redact.scrub(line)}); it has no "
-        f"connection slot free: raise its max_connections, or put a pooler such as PgBouncer "
-        f"(pool_mode = session) in front of it, or wait longer with $SCHEDCTL_CONNECT_RETRY "
-        f"(seconds)"
+        f"{'' if refusals == 1 else 's'} over {seconds:.0f} s ({redact.scrub(line)})"
+    )
+    lower = line.lower()
+    fix = next((fix for state, fix in _NOT_OPEN if state in lower), None)
+    if fix is not None:
+        return DatabaseUnavailableError(f"{said}; {fix}")
+    return DatabaseUnavailableError(
+        f"{said}; it has no connection slot free: raise its max_connections, or put a pooler "
+        f"such as PgBouncer (pool_mode = session) in front of it, or wait longer with "
+        f"$SCHEDCTL_CONNECT_RETRY (seconds)"
     )
 
 
@@ -107,6 +142,19 @@ def translate(error: Exception, url: DatabaseURL) -> SchedctlError:
             f"{message} at {where}; create it (createdb) or fix the database name in the URL"
         )
     servers = tried_servers(str(orig))
+    attrs = url.libpq_params().get("target_session_attrs")
+    if attrs in ("read-only", "standby") and any(map(_writable, servers.values())):
+        # The URL asks for a standby and got a primary; schedctl writes to every session.
+        return ConfigError(
+            f"the database URL {where} asks for a read-only server "
+            f"(target_session_attrs={attrs}), but schedctl needs one that accepts writes: use "
+            f"target_session_attrs=read-write"
+        )
+    if "invalid target_session_attrs value" in lower:
+        return ConfigError(
+            f"the database URL {where} has a target_session_attrs value this libpq does not "
+            f"know ({message}): use target_session_attrs=read-write"
+        )
     if any(_read_only(why) for why in servers.values()):
         # Every server answered or failed, none is a primary: a failover under way (the
         # primary down, its standby not promoted yet), or a URL that lists only standbys.
@@ -147,6 +195,11 @@ def tried_servers(message: str) -> dict[str, str]:
         name = m["socket"] or f"{m['host']}:{m['port']}"
         found[name] = redact.scrub(m["why"].strip()).removeprefix("FATAL:  ")
     return found
+
+
+def _writable(why: str) -> bool:
+    # What libpq says of a primary that target_session_attrs=read-only or standby passes over.
+    return why in ("session is not read-only", "server is not in hot standby mode")
 
 
 def _read_only(why: str) -> bool:

@@ -66,3 +66,37 @@ def test_bad_env_file_line(tmp_path: Path) -> None:
 def test_named_config_file_must_exist(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         resolve({"SCHEDCTL_DATA_DIR": str(tmp_path), "SCHEDCTL_CONFIG": str(tmp_path / "none")})
+
+
+def test_an_empty_host_stays_in_the_shown_url() -> None:
+    # libpq tries the default socket for the empty host: the list shown is the list tried.
+    assert str(parse_database_url("postgres://u:pw@,127.0.0.1:5433/sched")) == (
+        "postgresql://u:***@,127.0.0.1:5433/sched"
+    )
+    assert str(parse_database_url("postgresql://u@h1:1,h2/db")) == "postgresql://u@h1:1,h2/db"
+
+
+@pytest.mark.parametrize("value", ["bogus", "READ-WRITE"])
+def test_an_unknown_target_session_attrs_is_a_settings_error(value: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_database_url(f"postgresql://u:pw@h/db?target_session_attrs={value}")
+    assert f"target_session_attrs={value!r}" in str(e.value)
+    assert "use read-write" in str(e.value)
+    assert "prefer-standby" in str(e.value)
+
+
+@pytest.mark.parametrize("value", ["read-write", "primary", "any", "read-only"])
+def test_known_target_session_attrs_are_taken(value: str) -> None:
+    url = parse_database_url(f"postgresql://u:pw@h/db?target_session_attrs={value}")
+    assert url.libpq_params()["target_session_attrs"] == value
+
+
+def test_a_parameter_in_upper_case_is_named() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_database_url("postgresql://u:pw@h/db?TARGET_SESSION_ATTRS=any")
+    assert "'TARGET_SESSION_ATTRS'" in str(e.value)
+    assert "lower case, write 'target_session_attrs'" in str(e.value)
+    assert "percent-encode" not in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_database_url("postgresql://u:pw@h/db?no_such_thing=1")
+    assert "'no_such_thing', which libpq does not know" in str(e.value)
