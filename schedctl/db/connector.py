@@ -41,10 +41,12 @@ PG_CONNECT_ARGS: dict[str, Any] = {
 # Server side: end the session of a host that died (and free its advisory lock) within a
 # minute, instead of the kernel default of two hours; the same bound on unacknowledged data.
 # Sessions in UTC: timestamps arrive already in the zone schedctl computes in. Appended to the
-# URL's own `options`.
+# URL's own `options`. Warnings and notices not sent at all: schedctl never shows them, and
+# libpq prints those that arrive while it connects (a server's goodbye when stopped
+# immediately) on stderr itself, before the notice processor can be set.
 PG_SESSION_OPTIONS = (
     "-c tcp_keepalives_idle=20 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
-    f" -c tcp_user_timeout={TCP_USER_TIMEOUT_MS} -c TimeZone=UTC"
+    f" -c tcp_user_timeout={TCP_USER_TIMEOUT_MS} -c TimeZone=UTC -c client_min_messages=error"
 )
 # A server refusing connections because it is full (or starting up) is tried again, after a
 # random wait up to a bound that doubles from the first to the cap ("full jitter": hosts

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
-from cli_helpers import make_cli, ok, one_line_error
+from cli_helpers import BIN, cli_env, make_cli, ok, one_line_error
 from pgserver import PgServer, destroy, free_port, start_server
 
 UNAVAILABLE, CONFIG = 75, 78
@@ -73,3 +74,35 @@ def test_an_empty_first_host_is_shown(tmp_path: Path) -> None:
     url = f"postgres://u:pw@,127.0.0.1:{port}/sched"
     cli = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url, SCHEDCTL_CONNECT_RETRY="0")
     one_line_error(cli("list"), UNAVAILABLE, f"postgresql://u:***@,127.0.0.1:{port}/sched")
+
+
+def test_an_immediate_stop_prints_no_raw_server_warning(own_pg: PgServer, tmp_path: Path) -> None:
+    # The server's goodbye to each session (WARNING: terminating connection due to immediate
+    # shutdown command) went to stderr through libpq's default notice processor, before the
+    # one error line, from sessions caught while connecting.
+    db = own_pg.create_database()
+    env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=own_pg.url(db), SCHEDCTL_CONNECT_RETRY="1")
+    cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k.startswith("SCHEDCTL_")})
+    ok(cli("db", "upgrade"))
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    job = f"touch {marks}/$SCHEDCTL_RUN_ID; sleep 30"
+    ok(cli("add", "many", "-s", "@daily", "--concurrency", "allow", "--shell", "--", job))
+    argv = [str(BIN), "run", "many", "--now"]
+    pipe = subprocess.PIPE
+    runs = [subprocess.Popen(argv, env=env, stdout=pipe, stderr=pipe, text=True) for _ in range(30)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(marks.iterdir())) < 5:
+            assert time.monotonic() < deadline, "no run started its job"
+            time.sleep(0.02)
+        own_pg.stop("immediate")
+        errs = [p.communicate(timeout=120)[1] for p in runs]
+    finally:
+        for p in runs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    raw = [line for err in errs for line in err.splitlines() if "terminating connection" in line]
+    assert [line for line in raw if not line.startswith(("schedctl: ", "timestamp="))] == []
+    assert sum(p.returncode != 0 for p in runs) >= 5  # the stop did catch runs
