@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,38 @@ def test_a_record_directory_others_can_write_is_refused(tmp_path: Path) -> None:
     shared.chmod(0o777)
     with pytest.raises(OSError, match="writable by others"):
         record_dir(shared)
+
+
+CLEANER = """
+import json, sys, time
+from pathlib import Path
+from schedctl.proctree import stop_leftovers
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+print(json.dumps(stop_leftovers(Path(sys.argv[1]), int(sys.argv[3]), grace=2).runs))
+"""
+
+
+@pytest.mark.parametrize("listed", [True, False], ids=["processes-left", "nothing-started"])
+def test_runs_started_together_clean_up_a_record_once_and_none_fails(
+    procs_dir: Path, tmp_path: Path, started: list[subprocess.Popen[bytes]], listed: bool
+) -> None:
+    # Runs of an `allow` job started together after a runner was killed (or lost its session
+    # before its job started, leaving an empty record) all find its record: those that lost
+    # the race to remove it failed on the file being gone.
+    procs = [list(sleeper(started))] if listed else []
+    path = write_record(procs_dir, 11, procs=procs)
+    go = tmp_path / "go"
+    argv = [sys.executable, "-c", CLEANER, str(procs_dir), str(go), str(JOB_ID)]
+    pipe = subprocess.PIPE
+    cleaners = [subprocess.Popen(argv, stdout=pipe, stderr=pipe, text=True) for _ in range(12)]
+    time.sleep(1)  # every one of them waiting for the go
+    go.touch()
+    done = [(p.communicate(timeout=60), p.returncode) for p in cleaners]
+    assert [rc for _, rc in done] == [0] * 12, [err for (_, err), rc in done if rc]
+    runs = [json.loads(out) for (out, _), _ in done]
+    assert sorted(runs) == ([[]] * 11 + [[11]] if listed else [[]] * 12)  # stopped by one
+    assert not path.exists()
+    if listed:
+        assert not alive(started[0].pid)
