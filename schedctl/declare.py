@@ -93,8 +93,11 @@ def _unmask_env(entry: Entry, job: Job | None, source: str) -> JobSpec:
 
 
 def plan(store: Repository, entries: list[Entry], source: str, prune: bool) -> Plan:
-    """Compare the file's jobs with the stored ones; raise FileError on any invalid job."""
-    stored = {j.name: j for j in store.list_jobs()}
+    """Compare the file's jobs with the stored ones; raise FileError on any invalid job.
+
+    A malformed stored job raises MalformedJobError: what the file would change is unknown.
+    """
+    stored = {j.name: j for j in store.list_jobs(skip_malformed=False)}
     steps = []
     for entry in entries:
         job = stored.get(entry.spec.name)
@@ -103,7 +106,7 @@ def plan(store: Repository, entries: list[Entry], source: str, prune: bool) -> P
             spec = validate_spec(spec)
         except ValidationError as e:
             key = jobfile.field_of(spec)
-            line = entry.lines.get(key, entry.line)
+            line = jobfile.line_of(spec, key, entry.lines, entry.line)
             raise FileError(f"{source}:{line}: {key}: {e}") from None
         if job is None:
             steps.append(Step("create", spec.name, None, spec, _created(spec)))

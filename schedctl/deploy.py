@@ -70,6 +70,8 @@ def select_jobs(
     jobs = {j.name: j for j in store.list_jobs()}
     missing = [n for n in names if n not in jobs]
     if missing:
+        if missing[0] in store.malformed:
+            raise store.malformed[missing[0]]
         raise NotFoundError(f"no job named {missing[0]!r}: see `schedctl list`")
     return [jobs[n] for n in dict.fromkeys(names)]
 

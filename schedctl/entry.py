@@ -174,7 +174,9 @@ def _typer_main(args: list[str]) -> int:
         # Output piped into `head` and closed early: not an error worth a message.
         sys.stderr.close()
         return 0
-    return result if isinstance(result, int) else 0
+    from schedctl.cli.context import finish
+
+    return finish(result if isinstance(result, int) else 0)
 
 
 def run() -> None:

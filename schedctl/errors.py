@@ -102,6 +102,19 @@ class ChangedAfterSigningError(SchedctlError):
         self.reason = reason or message
 
 
+class MalformedJobError(ConfigError):
+    """A stored job row holds a value of the wrong type (written into the database by hand)."""
+
+    def __init__(self, job: str, field: str, problem: str, fix: str) -> None:
+        self.job = job
+        self.field = field
+        super().__init__(
+            f"job {job!r} is malformed in the database: its {field} {problem}; rewrite it with "
+            f"`{fix}` (the stored {field} is dropped) or remove the job with "
+            f"`schedctl remove {job}`"
+        )
+
+
 class SecretUnavailableError(SchedctlError):
     """A secret of the job cannot be read on this host: the job was not run."""
 

@@ -34,6 +34,7 @@ MASK_SUFFIX = "/***"
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER = re.compile(r"\s*\[\[\s*job\s*\]\]\s*(#.*)?$")
 _KEY_LINE = re.compile(r"\s*\"?([A-Za-z0-9_-]+)\"?\s*=")
+_SUB_HEADER = re.compile(r"\s*\[\s*job\s*\.\s*\"?([A-Za-z0-9_-]+)\"?\s*\]\s*(#.*)?$")
 
 HEADER_TEXT = (
     "# schedctl job definitions. `schedctl apply -f FILE` makes the database match this file;\n"
@@ -191,18 +192,27 @@ def has_secrets(specs: list[JobSpec]) -> bool:
 
 
 def _locate(text: str) -> list[tuple[int, dict[str, int]]]:
-    """Return, per [[job]] header in order, its line and the line of each key under it."""
+    """Return, per [[job]] header in order, its line and the line of each key under it.
+
+    A key of a `[job.KEY]` table (env, secret-env, secrets written as tables) is KEY.NAME.
+    """
     found: list[tuple[int, dict[str, int]]] = []
+    within = ""  # the job's sub-table the lines belong to, if any
     for number, line in enumerate(text.splitlines(), start=1):
+        sub = _SUB_HEADER.fullmatch(line)
         if _HEADER.fullmatch(line):
             found.append((number, {}))
+            within = ""
+        elif found and sub:
+            within = sub.group(1)
+            found[-1][1].setdefault(within, number)
         elif found and line.lstrip().startswith("["):
             found.append((number, {}))  # another table: keys below are not the job's
             found[-1][1]["\0other"] = number
         elif found:
             m = _KEY_LINE.match(line)
             if m:
-                found[-1][1].setdefault(m.group(1), number)
+                found[-1][1].setdefault(f"{within}.{m.group(1)}" if within else m.group(1), number)
     return [f for f in found if "\0other" not in f[1]]
 
 
@@ -406,5 +416,40 @@ def field_of(spec: JobSpec) -> str:
         try:
             validate_spec(replace(base, **changes))
         except ValidationError:
+            if attr == "env" and _bad_entry(spec, "") in spec.secret_env:
+                return "secret-env"  # the file keeps the secret ones apart
             return "shell" if attr == "command" and spec.shell else key
     return "job"
+
+
+def _bad_entry(spec: JobSpec, key: str) -> str | None:
+    """Return the first NAME of the file's `key` table (env, secret-env, secrets; '' for env
+    and secret-env together) that makes `spec` invalid on its own, or None."""
+    from dataclasses import replace
+
+    from schedctl.validate import validate_spec
+
+    base = JobSpec(name="x", schedule="@daily", timezone="UTC", command=("true",))
+    if key == "secrets":
+        tries = [(pair[0], replace(base, secrets=(pair,))) for pair in spec.secrets]
+    else:
+        tries = [
+            (pair[0], replace(base, env=(pair,)))
+            for pair in sorted(spec.env)  # in the order validation meets them
+            if not key or (pair[0] in spec.secret_env) == (key == "secret-env")
+        ]
+    for name, one in tries:
+        try:
+            validate_spec(one)
+        except ValidationError:
+            return name
+    return None
+
+
+def line_of(spec: JobSpec, key: str, lines: dict[str, int], default: int) -> int:
+    """Return the line of the file's `key` that makes `spec` invalid: the bad entry's own line
+    where the key is a table of entries."""
+    name = _bad_entry(spec, key) if key in ("env", "secret-env", "secrets") else None
+    if name is not None and f"{key}.{name}" in lines:
+        return lines[f"{key}.{name}"]
+    return lines.get(key, default)

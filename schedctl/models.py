@@ -6,7 +6,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from schedctl.errors import MalformedJobError
 
 
 class ConcurrencyPolicy(StrEnum):
@@ -266,8 +269,141 @@ class JobChanges(NamedTuple):
     unset_secrets: tuple[str, ...] = ()
 
 
-def job_from_row(row: Mapping[str, Any]) -> Job:
-    """Build a Job from a `jobs` row whose JSON and timestamp columns are already decoded."""
+# How each stored field is checked and what `schedctl edit` option rewrites it ({} is the
+# job's name). A field without a default (None) must be given again by the edit that repairs it.
+_LIST = "list"
+_MAP = "map"
+_TEXT = "text"
+_OPT_TEXT = "optional text"
+_INT = "int"
+_OPT_INT = "optional int"
+_FLAG = "flag"
+_FIELDS: dict[str, tuple[str, str]] = {
+    "command": (_LIST, "schedctl edit {} -- COMMAND [ARG...]"),
+    "shell": (_FLAG, "schedctl edit {} --shell (or --no-shell)"),
+    "schedule": (_TEXT, "schedctl edit {} --schedule CRON"),
+    "timezone": (_TEXT, "schedctl edit {} --tz ZONE"),
+    "timeout_seconds": (_OPT_INT, "schedctl edit {} --timeout DURATION"),
+    "concurrency": (_TEXT, "schedctl edit {} --concurrency forbid"),
+    "catch_up": (_TEXT, "schedctl edit {} --catch-up latest"),
+    "jitter_seconds": (_INT, "schedctl edit {} --jitter DURATION"),
+    "retries": (_INT, "schedctl edit {} --retries N"),
+    "retry_delay_seconds": (_INT, "schedctl edit {} --retry-delay DURATION"),
+    "env": (_MAP, "schedctl edit {} --env NAME=VALUE"),
+    "workdir": (_OPT_TEXT, "schedctl edit {} --workdir DIR"),
+    "run_as_user": (_OPT_TEXT, "schedctl edit {} --user USER"),
+    "description": (_TEXT, "schedctl edit {} --description TEXT"),
+    "tags": (_LIST, "schedctl edit {} --tag TAG"),
+    "enabled": (_FLAG, "schedctl enable {}"),
+    "output_limit_bytes": (_INT, "schedctl edit {} --output-limit SIZE"),
+    "retention_seconds": (_OPT_INT, "schedctl edit {} --keep DURATION"),
+    "notify": (_LIST, "schedctl edit {} --notify TARGET"),
+    "notify_on": (_LIST, "schedctl edit {} --notify-on failure"),
+    "placement": (_OPT_TEXT, "schedctl edit {} --on SELECTOR"),
+    "secrets": (_MAP, "schedctl edit {} --secret NAME=REF"),
+    "secret_env": (_LIST, "schedctl edit {} --secret-env NAME=VALUE"),
+}
+# Stored fields an edit that repairs the job must give again: they have no default.
+REQUIRED_FIELDS = ("command", "schedule", "timezone")
+_CHOICES: dict[str, frozenset[str]] = {
+    "concurrency": frozenset(p.value for p in ConcurrencyPolicy),
+    "catch_up": frozenset(p.value for p in CatchUpPolicy),
+    "notify_on": frozenset(NOTIFY_EVENTS),
+}
+# What a dropped field becomes while the edit that repairs it is applied; a dropped `enabled`
+# leaves the job disabled until `schedctl enable` says otherwise.
+_REPAIRED: dict[str, Any] = {
+    "command": [], "schedule": "", "timezone": "", "shell": False, "enabled": False,
+    "env": {}, "secrets": {}, "tags": [], "notify": [], "notify_on": list(NOTIFY_EVENTS),
+    "secret_env": [], "description": "", "concurrency": ConcurrencyPolicy.FORBID.value,
+    "catch_up": CatchUpPolicy.LATEST.value, "jitter_seconds": 0, "retries": 0,
+    "retry_delay_seconds": DEFAULT_RETRY_DELAY, "output_limit_bytes": DEFAULT_OUTPUT_LIMIT,
+}  # fmt: skip
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return repr(value)
+
+
+def _problem(field: str, shape: str, value: Any) -> str | None:
+    """Return what is wrong with a stored value of `field`, or None if it has its shape."""
+    if shape == _LIST:
+        if not isinstance(value, list):
+            return f"is {_kind(value)}, not a list of strings"
+        if not all(isinstance(v, str) for v in value):
+            return "is a list holding more than strings"
+        if field == "command" and not value:
+            return "is an empty list"
+        choices = _CHOICES.get(field)
+        if choices is not None and not set(value) <= choices:
+            return f"holds other than {', '.join(sorted(choices))}"
+        return None
+    if shape == _MAP:
+        if not isinstance(value, dict):
+            return f"is {_kind(value)}, not an object of strings"
+        if not all(isinstance(v, str) for v in value.values()):
+            return "is an object holding more than strings"
+        return None
+    if shape in (_TEXT, _OPT_TEXT):
+        if value is None and shape == _OPT_TEXT:
+            return None
+        if not isinstance(value, str):
+            return f"is {_kind(value)}, not text"
+        choices = _CHOICES.get(field)
+        if choices is not None and value not in choices:
+            return f"is {value!r}, not one of {', '.join(sorted(choices))}"
+        return None
+    if shape in (_INT, _OPT_INT):
+        if value is None and shape == _OPT_INT:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"is {_kind(value)}, not a whole number"
+        return None
+    # _FLAG: PostgreSQL stores a boolean, SQLite 0 or 1.
+    if isinstance(value, bool) or value in (0, 1):
+        return None
+    return f"is {_kind(value)}, not a boolean"
+
+
+def job_problems(row: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """Return (field, problem, fix) for every field of a decoded `jobs` row of the wrong type."""
+    name = str(row["name"])
+    out = []
+    for field, (shape, fix) in _FIELDS.items():
+        problem = _problem(field, shape, row.get(field, _REPAIRED.get(field)))
+        if problem is not None:
+            out.append((field, problem, fix.format(name)))
+    return out
+
+
+def job_from_row(
+    row: Mapping[str, Any], repair: bool = False
+) -> tuple[Job, tuple[MalformedJobError, ...]]:
+    """Build a Job from a `jobs` row whose JSON and timestamp columns are already decoded.
+
+    A field of the wrong type raises MalformedJobError naming the job and the field; with
+    `repair`, each such field takes its default instead and its error is returned.
+    """
+    from schedctl.errors import MalformedJobError
+
+    name = str(row["name"])
+    dropped = tuple(MalformedJobError(name, *p) for p in job_problems(row))
+    if dropped and not repair:
+        raise dropped[0]
+    if dropped:
+        row = {**row, **{e.field: _REPAIRED.get(e.field) for e in dropped}}
     spec = JobSpec(
         name=row["name"],
         schedule=row["schedule"],
@@ -298,4 +434,5 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
     if row.get("signature"):
         seal = Seal(row["signature"], row.get("signer") or "", row.get("signing_key") or "",
                     row.get("signed_definition") or "")  # fmt: skip
-    return Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"], seal)
+    job = Job(row["id"], spec, row["revision"], row["created_at"], row["updated_at"], seal)
+    return job, dropped

@@ -217,7 +217,7 @@ def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[
     # p95 of the last week is what "running unusually long" is measured against.
     data = db.check_data(wanted, now - timedelta(days=7))
     if wanted is not None:
-        known = {j.name for j in data.jobs}
+        known = {j.name for j in data.jobs} | {e.job for e in data.malformed}
         for n in wanted:
             if n not in known:
                 db.load_job(n)  # raises the usual "no job named" error
@@ -255,6 +255,8 @@ def check(db: Repository, clock: Clock, names: list[str] | None = None) -> list[
             **_placement_facts(job, fleet),
         )
         out.append(check_job(facts, now))
+    out += [JobCheck(e.job, Severity.CRITICAL, (str(e),)) for e in data.malformed]
+    out.sort(key=lambda c: c.name)
     if wanted is None:
         out += [
             JobCheck(h.name, Severity.CRITICAL, (stale_reason(h),), kind="host")
@@ -323,7 +325,9 @@ def prune(
         raise ValidationError("--older-than and --keep-failed must be at least 1m")
     now = clock.now()
     db_now = store.now()  # claims are judged by the database's clock, so is what they need
-    jobs = store.list_jobs()
+    # A malformed job's retention and claimable slots are unknown: delete nothing until it
+    # is repaired or removed.
+    jobs = store.list_jobs(skip_malformed=False)
 
     def cut(job: Job | None, keep: int) -> Cutoffs:
         # Failures stay for --keep-failed, or for the job's own retention when that is longer.

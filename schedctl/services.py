@@ -28,6 +28,7 @@ from schedctl.errors import (
     ConfigError,
     DatabaseUnavailableError,
     ExitCode,
+    MalformedJobError,
     NotFoundError,
     SecretUnavailableError,
     ValidationError,
@@ -36,6 +37,7 @@ from schedctl.locking import JobLock
 from schedctl.models import (
     DEFAULT_HEARTBEAT_SECONDS,
     KILL_GRACE_SECONDS,
+    REQUIRED_FIELDS,
     CatchUpPolicy,
     ConcurrencyPolicy,
     Job,
@@ -152,10 +154,11 @@ def pick(new: T | None, old: T) -> T:
 
 
 class EditResult(NamedTuple):
-    """A job after an edit, and whether anything changed."""
+    """A job after an edit, whether anything changed, and the malformed fields it dropped."""
 
     job: Job
     changed: bool
+    dropped: tuple[MalformedJobError, ...] = ()
 
 
 def edit_job(
@@ -165,12 +168,19 @@ def edit_job(
 
     A job changed after it was signed is refused (ChangedAfterSigningError) unless
     `accept_changes`: the operator has seen that change and stores what they mean.
+    A field stored with the wrong type is dropped (it takes its default) and the edit is
+    stored: that is how such a job is repaired. A dropped command, schedule or zone has no
+    default, so the edit must give it.
     """
-    job = get_job(store, name)
+    job, dropped = store.load_job_for_repair(check_name(name))
+    for e in dropped:
+        if e.field in REQUIRED_FIELDS and getattr(changes, e.field) is None:
+            raise e
     new_spec = validate_spec(apply_changes(job.spec, changes))
-    if new_spec == job.spec:
+    if new_spec == job.spec and not dropped:
         return EditResult(job, changed=False)
-    return EditResult(store.update_job(job, new_spec, clock.now(), accept_changes), changed=True)
+    new = store.update_job(job, new_spec, clock.now(), accept_changes)
+    return EditResult(new, True, dropped)
 
 
 def set_enabled(store: Repository, name: str, enabled: bool, clock: Clock) -> EditResult:
@@ -255,7 +265,7 @@ class RemoveResult(NamedTuple):
 
 def remove_job(store: Repository, name: str, purge: bool) -> RemoveResult:
     """Delete a job; keep its history unless `purge`."""
-    job = get_job(store, name)
+    job = store.load_job_for_repair(check_name(name))[0]  # a malformed job can be removed
     total = store.count_runs(job.id)
     deleted = store.remove_job(job, purge)
     return RemoveResult(job, deleted, total - deleted)

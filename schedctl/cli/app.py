@@ -12,6 +12,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from schedctl import __version__
+from schedctl.cli import context
 from schedctl.cli.context import State, state
 
 if TYPE_CHECKING:
@@ -187,6 +188,7 @@ def root(
     gc.freeze()
     gc.enable()
     ctx.obj = State(db_flag=db_url, debug=debug, sign_with=sign_with)
+    context.current.append(ctx.obj)
 
 
 class _OwnParserCommand(TyperCommand):

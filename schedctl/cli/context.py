@@ -15,6 +15,7 @@ from schedctl.clock import Clock, DatabaseClock, SystemClock
 
 if TYPE_CHECKING:
     from schedctl.db.repository import Repository, Sealer
+    from schedctl.errors import MalformedJobError
     from schedctl.models import Job, JobSpec, Seal
 
 SIGNING_KEY_VAR = "SCHEDCTL_SIGNING_KEY"
@@ -52,6 +53,10 @@ class State:
                 # Once, when that database is about to be created: later runs stay quiet.
                 sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {note}\n")
         return self._settings
+
+    def left_out(self) -> list[MalformedJobError]:
+        """Return the malformed jobs the command left out of what it listed."""
+        return [] if self._store is None else list(self._store.malformed.values())
 
     def store(self) -> Repository:
         """Open the database once, checking (or, for SQLite, creating) the schema.
@@ -132,6 +137,25 @@ class State:
     def default_timezone(self) -> str:
         """Return the host's default zone for new jobs."""
         return config.default_timezone(os.environ)
+
+
+# The invocation's state, for the end of the command (entry.py) once its context is gone.
+current: list[State] = []
+
+
+def finish(code: int) -> int:
+    """Warn of each malformed job the command left out; then its exit code is at least 78.
+
+    One bad row does not stop a command that lists jobs, but the command did not do all it
+    was asked: a script or a timer sees that in the exit status.
+    """
+    from schedctl.cli.output import warn
+    from schedctl.errors import ExitCode
+
+    left_out = current[-1].left_out() if current else []
+    for e in left_out:
+        warn(f"left out: {e}")
+    return ExitCode.CONFIG if left_out and code == 0 else code
 
 
 def state(ctx: typer.Context) -> State:

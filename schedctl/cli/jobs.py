@@ -25,6 +25,7 @@ from schedctl.cli.output import (
     print_json,
     print_table,
     utc_time,
+    warn,
 )
 from schedctl.durations import format_duration, parse_duration
 from schedctl.errors import ValidationError
@@ -36,7 +37,7 @@ from schedctl.models import (
     JobSpec,
     mask_target,
 )
-from schedctl.validate import parse_env_pair
+from schedctl.validate import check_name, parse_env_pair
 
 # Options shared by `add` and `edit`: on `edit`, an option left out keeps the stored value.
 Schedule = Annotated[
@@ -378,6 +379,8 @@ def edit(
         placement=on,
     )
     result = services.edit_job(st.store(), name, changes, st.clock, accept_changes)
+    for e in result.dropped:
+        warn(f"job {result.job.name}: its stored {e.field} was malformed and is dropped")
     if user:
         _warn_unknown_user(user)  # once stored: a name `edit` refuses gets its error alone
     if json_:
@@ -401,7 +404,7 @@ def remove(
     Example: schedctl remove nightly-backup --yes
     """
     st = state(ctx)
-    job = services.get_job(st.store(), name)
+    job = st.store().load_job_for_repair(check_name(name))[0]  # a malformed job too
     if not yes:
         if not sys.stdin.isatty():
             raise ValidationError(

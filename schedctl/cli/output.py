@@ -83,6 +83,13 @@ def done(message: str) -> None:
     out().print(visible(message), markup=False)
 
 
+def warn(message: str) -> None:
+    """Write one `schedctl: warning:` line on stderr."""
+    from schedctl import log
+
+    sys.stderr.write(f"{log.prefix('warning')}schedctl: warning: {visible(message)}\n")
+
+
 def note(message: str) -> None:
     """Write a note on stderr."""
     err().print(f"note: {visible(message)}", markup=False)

@@ -30,6 +30,7 @@ from schedctl.db.version import SchemaStatus, require_current
 from schedctl.errors import (
     ConflictError,
     DatabaseUnavailableError,
+    MalformedJobError,
     NotFoundError,
     TransactionPoolerError,
 )
@@ -263,6 +264,7 @@ class CheckData(NamedTuple):
     heartbeats: dict[int, datetime | None]
     p95: dict[int, float]
     refusals: dict[int, list[RefusalRow]]
+    malformed: list[MalformedJobError]  # jobs that cannot be read: CRITICAL
 
 
 _NEVER = datetime(9999, 12, 31, tzinfo=UTC)
@@ -300,18 +302,38 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _job(values: dict[str, Any]) -> Job:
+def _decoded(values: dict[str, Any], repair: bool) -> tuple[Job, tuple[MalformedJobError, ...]]:
+    """Decode a `jobs` row; a value of the wrong type is MalformedJobError (models.py)."""
     for col in JSON_COLUMNS:
-        values[col] = _json(values[col])
-    for target in values["notify"]:
+        try:
+            values[col] = _json(values[col])
+        except ValueError:  # SQLite text that is not JSON: as wrong as a wrong type
+            values[col] = _NOT_JSON
+    values["created_at"] = _time(values["created_at"])
+    values["updated_at"] = _time(values["updated_at"])
+    job, dropped = job_from_row(values, repair)
+    for target in job.spec.notify:
         # A webhook URL is a credential: never in a message, a log line or a traceback.
         if target.startswith("webhook:"):
             redact.remember(webhook_secret(target))
     # So are the env values marked secret.
-    redact.remember(*(values["env"].get(k) for k in values["secret_env"]))
-    values["created_at"] = _time(values["created_at"])
-    values["updated_at"] = _time(values["updated_at"])
-    return job_from_row(values)
+    env = dict(job.spec.env)
+    redact.remember(*(env.get(k) for k in job.spec.secret_env))
+    return job, dropped
+
+
+def _job(values: dict[str, Any]) -> Job:
+    return _decoded(values, repair=False)[0]
+
+
+class _NotJson:
+    """Stands for stored text that is not JSON at all."""
+
+    def __repr__(self) -> str:
+        return "text that is not JSON"
+
+
+_NOT_JSON = _NotJson()
 
 
 _RUN_TIMES = ("slot", "claimed_at", "started_at", "finished_at")
@@ -415,6 +437,8 @@ class Repository:
     ) -> None:
         self.conn = conn
         self.url: DatabaseURL = conn.url
+        # Jobs list_jobs left out, by name: the command says so once it is done.
+        self.malformed: dict[str, MalformedJobError] = {}
         self.backend = conn.backend
         self.clock = clock
         # Set where a lost session is harmless to replace (the daemon, the operator commands):
@@ -625,9 +649,30 @@ class Repository:
         found = self._q("load_job_by_id", {"id": job_id}).dicts()
         return _job(found[0]) if found else None
 
-    def list_jobs(self) -> list[Job]:
-        """Return every job, ordered by name."""
-        return [_job(d) for d in self._q("list_jobs").dicts()]
+    def load_job_for_repair(self, name: str) -> tuple[Job, tuple[MalformedJobError, ...]]:
+        """Return the job called `name` with each field of the wrong type at its default, and
+        the error of each such field: what `edit` and `remove` work on."""
+        found = self._q("load_job", {"name": name}).dicts()
+        if not found:
+            raise _not_found(name)
+        return _decoded(found[0], repair=True)
+
+    def list_jobs(self, skip_malformed: bool = True) -> list[Job]:
+        """Return every job, ordered by name.
+
+        A malformed row (a value of the wrong type, written into the database by hand) is left
+        out and kept in `self.malformed` by name, so one bad row does not stop every command
+        that lists jobs; without `skip_malformed` it raises MalformedJobError instead.
+        """
+        out = []
+        for d in self._q("list_jobs").dicts():
+            try:
+                out.append(_job(d))
+            except MalformedJobError as e:
+                if not skip_malformed:
+                    raise
+                self.malformed[e.job] = e
+        return out
 
     def job_names(self) -> dict[int, str]:
         """Return job names by id."""
@@ -1067,6 +1112,9 @@ class Repository:
     def check_data(self, names: list[str] | None, p95_since: datetime) -> CheckData:
         """Read the jobs (all, or `names`) and the history facts `check` needs."""
         jobs = [_judged_job(row) for row in self._q("check_jobs").rows]
+        self.list_jobs()  # finds the malformed ones, the same way every command does
+        malformed = [e for e in self.malformed.values() if names is None or e.job in names]
+        jobs = [j for j in jobs if j.name not in self.malformed]
         if names is not None:
             jobs = [j for j in jobs if j.name in names]
         last = {}
@@ -1080,7 +1128,7 @@ class Repository:
             refused[r.job_id].append(r)
         return CheckData(
             jobs, self.changes_by_job(), self.pruned_before(), last, running, beats,
-            self._p95(sorted(running), p95_since), refused,
+            self._p95(sorted(running), p95_since), refused, malformed,
         )  # fmt: skip
 
     def _p95(self, job_ids: list[int], since: datetime) -> dict[int, float]:
