@@ -149,13 +149,15 @@ def finish(code: int) -> int:
     One bad row does not stop a command that lists jobs, but the command did not do all it
     was asked: a script or a timer sees that in the exit status.
     """
+    left_out = current[-1].left_out() if current else []
+    if not left_out:
+        return code
     from schedctl.cli.output import warn
     from schedctl.errors import ExitCode
 
-    left_out = current[-1].left_out() if current else []
     for e in left_out:
         warn(f"left out: {e}")
-    return ExitCode.CONFIG if left_out and code == 0 else code
+    return ExitCode.CONFIG if code == 0 else code
 
 
 def state(ctx: typer.Context) -> State:
