@@ -72,8 +72,18 @@ def daemon(
         step = [sys.executable, "-m", "schedctl", "notify"]
         return subprocess.Popen(step, env=env, start_new_session=True)
 
+    said: set[str] = set()
+
+    def load_jobs() -> list[Job]:
+        jobs = store.list_jobs()
+        for name, e in store.malformed.items():
+            if name not in said:  # once per job: the loop reloads every --refresh
+                said.add(name)
+                emit("job.malformed", level="error", job=name, error=str(e))
+        return jobs
+
     hooks = Hooks(
-        load_jobs=store.list_jobs,
+        load_jobs=load_jobs,
         db_now=store.now,
         ran=lambda pairs: operate.ran_slots(store, pairs),
         spawn=spawn,

@@ -665,6 +665,7 @@ class Repository:
         that lists jobs; without `skip_malformed` it raises MalformedJobError instead.
         """
         out = []
+        self.malformed = {}  # as of this reading: a job repaired meanwhile is no longer left out
         for d in self._q("list_jobs").dicts():
             try:
                 out.append(_job(d))
