@@ -97,12 +97,15 @@ def _vet(store: Repository, row: Mapping[str, Any], signers: str) -> Job:
     """
     from pathlib import Path
 
-    from schedctl.errors import ValidationError
+    from schedctl.errors import MalformedJobError, ValidationError
     from schedctl.trust import HostTrust, signature_refusal
     from schedctl.validate import check_target
 
     target = str(row["target"])
-    job = None if row["job_id"] is None else store.job_by_id(int(row["job_id"]))
+    try:
+        job = None if row["job_id"] is None else store.job_by_id(int(row["job_id"]))
+    except MalformedJobError as e:  # its targets cannot be read: nothing is sent for it
+        raise Dropped(f"dropped: {e}") from None
     if job is None:
         raise Dropped("dropped: the job is gone, so its targets cannot be checked")
     if target not in job.spec.notify:
