@@ -146,7 +146,7 @@ def measure(url: str, repeat: int, env: dict[str, str]) -> list[list[str]]:
     rows.append(["history job-0500 --limit 20", "query", f"{ms:.1f}", "50"])
 
     slots_to = now - timedelta(minutes=1)
-    parts = {
+    parts: dict[str, Callable[[], Any]] = {
         "jobs": store.list_jobs,
         "window: counts, p50/p95/max, slots present": lambda: store.window_stats(since, slots_to),
         "last success/failure": store.last_outcomes,
