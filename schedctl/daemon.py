@@ -160,6 +160,10 @@ class Daemon:
                 continue
             # The slot the child's run will pick: it fires by the database clock, as this loop.
             slot = pick_slot(e.schedule, now, now).slot
+            if slot is not None and slot > now:
+                # A slot due within seconds, which that pick takes early: not missed. It
+                # fires when due (planned already); started now it would run before its time.
+                continue
             if slot is not None and slot >= e.job.created_at:
                 latest[e.job.id] = slot
         done = self.hooks.ran(latest.items())

@@ -319,6 +319,9 @@ FENCE_POLL_SECONDS = 0.5  # how often a fenced run looks whether the old run has
 # slot is still worth running seconds late, and is missed rather than run much later.
 REOWN_BUDGET_SECONDS = 10.0
 REOWN_POLL_SECONDS = 0.5
+# The clocks are compared across one round trip; one longer than this (the statement waited on
+# the server) is too vague a moment to compare them at, and is read again.
+SKEW_ROUND_TRIP = timedelta(seconds=1)
 MAX_REOWNS = 3  # sessions lost one after another before the start: the slot is given up
 # The supervisor calls the heartbeat check this often; the check itself keeps the interval.
 _TICK_SECONDS = 0.05
@@ -356,6 +359,9 @@ class RunContext:
     # Why this host will not run a job, or what it runs when it will (trust.admit); None: no
     # checks.
     judge: Callable[[Job], Refusal | Admitted] | None = None
+    # The host's clock when `run` started, before it waited for anything (a full server, a
+    # commit held up): the firing's instant, from which its slot is chosen. None: read it now.
+    fired_at: datetime | None = None
 
     @property
     def fence_seconds(self) -> float:
@@ -380,11 +386,20 @@ def level_of(status: RunStatus) -> str:
     return "warning" if status is RunStatus.SKIPPED_OVERLAP else "error"
 
 
+class Clocks(NamedTuple):
+    """The firing's instant and both clocks as `run` decides (docs/how-run-works.md, step 2)."""
+
+    fired: datetime  # the host's clock when `run` started
+    db_now: datetime  # the database's clock now
+    host_now: datetime  # the host's clock now
+    skew: timedelta  # host minus database, both read at the same moment
+
+
 def _pick_slot(
     ctx: RunContext,
     job: Job,
     schedule: Schedule,
-    clocks: tuple[datetime, datetime],
+    clocks: Clocks,
     trigger: Trigger,
     fields: dict[str, Any],
     late: dict[str, Any],
@@ -393,10 +408,12 @@ def _pick_slot(
 
     A late firing puts its lateness into `late`.
     """
-    db_now, host_now = clocks
-    # The daemon fires by the database clock; timers, cron and catch-up by the host's.
-    pick = pick_slot(schedule, db_now if trigger is Trigger.DAEMON else host_now, db_now)
-    skew = host_now - db_now
+    skew = clocks.skew
+    daemon = trigger is Trigger.DAEMON
+    # The daemon fires by the database clock; timers, cron and catch-up by the host's. The
+    # slot is named by that clock at the firing's instant, not after a wait to connect.
+    fired = clocks.fired - skew if daemon else clocks.fired
+    pick = pick_slot(schedule, fired, clocks.db_now)
     if abs(skew) > pick.tolerance:
         ctx.emit(
             "run.clock_skew", level="warning" if pick.in_window else "error", **fields,
@@ -406,14 +423,27 @@ def _pick_slot(
             hint="this host's clock is off the database's: fix its time sync (chrony, "
             "systemd-timesyncd)",
         )  # fmt: skip
+    elif not pick.in_window and pick.fired_for is not None:
+        # Not the clocks: the database answered only after the firing's slot left the window.
+        ctx.emit(
+            "run.held_up", level="warning", **fields, slot=_iso(pick.slot),
+            fired_for=_iso(pick.fired_for),
+            waited_seconds=round((clocks.host_now - clocks.fired).total_seconds(), 3),
+            hint="the database answered this firing only after its slot's claim window had "
+            "passed: it serves the latest slot instead",
+        )  # fmt: skip
     slot = pick.slot
     if slot is None or slot < job.created_at - MAX_TOLERANCE:
         return None  # nothing scheduled since the job was defined
-    # Measured on the clock that fired: lateness from clock skew alone is not downtime.
-    if pick.lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE:
+    # Measured on the clock that fired, as the job would start: a wait to connect is delay,
+    # lateness from clock skew alone is not downtime.
+    lateness = pick.lateness
+    if pick.in_window:
+        lateness = (clocks.db_now if daemon else clocks.host_now) - slot
+    if lateness > timedelta(seconds=job.spec.jitter_seconds) + START_GRACE:
         # Said once the slot is ours (run_job), or with the skip: a host that loses the claim
         # has nothing to report.
-        late["late_seconds"] = round(pick.lateness.total_seconds(), 3)
+        late["late_seconds"] = round(lateness.total_seconds(), 3)
         if job.spec.catch_up is CatchUpPolicy.SKIP:
             return None
     return slot
@@ -530,11 +560,12 @@ def run_job(
     settle_spool(db, ctx.spool_dir, ctx.emit)
     job = db.load_job(check_name(name))
     schedule = Schedule.of(job.spec.schedule, job.spec.timezone)
-    if at_slot and not _fired_at_slot(schedule, ctx.clock.now()):
+    fired = ctx.fired_at or ctx.clock.now()
+    if at_slot and not _fired_at_slot(schedule, fired):
         return 0  # a superset crontab line's other instants: expected, so silent
-    if isinstance(admitted := _admit(ctx, job, schedule, manual), int):
+    if isinstance(admitted := _admit(ctx, job, schedule, manual, fired), int):
         return admitted
-    db_now, unregistered = _register(ctx, None if manual else SCHEDULERS.get(trigger))
+    clocks, unregistered = _register(ctx, None if manual else SCHEDULERS.get(trigger), fired)
 
     def said() -> int:
         # Said once the run goes on or is skipped: a run that fails anyway (a role that may
@@ -543,9 +574,7 @@ def run_job(
             ctx.emit("host.register_failed", level="warning", host=ctx.host, error=unregistered)
         return 0
 
-    # SQLite's clock is the host's own: no skew to measure.
-    host_now = ctx.clock.now() if db.backend == "postgresql" else db_now
-    skew = (host_now - db_now).total_seconds()
+    skew = clocks.skew.total_seconds()
     fields: dict[str, Any] = {"job": job.name, "host": ctx.host}
     if not job.spec.enabled and not manual:
         ctx.emit("run.skipped.disabled", **fields)
@@ -563,20 +592,16 @@ def run_job(
     # Before the claim: through a transaction pooler the lock would not be ours to hold.
     db.require_own_session()
     late: dict[str, Any] = {}
-    slot = (
-        None
-        if manual
-        else _pick_slot(ctx, job, schedule, (db_now, host_now), trigger, fields, late)
-    )
+    slot = None if manual else _pick_slot(ctx, job, schedule, clocks, trigger, fields, late)
     if slot is None and not manual:
-        _not_due(ctx, job, schedule, db_now, {**fields, **late})
+        _not_due(ctx, job, schedule, clocks.db_now, {**fields, **late})
         return said()
     fields["slot"] = slot.isoformat() if slot else None
 
     def claim(attempt: int) -> int | None:
         return ctx.db.claim(
             Claim(job, slot, Trigger.MANUAL if manual else trigger, attempt, ctx.host,
-                  os.getpid(), db_now if attempt == 1 else ctx.db.now(), skew, ctx.version,
+                  os.getpid(), clocks.db_now if attempt == 1 else ctx.db.now(), skew, ctx.version,
                   ctx.fence_seconds)
         )  # fmt: skip
 
@@ -611,7 +636,9 @@ def run_job(
     return code
 
 
-def _admit(ctx: RunContext, job: Job, schedule: Schedule, manual: bool) -> int | Admitted | None:
+def _admit(
+    ctx: RunContext, job: Job, schedule: Schedule, manual: bool, fired: datetime
+) -> int | Admitted | None:
     """Return the exit code of this host's refusal of the job, else what it runs (or None).
 
     Judged before anything else about the job is believed: its user, its placement and its
@@ -623,13 +650,15 @@ def _admit(ctx: RunContext, job: Job, schedule: Schedule, manual: bool) -> int |
 
         found = ctx.judge(job)
         if isinstance(found, Refusal):
-            return _refuse(ctx, job, schedule, manual, found)
+            return _refuse(ctx, job, schedule, manual, found, fired)
         admitted = found
     _check_user(job)
     return admitted
 
 
-def _refuse(ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal: Refusal) -> int:
+def _refuse(
+    ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal: Refusal, fired: datetime
+) -> int:
     """Record that this host refuses the job, say what to do, and return the refusal's code.
 
     The slot is not claimed: a host whose allowed-signers file is stale must not keep hosts
@@ -637,7 +666,7 @@ def _refuse(ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal
     """
     from schedctl.trust import fix_for
 
-    slot = None if manual else schedule.latest_at_or_before(ctx.clock.now())
+    slot = None if manual else schedule.latest_at_or_before(fired)
     recorded: str | None = None
     try:
         ctx.db.record_refusal(job, ctx.host, refusal, slot)
@@ -657,20 +686,34 @@ def _refuse(ctx: RunContext, job: Job, schedule: Schedule, manual: bool, refusal
 SCHEDULERS = {Trigger.TIMER: "systemd", Trigger.CRON: "cron", Trigger.DAEMON: "daemon"}
 
 
-def _register(ctx: RunContext, scheduler: str | None) -> tuple[datetime, str]:
-    """Record this host as seen; return the database clock and why the record failed, if it did.
+def _register(ctx: RunContext, scheduler: str | None, fired: datetime) -> tuple[Clocks, str]:
+    """Record this host as seen; return the clocks and why the record failed, if it did.
 
     The upsert reads the database clock itself, so on PostgreSQL it costs `run` no round trip
     over reading the clock alone. A database that is down ends the run as before (fail
     closed); any other failure (a role without write access to `hosts`) is said and the job
     runs anyway.
     """
+    why = ""
+    before = ctx.clock.now()
     try:
-        return ctx.db.register_host(ctx.host, ctx.labels, ctx.version, scheduler), ""
+        db_now = ctx.db.register_host(ctx.host, ctx.labels, ctx.version, scheduler)
     except DatabaseUnavailableError:
         raise
     except Exception as e:
-        return ctx.db.now(), (str(e).splitlines() or [type(e).__name__])[0]
+        why = (str(e).splitlines() or [type(e).__name__])[0]
+        before = ctx.clock.now()
+        db_now = ctx.db.now()
+    after = ctx.clock.now()
+    if ctx.db.backend != "postgresql":
+        return Clocks(fired, db_now, db_now, timedelta(0)), why  # SQLite's clock is the host's
+    if after - before > SKEW_ROUND_TRIP:
+        # Held up (a commit waiting for a standby, a row lock): the server read its clock
+        # somewhere in that wait. Compare the clocks again, on a quick round trip.
+        before = ctx.clock.now()
+        db_now = ctx.db.now()
+        after = ctx.clock.now()
+    return Clocks(fired, db_now, after, before + (after - before) / 2 - db_now), why
 
 
 def _not_due(

@@ -147,6 +147,8 @@ def _parse(args: list[str]) -> tuple[str, bool, Trigger, str | None, bool]:
 
 def main(args: list[str], db_flag: str | None = None) -> int:
     """Run `schedctl run ARGS`; return the exit code."""
+    # The firing's instant: before anything that can wait (a full server, a held-up commit).
+    fired_at = SystemClock().now()
     if "-h" in args or "--help" in args:
         sys.stdout.write(USAGE)
         return 0
@@ -172,7 +174,7 @@ def main(args: list[str], db_flag: str | None = None) -> int:
         datadir.check(settings.data_dir)  # before anything in it is opened
         from schedctl import services
 
-        ctx = _context(settings)
+        ctx = _context(settings, fired_at)
         # Start-up ran with the collector off (entry.py); a job may run for hours, so collect
         # again from here on, leaving what start-up loaded out of every scan.
         gc.freeze()
@@ -221,7 +223,7 @@ def warn_db_flag(settings: config.Settings) -> None:
             _say(f"{log.prefix('warning')}schedctl: warning: {redact.scrub(warning)}\n")
 
 
-def _context(settings: config.Settings) -> RunContext:
+def _context(settings: config.Settings, fired_at: datetime) -> RunContext:
     """Connect and assemble what run_job needs; only the chosen backend's driver is imported."""
     from schedctl.db.connector import CONNECT_RETRY_RUN, SQLITE_BUSY_RUN
     from schedctl.db.repository import Repository, open_repository
@@ -289,6 +291,7 @@ def _context(settings: config.Settings) -> RunContext:
         secrets_dir=lambda: config.secrets_dir(os.environ),
         credentials_dir=os.environ.get("CREDENTIALS_DIRECTORY") or None,
         judge=judge,
+        fired_at=fired_at,
     )
     return ctx
 

@@ -54,6 +54,7 @@ PG_SESSION_OPTIONS = (
 # claim is still worth making seconds late; a person at a terminal waits less.
 CONNECT_RETRY_RUN = 30.0
 CONNECT_RETRY = 5.0
+MIN_CONNECT_TIMEOUT = 2  # libpq's: a smaller connect_timeout counts as 2 s
 RETRY_FIRST = 0.1
 RETRY_CAP = 5.0
 # `run` waits long for the write lock: hundreds of runs starting in the same second on one host
@@ -118,6 +119,16 @@ def backoff(refusals: int) -> float:
     return float(bound * int.from_bytes(os.urandom(4), "big") / 0xFFFFFFFF)
 
 
+def attempt_timeout(params: Mapping[str, str], deadline: float) -> int:
+    """Return a connect_timeout that ends an attempt on every listed server by `deadline`.
+
+    libpq counts it per server, in whole seconds, and takes anything under 2 as 2.
+    """
+    servers = max(1, len(params.get("host", "").split(",")))
+    left = int((deadline - time.monotonic()) / servers)
+    return max(MIN_CONNECT_TIMEOUT, min(int(PG_CONNECT_ARGS["connect_timeout"]), left))
+
+
 def pg_params(url: DatabaseURL, application_name: str) -> dict[str, str]:
     """Return the libpq keywords for a session: the URL's, schedctl's on top, options merged."""
     params = {**url.libpq_params(), **{k: str(v) for k, v in PG_CONNECT_ARGS.items()}}
@@ -161,7 +172,12 @@ class PgConnector:
         self.refusals = 0  # connections the server refused as full before this one
         tries, last = 0, ""
         started = time.monotonic()
+        deadline = started + retry_seconds
         while True:
+            if retry_seconds:
+                # The budget is a deadline the last attempt keeps too: no attempt may wait
+                # for an answer past it.
+                self.params["connect_timeout"] = str(attempt_timeout(self.params, deadline))
             try:
                 self.session = libpq.Connection(self.params, expand_dbname=False)
                 return
@@ -178,7 +194,9 @@ class PgConnector:
                     self.refusals += 1
                     last = line
                 tries += 1
-                left = started + retry_seconds - time.monotonic()
+                # What an attempt needs at least (libpq's shortest connect_timeout) is kept
+                # for it: with less left, no attempt follows.
+                left = deadline - time.monotonic() - MIN_CONNECT_TIMEOUT
                 if left <= 0:
                     if not self.refusals:
                         raise translate(e, url) from None
