@@ -194,9 +194,10 @@ class PgConnector:
                     self.refusals += 1
                     last = line
                 tries += 1
-                # What an attempt needs at least (libpq's shortest connect_timeout) is kept
-                # for it: with less left, no attempt follows.
-                left = deadline - time.monotonic() - MIN_CONNECT_TIMEOUT
+                # A server that let an attempt time out gets another only with time left for
+                # a whole one (libpq's shortest connect_timeout); one that refused at once is
+                # tried up to the deadline.
+                left = deadline - time.monotonic() - (MIN_CONNECT_TIMEOUT if slow else 0)
                 if left <= 0:
                     if not self.refusals:
                         raise translate(e, url) from None
