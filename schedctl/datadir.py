@@ -71,7 +71,7 @@ def private_dir(path: Path, what: str, create: bool = False, link_ok: bool = Tru
             f"of your own"
         )
     if st.st_mode & 0o022:
-        who = {0o020: "its group", 0o002: "others"}.get(st.st_mode & 0o022, "group and others")
+        who = _writers(st.st_mode)
         raise ConfigError(
             f"unsafe {what} {path}: writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}); "
             f"check what is in it, then `chmod go-w {path}`"
@@ -99,11 +99,16 @@ def root_trusts(path: Path, what: str, instead: str) -> None:
             f"it says; check what is in it, then `chown root {path}`, or {instead}"
         )
     if st.st_mode & 0o022:
-        who = {0o020: "its group", 0o002: "others"}.get(st.st_mode & 0o022, "group and others")
+        who = _writers(st.st_mode)
         raise ConfigError(
             f"unsafe {what} {path}: writable by {who} (mode {stat.S_IMODE(st.st_mode):04o}), and "
             f"root runs what it says; check what is in it, then `chmod go-w {path}`, or {instead}"
         )
+
+
+def _writers(mode: int) -> str:
+    """Name who besides the owner may write a file of `mode`."""
+    return {0o020: "its group", 0o002: "others"}.get(mode & 0o022, "group and others")
 
 
 def _target(path: Path) -> str:
