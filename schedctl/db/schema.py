@@ -51,10 +51,16 @@ def make_engine(url: DatabaseURL) -> Engine:
     )
 
 
+# First users of a fresh data directory all upgrade at once and take the write lock in turn;
+# the last waits for every migration and check before it, which a loaded host stretches past
+# the everyday commands' busy wait.
+SQLITE_UPGRADE_BUSY = 12 * SQLITE_BUSY
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY * 1000)}")
+    cur.execute(f"PRAGMA busy_timeout={int(SQLITE_UPGRADE_BUSY * 1000)}")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
     dbapi_conn.isolation_level = None  # transactions are begun by _sqlite_begin only
