@@ -58,6 +58,14 @@ def pair() -> Iterator[tuple[PgServer, PgServer]]:
         destroy(primary)
 
 
+def _pair_url(primary: PgServer, standby: PgServer, dbname: str) -> str:
+    """Return a URL naming the standby first: libpq must find the writable one itself."""
+    return (
+        f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{standby.port},"
+        f"127.0.0.1:{primary.port}/{dbname}"
+    )
+
+
 def _rows(server: PgServer, dbname: str) -> list[dict[str, Any]]:
     with psycopg.connect(server.url(dbname), autocommit=True) as conn:
         cur = conn.execute(
@@ -106,10 +114,7 @@ def test_a_failover_fences_runs_in_flight_and_runs_every_slot_once(
     dbname = primary.create_database()
     # The standby first, as a fleet's URL reads after an earlier failover: the order is no
     # preference, and nothing but the servers' own state says which one takes writes.
-    url = (
-        f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{standby.port},"
-        f"127.0.0.1:{primary.port}/{dbname}"
-    )
+    url = _pair_url(primary, standby, dbname)
     marks = tmp_path / "marks"
     marks.mkdir()
     setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
@@ -259,10 +264,7 @@ def test_a_claim_the_standby_never_received(tmp_path: Path, replication: str) ->
     primary, standby = start_pair(primary_settings=SYNCHRONOUS if synchronous else None)
     try:
         dbname = primary.create_database()
-        url = (
-            f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{standby.port},"
-            f"127.0.0.1:{primary.port}/{dbname}"
-        )
+        url = _pair_url(primary, standby, dbname)
         marks = tmp_path / "marks"
         marks.mkdir()
         setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
@@ -348,10 +350,7 @@ def test_a_result_whose_row_the_failover_lost_is_kept_on_the_host(tmp_path: Path
     primary, standby = start_pair()
     try:
         dbname = primary.create_database()
-        url = (
-            f"postgresql://{primary.user}:{primary.password}@127.0.0.1:{standby.port},"
-            f"127.0.0.1:{primary.port}/{dbname}"
-        )
+        url = _pair_url(primary, standby, dbname)
         marks = tmp_path / "marks"
         marks.mkdir()
         setup = make_cli(tmp_path, SCHEDCTL_DATABASE_URL=url)
