@@ -37,6 +37,7 @@ class Storm:
     refused: int  # refusals the server logged
     launch_seconds: float  # forking every parked process, before the release
     settle_seconds: float  # the release to the last exit
+    held_seconds: float  # the release to the freeing of the held slots (0: none held)
     tracebacks: int
     errors: list[str] = field(default_factory=list)  # the last stderr line of each failure
 
@@ -75,8 +76,15 @@ def fire(
     jobs: int,
     extra_env: dict[str, str] | None = None,
     job_seconds: float = 2.0,
+    hold_until_refused: int = 0,
 ) -> Storm:
-    """Add `jobs` jobs due this minute, fire `processes` hosts at them together; report."""
+    """Add `jobs` jobs due this minute, fire `processes` hosts at them together; report.
+
+    With `hold_until_refused`, every connection slot an ordinary role may take is held from
+    before the release until the server has logged that many refusals (or 30 s have passed),
+    then freed: the storm meets a full server whatever the machine's speed. Without it,
+    whether 300 hosts fill the server depends on how fast this machine starts them.
+    """
     base = {
         "PATH": "/usr/bin:/bin",
         "HOME": str(work),
@@ -100,7 +108,6 @@ def fire(
             capture_output=True,
         )
     log = server.root / "log"
-    log_start = log.stat().st_size
     ready_r, ready_w = os.pipe()
     gate_r, gate_w = os.pipe()
     park = f'printf x >&{ready_w}; read _ <&{gate_r}; exec "$@"'
@@ -135,8 +142,20 @@ def fire(
         parked += len(got)
     os.close(ready_r)
     launch = time.monotonic() - launched
+    holders = hold_every_slot(url) if hold_until_refused else []
+    # Counted from here: the refusal that told the holder the server was full is not the
+    # storm's. A backend logs its refusal before it sends it, so that line is already written.
+    log_start = log.stat().st_size
     released = time.monotonic()
     os.close(gate_w)
+    held = 0.0
+    if holders:
+        deadline = released + 30
+        while time.monotonic() < deadline and count_refusals(log, log_start) < hold_until_refused:
+            time.sleep(0.05)
+        for h in holders:
+            h.close()
+        held = time.monotonic() - released
     # stderr is read after the exits: a run writes a few lines, well under a pipe's buffer.
     index = {p.pid: p for p in procs}
     codes: Counter[int] = Counter()
@@ -158,10 +177,7 @@ def fire(
         if p.returncode != 0:
             lines = err.strip().splitlines()
             errors.append(f"{p.returncode}: {lines[-1] if lines else '(no output)'}")
-    with log.open("rb") as f:
-        f.seek(log_start)
-        logged = f.read().decode(errors="replace")
-    refused = sum(any(r in line for r in REFUSAL_LINES) for line in logged.splitlines())
+    refused = count_refusals(log, log_start)
     counts: list[int] = []
     for j in range(jobs):
         mark = marks / f"storm-{j}"
@@ -181,6 +197,29 @@ def fire(
         refused=refused,
         launch_seconds=launch,
         settle_seconds=settle,
+        held_seconds=held,
         tracebacks=tracebacks,
         errors=errors,
     )
+
+
+def count_refusals(log: Path, start: int) -> int:
+    """Count the refusals the server logged after byte `start` of its log."""
+    with log.open("rb") as f:
+        f.seek(start)
+        logged = f.read().decode(errors="replace")
+    return sum(any(r in line for r in REFUSAL_LINES) for line in logged.splitlines())
+
+
+def hold_every_slot(url: str) -> list[psycopg.Connection[tuple[object, ...]]]:
+    """Take every connection slot the role of `url` may have; return the connections."""
+    held = []
+    while True:
+        try:
+            held.append(psycopg.connect(url, autocommit=True, connect_timeout=5))
+        except psycopg.OperationalError as e:
+            if not any(r in str(e) for r in REFUSAL_LINES):
+                for h in held:
+                    h.close()
+                raise
+            return held

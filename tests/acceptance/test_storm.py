@@ -30,17 +30,20 @@ def test_three_hundred_hosts_against_forty_connections_run_every_slot_once() -> 
         url = storm_server_user(server)
         storm = fire(
             str(BIN), server, url, work, processes=300, jobs=10,
-            extra_env={"SCHEDCTL_CONNECT_RETRY": BUDGET},
+            extra_env={"SCHEDCTL_CONNECT_RETRY": BUDGET}, hold_until_refused=30,
         )  # fmt: skip
     finally:
         destroy(server)
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"\nstorm: exit codes {dict(storm.codes)}, {storm.refused} refused connections, "
-        f"launched in {storm.launch_seconds:.2f} s, settled in {storm.settle_seconds:.1f} s"
+        f"launched in {storm.launch_seconds:.2f} s, server held full for "
+        f"{storm.held_seconds:.1f} s, settled in {storm.settle_seconds:.1f} s"
     )
-    # The server was full: the storm is real.
-    assert storm.refused > 0, storm
+    # The server was full when the hosts were released (how fast 300 processes start decides
+    # whether they would fill it by themselves: on a quick machine they did not): hosts were
+    # refused, and every slot ran once all the same.
+    assert storm.refused >= 30, storm
     # Every slot ran, once: one marker line per job, one run row per job.
     assert storm.slots_run == 10 and storm.slots_run_twice == 0, storm
     assert storm.runs_per_slot == {f"storm-{j}": 1 for j in range(10)}, storm
