@@ -897,28 +897,41 @@ def test_concurrent_runs_of_an_allow_job_share_a_killed_runners_clean_up(
     env = cli_env(tmp_path, SCHEDCTL_DATABASE_URL=pg_url, SCHEDCTL_HOST="h-allow")
     cli = make_cli(tmp_path, **{k: v for k, v in env.items() if k.startswith("SCHEDCTL_")})
     ok(cli("db", "upgrade"))
-    marks = tmp_path / "marks"
+    marks, long = tmp_path / "marks", tmp_path / "long"
     marks.mkdir()
-    job = f"touch {marks}/$SCHEDCTL_RUN_ID; sleep 3"
+    # The first run leaves a process that outlives its killed runner until it is stopped,
+    # however long the racers take to start; the racers' own jobs are short.
+    job = (
+        f"touch {marks}/$SCHEDCTL_RUN_ID; if mkdir {long} 2>/dev/null; then "
+        f"sleep 120 & echo $! > {long}/pid.tmp; mv {long}/pid.tmp {long}/pid; wait; "
+        "else sleep 3; fi"
+    )
     ok(cli("add", "al", "-s", "0 0 1 1 *", "--concurrency", "allow", "--shell", "--", job))
     first = start_run(env, "al", "--now")
     deadline = time.monotonic() + 30
-    while not list(marks.iterdir()):
+    while not (long / "pid").exists():
         assert first.poll() is None, first.communicate()
         assert time.monotonic() < deadline, "the first run never started"
         time.sleep(0.05)
-    first.kill()
-    first.wait(timeout=10)
-    procs = tmp_path / "data" / "procs"
-    assert len(list(procs.glob("*.json"))) == 1  # what the killed runner left
+    leftover = int((long / "pid").read_text())
+    try:
+        first.kill()
+        first.wait(timeout=10)
+        procs = tmp_path / "data" / "procs"
+        assert len(list(procs.glob("*.json"))) == 1  # what the killed runner left
+        assert alive(leftover)
 
-    racers = [start_run(env, "al", "--now") for _ in range(10)]
-    results = [(p.communicate(timeout=120)[1], p.returncode)[::-1] for p in racers]
-    assert [rc for rc, _ in results] == [0] * 10, [err for rc, err in results if rc]
-    assert not any("Traceback" in err or "internal error" in err for _, err in results)
-    assert len(list(marks.iterdir())) == 11  # every job ran
-    assert sum("event=run.leftovers_stopped" in err for _, err in results) == 1
-    assert list(procs.iterdir()) == []  # the leftover record is gone, and so are theirs
+        racers = [start_run(env, "al", "--now") for _ in range(10)]
+        results = [(p.communicate(timeout=120)[1], p.returncode)[::-1] for p in racers]
+        assert [rc for rc, _ in results] == [0] * 10, [err for rc, err in results if rc]
+        assert not any("Traceback" in err or "internal error" in err for _, err in results)
+        assert len(list(marks.iterdir())) == 11  # every job ran
+        assert sum("event=run.leftovers_stopped" in err for _, err in results) == 1
+        assert not alive(leftover)
+        assert list(procs.iterdir()) == []  # the leftover record is gone, and so are theirs
+    finally:
+        if alive(leftover):
+            os.kill(leftover, signal.SIGKILL)  # a failed run must not leave it
     statuses = sorted(r["status"] for r in run_rows(pg_url, "al"))
     assert statuses == ["lost"] + ["succeeded"] * 10
 
