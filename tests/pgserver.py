@@ -269,13 +269,11 @@ def promote(standby: PgServer) -> None:
 def destroy(server: PgServer) -> None:
     """Stop the server (if a test has not already) and delete its files."""
     try:
+        server.stop("immediate")
+    except CommandFailed:
+        # Stopped already, by the test or by a smart shutdown it started, which may end
+        # while pg_ctl looks: only a server still running is a failure.
         if (server.data / "postmaster.pid").exists():
-            try:
-                server.stop("immediate")
-            except CommandFailed:
-                # A server that was already shutting down (a test's smart stop) may finish
-                # between the look and pg_ctl's: only one still running is a failure.
-                if (server.data / "postmaster.pid").exists():
-                    raise
+            raise
     finally:
         shutil.rmtree(server.root, ignore_errors=True)
